@@ -1,0 +1,44 @@
+# Command-line entry point: `python -m guide_core COMMAND ...`.
+# Each command lives in the module that owns its concept; the module is imported only when its command runs,
+# so `--help` stays fast. A command module provides `add_arguments(parser)` and `main(args) -> int`.
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "unlearn": ("guide_core.cli", "unlearn", "erase one identity from a generator (Latent Target Unlearning)"),
+    "eval": ("guide_core.cli", "evaluate", "ID / ID_others / FID_pre / dFID_real of a run directory"),
+    "audit": ("guide_core.cli", "audit", "re-inversion attack on an unlearned generator"),
+    "weights": ("guide_core.weights", "cli", "status | fetch NAME | verify of the weight files"),
+    "convert-eg3d": ("guide_core.eg3d.convert", "cli", "convert an official EG3D .pkl to .safetensors + JSON"),
+}
+
+
+def _load(name: str):
+    module_name, attr, _ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr != "cli" else module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m guide_core", description="guide: generative identity unlearning")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, _, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    name = argv[0]
+    command = _load(name)
+    cmd_parser = argparse.ArgumentParser(prog=f"python -m guide_core {name}", description=COMMANDS[name][2],
+                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    command.add_arguments(cmd_parser)
+    args = cmd_parser.parse_args(argv[1:])
+    return int(command.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
