@@ -1,0 +1,16 @@
+# The embedded default world: procedural 3D heads with exact identities, and the small networks trained on them
+# (identity net, tri-plane generator, encoder) that let GUIDE run end to end on a CPU without downloaded weights.
+from __future__ import annotations
+
+from guide_core.world.cameras import camera_params, frontal_camera, sample_yaw_pitch
+from guide_core.world.heads import (HeadParams, HeadRender, params_from_z, random_z, render_heads, render_z,
+                                    same_identity_z)
+
+__all__ = ["HeadParams", "HeadRender", "camera_params", "frontal_camera", "params_from_z", "random_z", "render_heads",
+           "render_z", "same_identity_z", "sample_yaw_pitch", "load_bundle"]
+
+
+# The world's ModelBundle (generator, encoder, identity/perceptual/feature nets); imported lazily to keep this light.
+def load_bundle(device: str = "cpu"):
+    from guide_core.world.bundle import load_bundle as _load
+    return _load(device)
