@@ -1,0 +1,142 @@
+# Frozen identity networks, their checkpoint loading, the identity loss of GUIDE's local objective (§4, from pSp's
+# IDLoss with the IR-SE50 ArcFace backbone) and the cosine identity similarity behind the ID metric (§5, CurricularFace).
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Union
+
+import torch
+from torch import nn
+
+from .backbone import IRBackbone
+from .preprocess import arcface_align, eg3d_crop_face_input, idloss_face_input
+
+StateSource = Union[str, Path, Mapping[str, torch.Tensor]]
+PREPROCESSINGS = ("idloss", "eg3d_crop", "aligned")
+
+
+# Raised when a checkpoint does not fit the backbone; the message names the offending keys.
+class IdentityCheckpointError(ValueError):
+    pass
+
+
+# A frozen IR backbone plus the preprocessing that turns [-1,1] images into its 112x112 faces.
+class IdentityNet(nn.Module):
+    def __init__(self, backbone: IRBackbone, preprocessing: str):
+        super().__init__()
+        if preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
+        self.backbone = backbone
+        self.preprocessing = preprocessing
+        self.requires_grad_(False)
+        self.eval()
+
+    # Stays in eval mode whatever a parent module asks: batch statistics or dropout would change every embedding.
+    def train(self, mode: bool = True) -> "IdentityNet":
+        return super().train(False)
+
+    # The backbone input for `images`; with landmarks ([N,5,2] pixel coordinates) the ArcFace warp replaces the default.
+    def face_input(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        if landmarks is not None:
+            return arcface_align(images, landmarks)
+        if self.preprocessing == "idloss":
+            return idloss_face_input(images)
+        if self.preprocessing == "eg3d_crop":
+            return eg3d_crop_face_input(images)
+        return images
+
+    # [N,3,H,W] images in [-1,1] -> [N,512] unit-length identity embeddings.
+    def embed(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone(self.face_input(images, landmarks))
+
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        return self.embed(images, landmarks)
+
+
+# Read a state dict from a .pth/.pt (tensors only, weights_only=True), a .safetensors file, or take a mapping as is.
+def read_state_dict(source: StateSource, what: str = "identity network") -> dict[str, torch.Tensor]:
+    if isinstance(source, Mapping):
+        state = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} weights not found: {path}. Put the file there (see "
+                                    f"`python -m guide_core weights status` for every file and where to get it).")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            try:
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+            except Exception as error:  # an unpickling refusal or a corrupt file: say which file
+                raise IdentityCheckpointError(f"cannot read {what} checkpoint {path} as a plain tensor file "
+                                              f"(torch.load weights_only=True): {error}") from error
+        if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+            state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise IdentityCheckpointError(f"{what} checkpoint is not a mapping of names to tensors")
+    state = dict(state)
+    # Checkpoints saved from a wrapper (DataParallel, or pSp's IDLoss module) carry a prefix on every key.
+    for prefix in ("module.", "facenet."):
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items()}
+    return state
+
+
+# Load `state` into `model` with strict matching, first listing every missing, unexpected or mis-shaped key.
+def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(value.shape)}"
+                  for key, value in expected.items() if key in state and state[key].shape != value.shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", mismatched)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
+                parts.append(f"{len(items)} {label}: {shown}")
+        raise IdentityCheckpointError(f"checkpoint does not fit the {what}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+# IR-SE50 (ArcFace, `model_ir_se50.pth`) with IDLoss preprocessing: the network of GUIDE's identity loss.
+def load_ir_se50(source: StateSource, device: str | torch.device = "cpu") -> IdentityNet:
+    backbone = IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True)
+    load_strict(backbone, read_state_dict(source, "IR-SE50 (model_ir_se50.pth)"), "IR-SE50 backbone")
+    return IdentityNet(backbone, "idloss").to(device)
+
+
+# IR-101 (CurricularFace, `CurricularFace_Backbone.pth`): the network of the ID metric. `preprocessing` is
+# "eg3d_crop" (square EG3D/GOAE-aligned crops, fixed ArcFace warp) or "aligned" (inputs already 112x112 faces).
+def load_ir101(source: StateSource, device: str | torch.device = "cpu",
+               preprocessing: str = "eg3d_crop") -> IdentityNet:
+    backbone = IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False)
+    load_strict(backbone, read_state_dict(source, "IR-101 (CurricularFace_Backbone.pth)"), "IR-101 backbone")
+    return IdentityNet(backbone, preprocessing).to(device)
+
+
+# The identity loss: batch mean of 1 - cos(emb(y_hat), emb(y)); the y side is a constant, gradients reach y_hat only.
+class IDLoss(nn.Module):
+    def __init__(self, net: IdentityNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if y_hat.shape[0] != y.shape[0]:
+            raise ValueError(f"IDLoss: batch sizes differ ({y_hat.shape[0]} vs {y.shape[0]})")
+        with torch.no_grad():
+            target = self.net.embed(y)
+        return (1 - (self.net.embed(y_hat) * target).sum(dim=1)).mean()
+
+
+# Per-pair cosine identity similarity [N] of two image batches (either may have batch 1 and broadcast).
+def identity_similarity(net: IdentityNet, a: torch.Tensor, b: torch.Tensor,
+                        landmarks_a: torch.Tensor | None = None,
+                        landmarks_b: torch.Tensor | None = None) -> torch.Tensor:
+    emb_a, emb_b = net.embed(a, landmarks_a), net.embed(b, landmarks_b)
+    if emb_a.shape[0] != emb_b.shape[0] and 1 not in (emb_a.shape[0], emb_b.shape[0]):
+        raise ValueError(f"identity_similarity: batch sizes {emb_a.shape[0]} and {emb_b.shape[0]} do not broadcast")
+    return (emb_a * emb_b).sum(dim=1)
