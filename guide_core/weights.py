@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 REPO_WEIGHTS = REPO / "weights"
 MANIFEST_FILE = "manifest.json"
 HASHES_FILE = "hashes.json"
-CHUNK = 1 << 20
+CHUNK = 64 << 10  # small reads: a cut connection loses at most one chunk of what arrived
 _HASH_CHUNK = 8 << 20
 
 
@@ -592,8 +592,6 @@ def load_npy(path: str | os.PathLike):
 
 # A TriPlaneGenerator (eval mode) from a manifest name or a path to an original .pkl or our .safetensors.
 def load_generator(path_or_name: str | os.PathLike, device: str | torch.device = "cpu"):
-    from guide_core.eg3d.io import load_generator_file  # lazy: the EG3D package is heavy and optional for this module
-
     if isinstance(path_or_name, str) and path_or_name in manifest():
         path = require(path_or_name)
     else:
@@ -601,6 +599,8 @@ def load_generator(path_or_name: str | os.PathLike, device: str | torch.device =
         if not path.exists():
             raise FileNotFoundError(f"generator not found: {path} (and {str(path_or_name)!r} is not a weights name; "
                                     f"known names: {', '.join(manifest())})")
+    from guide_core.eg3d.io import load_generator_file  # lazy: the EG3D package is heavy and optional for this module
+
     return load_generator_file(path, device)
 
 
@@ -634,16 +634,13 @@ def mean_of_mapping(G, n: int = 10000, seed: int = 0, c: torch.Tensor | None = N
     c = _frontal_camera(G) if c is None else c
     device = next(G.parameters()).device
     c = c.reshape(1, -1).to(device)
-    generator = torch.Generator().manual_seed(seed)  # CPU draws: the same z on every device
+    # One CPU draw of all z: the same codes on every device and for every batch size.
+    z_all = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
     total = None
-    done = 0
-    while done < n:
-        count = min(batch, n - done)
-        z = torch.randn(count, G.z_dim, generator=generator).to(device)
-        ws = G.mapping(z, c.expand(count, -1), truncation_psi=1.0).to(torch.float64)
-        part = ws.sum(dim=0)
-        total = part if total is None else total + part
-        done += count
+    for start in range(0, n, batch):
+        z = z_all[start:start + batch].to(device)
+        ws = G.mapping(z, c.expand(len(z), -1), truncation_psi=1.0).to(torch.float64)
+        total = ws.sum(dim=0) if total is None else total + ws.sum(dim=0)
     return (total / n).to(torch.float32)
 
 

@@ -1,0 +1,463 @@
+# Weights manager tests: downloads against a local HTTP server on 127.0.0.1 (Range support, corruption, cut streams),
+# status/require on temp weights dirs, safe loading (pickled code refused), w̄ sources. No traffic leaves 127.0.0.1.
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import re
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from guide_core import weights as W
+from guide_core.__main__ import main as cli_main
+
+PAYLOAD = bytes(range(256)) * 4096 + b"tail"          # ~1 MiB, not a multiple of the chunk size
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+# A local file server: per-path bytes and behaviour, HTTP Range, and a log of what each request asked and received.
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        server = self.server
+        spec = server.files.get(self.path)
+        if spec is None:
+            self.send_error(404)
+            return
+        data, mode = spec["data"], spec.get("mode", "good")
+        asked = self.headers.get("Range")
+        server.log.append({"path": self.path, "range": asked})
+        start = 0
+        if asked and mode != "ignore-range":
+            start = int(re.match(r"bytes=(\d+)-", asked).group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        half = len(body) // 2
+        self.wfile.write(body[:half])
+        self.wfile.flush()
+        if server.midstream is not None:
+            server.midstream()
+        if mode == "cut":
+            # Promise the whole body, deliver half, hang up: what a dropped connection looks like.
+            server.log[-1]["sent"] = half
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body[half:])
+        server.log[-1]["sent"] = len(body)
+
+
+# The server in a thread on an ephemeral 127.0.0.1 port.
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.files, httpd.log, httpd.midstream = {}, [], None
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# A manifest of test entries and an empty temp weights dir; proxies bypassed so requests stay on 127.0.0.1.
+@pytest.fixture
+def wdir(tmp_path, monkeypatch):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    entries = {
+        "known": {"file": "known.bin", "sha256": PAYLOAD_SHA, "feature": "test: known hash", "source": "test server"},
+        "prefix": {"file": "prefix-" + PAYLOAD_SHA[:8] + ".bin", "sha256_prefix": PAYLOAD_SHA[:8],
+                   "feature": "test: hash prefix", "source": "test server"},
+        "unknown": {"file": "unknown.bin", "feature": "test: no hash", "source": "test server"},
+        "sized": {"file": "sized.bin", "size": len(PAYLOAD) + 1, "feature": "test: wrong size", "source": "test"},
+        "manual": {"file": "manual.pt", "feature": "test: no source", "source": "ask the authors"},
+        "wbar": {"file": "wbar.pt", "w_avg_for": "tiny", "feature": "test: released w̄", "source": "test"},
+    }
+    monkeypatch.setattr(W, "manifest", lambda: entries)
+    return folder
+
+
+def _serve(server, name, data=PAYLOAD, mode="good"):
+    server.files[f"/{name}"] = {"data": data, "mode": mode}
+    return f"{server.base}/{name}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Downloads
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_good_download_verifies_and_lands_atomically(server, wdir):
+    url = _serve(server, "known.bin")
+    target = wdir / "known.bin"
+    part = target.with_name("known.bin.part")
+    seen = []
+
+    def midstream():
+        # While bytes are still flowing, only the .part may exist: never a file that looks complete.
+        deadline = time.monotonic() + 5
+        while not part.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append((target.exists(), part.exists()))
+
+    server.midstream = midstream
+    path = W.fetch("known", url=url, progress=False)
+    assert path == target and path.read_bytes() == PAYLOAD
+    assert seen == [(False, True)]
+    assert not target.with_name("known.bin.part").exists()
+    assert W.verify("known")[0].verdict == "sha256"
+    row = {r.name: r for r in W.status()}["known"]
+    assert row.installed and row.size == len(PAYLOAD) and row.verified == "sha256"   # cached check, no re-hash
+
+
+def test_corrupted_download_is_rejected_and_removed(server, wdir):
+    bad = bytearray(PAYLOAD)
+    bad[1000] ^= 0xFF
+    url = _serve(server, "known.bin", bytes(bad))
+    with pytest.raises(W.HashMismatchError, match="corrupt or not the expected file") as info:
+        W.fetch("known", url=url, progress=False)
+    assert PAYLOAD_SHA in str(info.value) or "sha256" in str(info.value)
+    assert not (wdir / "known.bin").exists() and not (wdir / "known.bin.part").exists()
+    assert not W.is_installed("known")
+
+
+def test_wrong_size_is_rejected(server, wdir):
+    url = _serve(server, "sized.bin")
+    with pytest.raises(W.HashMismatchError, match="size"):
+        W.fetch("sized", url=url, progress=False)
+    assert list(wdir.glob("sized.bin*")) == []
+
+
+def test_interrupted_download_leaves_only_part_and_resumes(server, wdir):
+    url = _serve(server, "known.bin", mode="cut")
+    with pytest.raises(W.FetchError, match="resume"):
+        W.fetch("known", url=url, progress=False)
+    part = wdir / "known.bin.part"
+    assert not (wdir / "known.bin").exists(), "an interrupted download must not leave a complete-looking file"
+    assert part.is_file() and 0 < part.stat().st_size < len(PAYLOAD)
+    kept = part.stat().st_size
+    assert PAYLOAD.startswith(part.read_bytes())
+
+    server.files["/known.bin"]["mode"] = "good"
+    W.fetch("known", url=url, progress=False)
+    assert server.log[-1]["range"] == f"bytes={kept}-", "the retry must resume from the .part with a Range request"
+    assert server.log[-1]["sent"] == len(PAYLOAD) - kept
+    assert (wdir / "known.bin").read_bytes() == PAYLOAD and not part.exists()
+
+
+def test_server_ignoring_range_restarts_cleanly(server, wdir):
+    url = _serve(server, "known.bin", mode="ignore-range")
+    (wdir / "known.bin.part").write_bytes(PAYLOAD[:5000])
+    W.fetch("known", url=url, progress=False)
+    assert (wdir / "known.bin").read_bytes() == PAYLOAD          # not PAYLOAD[:5000] + PAYLOAD
+
+
+def test_complete_part_is_finished_without_refetching_bytes(server, wdir):
+    url = _serve(server, "known.bin")
+    (wdir / "known.bin.part").write_bytes(PAYLOAD)                # e.g. killed between download and rename
+    W.fetch("known", url=url, progress=False)
+    assert server.log[-1]["range"] == f"bytes={len(PAYLOAD)}-" and "sent" not in server.log[-1]   # 416, no body
+    assert (wdir / "known.bin").read_bytes() == PAYLOAD
+
+
+def test_hash_prefix_from_file_name(server, wdir):
+    name = "prefix-" + PAYLOAD_SHA[:8] + ".bin"
+    W.fetch("prefix", url=_serve(server, name), progress=False)
+    assert W.verify("prefix")[0].verdict == "prefix"
+    (wdir / name).write_bytes(b"x" + PAYLOAD[1:])
+    assert W.verify("prefix")[0].verdict == "mismatch"
+
+
+def test_unknown_hash_recorded_on_first_fetch_then_enforced(server, wdir):
+    url = _serve(server, "unknown.bin")
+    W.fetch("unknown", url=url, progress=False)
+    record = json.loads((wdir / "hashes.json").read_text())["recorded"]["unknown"]
+    assert record["sha256"] == PAYLOAD_SHA and record["size"] == len(PAYLOAD) and record["source"] == url
+    assert W.verify("unknown")[0].verdict == "recorded"
+    # Trust on first use: a different file offered later under the same name is refused.
+    server.files["/unknown.bin"]["data"] = PAYLOAD[::-1]
+    with pytest.raises(W.HashMismatchError):
+        W.fetch("unknown", url=url, progress=False, force=True)
+    assert (wdir / "unknown.bin").read_bytes() == PAYLOAD      # the good file stays in place
+
+
+def test_source_from_environment_and_missing_source(server, wdir, monkeypatch):
+    url = _serve(server, "manual.pt")
+    with pytest.raises(W.NoSourceError, match="GUIDE_URL_MANUAL"):
+        W.fetch("manual", progress=False)
+    monkeypatch.setenv("GUIDE_URL_MANUAL", url)
+    assert W.fetch("manual", progress=False).read_bytes() == PAYLOAD
+    with pytest.raises(W.FetchError, match="http"):
+        W.fetch("manual", url="file:///etc/passwd", progress=False, force=True)
+
+
+def test_hugging_face_source_goes_through_temp_dir(wdir, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, local_dir, **kwargs):   # stands in for the Hub: no network in tests
+        calls.append((repo_id, filename, Path(local_dir).parent == wdir))
+        out = Path(local_dir) / filename
+        out.write_bytes(PAYLOAD)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    path = W.fetch("known", hf_repo="someone/weights", progress=False)
+    assert calls == [("someone/weights", "known.bin", True)]
+    assert path.read_bytes() == PAYLOAD and W.verify("known")[0].verdict == "sha256"
+    assert [p.name for p in wdir.iterdir() if p.name.startswith(".hf-")] == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Status, require, CLI (the real manifest, a temp weights dir)
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_status_on_empty_dir_reports_every_download_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    rows = {r.name: r for r in W.status()}
+    expected = {"eg3d-ffhq", "eg3d-ffhq-rebalanced", "eg3d-afhq", "goae", "ir_se50", "curricularface", "vgg16",
+                "inception", "default"}
+    assert expected <= set(rows)
+    for name, row in rows.items():
+        if not row.shipped:
+            assert not row.installed and row.verified == "missing" and row.file in row.hint, name
+    assert rows["eg3d-ffhq"].file == "ffhq512-128.pkl" and rows["vgg16"].file == "vgg16-397923af.pth"
+
+    (tmp_path / "vgg16-397923af.pth").write_bytes(b"not vgg")
+    row = {r.name: r for r in W.status()}["vgg16"]
+    assert row.installed and row.size == 7 and row.verified == "unchecked"
+    assert W.verify("vgg16")[0].verdict == "mismatch"                    # the file-name hash prefix catches it
+    assert {r.name: r for r in W.status()}["vgg16"].verified == "mismatch"
+    assert sum(r.installed for r in W.status() if not r.shipped) == 1
+
+
+def test_shipped_default_world_needs_its_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    folder = tmp_path / "default"
+    folder.mkdir()
+    (folder / "MODEL_CARD.md").write_text("card")
+    assert W.path_of("default") == folder and not W.is_installed("default")
+    (folder / "generator.safetensors").write_bytes(b"x")
+    assert W.is_installed("default") and W.require("default") == folder
+    with pytest.raises(W.FetchError, match="ships with the repository"):
+        W.fetch("default", progress=False)
+
+
+def test_require_names_file_place_and_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(W.MissingWeightsError) as info:
+        W.require("goae")
+    text = str(info.value)
+    assert "encoder_FFHQ.pt" in text and str(tmp_path / "encoder_FFHQ.pt") in text
+    assert "python -m guide_core weights fetch goae" in text
+    with pytest.raises(W.MissingWeightsError, match="python -m guide_core weights fetch vgg16"):
+        W.require("vgg16")
+    with pytest.raises(W.UnknownWeightsError, match="known names: .*eg3d-ffhq"):
+        W.require("eg3d-ffhq-typo")
+    (tmp_path / "encoder_FFHQ.pt").write_bytes(b"x")
+    assert W.require("goae") == tmp_path / "encoder_FFHQ.pt"
+
+
+def test_cli_exit_codes_and_offline_listing(tmp_path, monkeypatch, capsys, server):
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert cli_main(["weights", "status"]) == 1                         # something is missing
+    out = capsys.readouterr().out
+    assert "ffhq512-128.pkl" in out and "missing" in out and "python -m guide_core weights fetch eg3d-ffhq" in out
+    assert cli_main(["weights", "status", "--json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows if not r["installed"]} >= {"goae", "vgg16"}
+    assert cli_main(["weights", "fetch", "nope"]) == 2
+    assert "known names" in capsys.readouterr().err
+    assert cli_main(["weights", "fetch", "goae"]) == 2                  # no URL known for GOAE: says how to proceed
+    assert "--url" in capsys.readouterr().err
+    assert cli_main(["weights", "path", "goae"]) == 1
+    url = _serve(server, "encoder_FFHQ.pt")
+    assert cli_main(["weights", "fetch", "goae", "--url", url]) == 0
+    assert (tmp_path / "encoder_FFHQ.pt").read_bytes() == PAYLOAD
+    capsys.readouterr()
+    assert cli_main(["weights", "verify", "goae"]) == 0
+    assert "recorded" in capsys.readouterr().out
+    (tmp_path / "encoder_FFHQ.pt").write_bytes(b"tampered")
+    assert cli_main(["weights", "verify"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Safe loaders
+# ---------------------------------------------------------------------------------------------------------------------
+
+class _Exploit:
+    """Pickles to a call of os.system: the classic malicious checkpoint."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_torch_pickle_with_code_is_refused(tmp_path):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(2), "payload": _Exploit(marker)}, path)
+    with pytest.raises(W.UnsafeCheckpointError, match="never runs"):
+        W.load_torch_state_dict(path)
+    with pytest.raises(W.UnsafeCheckpointError):
+        W.load_torch(path)
+    assert not marker.exists(), "loading must not execute code stored in the checkpoint"
+
+
+def test_state_dict_loader_checks_structure(tmp_path):
+    good = {"a.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(2)}
+    torch.save(good, tmp_path / "good.pt")
+    loaded = W.load_torch_state_dict(tmp_path / "good.pt")
+    assert loaded.keys() == good.keys() and torch.equal(loaded["a.weight"], good["a.weight"])
+    torch.save({"state_dict": good, "epoch": 3}, tmp_path / "wrapped.pt")
+    with pytest.raises(W.UnsafeCheckpointError, match="key='state_dict'"):
+        W.load_torch_state_dict(tmp_path / "wrapped.pt")
+    assert W.load_torch_state_dict(tmp_path / "wrapped.pt", key="state_dict").keys() == good.keys()
+    torch.save([torch.ones(1)], tmp_path / "list.pt")
+    with pytest.raises(W.UnsafeCheckpointError, match="not a state_dict"):
+        W.load_torch_state_dict(tmp_path / "list.pt")
+    (tmp_path / "trunc.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:100])
+    with pytest.raises(W.UnsafeCheckpointError):
+        W.load_torch_state_dict(tmp_path / "trunc.pt")
+    with pytest.raises(FileNotFoundError):
+        W.load_torch_state_dict(tmp_path / "absent.pt")
+
+
+def test_safetensors_loader_returns_json_metadata(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.arange(4.0)}, str(tmp_path / "m.safetensors"),
+              metadata={"config": json.dumps({"z_dim": 512, "c": [1, 2]}), "note": "plain text"})
+    tensors, meta = W.load_safetensors(tmp_path / "m.safetensors")
+    assert torch.equal(tensors["x"], torch.arange(4.0))
+    assert meta == {"config": {"z_dim": 512, "c": [1, 2]}, "note": "plain text"}
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(W.UnsafeCheckpointError, match="not a valid .safetensors"):
+        W.load_safetensors(tmp_path / "bad.safetensors")
+
+
+def test_npy_loader_refuses_pickled_objects(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "feat.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert W.load_npy(tmp_path / "feat.npy").shape == (2, 3)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(W.UnsafeCheckpointError, match="pickled"):
+        W.load_npy(tmp_path / "obj.npy")
+
+
+def test_load_generator_resolves_names_and_reports_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(W.MissingWeightsError, match="ffhqrebalanced512-128.pkl"):
+        W.load_generator("eg3d-ffhq-rebalanced")
+    with pytest.raises(FileNotFoundError, match="known names"):
+        W.load_generator(tmp_path / "nothing.safetensors")
+    # Delegation to the EG3D loader with the resolved path (a stand-in module: this test is about the manager).
+    calls = []
+    fake = types.ModuleType("guide_core.eg3d.io")
+    fake.load_generator_file = lambda path, device: calls.append((Path(path), device)) or "G"
+    monkeypatch.setitem(sys.modules, "guide_core.eg3d.io", fake)
+    (tmp_path / "ffhqrebalanced512-128.pkl").write_bytes(b"x")
+    assert W.load_generator("eg3d-ffhq-rebalanced", device="cuda:1") == "G"
+    assert W.load_generator(str(tmp_path / "ffhqrebalanced512-128.pkl")) == "G"
+    assert calls == [(tmp_path / "ffhqrebalanced512-128.pkl", "cuda:1"), (tmp_path / "ffhqrebalanced512-128.pkl", "cpu")]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# w̄
+# ---------------------------------------------------------------------------------------------------------------------
+
+class _Mapping(torch.nn.Module):
+    """A tiny affine 'mapping network' with the original's attributes (num_ws, w_dim, w_avg buffer)."""
+
+    def __init__(self, z_dim=8, w_dim=6, num_ws=3):
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws = z_dim, w_dim, num_ws
+        self.fc = torch.nn.Linear(z_dim + 25, w_dim)
+        torch.nn.init.normal_(self.fc.weight, generator=torch.Generator().manual_seed(1))
+        torch.nn.init.constant_(self.fc.bias, 0.5)
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z, c, truncation_psi=1.0, truncation_cutoff=None):
+        w = self.fc(torch.cat([z, c], dim=1))
+        return w.unsqueeze(1).repeat(1, self.num_ws, 1)
+
+
+class _TinyG(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Module()
+        self.backbone.mapping = _Mapping()
+        self.z_dim = 8
+        self.calls = 0
+
+    def mapping(self, z, c, truncation_psi=1.0, truncation_cutoff=None):
+        self.calls += 1
+        return self.backbone.mapping(z, c, truncation_psi, truncation_cutoff)
+
+
+def test_w_avg_sources_and_cache(wdir, monkeypatch):
+    G = _TinyG()
+    c = torch.zeros(1, 25)
+    monkeypatch.setattr(W, "_frontal_camera", lambda G: c)      # keeps this test independent of guide_core.eg3d
+    value, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
+    assert source.startswith("samples") and value.shape == (3, 6)
+    # The mean of a linear map of z ~ N(0, I) is the map at z = 0: the bias (+ the camera term, zero here).
+    err = (value - 0.5).abs().max().item()
+    assert err < 0.15, f"w̄ from samples off by {err:.3f}"
+    assert torch.allclose(value, W.mean_of_mapping(G, n=4000, seed=3, c=c, batch=333))   # batching does not matter
+    cache = wdir / "cache" / "tiny-w_avg.safetensors"
+    assert cache.is_file()
+    calls = G.calls
+    again, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
+    assert source.startswith("cache") and torch.equal(again, value) and G.calls == calls
+    with torch.no_grad():
+        G.backbone.mapping.fc.bias.add_(1.0)                      # a different generator: the cache must not be reused
+    moved, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
+    assert source.startswith("samples") and (moved - value - 1.0).abs().max() < 1e-4
+
+    G.backbone.mapping.w_avg.copy_(torch.arange(6.0))            # a trained running mean is used as is
+    value, source = W.w_avg_with_source(G, "tiny")
+    assert source == "buffer" and torch.equal(value, torch.arange(6.0).expand(3, 6))
+
+    torch.save(torch.full((3, 6), 7.0), wdir / "wbar.pt")        # the released file wins over the buffer
+    value, source = W.w_avg_with_source(G, "tiny")
+    assert source.startswith("file") and torch.equal(value, torch.full((3, 6), 7.0))
+    torch.save(torch.zeros(5, 6), wdir / "wbar.pt")
+    with pytest.raises(W.WeightsError, match="shape"):
+        W.w_avg(G, "tiny")
+    with pytest.raises(ValueError, match="source"):
+        W.w_avg(G, "tiny", source="guess")
