@@ -613,17 +613,16 @@ def _mapping_fingerprint(mapping: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-# The frontal conditioning camera GUIDE maps with (yaw = pitch = 0 around the generator's average pivot / radius).
-def _frontal_camera(G) -> torch.Tensor:
+# The frontal conditioning camera of GUIDE's scripts. They look up rendering_kwargs "avg_cam_pivot" / "avg_cam_radius"
+# with defaults (0, 0, 0) / 2.7, while the released checkpoints store "avg_camera_pivot" / "avg_camera_radius": so for
+# the released models the effective camera looks at the origin from radius 2.7. The same lookup is kept here on purpose.
+def conditioning_camera(G) -> torch.Tensor:
     from guide_core.eg3d import camera_params  # lazy
 
     kwargs = getattr(G, "rendering_kwargs", None) or {}
-    extra = {}
-    if "avg_cam_radius" in kwargs:
-        extra["radius"] = float(kwargs["avg_cam_radius"])
-    if "avg_cam_pivot" in kwargs:
-        extra["pivot"] = tuple(float(v) for v in kwargs["avg_cam_pivot"])
-    return camera_params(0.0, 0.0, **extra)
+    pivot = tuple(float(v) for v in kwargs.get("avg_cam_pivot", (0.0, 0.0, 0.0)))
+    radius = float(kwargs.get("avg_cam_radius", 2.7))
+    return camera_params(0.0, 0.0, radius=radius, pivot=pivot)
 
 
 # The mean of n mapping outputs for seeded z under one camera: w̄ as "the average latent code" of the GUIDE release.
@@ -631,7 +630,7 @@ def _frontal_camera(G) -> torch.Tensor:
 def mean_of_mapping(G, n: int = 10000, seed: int = 0, c: torch.Tensor | None = None, batch: int = 1000) -> torch.Tensor:
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
-    c = _frontal_camera(G) if c is None else c
+    c = conditioning_camera(G) if c is None else c
     device = next(G.parameters()).device
     c = c.reshape(1, -1).to(device)
     # One CPU draw of all z: the same codes on every device and for every batch size.
@@ -649,8 +648,9 @@ def w_avg_with_source(G, name: str | None = None, n: int = 10000, seed: int = 0,
                       c: torch.Tensor | None = None, cache: bool = True) -> tuple[torch.Tensor, str]:
     """Order for source="auto": (1) a released w̄ file for `name` (the GUIDE authors' w_avg_ffhqrebalanced512-128.pt,
     what the paper used) when installed; (2) the mapping network's trained `w_avg` buffer (the running mean kept by
-    StyleGAN2/EG3D training), when it is not all zeros; (3) the mean of n mapping samples under the frontal camera,
-    cached in weights/cache/<name>-w_avg.safetensors (keyed by n, seed and a fingerprint of the mapping weights).
+    StyleGAN2/EG3D training), when it is not all zeros; (3) the mean of n mapping samples (ψ = 1) under the
+    conditioning camera `c` (default `conditioning_camera(G)`, GUIDE's), cached in weights/cache/<name>-w_avg.safetensors
+    keyed by n, seed, the camera and a fingerprint of the mapping weights.
     source="file" | "buffer" | "samples" forces one of them."""
     if source not in ("auto", "file", "buffer", "samples"):
         raise ValueError(f"source must be auto, file, buffer or samples, got {source!r}")
@@ -688,16 +688,16 @@ def w_avg_with_source(G, name: str | None = None, n: int = 10000, seed: int = 0,
             raise WeightsError("the mapping network's w_avg buffer is absent or all zeros (untrained)")
 
     cache_path = weights_dir() / "cache" / f"{name}-w_avg.safetensors" if (name and cache) else None
-    fingerprint = _mapping_fingerprint(mapping)
+    c = conditioning_camera(G) if c is None else c
+    key = {"n": n, "seed": seed, "mapping_sha256": _mapping_fingerprint(mapping),
+           "camera": [round(float(v), 6) for v in c.reshape(-1).tolist()]}
     if cache_path is not None and cache_path.is_file():
         tensors, meta = load_safetensors(cache_path)
-        if (meta.get("n"), meta.get("seed"), meta.get("mapping_sha256")) == (n, seed, fingerprint) and c is None:
+        if all(meta.get(k) == v for k, v in key.items()) and "w_avg" in tensors:
             return shaped(tensors["w_avg"], str(cache_path)), f"cache:{cache_path}"
     value = mean_of_mapping(G, n=n, seed=seed, c=c)
-    if cache_path is not None and c is None:
-        _save_safetensors_atomic(cache_path, {"w_avg": value.cpu().contiguous()},
-                                 {"n": n, "seed": seed, "mapping_sha256": fingerprint, "camera": "frontal",
-                                  "truncation_psi": 1.0})
+    if cache_path is not None:
+        _save_safetensors_atomic(cache_path, {"w_avg": value.cpu().contiguous()}, {**key, "truncation_psi": 1.0})
     return shaped(value, "mapping samples"), f"samples:n={n},seed={seed}"
 
 

@@ -432,7 +432,7 @@ class _TinyG(torch.nn.Module):
 def test_w_avg_sources_and_cache(wdir, monkeypatch):
     G = _TinyG()
     c = torch.zeros(1, 25)
-    monkeypatch.setattr(W, "_frontal_camera", lambda G: c)      # keeps this test independent of guide_core.eg3d
+    monkeypatch.setattr(W, "conditioning_camera", lambda G: c)  # keeps this test independent of guide_core.eg3d
     value, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
     assert source.startswith("samples") and value.shape == (3, 6)
     # The mean of a linear map of z ~ N(0, I) is the map at z = 0: the bias (+ the camera term, zero here).
@@ -461,3 +461,33 @@ def test_w_avg_sources_and_cache(wdir, monkeypatch):
         W.w_avg(G, "tiny")
     with pytest.raises(ValueError, match="source"):
         W.w_avg(G, "tiny", source="guess")
+
+
+def test_w_avg_of_the_eg3d_fixture_generator(fixtures_dir, tmp_path, monkeypatch):
+    pytest.importorskip("guide_core.eg3d.triplane", reason="guide_core.eg3d not available")
+    from safetensors.torch import load_file
+
+    from guide_core.eg3d import TriPlaneGenerator, camera_params
+
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    config = json.loads((fixtures_dir / "eg3d" / "config.json").read_text())
+    G = TriPlaneGenerator(**config["init_kwargs"]).eval()
+    state = load_file(str(fixtures_dir / "eg3d" / "state_dict.safetensors"))
+    G.load_state_dict(state)
+    # GUIDE's scripts ask rendering_kwargs for 'avg_cam_pivot', which the released configuration names
+    # 'avg_camera_pivot': the conditioning camera therefore looks at the origin.
+    c = W.conditioning_camera(G)
+    assert torch.allclose(c, camera_params(0.0, 0.0, radius=2.7, pivot=(0, 0, 0)))
+    original = G.rendering_kwargs
+    G.rendering_kwargs = dict(original, avg_cam_pivot=[0, 0, 0.2], avg_cam_radius=3.0)   # the keys the scripts read
+    assert torch.allclose(W.conditioning_camera(G), camera_params(0.0, 0.0, radius=3.0, pivot=(0, 0, 0.2)))
+    G.rendering_kwargs = original
+    value, source = W.w_avg_with_source(G, "fixture")
+    assert source == "buffer" and torch.equal(value[3], state["backbone.mapping.w_avg"])
+    num_ws = G.backbone.mapping.num_ws
+    sampled, source = W.w_avg_with_source(G, "fixture", n=64, source="samples")
+    z = torch.randn(64, 512, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = G.mapping(z, c.expand(64, -1)).mean(dim=0)
+    err = (sampled - expected).abs().max().item()
+    assert source.startswith("samples") and sampled.shape == (num_ws, 512) and err < 1e-5, f"max |error| {err:.2e}"
