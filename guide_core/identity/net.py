@@ -102,18 +102,28 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) 
     model.load_state_dict(state, strict=True)
 
 
+# The installed file of a weights-manager entry, or its MissingWeightsError saying where to put it and how to fetch it.
+def _installed(name: str) -> Path:
+    from guide_core.weights import require
+    return require(name)
+
+
 # IR-SE50 (ArcFace, `model_ir_se50.pth`) with IDLoss preprocessing: the network of GUIDE's identity loss.
-def load_ir_se50(source: StateSource, device: str | torch.device = "cpu") -> IdentityNet:
+# `source`: a path, a state dict, or None for the weights manager's file (weights/model_ir_se50.pth).
+def load_ir_se50(source: StateSource | None = None, device: str | torch.device = "cpu") -> IdentityNet:
     backbone = IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True)
+    source = _installed("ir_se50") if source is None else source
     load_strict(backbone, read_state_dict(source, "IR-SE50 (model_ir_se50.pth)"), "IR-SE50 backbone")
     return IdentityNet(backbone, "idloss").to(device)
 
 
 # IR-101 (CurricularFace, `CurricularFace_Backbone.pth`): the network of the ID metric. `preprocessing` is
 # "eg3d_crop" (square EG3D/GOAE-aligned crops, fixed ArcFace warp) or "aligned" (inputs already 112x112 faces).
-def load_ir101(source: StateSource, device: str | torch.device = "cpu",
+# `source`: a path, a state dict, or None for the weights manager's file (weights/CurricularFace_Backbone.pth).
+def load_ir101(source: StateSource | None = None, device: str | torch.device = "cpu",
                preprocessing: str = "eg3d_crop") -> IdentityNet:
     backbone = IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False)
+    source = _installed("curricularface") if source is None else source
     load_strict(backbone, read_state_dict(source, "IR-101 (CurricularFace_Backbone.pth)"), "IR-101 backbone")
     return IdentityNet(backbone, preprocessing).to(device)
 
