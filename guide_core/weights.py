@@ -71,10 +71,17 @@ def weights_dir() -> Path:
     return Path(override).expanduser().resolve() if override else REPO_WEIGHTS
 
 
+_MANIFEST_CACHE: dict[str, Any] = {}
+
+
 # The manifest always comes from the repository (it describes the code's needs), whatever weights_dir() is.
+# Parsed once per file version: status/require call it for every row.
 def manifest() -> dict[str, dict[str, Any]]:
     path = REPO_WEIGHTS / MANIFEST_FILE
     try:
+        stamp = path.stat().st_mtime_ns
+        if _MANIFEST_CACHE.get("stamp") == stamp:
+            return _MANIFEST_CACHE["entries"]
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise WeightsError(f"the weights manifest {path} is missing; restore it with `git checkout weights/manifest.json`") from exc
@@ -86,6 +93,7 @@ def manifest() -> dict[str, dict[str, Any]]:
     for name, entry in entries.items():
         if not isinstance(entry, dict) or not (entry.get("file") or entry.get("dir")):
             raise WeightsError(f"manifest entry {name!r} needs a 'file' (or 'dir' for a shipped folder)")
+    _MANIFEST_CACHE.update(stamp=stamp, entries=entries)
     return entries
 
 
@@ -335,6 +343,24 @@ def verify_one(name: str, progress: bool = False) -> VerifyResult:
     return VerifyResult(name, str(path), judge_hash(name, digest, path.stat().st_size), digest)
 
 
+# Pin the current hash of an installed file that has no reference yet (a file downloaded by hand): trust on first use.
+def record(name: str) -> VerifyResult:
+    result = verify_one(name)
+    if result.verdict != "no reference":
+        return result
+    item = entry(name)
+    data = _read_hashes()
+    data["recorded"][name] = {"file": item["file"], "sha256": result.sha256, "size": Path(result.path).stat().st_size,
+                              "source": "recorded by hand (weights verify --record)", "recorded_at": _now()}
+    _write_hashes(data)
+    return VerifyResult(name, result.path, "recorded", result.sha256)
+
+
+# UTC timestamp for the hash record.
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
 # Verify one name, or every installed one when name is None.
 def verify(name: str | None = None, progress: bool = False) -> list[VerifyResult]:
     if name is not None:
@@ -509,7 +535,7 @@ def _install_part(name: str, part: Path, target: Path, origin: str, progress: bo
         # Trust on first use: later fetches and `verify` compare against this hash.
         data = _read_hashes()
         data["recorded"][name] = {"file": item["file"], "sha256": digest, "size": size, "source": origin,
-                                  "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                                  "recorded_at": _now()}
         _write_hashes(data)
     _remember_check(name, target, digest)
     return target
@@ -743,6 +769,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_fetch.add_argument("--force", action="store_true", help="download again even when installed")
     p_verify = sub.add_parser("verify", help="hash installed files against the known hashes (exit 1 on a mismatch)")
     p_verify.add_argument("name", nargs="?")
+    p_verify.add_argument("--record", action="store_true",
+                          help="pin the hash of installed files that have none yet (files downloaded by hand)")
     p_path = sub.add_parser("path", help="print where NAME is (exit 1 when it is missing)")
     p_path.add_argument("name")
 
@@ -804,6 +832,8 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_OK
         if action == "verify":
             results = verify(args.name, progress=True)
+            if args.record:
+                results = [record(r.name) if r.verdict == "no reference" else r for r in results]
             if not results:
                 print("nothing installed to verify; see `python -m guide_core weights status`")
                 return EXIT_OK

@@ -310,6 +310,13 @@ def test_cli_exit_codes_and_offline_listing(tmp_path, monkeypatch, capsys, serve
     assert "recorded" in capsys.readouterr().out
     (tmp_path / "encoder_FFHQ.pt").write_bytes(b"tampered")
     assert cli_main(["weights", "verify"]) == 1
+    # A file placed by hand has no reference until it is pinned with --record; then tampering is caught.
+    (tmp_path / "model_ir_se50.pth").write_bytes(b"by hand")
+    assert W.verify("ir_se50")[0].verdict == "no reference"
+    assert cli_main(["weights", "verify", "ir_se50", "--record"]) == 0
+    assert W.verify("ir_se50")[0].verdict == "recorded"
+    (tmp_path / "model_ir_se50.pth").write_bytes(b"by hanD")
+    assert cli_main(["weights", "verify", "ir_se50"]) == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------
