@@ -1,0 +1,279 @@
+# The three GUIDE commands of `python -m guide_core`: unlearn (UFO + Latent Target Unlearning of one photo's identity,
+# GUIDE Sec. 3), eval (ID / ID_others / FID_pre / dFID_real, GUIDE Sec. 5) and audit (re-inversion attack).
+# Every LTUConfig field becomes an `unlearn` flag, so a default lives only in guide_core.guide.LTUConfig.
+# Expected failures (no face, missing weights, bad run directory, bad settings) print one line on stderr, exit code 2.
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+# One subcommand: how it declares its flags and what it runs (the shape guide_core.__main__ expects).
+@dataclass(frozen=True)
+class Command:
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+    def main(self, args: argparse.Namespace) -> int:
+        return _guarded(self.run, args)
+
+
+# Turn expected failures into one stderr line + exit 2; GUIDE_DEBUG=1 shows the traceback instead.
+def _guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return fn(args)
+    except KeyboardInterrupt:
+        print("interrupted: no run was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, RuntimeError, LookupError, TypeError) as exc:
+        if os.environ.get("GUIDE_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+# `auto` -> CUDA when available, else CPU.
+def _device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+# Shared flags of all commands.
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="torch device (auto = cuda when available)")
+
+
+# LTUConfig fields -> argparse flags (`alpha_max` -> `--alpha-max`), typed by their defaults, help from metadata.
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from guide_core.guide import LTUConfig
+
+    group = parser.add_argument_group("Latent Target Unlearning settings (GUIDE defaults)")
+    for f in dataclasses.fields(LTUConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", f.name)
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=f.name, default=f.default, action=argparse.BooleanOptionalAction,
+                               help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=type(f.default), default=f.default, help=help_text,
+                               choices=f.metadata.get("choices"), metavar=None if "choices" in f.metadata else "X")
+
+
+# The LTUConfig the parsed flags describe.
+def config_from_args(args: argparse.Namespace):
+    from guide_core.guide import LTUConfig
+    return LTUConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LTUConfig)}).validate()
+
+
+# Open a photo with a clear error for a missing or unreadable file.
+def _open_photo(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"photo {p} does not exist")
+    try:
+        with Image.open(p) as image:
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError(f"{p} is not an image file PIL can read") from None
+
+
+# Photo path -> (aligned crop as a [-1, 1] tensor [1,3,H,W], absolute w+ [1,num_ws,512], {path, sha256}).
+def _photo_code(bundle, path: str):
+    from guide_core.bundle import pil_to_tensor
+    from guide_core.guide import sha256_file
+
+    aligned = bundle.align(_open_photo(path))
+    image = aligned if not hasattr(aligned, "convert") else pil_to_tensor(aligned)
+    w = bundle.invert(image)
+    return image, w, {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+
+
+# ---- unlearn ----------------------------------------------------------------------------------------------------------
+
+def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", required=True, help="photo of the identity to erase")
+    parser.add_argument("--out", required=True, help="run directory to create (delta.safetensors + run.json)")
+    parser.add_argument("--model", default="default", help="world: default, eg3d-ffhq, eg3d-ffhq-rebalanced or a path")
+    parser.add_argument("--others", nargs="*", default=[], metavar="PHOTO",
+                        help="other photos of the same person (for ID_others)")
+    parser.add_argument("--dry-run", action="store_true", help="align, invert and print the plan; train nothing")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--no-eval", dest="evaluate", action="store_false",
+                        help="skip the ID / ID_others numbers at the end")
+    _common(parser)
+    add_config_flags(parser)
+
+
+def _unlearn_run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from guide_core import metrics
+    from guide_core.bundle import load_bundle
+    from guide_core.guide import Unlearning, save_run, ufo_target
+
+    cfg = config_from_args(args)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite and not args.dry_run:
+        raise FileExistsError(f"run directory {out} already exists and is not empty (use --overwrite)")
+    bundle = load_bundle(args.model, _device(args.device))
+    _, w_u, source = _photo_code(bundle, args.image)
+    others = [_photo_code(bundle, p) for p in args.others]
+    w_others = torch.cat([w for _, w, _ in others]) if others else None
+    source["others"] = [info for _, _, info in others]
+    if args.dry_run:
+        w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
+        plan = {"model": bundle.name, "device": str(bundle.device), "image": source, "config": cfg.to_dict(),
+                "|w_u - w_avg|": float((w_u - bundle.w_avg).flatten(1).norm(dim=1)[0]),
+                "|w_t - w_avg|": float((w_t - bundle.w_avg).flatten(1).norm(dim=1)[0]), "out": str(out)}
+        print(json.dumps(plan, indent=1))
+        return 0
+    unlearning = Unlearning(bundle, w_u, cfg=cfg, source=source)
+    if w_others is not None:
+        unlearning.extra["w_others"] = w_others.cpu().tolist()
+    with tqdm(total=cfg.iters, desc="unlearning", unit="it", file=sys.stderr) as bar:
+        for progress in unlearning.run():
+            if not progress.done:
+                bar.update(1)
+                bar.set_postfix({k: f"{progress.losses[k]:.4f}" for k in ("total", "local", "adjacency", "global")})
+    if args.evaluate:
+        unlearning.metrics["id"] = float(metrics.id_similarity(bundle, bundle.G, unlearning.G_u, unlearning.w_u).mean())
+        if w_others is not None:
+            unlearning.metrics["id_others"] = float(
+                metrics.id_similarity(bundle, bundle.G, unlearning.G_u, w_others).mean())
+    save_run(out, unlearning, overwrite=args.overwrite)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in unlearning.metrics.items())
+    print(f"saved {out} ({unlearning.steps_done} iterations, {unlearning.seconds:.1f} s{'; ' + shown if shown else ''})")
+    return 0
+
+
+unlearn = Command(_unlearn_arguments, _unlearn_run)
+
+
+# ---- eval -------------------------------------------------------------------------------------------------------------
+
+# Bundle + G_u + record of a run directory (the model recorded in the run unless --model overrides it).
+def _load_run_dir(args: argparse.Namespace):
+    from guide_core.bundle import load_bundle
+    from guide_core.guide import load_run, read_run
+
+    record = read_run(args.run_dir)
+    bundle = load_bundle(args.model or record["model"], _device(args.device))
+    return record, bundle, load_run(args.run_dir, bundle)
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run directory written by `unlearn`")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--model", default=None, help="override the model recorded in run.json")
+    parser.add_argument("--n-fid", type=int, default=5000, help="samples per generator for FID (paper: 5000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the FID latents and cameras")
+    parser.add_argument("--others", nargs="*", default=None, metavar="PHOTO",
+                        help="other photos of the person (default: the codes stored in the run)")
+    parser.add_argument("--real-stats", default=None, help=".npz {mu, sigma} or .npy real features for dFID_real")
+    parser.add_argument("--no-save", dest="save", action="store_false", help="do not write the metrics to run.json")
+    _common(parser)
+
+
+def _eval_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from guide_core import metrics
+    from guide_core.guide import run_codes, update_run
+
+    record, bundle, G_u = _load_run_dir(args)
+    w_u, _ = run_codes(record, bundle.device)
+    if args.others is not None:
+        w_others = torch.cat([_photo_code(bundle, p)[1] for p in args.others]) if args.others else None
+    else:
+        stored = record.get("extra", {}).get("w_others")
+        w_others = torch.tensor(stored, dtype=torch.float32) if stored else None
+    result = metrics.evaluate(bundle, G_u, w_u, w_others, n_fid=args.n_fid, seed=args.seed,
+                              real_stats=args.real_stats)
+    values = result.to_dict()
+    if args.save:
+        update_run(args.run_dir, metrics=values)
+    if args.json:
+        print(json.dumps(values))
+        return 0
+    rows = [("ID (lower = identity erased)", values["id"]), ("ID_others (lower = erasure generalises)",
+                                                            values["id_others"]),
+            ("FID_pre (lower = G_u close to G_s)", values["fid_pre"]),
+            ("dFID_real (lower = no drift from real faces)", values["delta_fid_real"])]
+    print(f"run {args.run_dir}  model {bundle.name}")
+    for label, value in rows:
+        print(f"  {label:<46} {'n/a' if value is None else f'{value:.4f}'}")
+    print(f"  FID features: {values['feature_note']} (n = {values['n_fid']}, seed {values['seed']})")
+    for note in values["notes"]:
+        print(f"  note: {note}")
+    return 0
+
+
+evaluate = Command(_eval_arguments, _eval_run)
+
+
+# ---- audit ------------------------------------------------------------------------------------------------------------
+
+def _audit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run directory written by `unlearn`")
+    parser.add_argument("--image", default=None, help="the source photo (default: the path recorded in run.json)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--model", default=None, help="override the model recorded in run.json")
+    parser.add_argument("--steps", type=int, default=200, help="attacker's optimisation steps")
+    parser.add_argument("--lr", type=float, default=0.01, help="attacker's Adam learning rate on w+")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the attack")
+    parser.add_argument("--no-save", dest="save", action="store_false", help="do not write the result to run.json")
+    _common(parser)
+
+
+# The photo an audit attacks: --image, else the recorded path when its SHA-256 still matches.
+def _audit_photo(args: argparse.Namespace, record: dict[str, Any]) -> str:
+    from guide_core.guide import sha256_file
+
+    if args.image:
+        return args.image
+    source = record.get("source", {})
+    path = source.get("path")
+    if not path or not Path(path).is_file():
+        raise FileNotFoundError(f"the run's source photo {path or '(not recorded)'} is not available; pass --image")
+    if source.get("sha256") and sha256_file(path) != source["sha256"]:
+        raise ValueError(f"{path} changed since the run was made (SHA-256 differs); pass --image")
+    return path
+
+
+def _audit_run(args: argparse.Namespace) -> int:
+    from guide_core import metrics
+    from guide_core.guide import update_run
+
+    record, bundle, G_u = _load_run_dir(args)
+    photo, w_start, _ = _photo_code(bundle, _audit_photo(args, record))
+    result = metrics.erasure_audit(bundle, G_u, photo, w_start, steps=args.steps, lr=args.lr, seed=args.seed)
+    values = result.to_dict()
+    if args.save:
+        update_run(args.run_dir, metrics={"audit": {k: values[k] for k in
+                                                    ("best_id_before", "best_id_after", "erased", "steps")}})
+    if args.json:
+        print(json.dumps(values))
+        return 0
+    print(f"re-inversion attack on run {args.run_dir} ({args.steps} steps from the {result.start}'s code)")
+    print(f"  best identity similarity to the photo   before (G_s) {result.before.best_id:.4f}"
+          f"   after (G_u) {result.after.best_id:.4f}")
+    print(f"  erased fraction of the attacker's similarity: {result.erased:.3f}")
+    return 0
+
+
+audit = Command(_audit_arguments, _audit_run)

@@ -1,0 +1,612 @@
+# GUIDE (Seo et al., "Generative Unlearning for Any Identity", CVPR 2024): the UFO target (Sec. 3.2), Latent Target
+# Unlearning with its local / adjacency / global losses (Sec. 3.3), the batched unlearning loop and its run records.
+#
+# Facts taken from the official unlearn.py (KHU-AGI/GUIDE) and kept here on purpose:
+#   - only `backbone.synthesis` of a copy G_u is trained (Adam, lr 1e-4, 1000 iterations); G_s stays frozen;
+#   - one camera per iteration (yaw ~ U(-pi/12, pi/12), pitch -0.2 from frontal) shared by all three losses;
+#   - latents come from the mapping network conditioned on the frontal camera with psi = 1;
+#   - the UFO norm and the adjacency norm are taken over each sample's whole [num_ws, 512] code;
+#   - the adjacency and global losses are SUMS over their N_a / N_g draws (the official code adds them up; the
+#     project issue says "averaged" - sum = N_a x mean, so lambda_adj = 1 here equals lambda_adj = N_a there).
+# Deliberate differences: noise_mode "const" (the official run uses random per-layer noise, which would make G_s's
+# target planes differ every call; const noise makes them a constant that is computed once), and one batched
+# forward per generator per iteration instead of one call per image (`ltu_losses_reference` keeps the one-at-a-time
+# formulation; tests prove both give the same loss).
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:  # the bundle module imports model code lazily; only its type is needed here
+    from guide_core.bundle import ModelBundle
+
+RUN_FORMAT = "guide-run/1"
+RUN_JSON = "run.json"
+DELTA_FILE = "delta.safetensors"
+TRAINABLE_PREFIX = "backbone.synthesis."
+
+
+# Every setting of one unlearning, with the paper's defaults in one place (GUIDE Sec. 4, "Implementation details").
+# CLI flags and UI sliders are generated from these fields; `metadata` carries their help text and slider range.
+@dataclass
+class LTUConfig:
+    d: float = field(default=30.0, metadata={"help": "UFO distance d: w_t = w_avg - d * unit(w_u - w_avg)",
+                                             "range": (-30.0, 60.0)})
+    alpha_max: float = field(default=15.0, metadata={"help": "adjacency step alpha ~ U(0, alpha_max)",
+                                                     "range": (0.0, 30.0)})
+    lambda_l2: float = field(default=1e-2, metadata={"help": "weight of the tri-plane L2 term of the local loss",
+                                                     "range": (0.0, 0.1)})
+    lambda_per: float = field(default=1.0, metadata={"help": "weight of the perceptual (LPIPS) term",
+                                                      "range": (0.0, 5.0)})
+    lambda_id: float = field(default=0.1, metadata={"help": "weight of the identity (ArcFace) term",
+                                                    "range": (0.0, 1.0)})
+    n_adj: int = field(default=2, metadata={"help": "N_a: adjacent latents per iteration", "range": (0, 8)})
+    n_glob: int = field(default=2, metadata={"help": "N_g: random latents for the global loss", "range": (0, 8)})
+    lambda_adj: float = field(default=1.0, metadata={"help": "weight of the adjacency loss", "range": (0.0, 5.0)})
+    lambda_glob: float = field(default=1.0, metadata={"help": "weight of the global preservation loss",
+                                                      "range": (0.0, 5.0)})
+    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate", "range": (1e-5, 1e-3)})
+    iters: int = field(default=1000, metadata={"help": "Latent Target Unlearning iterations", "range": (1, 2000)})
+    yaw_range: float = field(default=math.pi / 12, metadata={"help": "camera yaw ~ U(-yaw_range, yaw_range) rad",
+                                                             "range": (0.0, 0.8)})
+    pitch: float = field(default=-0.2, metadata={"help": "camera pitch offset from frontal (rad)",
+                                                 "range": (-0.5, 0.5)})
+    truncation_psi: float = field(default=1.0, metadata={"help": "truncation psi of the mapping network",
+                                                         "range": (0.5, 1.0)})
+    seed: int = field(default=0, metadata={"help": "seed of every random draw (cameras, latents, alphas)"})
+    preview_every: int = field(default=100, metadata={"help": "preview renders every k iterations (0 = only the last)",
+                                                      "range": (0, 1000)})
+    noise_mode: str = field(default="const", metadata={"help": "per-layer noise of the synthesis network",
+                                                       "choices": ("const", "random", "none")})
+    deterministic_render: bool = field(default=False, metadata={
+        "help": "fixed (mid-bin) depth samples instead of EG3D's random stratified ones"})
+
+    # Reject settings that cannot describe an unlearning, with the field's name in the message.
+    def validate(self) -> "LTUConfig":
+        checks = [("iters", self.iters >= 1, "must be >= 1"), ("lr", self.lr > 0, "must be > 0"),
+                  ("n_adj", self.n_adj >= 0, "must be >= 0"), ("n_glob", self.n_glob >= 0, "must be >= 0"),
+                  ("alpha_max", self.alpha_max >= 0, "must be >= 0"), ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
+                  ("truncation_psi", 0 <= self.truncation_psi <= 1, "must be in [0, 1]"),
+                  ("preview_every", self.preview_every >= 0, "must be >= 0"),
+                  ("noise_mode", self.noise_mode in ("const", "random", "none"), "must be const, random or none")]
+        for name in ("d", "alpha_max", "lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lr",
+                     "yaw_range", "pitch", "truncation_psi"):
+            checks.append((name, math.isfinite(float(getattr(self, name))), "must be a finite number"))
+        for name in ("lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob"):
+            checks.append((name, getattr(self, name) >= 0, "must be >= 0"))
+        for name, ok, why in checks:
+            if not ok:
+                raise ValueError(f"LTUConfig.{name} = {getattr(self, name)!r} {why}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # Rebuild from a run.json "config" object; unknown keys are an error so a typo never silently uses a default.
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "LTUConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown LTUConfig setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values).validate()
+
+
+# UFO, "Un-identifying Face On latent space" (GUIDE Sec. 3.2): extrapolate from the source code w_u through the mean
+# w_avg to the far side, at distance d. d = 0 is the mean face (the paper's "average" baseline target); d < 0 moves
+# toward the source (ablation). The norm is over each sample's whole code, as the official implementation takes it.
+def ufo_target(w_u: torch.Tensor, w_avg: torch.Tensor, d: float = 30.0) -> torch.Tensor:
+    if w_u.ndim not in (2, 3) or w_u.shape[-1] != w_avg.shape[-1]:
+        raise ValueError(f"w_u must be [num_ws, {w_avg.shape[-1]}] or [N, num_ws, {w_avg.shape[-1]}], "
+                         f"got {tuple(w_u.shape)}")
+    if not math.isfinite(float(d)):
+        raise ValueError(f"UFO distance d must be finite, got {d!r}")
+    single = w_u.ndim == 2
+    codes = w_u.unsqueeze(0) if single else w_u
+    w_avg = w_avg.to(codes)
+    offset = codes - w_avg
+    norm = offset.flatten(1).norm(dim=1).view(-1, 1, 1)
+    if bool((norm == 0).any()):
+        raise ValueError("w_u equals w_avg: the source is the mean face, so UFO has no direction to extrapolate along")
+    w_t = w_avg - d * offset / norm
+    return w_t[0] if single else w_t
+
+
+# The random draws of one LTU iteration (camera yaw, adjacency latents + step sizes, global latents): drawn once and
+# shared by the batched and the reference formulation, so both can be compared on identical inputs.
+@dataclass
+class LTUDraws:
+    yaw: float
+    z_adj: torch.Tensor  # [N, N_a, z_dim]
+    alpha: torch.Tensor  # [N, N_a]
+    z_glob: torch.Tensor  # [N_g, z_dim]
+
+
+# Draw one iteration's randomness from a CPU generator (device-independent streams -> the same run on CPU and GPU).
+def sample_draws(gen: torch.Generator, cfg: LTUConfig, n_sources: int, z_dim: int) -> LTUDraws:
+    yaw = float((torch.rand(1, generator=gen, dtype=torch.float64) * 2 - 1).item() * cfg.yaw_range)
+    z_adj = torch.randn(n_sources, cfg.n_adj, z_dim, generator=gen)
+    alpha = torch.rand(n_sources, cfg.n_adj, generator=gen) * cfg.alpha_max
+    z_glob = torch.randn(cfg.n_glob, z_dim, generator=gen)
+    return LTUDraws(yaw=yaw, z_adj=z_adj, alpha=alpha, z_glob=z_glob)
+
+
+# The identity-free networks an LTU step needs; the bundle supplies them, the loss functions only see this.
+@dataclass
+class LossNets:
+    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> [N]
+    id_net: Any  # .embed(images in [-1, 1]) -> unit [N, 512]
+    cond_c: torch.Tensor  # [1, 25] frontal camera: the mapping network's conditioning
+
+
+# Latents of the mapping network for fresh z (GUIDE Sec. 3.3: w_r = mapping(z), frontal conditioning, psi).
+def map_latents(G: torch.nn.Module, z: torch.Tensor, cond_c: torch.Tensor, psi: float) -> torch.Tensor:
+    with torch.no_grad():
+        return G.mapping(z, cond_c.expand(z.shape[0], -1), truncation_psi=psi)
+
+
+# Adjacent codes (GUIDE Sec. 3.3, Eq. for L_adj): delta = alpha * (w_r - w_u) / ||w_r - w_u|| added to BOTH w_u and
+# w_t, so G_u learns to move the whole neighbourhood of the identity along with it.
+def adjacent_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: torch.Tensor,
+                   alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    direction = w_r - w_u
+    delta = alpha.view(-1, 1, 1) * direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1)
+    return w_u + delta, w_t + delta
+
+
+# Per-pair local unlearning loss (GUIDE Sec. 3.3): lambda_L2 * MSE of the tri-planes + lambda_per * LPIPS of the
+# renders + lambda_id * (1 - cosine of identity embeddings), the target side detached. Returns [N] and its parts.
+def local_loss(planes_u: torch.Tensor, planes_t: torch.Tensor, x_u: torch.Tensor, x_t: torch.Tensor,
+               nets: LossNets, cfg: LTUConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    l2 = (planes_u - planes_t.detach()).pow(2).flatten(1).mean(dim=1)
+    per = nets.perceptual(x_u, x_t.detach()).reshape(-1)
+    with torch.no_grad():
+        emb_t = nets.id_net.embed(x_t)
+    identity = 1.0 - (nets.id_net.embed(x_u) * emb_t).sum(dim=1)
+    total = cfg.lambda_l2 * l2 + cfg.lambda_per * per + cfg.lambda_id * identity
+    return total, {"l2": l2, "per": per, "id": identity}
+
+
+# Adjacency-aware unlearning loss (GUIDE Sec. 3.3): the local loss of each (w_u + delta, w_t + delta) pair, summed over
+# the N_a pairs of one source (official unlearn.py) -- `local_terms` is [N, N_a].
+def adjacency_loss(local_terms: torch.Tensor) -> torch.Tensor:
+    if local_terms.numel() == 0:
+        return local_terms.new_zeros(())
+    return local_terms.sum(dim=1).mean()
+
+
+# Global preservation loss (GUIDE Sec. 3.3): LPIPS between G_u and G_s renders of fresh random latents, summed over N_g.
+def global_loss(x_u: torch.Tensor, x_s: torch.Tensor, nets: LossNets) -> torch.Tensor:
+    if x_u.shape[0] == 0:
+        return x_u.new_zeros(())
+    return nets.perceptual(x_u, x_s.detach()).reshape(-1).sum()
+
+
+# Render tri-planes through a generator's decoder, volume renderer and super-resolution (EG3D Sec. 3-4).
+def render(G: torch.nn.Module, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, cfg: LTUConfig) -> torch.Tensor:
+    return G.render_planes(planes, c, ws=ws, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
+
+
+# Combine the three LTU losses: total = local + lambda_adj * adjacency + lambda_glob * global.
+def _combine(local_terms: torch.Tensor, adj_terms: torch.Tensor, glob: torch.Tensor, parts: dict[str, torch.Tensor],
+             n_sources: int, cfg: LTUConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    local = local_terms.mean()
+    adjacency = adjacency_loss(adj_terms)
+    total = local + cfg.lambda_adj * adjacency + cfg.lambda_glob * glob
+    losses = {"total": total, "local": local, "adjacency": adjacency, "global": glob,
+              "local_l2": parts["l2"][:n_sources].mean(), "local_per": parts["per"][:n_sources].mean(),
+              "local_id": parts["id"][:n_sources].mean()}
+    return total, losses
+
+
+# One LTU iteration's losses, batched: all of G_u's codes (sources, adjacent codes, global latents) go through ONE
+# synthesis + ONE render pass with gradients; G_s's side is one no-grad pass that reuses the cached planes at w_t.
+def ltu_losses(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.Tensor, w_t: torch.Tensor,
+               planes_t: torch.Tensor, draws: LTUDraws, nets: LossNets, cfg: LTUConfig,
+               c: torch.Tensor, image_t: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    n, n_adj = w_u.shape[0], draws.z_adj.shape[1]
+    dev = w_u.device
+    src_u = w_u.repeat_interleave(n_adj, dim=0)
+    src_t = w_t.repeat_interleave(n_adj, dim=0)
+    w_r_adj = map_latents(G_s, draws.z_adj.reshape(n * n_adj, -1).to(dev), nets.cond_c, cfg.truncation_psi)
+    w_u_adj, w_t_adj = adjacent_codes(src_u, src_t, w_r_adj, draws.alpha.reshape(-1).to(dev))
+    w_glob = map_latents(G_s, draws.z_glob.to(dev), nets.cond_c, cfg.truncation_psi)
+    pairs = n + n * n_adj
+    ws_u = torch.cat([w_u, w_u_adj, w_glob])
+    cams = c.expand(ws_u.shape[0], -1)
+    with torch.no_grad():
+        fresh = torch.cat([w_t_adj, w_glob])
+        planes_fresh = G_s.get_planes(fresh, noise_mode=cfg.noise_mode)
+        planes_s = torch.cat([planes_t, planes_fresh])
+        if image_t is None:
+            x_s = render(G_s, planes_s, torch.cat([w_t, fresh]), cams, cfg)
+        else:  # fixed camera + deterministic rendering: G_s's render of w_t is a constant
+            x_s = torch.cat([image_t, render(G_s, planes_fresh, fresh, cams[n:], cfg)])
+    planes_u = G_u.get_planes(ws_u, noise_mode=cfg.noise_mode)
+    x_u = render(G_u, planes_u, ws_u, cams, cfg)
+    terms, parts = local_loss(planes_u[:pairs], planes_s[:pairs], x_u[:pairs], x_s[:pairs], nets, cfg)
+    glob = global_loss(x_u[pairs:], x_s[pairs:], nets)
+    return _combine(terms[:n], terms[n:].view(n, n_adj), glob, parts, n, cfg)
+
+
+# The same losses formulated one image at a time, the way the official unlearn.py computes them (each code through
+# get_planes and again through the full synthesis, G_s recomputed every time). Reference for tests and benchmark.
+def ltu_losses_reference(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.Tensor, w_t: torch.Tensor,
+                         draws: LTUDraws, nets: LossNets, cfg: LTUConfig,
+                         c: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    n, n_adj = w_u.shape[0], draws.z_adj.shape[1]
+    dev = w_u.device
+
+    # Local-loss terms of one (code for G_u, code for G_s) pair, each generator called separately.
+    def pair(code_u: torch.Tensor, code_t: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        planes_u = G_u.get_planes(code_u, noise_mode=cfg.noise_mode)
+        with torch.no_grad():
+            planes_t = G_s.get_planes(code_t, noise_mode=cfg.noise_mode)
+            x_t = G_s.synthesis(code_t, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
+        x_u = G_u.synthesis(code_u, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
+        return local_loss(planes_u, planes_t, x_u, x_t, nets, cfg)
+
+    local_terms, adj_terms, parts_list = [], [], []
+    for i in range(n):
+        term, parts = pair(w_u[i:i + 1], w_t[i:i + 1])
+        local_terms.append(term)
+        parts_list.append(parts)
+    for i in range(n):
+        row = []
+        for j in range(n_adj):
+            w_r = map_latents(G_s, draws.z_adj[i, j:j + 1].to(dev), nets.cond_c, cfg.truncation_psi)
+            code_u, code_t = adjacent_codes(w_u[i:i + 1], w_t[i:i + 1], w_r, draws.alpha[i, j:j + 1].to(dev))
+            row.append(pair(code_u, code_t)[0])
+        adj_terms.append(torch.cat(row) if row else w_u.new_zeros(0))
+    glob = w_u.new_zeros(())
+    for k in range(draws.z_glob.shape[0]):
+        w_r = map_latents(G_s, draws.z_glob[k:k + 1].to(dev), nets.cond_c, cfg.truncation_psi)
+        x_u = G_u.synthesis(w_r, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
+        with torch.no_grad():
+            x_s = G_s.synthesis(w_r, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
+        glob = glob + global_loss(x_u, x_s, nets)
+    parts = {k: torch.cat([p[k] for p in parts_list]) for k in ("l2", "per", "id")}
+    return _combine(torch.cat(local_terms), torch.stack(adj_terms), glob, parts, n, cfg)
+
+
+# One report of the unlearning loop: iteration, the losses as floats, optional preview images (uint8 HxWx3), done.
+@dataclass
+class Progress:
+    step: int
+    total: int
+    losses: dict[str, float]
+    previews: dict[str, np.ndarray] | None = None
+    done: bool = False
+    cancelled: bool = False
+    seconds: float = 0.0
+    unlearning: "Unlearning | None" = None
+
+
+# [-1, 1] image tensor [3,H,W] -> uint8 HxWx3, the conversion the official code uses for its saved renders.
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.detach().permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+# Point a source batch at [N, num_ws, 512] on the bundle's device, with a clear error for a wrong shape.
+def as_codes(w: torch.Tensor, num_ws: int, device: torch.device | str, name: str) -> torch.Tensor:
+    w = torch.as_tensor(w, dtype=torch.float32)
+    if w.ndim == 2:
+        w = w.unsqueeze(0)
+    if w.ndim != 3 or w.shape[1] != num_ws or w.shape[0] < 1:
+        raise ValueError(f"{name} must be [num_ws={num_ws}, w_dim] or [N, {num_ws}, w_dim], got {tuple(w.shape)}")
+    if not torch.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return w.to(device)
+
+
+# Latent Target Unlearning of one identity (GUIDE Sec. 3.3): holds G_s (frozen), G_u (a copy whose synthesis
+# backbone is trained), w_u, the UFO target w_t, the settings and the loss history; `.run()` yields Progress.
+class Unlearning:
+    def __init__(self, bundle: "ModelBundle", w_u: torch.Tensor, w_t: torch.Tensor | None = None,
+                 cfg: LTUConfig | None = None, cancel: threading.Event | None = None,
+                 trainable_prefix: str = TRAINABLE_PREFIX, source: dict[str, Any] | None = None):
+        self.bundle = bundle
+        self.cfg = (cfg or LTUConfig()).validate()
+        self.cancel = cancel
+        self.device = bundle.device
+        self.G_s = bundle.G
+        self.w_u = as_codes(w_u, bundle.num_ws, self.device, "w_u")
+        self.w_t = (ufo_target(self.w_u, bundle.w_avg, self.cfg.d) if w_t is None
+                    else as_codes(w_t, bundle.num_ws, self.device, "w_t"))
+        if self.w_t.shape != self.w_u.shape:
+            raise ValueError(f"w_t {tuple(self.w_t.shape)} does not match w_u {tuple(self.w_u.shape)}")
+        self.trainable_prefix = trainable_prefix
+        self.G_u = copy.deepcopy(self.G_s)
+        names = [name for name, p in self.G_u.named_parameters() if name.startswith(trainable_prefix)]
+        if not names:
+            raise ValueError(f"no generator parameter starts with {trainable_prefix!r}: nothing would be trained")
+        for name, p in self.G_u.named_parameters():
+            p.requires_grad_(name.startswith(trainable_prefix))
+        self.G_s.requires_grad_(False)
+        self.source = dict(source or {})
+        self.history: list[dict[str, float]] = []
+        self.steps_done = 0
+        self.completed = False
+        self.cancelled = False
+        self.seconds = 0.0
+        self.metrics: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}  # further JSON-able facts for run.json (e.g. the codes of other photos)
+
+    # Frozen, constant work of a run: G_s's tri-planes at w_t (noise is const) -> computed once, never per iteration.
+    def _target_planes(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.G_s.get_planes(self.w_t, noise_mode=self.cfg.noise_mode)
+
+    # Frontal renders for the progress view: source G_s(w_u), target G_s(w_t), and the current G_u(w_u).
+    def previews(self, which: tuple[str, ...] = ("source", "target", "unlearned")) -> dict[str, np.ndarray]:
+        c = self.bundle.camera(0.0, self.cfg.pitch)
+        out: dict[str, np.ndarray] = {}
+        with torch.no_grad():
+            for key in which:
+                G, w = {"source": (self.G_s, self.w_u), "target": (self.G_s, self.w_t),
+                        "unlearned": (self.G_u, self.w_u)}[key]
+                was_training = G.training
+                G.eval()
+                image = G.synthesis(w[:1], c, noise_mode=self.cfg.noise_mode, deterministic=True)["image"][0]
+                G.train(was_training)
+                out[key] = to_uint8(image)
+        return out
+
+    # The training loop. Yields one Progress per iteration (previews every `preview_every`), then a final `done` one.
+    def run(self) -> Iterator[Progress]:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # EG3D's stratified depth jitter draws from the global stream
+        nets = LossNets(perceptual=self.bundle.perceptual, id_net=self.bundle.id_loss_net,
+                        cond_c=self.bundle.cond_c.to(self.device))
+        params = [p for p in self.G_u.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        planes_t = self._target_planes()
+        z_dim = int(self.bundle.z_dim)
+        fixed_camera = cfg.yaw_range == 0 and cfg.deterministic_render
+        image_t = None
+        if fixed_camera:
+            with torch.no_grad():
+                c0 = self.bundle.camera(0.0, cfg.pitch).expand(self.w_t.shape[0], -1)
+                image_t = render(self.G_s, planes_t, self.w_t, c0, cfg)
+        self.G_u.train()
+        self.G_s.eval()
+        start = time.perf_counter()
+        for step in range(self.steps_done, cfg.iters):
+            if self.cancel is not None and self.cancel.is_set():
+                self.cancelled = True
+                break
+            draws = sample_draws(gen, cfg, self.w_u.shape[0], z_dim)
+            c = self.bundle.camera(draws.yaw, cfg.pitch)
+            total, losses = ltu_losses(self.G_u, self.G_s, self.w_u, self.w_t, planes_t, draws, nets, cfg, c,
+                                       image_t=image_t)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            record = {k: float(v.detach()) for k, v in losses.items()}
+            if not math.isfinite(record["total"]):
+                raise FloatingPointError(f"LTU loss became {record['total']} at iteration {step}; lower the lr")
+            self.history.append(record)
+            self.steps_done = step + 1
+            self.seconds = time.perf_counter() - start
+            last = self.steps_done == cfg.iters
+            show = last or (cfg.preview_every > 0 and step % cfg.preview_every == 0)
+            yield Progress(step=self.steps_done, total=cfg.iters, losses=record,
+                           previews=self.previews() if show else None, seconds=self.seconds)
+        self.G_u.eval()
+        self.G_u.requires_grad_(False)
+        self.completed = self.steps_done == cfg.iters and not self.cancelled
+        yield Progress(step=self.steps_done, total=cfg.iters, losses=self.history[-1] if self.history else {},
+                       previews=None, done=True, cancelled=self.cancelled, seconds=self.seconds, unlearning=self)
+
+    # Run to the end (or to cancellation) and return self; a convenience for scripts and tests.
+    def run_all(self, callback: Callable[[Progress], None] | None = None) -> "Unlearning":
+        for progress in self.run():
+            if callback is not None:
+                callback(progress)
+        return self
+
+
+# Batched Latent Target Unlearning as an iterator of Progress; the last one has done=True and `.unlearning` set.
+def unlearn(bundle: "ModelBundle", w_u: torch.Tensor, w_t: torch.Tensor | None = None, cfg: LTUConfig | None = None,
+            cancel: threading.Event | None = None, **kwargs: Any) -> Iterator[Progress]:
+    return Unlearning(bundle, w_u, w_t, cfg, cancel, **kwargs).run()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Run records: delta.safetensors (the NEW VALUES of the synthesis tensors that changed) + run.json, written into a
+# temporary sibling folder and renamed into place, so an interrupted write never leaves a complete-looking run.
+
+
+# SHA-256 of a file (the input photo is identified by its hash; the photo itself is never stored in the run).
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Fingerprint of a generator's state: which base model a delta belongs to (keys, shapes and values).
+def state_fingerprint(G: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in sorted(G.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# Versions of everything that shaped the numbers, stored in run.json.
+def versions() -> dict[str, str]:
+    import safetensors
+
+    import guide_core
+    return {"guide": guide_core.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "safetensors": safetensors.__version__, "python": sys.version.split()[0]}
+
+
+# The synthesis tensors of G_u that differ from G_s, under their state_dict names.
+def changed_tensors(G_u: torch.nn.Module, G_s: torch.nn.Module) -> dict[str, torch.Tensor]:
+    base = G_s.state_dict()
+    return {k: v.detach().cpu().contiguous() for k, v in G_u.state_dict().items()
+            if k in base and not torch.equal(v.detach().cpu(), base[k].detach().cpu())}
+
+
+# Everything run.json says about an unlearning (no tensors beyond the two codes).
+def run_record(unlearning: Unlearning, delta_keys: list[str]) -> dict[str, Any]:
+    return {"format": RUN_FORMAT, "model": unlearning.bundle.name,
+            "base_fingerprint": state_fingerprint(unlearning.G_s),
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": unlearning.source, "config": unlearning.cfg.to_dict(),
+            "trainable_prefix": unlearning.trainable_prefix, "steps_done": unlearning.steps_done,
+            "completed": unlearning.completed, "cancelled": unlearning.cancelled,
+            "train_seconds": round(unlearning.seconds, 3),
+            "final_losses": unlearning.history[-1] if unlearning.history else {},
+            "loss_history": unlearning.history,
+            "w_u": unlearning.w_u.detach().cpu().tolist(), "w_t": unlearning.w_t.detach().cpu().tolist(),
+            "metrics": unlearning.metrics, "extra": unlearning.extra, "versions": versions(),
+            "delta": {"file": DELTA_FILE, "kind": "new_values",
+                      "meaning": "G_u's values of the listed synthesis tensors; every other tensor equals the base model",
+                      "keys": delta_keys}}
+
+
+# Write a folder atomically: fill a hidden temporary sibling, then rename it over `run_dir` (replacing an old run
+# only when `overwrite`). An exception or kill before the rename leaves only the hidden `.partial` folder.
+def _write_atomically(run_dir: Path, files: Callable[[Path], None], overwrite: bool) -> None:
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"run directory {run_dir} already exists and is not empty (pass overwrite=True)")
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir.parent / f".{run_dir.name}.partial-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        files(tmp)
+        if run_dir.exists():
+            old = run_dir.parent / f".{run_dir.name}.old-{os.getpid()}"
+            os.replace(run_dir, old)
+            os.replace(tmp, run_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# Save a run: delta.safetensors + run.json (run.json is written last inside the temporary folder).
+def save_run(run_dir: str | os.PathLike, unlearning: Unlearning, overwrite: bool = False) -> Path:
+    from safetensors.torch import save_file
+
+    delta = changed_tensors(unlearning.G_u, unlearning.G_s)
+    record = run_record(unlearning, sorted(delta))
+
+    def files(folder: Path) -> None:
+        save_file(delta, str(folder / DELTA_FILE), metadata={"format": RUN_FORMAT, "kind": "new_values"})
+        record["delta"]["sha256"] = sha256_file(folder / DELTA_FILE)
+        (folder / RUN_JSON).write_text(json.dumps(record, indent=1))
+
+    _write_atomically(Path(run_dir), files, overwrite)
+    return Path(run_dir)
+
+
+# Read and check run.json; a folder without a complete record is not a run (clear error naming what is missing).
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / RUN_JSON
+    if not path.is_file() or not (run_dir / DELTA_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a complete guide run: it needs {RUN_JSON} and {DELTA_FILE}")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if record.get("format") != RUN_FORMAT:
+        raise ValueError(f"{path}: unknown run format {record.get('format')!r} (expected {RUN_FORMAT})")
+    return record
+
+
+# Replace run.json's metrics (and optional extra fields) atomically, e.g. after `guide eval`.
+def update_run(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    record = read_run(run_dir)
+    for key, value in fields.items():
+        record[key] = {**record.get(key, {}), **value} if isinstance(value, dict) else value
+    tmp = run_dir / f".{RUN_JSON}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, run_dir / RUN_JSON)
+    return record
+
+
+# The unlearned generator G_u of a saved run, rebuilt on `bundle`'s base model (which must be the run's base).
+def load_run(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Module:
+    from safetensors.torch import load_file
+
+    record = read_run(run_dir)
+    fingerprint = state_fingerprint(bundle.G)
+    if record["base_fingerprint"] != fingerprint:
+        raise ValueError(f"run {run_dir} was made on model {record['model']!r} with different weights than the loaded "
+                         f"model {bundle.name!r}; load it with --model {record['model']}")
+    delta_path = Path(run_dir) / DELTA_FILE
+    expected_sha = record["delta"].get("sha256")
+    if expected_sha and sha256_file(delta_path) != expected_sha:
+        raise ValueError(f"{delta_path} does not match the SHA-256 recorded in run.json (file changed or truncated)")
+    delta = load_file(str(delta_path))
+    G_u = copy.deepcopy(bundle.G)
+    state = G_u.state_dict()
+    for key, value in delta.items():
+        if key not in state:
+            raise ValueError(f"{delta_path}: tensor {key!r} does not exist in model {bundle.name!r}")
+        if state[key].shape != value.shape:
+            raise ValueError(f"{delta_path}: {key} has shape {tuple(value.shape)}, the model's is "
+                             f"{tuple(state[key].shape)}")
+        state[key].copy_(value.to(state[key]))
+    return G_u.eval().requires_grad_(False)
+
+
+# The codes stored in a run: (w_u, w_t) as [N, num_ws, 512] tensors on `device`.
+def run_codes(record: dict[str, Any], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(record["w_u"], dtype=torch.float32, device=device),
+            torch.tensor(record["w_t"], dtype=torch.float32, device=device))
+
+
+# A full original-layout generator state_dict of a run's G_u, for other EG3D tools (.safetensors + JSON config when
+# guide_core.eg3d.io provides save_generator, otherwise a plain .safetensors state_dict).
+def export_state_dict(run_dir: str | os.PathLike, bundle: "ModelBundle", out: str | os.PathLike) -> Path:
+    G_u = load_run(run_dir, bundle)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from guide_core.eg3d.io import save_generator
+    except ImportError:
+        save_generator = None
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        if save_generator is not None:
+            save_generator(G_u, tmp)
+        else:
+            from safetensors.torch import save_file
+            save_file({k: v.detach().cpu().contiguous() for k, v in G_u.state_dict().items()}, str(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return out

@@ -1,0 +1,294 @@
+# Evaluation of an unlearning (GUIDE Sec. 5, "Evaluation metrics") and an erasure audit that goes beyond the paper.
+#   ID          identity cosine between pre- and post-unlearning renders of w_u over 11 yaw views in +-pi/12 at pitch
+#               -0.2 (the official evaluate_id.py / unlearn.py views), metric network = CurricularFace role. Lower = the
+#               identity is gone.
+#   ID_others   the same for OTHER photos of the same person, inverted with the encoder: lower = the erasure
+#               generalises beyond the one photo used for unlearning.
+#   FID_pre     Frechet distance between G_s and G_u samples drawn from the same z and cameras (paper: 5,000 samples).
+#   dFID_real   FID(real, G_u) - FID(real, G_s) against a real-image statistics file {mu, sigma}.
+#   audit       an attacker re-inverts the source photo into a generator by optimising w+ (start: the encoder's code,
+#               loss LPIPS + L2) and we report the best identity similarity to the photo it reaches, before and after.
+# All draws come from seeded generators: two evaluations of the same run give identical numbers.
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from guide_core.bundle import ModelBundle
+
+N_VIEWS = 11
+YAW_RANGE = math.pi / 12
+PITCH = -0.2
+
+
+# The official evaluation views: yaw = linspace(-pi/12, pi/12, 11), pitch -0.2 from frontal.
+def view_yaws(n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE) -> torch.Tensor:
+    return torch.linspace(-yaw_range, yaw_range, n_views) if n_views > 1 else torch.zeros(1)
+
+
+# Renders of codes [N, num_ws, 512] at each view: [N * n_views, 3, H, W] (code-major), deterministic rendering.
+def render_views(bundle: "ModelBundle", G: torch.nn.Module, ws: torch.Tensor, yaws: torch.Tensor, pitch: float,
+                 batch: int = 16) -> torch.Tensor:
+    codes = ws.repeat_interleave(len(yaws), dim=0)
+    cams = bundle.camera(yaws, pitch).repeat(ws.shape[0], 1)
+    out = []
+    with torch.no_grad():
+        for i in range(0, codes.shape[0], batch):
+            out.append(G.synthesis(codes[i:i + batch], cams[i:i + batch], noise_mode="const",
+                                   deterministic=True)["image"])
+    return torch.cat(out)
+
+
+# Identity similarity per code between G_s and G_u renders over the evaluation views: [N] (mean over views).
+def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Module, ws: torch.Tensor,
+                  n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE, pitch: float = PITCH) -> torch.Tensor:
+    yaws = view_yaws(n_views, yaw_range)
+    before = render_views(bundle, G_s, ws, yaws, pitch)
+    after = render_views(bundle, G_u, ws, yaws, pitch)
+    with torch.no_grad():
+        cos = (bundle.id_metric_net.embed(before) * bundle.id_metric_net.embed(after)).sum(dim=1)
+    return cos.view(ws.shape[0], len(yaws)).mean(dim=1).cpu()
+
+
+# Features of n generator samples: z ~ N(0, I) and yaw ~ U(-pi/12, pi/12) from a seeded generator (identical for G_s
+# and G_u), mapping on the frontal camera with psi = 1, pitch -0.2 (official evaluate_fid.py).
+def sample_features(bundle: "ModelBundle", G: torch.nn.Module, n: int, seed: int = 0, batch: int = 16,
+                    yaw_range: float = YAW_RANGE, pitch: float = PITCH) -> np.ndarray:
+    if bundle.feature_net is None:
+        raise RuntimeError(f"model {bundle.name!r} has no feature network: FID is not computable")
+    if n < 2:
+        raise ValueError(f"FID needs at least 2 samples, got n={n}")
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, bundle.z_dim, generator=gen)
+    yaw = (torch.rand(n, generator=gen) * 2 - 1) * yaw_range
+    feats = []
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            zb = z[i:i + batch].to(bundle.device)
+            ws = G.mapping(zb, bundle.cond_c.expand(zb.shape[0], -1), truncation_psi=1.0)
+            images = G.synthesis(ws, bundle.camera(yaw[i:i + batch], pitch), noise_mode="const",
+                                 deterministic=True)["image"]
+            feats.append(bundle.feature_net(images).double().cpu().numpy())
+    return np.concatenate(feats)
+
+
+# Mean and covariance of features [n, F].
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
+
+
+# Frechet distance between two Gaussians (Heusel et al. 2017): |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^1/2).
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    import scipy.linalg
+
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs "
+                         f"{sigma2.shape} (different feature networks?)")
+    diff = mu1 - mu2
+    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():
+        # Near-singular product (few samples): regularise the diagonal, as the reference FID code does.
+        offset = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"FID: imaginary component {np.abs(covmean.imag).max():.3g} in sqrt(S1 S2)")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+# FID between two feature sets.
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    return frechet_distance(*feature_statistics(a), *feature_statistics(b))
+
+
+# Real-image statistics: an .npz with arrays mu and sigma, or an .npy of real features [n, F] (the official
+# `ffhq_real_feat.npy`). Loaded without pickles.
+def load_real_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"real-image statistics file {path} does not exist")
+    if path.suffix == ".npy":
+        features = np.load(path, allow_pickle=False)
+        if features.ndim != 2 or features.shape[0] < 2:
+            raise ValueError(f"{path} must hold real features [n >= 2, F], got shape {features.shape}")
+        return feature_statistics(features.astype(np.float64))
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"mu", "sigma"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path} must hold arrays 'mu' and 'sigma' (missing: {', '.join(sorted(missing))})")
+        return data["mu"], data["sigma"]
+
+
+# G_s features are the same for every run of a model: computed once per (generator, n, seed) in a process.
+_SOURCE_FEATURES: dict[tuple[int, str, int, int], np.ndarray] = {}
+
+
+def source_features(bundle: "ModelBundle", n: int, seed: int) -> np.ndarray:
+    key = (id(bundle.G), bundle.name, n, seed)
+    if key not in _SOURCE_FEATURES:
+        _SOURCE_FEATURES[key] = sample_features(bundle, bundle.G, n, seed)
+    return _SOURCE_FEATURES[key]
+
+
+# FID_pre (GUIDE Sec. 5): G_s vs G_u on the same z and cameras.
+def fid_pre(bundle: "ModelBundle", G_u: torch.nn.Module, n: int = 5000, seed: int = 0) -> float:
+    return fid_from_features(source_features(bundle, n, seed), sample_features(bundle, G_u, n, seed))
+
+
+# dFID_real (GUIDE Sec. 5): FID(real, G_u) - FID(real, G_s); > 0 means G_u drifted away from real faces.
+def delta_fid_real(bundle: "ModelBundle", G_u: torch.nn.Module, real_stats: str | Path, n: int = 5000,
+                   seed: int = 0) -> float:
+    mu_r, sigma_r = load_real_stats(real_stats)
+    fid_s = frechet_distance(mu_r, sigma_r, *feature_statistics(source_features(bundle, n, seed)))
+    fid_u = frechet_distance(mu_r, sigma_r, *feature_statistics(sample_features(bundle, G_u, n, seed)))
+    return fid_u - fid_s
+
+
+# All metrics of one unlearning; None where a metric is not computable (no others, no feature net, no real stats).
+@dataclass
+class Metrics:
+    id: float | None = None
+    id_others: float | None = None
+    fid_pre: float | None = None
+    delta_fid_real: float | None = None
+    n_fid: int = 0
+    seed: int = 0
+    feature_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Evaluate G_u against the bundle's G_s: ID on w_u, ID_others on the other codes, FID_pre and dFID_real on n samples.
+def evaluate(bundle: "ModelBundle", G_u: torch.nn.Module, w_u: torch.Tensor, others: torch.Tensor | None = None,
+             n_fid: int = 5000, seed: int = 0, real_stats: str | Path | None = None) -> Metrics:
+    metrics = Metrics(n_fid=n_fid, seed=seed, feature_note=bundle.feature_note)
+    metrics.id = float(id_similarity(bundle, bundle.G, G_u, w_u.to(bundle.device)).mean())
+    if others is not None and len(others):
+        metrics.id_others = float(id_similarity(bundle, bundle.G, G_u, others.to(bundle.device)).mean())
+    else:
+        metrics.notes.append("id_others: no other photos of the person were given")
+    if bundle.feature_net is None or n_fid < 2:
+        metrics.notes.append("fid: no feature network" if bundle.feature_net is None else "fid: n_fid < 2")
+        return metrics
+    metrics.fid_pre = fid_pre(bundle, G_u, n_fid, seed)
+    stats = real_stats if real_stats is not None else bundle.real_stats
+    if stats is not None:
+        metrics.delta_fid_real = delta_fid_real(bundle, G_u, stats, n_fid, seed)
+    else:
+        metrics.notes.append("delta_fid_real: no real-image statistics file for this model")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Erasure audit (beyond the paper): is the identity gone, or only hidden from w_u?
+
+
+# Result of one re-inversion attack: best / final identity similarity to the photo and the loss trace.
+@dataclass
+class AttackResult:
+    best_id: float
+    final_id: float
+    start_id: float
+    best_step: int
+    history: list[dict[str, float]]
+
+
+# Resize a [-1, 1] photo batch to a render's resolution (area filter when shrinking).
+def _to_resolution(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
+                         align_corners=None if x.shape[-1] > size else False)
+
+
+# Re-inversion attack: optimise w+ (start w_init) so G's frontal render matches the photo under LPIPS + lambda_l2 * MSE;
+# every `check_every` steps (and at both ends) score identity similarity to the photo with the metric network.
+def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
+                       steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0,
+                       check_every: int = 10) -> AttackResult:
+    if steps < 0:
+        raise ValueError(f"audit steps must be >= 0, got {steps}")
+    torch.manual_seed(seed)
+    device = bundle.device
+    photo = photo.to(device, torch.float32)
+    photo = photo.unsqueeze(0) if photo.ndim == 3 else photo
+    c = bundle.camera(0.0, 0.0)
+    G.requires_grad_(False)
+    with torch.no_grad():
+        emb_photo = bundle.id_metric_net.embed(photo)
+    w = w_init.detach().clone().to(device).requires_grad_(True)
+    optimizer = torch.optim.Adam([w], lr=lr)
+
+    # Identity similarity of the current render to the photo.
+    def score(image: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float((bundle.id_metric_net.embed(image) * emb_photo).sum(dim=1).mean())
+
+    history: list[dict[str, float]] = []
+    best, best_step, start = -2.0, 0, None
+    for step in range(steps + 1):
+        image = G.synthesis(w, c, noise_mode="const", deterministic=True)["image"]
+        checked = step % check_every == 0 or step == steps
+        if checked:
+            sim = score(image)
+            start = sim if start is None else start
+            if sim > best:
+                best, best_step = sim, step
+            history.append({"step": step, "id": sim})
+        if step == steps:
+            break
+        target = _to_resolution(photo, image.shape[-1])
+        loss = bundle.perceptual(image, target).mean() + lambda_l2 * F.mse_loss(image, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if checked:
+            history[-1]["loss"] = float(loss.detach())
+    return AttackResult(best_id=best, final_id=history[-1]["id"], start_id=float(start), best_step=best_step,
+                        history=history)
+
+
+# Audit of one unlearning: the same attack (same start, steps, seed) against G_s and against G_u.
+@dataclass
+class AuditResult:
+    before: AttackResult
+    after: AttackResult
+    steps: int
+    start: str
+
+    # Fraction of the attacker's identity similarity that unlearning removed (1 = nothing left, 0 = unchanged).
+    @property
+    def erased(self) -> float:
+        if self.before.best_id <= 0:
+            return float("nan")
+        return 1.0 - max(self.after.best_id, 0.0) / self.before.best_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"before": asdict(self.before), "after": asdict(self.after), "steps": self.steps, "start": self.start,
+                "best_id_before": self.before.best_id, "best_id_after": self.after.best_id, "erased": self.erased}
+
+
+# Run the re-inversion audit for a photo (aligned, [-1, 1]); the start code is the encoder's when the bundle has one.
+def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tensor, w_start: torch.Tensor | None = None,
+                  steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0) -> AuditResult:
+    photo = photo.unsqueeze(0) if photo.ndim == 3 else photo
+    if w_start is None:
+        w_start, start = bundle.invert(photo), "encoder"
+    else:
+        start = "given code"
+    kwargs = dict(steps=steps, lr=lr, lambda_l2=lambda_l2, seed=seed)
+    before = reinversion_attack(bundle, bundle.G, photo, w_start, **kwargs)
+    after = reinversion_attack(bundle, G_u, photo, w_start, **kwargs)
+    return AuditResult(before=before, after=after, steps=steps, start=start)
