@@ -416,15 +416,15 @@ def fetch(name: str, url: str | None = None, hf_repo: str | None = None, hf_file
     item = entry(name)
     if item.get("shipped"):
         raise FetchError(f"{name!r} is not downloaded: {install_hint(name)}")
-    source = resolve_source(name, url, hf_repo, hf_filename)
     target = path_of(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_file() and not force:
         result = verify_one(name, progress=progress)
         if result.verdict != "mismatch":
             return target
         raise HashMismatchError(f"{target} is installed but its SHA-256 {result.sha256} does not match the known hash; "
                                 f"remove it or run `python -m guide_core weights fetch {name} --force`")
+    source = resolve_source(name, url, hf_repo, hf_filename)
+    target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     if "url" in source:
         _download_http(source["url"], part, progress=progress, timeout=timeout)
