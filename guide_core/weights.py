@@ -553,10 +553,13 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False; only the line naming the refused global is useful here.
+        found = re.search(r"[^\n]*(GLOBAL|global)[^\n]*", str(exc))
+        reason = found.group(0).strip() if found else "it references Python objects beyond tensors"
         raise UnsafeCheckpointError(
             f"{path} is not a plain tensor checkpoint: loading it would need code stored in the file, which guide "
-            f"never runs (torch.load weights_only=True refused it: {str(exc).splitlines()[0] if str(exc) else exc}). "
-            f"If it is an original EG3D network pickle, load it with guide_core.weights.load_generator.") from exc
+            f"never runs ({reason}). If it is an original EG3D network pickle, load it with "
+            f"guide_core.weights.load_generator.") from exc
     except (RuntimeError, EOFError, ValueError) as exc:
         raise UnsafeCheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or another format): "
                                     f"{exc}") from exc

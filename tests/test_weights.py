@@ -337,8 +337,9 @@ def test_torch_pickle_with_code_is_refused(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pth"
     torch.save({"weight": torch.zeros(2), "payload": _Exploit(marker)}, path)
-    with pytest.raises(W.UnsafeCheckpointError, match="never runs"):
+    with pytest.raises(W.UnsafeCheckpointError, match="never runs") as info:
         W.load_torch_state_dict(path)
+    assert "posix.system" in str(info.value) and "weights_only` set to `False`" not in str(info.value)
     with pytest.raises(W.UnsafeCheckpointError):
         W.load_torch(path)
     assert not marker.exists(), "loading must not execute code stored in the checkpoint"
