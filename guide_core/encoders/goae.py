@@ -136,7 +136,10 @@ class GOAEncoder(nn.Module):
 
     def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_input(imgs)
-        feats: SwinFeatures = self.swin_model(imgs)
+        return self.heads(self.swin_model(imgs))
+
+    # The GOAE heads on precomputed backbone features, at the current `stage` -> (ws, ws_base).
+    def heads(self, feats: SwinFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         ws_base = self._pooled_codes(feats.x_base, self.mapper_base_spatial, self.mapper_base_channel)
         ws_base = ws_base.repeat(1, NUM_WS, 1)
         if self.stage <= STAGE_BASE:
@@ -162,11 +165,12 @@ class GOAEncoder(nn.Module):
 
     # Photo(s) -> W+ offset [N, 14, 512] (add w_avg to get w_u), without gradients.
     # Preprocessing follows GUIDE's unlearn.py: PIL `resize((256, 256))` (bicubic, Pillow's default), uint8, then
-    # x / 127.5 - 1. PIL images take exactly that path. Tensors [N, 3, H, W] or [3, H, W] in [-1, 1] of another size
-    # are resized with torch's antialiased bicubic (the same Keys a = -0.5 filter with PIL's support scaling) in
-    # float; `quantize=True` additionally snaps them to the 8-bit grid that the PIL path produces.
+    # x / 127.5 - 1. PIL images take exactly that path. Tensors [N, 3, H, W] or [3, H, W] in [-1, 1] are, by default
+    # (quantize=True), snapped to the 8-bit grid and resized by `pil_bicubic_resize`, which reproduces Pillow (bit-exact
+    # for 512 / 1024 -> 256; other sizes differ by one level on < 1e-4 of the pixels, from Pillow's fixed-point filter
+    # weights); quantize=False resizes in float with one antialiased bicubic (differentiable, within ~1-2 levels).
     @torch.no_grad()
-    def invert(self, images, quantize: bool = False) -> torch.Tensor:
+    def invert(self, images, quantize: bool = True) -> torch.Tensor:
         device = next(self.parameters()).device
         batch = preprocess_for_goae(images, size=self.swin_model.config.img_size, quantize=quantize)
         return self(batch.to(device=device, dtype=next(self.parameters()).dtype))[0]
@@ -182,8 +186,23 @@ def _pil_to_tensor(image, size: int) -> torch.Tensor:
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy()).float() / 127.5 - 1
 
 
-# Any of: PIL image, list of PIL images, tensor [3, H, W] or [N, 3, H, W] in [-1, 1] -> [N, 3, size, size].
-def preprocess_for_goae(images, size: int = INPUT_SIZE, quantize: bool = False) -> torch.Tensor:
+# Pillow's bicubic resize of 8-bit levels [N, C, H, W] (floats 0..255): separable Keys (a = -0.5) filter whose
+# support widens with the downscale factor (antialiasing), horizontal pass first, each pass rounded half-up and
+# clipped to 0..255 as Pillow stores its intermediate image in uint8. torch's antialiased bicubic uses the same taps.
+def pil_bicubic_resize(levels: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = levels.shape[-2:]
+    x = levels
+    if w != size:
+        x = F.interpolate(x, size=(h, size), mode="bicubic", align_corners=False, antialias=True)
+        x = torch.floor(x + 0.5).clamp(0, 255)
+    if h != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        x = torch.floor(x + 0.5).clamp(0, 255)
+    return x
+
+
+# Any of: PIL image, list of PIL images, tensor [3, H, W] or [N, 3, H, W] in [-1, 1] -> [N, 3, size, size] float32.
+def preprocess_for_goae(images, size: int = INPUT_SIZE, quantize: bool = True) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         x = images.unsqueeze(0) if images.ndim == 3 else images
         if x.ndim != 4 or x.shape[1] != 3:
@@ -191,11 +210,12 @@ def preprocess_for_goae(images, size: int = INPUT_SIZE, quantize: bool = False) 
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point tensor in [-1, 1], got {x.dtype}")
         x = x.float()
+        if quantize:
+            levels = torch.floor((x.clamp(-1, 1) + 1) * 127.5 + 0.5)
+            return pil_bicubic_resize(levels, size) / 127.5 - 1
         if tuple(x.shape[-2:]) != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
-            x = x.clamp(-1, 1)  # PIL clips the bicubic overshoot to the 8-bit range
-        if quantize:
-            x = torch.round((x + 1) * 127.5) / 127.5 - 1
+            x = x.clamp(-1, 1)  # Pillow clips the bicubic overshoot to the 8-bit range
         return x
     if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
         if len(images) == 0:
