@@ -716,7 +716,9 @@ def w_avg_with_source(G, name: str | None = None, n: int = 10000, seed: int = 0,
         if source == "buffer":
             raise WeightsError("the mapping network's w_avg buffer is absent or all zeros (untrained)")
 
-    cache_path = weights_dir() / "cache" / f"{name}-w_avg.safetensors" if (name and cache) else None
+    # A name may be a generator path: keep only a safe file stem (the fingerprint guards against collisions).
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")[-120:] if name else ""
+    cache_path = weights_dir() / "cache" / f"{stem}-w_avg.safetensors" if (stem and cache) else None
     c = conditioning_camera(G) if c is None else c
     key = {"n": n, "seed": seed, "mapping_sha256": _mapping_fingerprint(mapping),
            "camera": [round(float(v), 6) for v in c.reshape(-1).tolist()]}

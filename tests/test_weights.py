@@ -457,6 +457,9 @@ def test_w_avg_sources_and_cache(wdir, monkeypatch):
     moved, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
     assert source.startswith("samples") and (moved - value - 1.0).abs().max() < 1e-4
 
+    _, source = W.w_avg_with_source(G, "/some/dir/my gen.pkl", n=10, seed=0)   # a path as the name
+    assert (wdir / "cache" / "some_dir_my_gen.pkl-w_avg.safetensors").is_file()
+
     G.backbone.mapping.w_avg.copy_(torch.arange(6.0))            # a trained running mean is used as is
     value, source = W.w_avg_with_source(G, "tiny")
     assert source == "buffer" and torch.equal(value, torch.arange(6.0).expand(3, 6))
