@@ -341,7 +341,8 @@ def _normals(p: torch.Tensor, g: _Rays, h: float = 1e-3) -> torch.Tensor:
     return n / n.norm(dim=-1, keepdim=True).clamp(min=1e-8)
 
 
-# Sphere tracing of every ray from its entry into the bounding sphere, in a fixed number of steps.
+# Sphere tracing of every ray from its entry into the bounding sphere, in a fixed number of steps; the working set is
+# compacted as rays converge or leave, so late steps only pay for the few rays still grazing the head.
 def _trace(origins: torch.Tensor, dirs: torch.Tensor, rows: torch.Tensor, geom: _Geometry,
            steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     centre = origins.new_tensor([0.0, -0.05 * HEAD_SCALE, 0.0]) + origins.new_tensor(HEAD_OFFSET)
@@ -350,24 +351,27 @@ def _trace(origins: torch.Tensor, dirs: torch.Tensor, rows: torch.Tensor, geom: 
     b = (oc * dirs).sum(-1)
     disc = b * b - ((oc * oc).sum(-1) - radius * radius)
     t = (-b - disc.clamp(min=0).sqrt()).clamp(min=0)
-    t_exit = -b + disc.clamp(min=0).sqrt()
     hit = torch.zeros_like(t, dtype=torch.bool)
     active = torch.nonzero(disc > 0).squeeze(1)
-    last_d = t.new_zeros(0)
+    o, d_, ta = origins[active], dirs[active], t[active]
+    t_exit = (-b + disc.clamp(min=0).sqrt())[active]
+    g = geom.packed[rows[active]]
+    dist = ta.new_zeros(0)
     for _ in range(steps):
         if active.numel() == 0:
             break
-        ta = t[active]
-        p = origins[active] + dirs[active] * ta[:, None]
-        d = _sdf(p, _Rays(geom, geom.packed[rows[active]]))
-        ta = ta + d * 0.85
-        t[active] = ta
-        done = d.abs() < 4e-4 * ta
+        dist = _sdf(o + d_ * ta[:, None], _Rays(geom, g))
+        ta = ta + dist * 0.85
+        done = dist.abs() < 4e-4 * ta
+        t[active[done]] = ta[done]
         hit[active[done]] = True
-        keep = ~done & (ta < t_exit[active])
-        last_d, active = d[keep], active[keep]
+        keep = torch.nonzero(~done & (ta < t_exit)).squeeze(1)
+        if keep.numel() < active.numel():
+            active, o, d_, ta, t_exit, g, dist = (x[keep] for x in (active, o, d_, ta, t_exit, g, dist))
     if active.numel():  # rays still grazing the surface after the last step count as hits
-        hit[active[last_d.abs() < 4e-3]] = True
+        near = dist.abs() < 4e-3
+        t[active[near]] = ta[near]
+        hit[active[near]] = True
     return t, hit
 
 

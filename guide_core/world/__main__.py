@@ -1,0 +1,115 @@
+# Command line of the embedded world: render data, train its networks, export the shipped weights, render examples.
+#   python -m guide_core.world render-data
+#   python -m guide_core.world train {identity,generator,encoder} [--steps N] [--resume] [--seed 0] [--out DIR]
+#   python -m guide_core.world export
+#   python -m guide_core.world render --out DIR
+# Every step is seeded and resumable; long trainings are meant to run in the background (nice, few threads).
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS = REPO / "runs" / "world"
+# The rendered data sets: training people (6 photos each) and held-out people (4 photos each, other seed).
+DATASETS = {"train": (1536, 6, 0), "heldout": (256, 4, 1)}
+
+
+def _render_data(which: list[str]) -> None:
+    import os
+    from guide_core.world.data import render_dataset
+    lock = RUNS / "data" / "RENDERING"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(str(os.getpid()))
+    try:
+        for name in which:
+            n_ids, photos, seed = DATASETS[name]
+            render_dataset(RUNS / "data" / name, n_ids, photos, seed)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# True while another live process holds the render lock (then this one waits instead of rendering too).
+def _rendering_elsewhere() -> bool:
+    import os
+    lock = RUNS / "data" / "RENDERING"
+    if not lock.exists():
+        return False
+    try:
+        os.kill(int(lock.read_text()), 0)
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _wait_for_chunks(minimum: int = 4) -> None:
+    import time
+    n_heldout = -(-DATASETS["heldout"][0] // 32)
+    while (len(list((RUNS / "data" / "heldout").glob("chunk_*.pt"))) < n_heldout
+           or len(list((RUNS / "data" / "train").glob("chunk_*.pt"))) < minimum):
+        time.sleep(30)
+
+
+def _train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    if args.network == "identity" or not _rendering_elsewhere():
+        _render_data(["heldout", "train"])
+    else:  # another process is rendering: train on the chunks as they appear
+        _wait_for_chunks()
+    out = Path(args.out) if args.out else RUNS / args.network
+    if args.network == "identity":
+        from guide_core.world.identity import train_identity
+        result = train_identity(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 3000,
+                                seed=args.seed, resume=args.resume)
+    elif args.network == "generator":
+        from guide_core.world.generator import train_generator
+        result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 20000,
+                                 seed=args.seed, resume=args.resume, identity_dir=RUNS / "identity")
+    else:
+        from guide_core.world.encoder import train_encoder
+        result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
+                               steps=args.steps or 6000, seed=args.seed, resume=args.resume)
+    print(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m guide_core.world", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("render-data", help="render (or resume rendering) the training / held-out photo sets")
+    data.add_argument("--which", choices=["train", "heldout", "all"], default="all")
+    train = sub.add_parser("train", help="train one of the world's networks (resumable)")
+    train.add_argument("network", choices=["identity", "generator", "encoder"])
+    train.add_argument("--steps", type=int, default=0, help="total optimisation steps (0 = the network's default)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="", help="checkpoint folder (default runs/world/NETWORK)")
+    train.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    export = sub.add_parser("export", help="write weights/default/*.safetensors + JSON configs from the checkpoints")
+    export.add_argument("--runs", default=str(RUNS))
+    render = sub.add_parser("render", help="write example renders (PNG) of random people")
+    render.add_argument("--out", required=True)
+    render.add_argument("--n", type=int, default=6)
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--resolution", type=int, default=128)
+    args = parser.parse_args(argv)
+    if args.command == "render-data":
+        _render_data(["train", "heldout"] if args.which == "all" else [args.which])
+        return 0
+    if args.command == "train":
+        return _train(args)
+    if args.command == "export":
+        from guide_core.world.export import export_weights
+        print(export_weights(Path(args.runs)))
+        return 0
+    from guide_core.world.examples import write_examples
+    for path in write_examples(Path(args.out), args.n, args.seed, args.resolution):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+# Rendered data sets of the world: people x photos with their latents, cameras, images and depth, written in chunks
+# so that a long background render can stop and resume. The identity network, the generator and the encoder all
+# train on these renders (the generator learns G(mapping(z), c) ~ render(params_from_z(z), c)).
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from guide_core.world.cameras import camera_params, sample_yaw_pitch
+from guide_core.world.heads import random_z, render_z, same_identity_z
+
+CHUNK_IDS = 32
+# Training renders use one sample per pixel (4x cheaper than the default 2x2 supersampling): regressing onto many
+# aliased edges converges to their average, i.e. to the anti-aliased render that evaluations compare against.
+DATA_SUPERSAMPLE = 1
+
+
+# A loaded data set: one row per photo.
+@dataclass
+class WorldData:
+    z: torch.Tensor  # [N, 512] float32
+    c: torch.Tensor  # [N, 25] float32
+    image: torch.Tensor  # [N, 3, H, W] uint8
+    depth: torch.Tensor  # [N, 1, H, W] float16, ray distance
+    person: torch.Tensor  # [N] int64, identity label
+
+    def __len__(self) -> int:
+        return self.z.shape[0]
+
+    # Images as float in [-1, 1] (the generator's range).
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.image[idx].float() / 127.5 - 1
+
+
+# Render chunk `k`: CHUNK_IDS people with `photos` photos each; seeds derive from (seed, k) so chunks are independent.
+def render_chunk(k: int, photos: int, seed: int, resolution: int) -> dict[str, torch.Tensor]:
+    base = seed * 1_000_003 + k * 7919
+    anchors = random_z(CHUNK_IDS, base)
+    z = torch.cat([same_identity_z(anchors[i], photos, base + 1 + i) for i in range(CHUNK_IDS)])
+    yaw, pitch = sample_yaw_pitch(len(z), torch.Generator().manual_seed(base + 99991))
+    c = camera_params(yaw, pitch)
+    out = render_z(z, c, resolution, supersample=DATA_SUPERSAMPLE)
+    image = ((out.image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    person = torch.arange(CHUNK_IDS).repeat_interleave(photos) + k * CHUNK_IDS
+    return {"z": z, "c": c, "image": image, "depth": out.depth.half(), "person": person}
+
+
+# Render (or resume rendering) a data set of n_ids people into folder/chunk_XXXX.pt.
+def render_dataset(folder: Path, n_ids: int, photos: int, seed: int, resolution: int = 64, progress: bool = True) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n_chunks = -(-n_ids // CHUNK_IDS)
+    for k in tqdm(range(n_chunks), desc=f"render {folder.name}", disable=not progress):
+        path = folder / f"chunk_{k:04d}.pt"
+        if path.exists():
+            continue
+        chunk = render_chunk(k, photos, seed, resolution)
+        tmp = path.with_suffix(".tmp")
+        torch.save(chunk, tmp)
+        tmp.rename(path)  # a killed render never leaves a chunk that looks complete
+
+
+# Load every finished chunk of a folder (possibly while rendering continues).
+def load_dataset(folder: Path) -> WorldData:
+    paths = sorted(Path(folder).glob("chunk_*.pt"))
+    if not paths:
+        raise FileNotFoundError(f"no rendered chunks in {folder}; run `python -m guide_core.world render-data`")
+    parts = [torch.load(p, weights_only=True) for p in paths]
+    return WorldData(*(torch.cat([p[key] for p in parts]) for key in ("z", "c", "image", "depth", "person")))

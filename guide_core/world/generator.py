@@ -1,0 +1,180 @@
+# The world's tri-plane generator: guide_core.eg3d.TriPlaneGenerator (EG3D, Chan et al. CVPR 2022) at tiny widths,
+# trained SUPERVISED so that G(mapping(z), c) reproduces the procedural render of params_from_z(z) from camera c.
+# Because G is the real EG3D class, GUIDE (Seo et al. CVPR 2024) runs on it unchanged: w_avg is tracked by the
+# mapping network during training, truncation and UFO extrapolation move along the same w space.
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from guide_core.eg3d import TriPlaneGenerator
+from guide_core.eg3d.networks import StyleGAN2Backbone
+from guide_core.eg3d.superresolution import SUPERRESOLUTION_MODULES, SuperresolutionHybrid2X
+from guide_core.world.data import WorldData, load_dataset
+
+
+# EG3D's 2X super-resolution (32 -> 64 px) with narrow blocks: the released widths (128, 64) would cost most of a
+# CPU training step at this size.
+class WorldSuperresolution2X(SuperresolutionHybrid2X):
+    widths = (32, 32)
+
+
+SUPERRESOLUTION_MODULES.setdefault("WorldSuperresolution2X", WorldSuperresolution2X)
+
+NEURAL_RENDERING_RESOLUTION = 32
+# Tri-plane resolution of the world generator. EG3D builds its backbone for 256^2 planes; at 64 px output and 32 px
+# neural rendering, 64^2 planes carry the same detail and cut the CPU cost of a training step several times, so the
+# world generator's backbone is rebuilt at this resolution (same classes, fewer synthesis blocks).
+PLANE_RESOLUTION = 64
+# Constructor arguments of the world's generator (the original's init_kwargs layout).
+GENERATOR_KWARGS: dict = {
+    "z_dim": 512, "c_dim": 25, "w_dim": 512, "img_resolution": 64, "img_channels": 3, "sr_num_fp16_res": 0,
+    # lr_multiplier 0.25 instead of StyleGAN's 0.01: supervised regression has no GAN instability to damp.
+    "mapping_kwargs": {"num_layers": 2, "lr_multiplier": 0.25},
+    "channel_base": 1024, "channel_max": 64, "num_fp16_res": 0, "conv_clamp": None,
+    "rendering_kwargs": {
+        "image_resolution": 64, "disparity_space_sampling": False, "clamp_mode": "softplus",
+        "superresolution_module": "WorldSuperresolution2X", "c_gen_conditioning_zero": True, "gpc_reg_prob": 0.0,
+        "c_scale": 1.0, "superresolution_noise_mode": "none", "density_reg": 0.0, "density_reg_p_dist": 0.004,
+        "reg_type": "l1", "decoder_lr_mul": 1.0, "sr_antialias": True, "depth_resolution": 12,
+        "depth_resolution_importance": 12, "ray_start": 2.25, "ray_end": 3.3, "box_warp": 1.0,
+        "avg_camera_radius": 2.7, "avg_camera_pivot": [0.0, 0.0, 0.2]},
+    "sr_kwargs": {},
+}
+
+
+# A fresh world generator (seeded initialisation).
+def build_generator(seed: int = 0) -> TriPlaneGenerator:
+    torch.manual_seed(seed)
+    kwargs = json.loads(json.dumps(GENERATOR_KWARGS))
+    G = TriPlaneGenerator(**kwargs)
+    synthesis_kwargs = {k: v for k, v in kwargs.items() if k not in _NON_SYNTHESIS_KEYS}
+    G.backbone = StyleGAN2Backbone(kwargs["z_dim"], kwargs["c_dim"], kwargs["w_dim"], img_resolution=PLANE_RESOLUTION,
+                                   img_channels=32 * 3, mapping_kwargs=kwargs["mapping_kwargs"], **synthesis_kwargs)
+    G.init_kwargs["plane_resolution"] = PLANE_RESOLUTION
+    G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION
+    return G
+
+
+_NON_SYNTHESIS_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "sr_num_fp16_res",
+                       "mapping_kwargs", "rendering_kwargs", "sr_kwargs")
+
+
+# Peak signal-to-noise ratio of images in [-1, 1] (peak-to-peak 2), per image.
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mse = (a - b).pow(2).mean((1, 2, 3)).clamp(min=1e-10)
+    return 10 * torch.log10(4.0 / mse)
+
+
+# Held-out quality: PSNR of G(mapping(z), c) against the procedural renders of unseen people and poses.
+@torch.no_grad()
+def evaluate_generator(G: TriPlaneGenerator, data: WorldData, n: int = 64, batch: int = 16) -> dict[str, float]:
+    G.eval()
+    values, raw_values = [], []
+    for i in range(0, min(n, len(data)), batch):
+        idx = torch.arange(i, min(i + batch, n, len(data)))
+        out = G(data.z[idx], data.c[idx], noise_mode="const", deterministic=True)
+        target = data.images(idx)
+        values.append(psnr(out["image"], target))
+        raw_values.append(psnr(out["image_raw"], F.avg_pool2d(target, 2)))
+    v, r = torch.cat(values), torch.cat(raw_values)
+    return {"psnr": v.mean().item(), "psnr_min": v.min().item(), "psnr_raw": r.mean().item(), "n": len(v)}
+
+
+# The world's perceptual loss during training, when a trained identity net is available (else None).
+def _perceptual(identity_dir: Path | None):
+    if identity_dir is None or not (Path(identity_dir) / "ckpt.pt").exists():
+        return None
+    from guide_core.world.identity import WorldPerceptual, load_identity_net
+    state = torch.load(Path(identity_dir) / "ckpt.pt", weights_only=True)
+    net = load_identity_net(state["net"], json.loads(state["config"])).requires_grad_(False)
+    return WorldPerceptual(net)
+
+
+# One supervised step's loss: image L1 (64 px) + raw neural render L1 (32 px) + depth L1 on the head + perceptual.
+def generator_loss(G: TriPlaneGenerator, data: WorldData, idx: torch.Tensor, perceptual=None,
+                   lambda_depth: float = 1.0, lambda_per: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
+    z, c = data.z[idx], data.c[idx]
+    ws = G.mapping(z, c, update_emas=True)
+    out = G.synthesis(ws, c, noise_mode="const")
+    target = data.images(idx)
+    target_raw = F.avg_pool2d(target, 2)
+    depth = F.avg_pool2d(data.depth[idx].float(), 2)
+    head = (data.depth[idx].float() < 3.2).float()
+    head = (F.avg_pool2d(head, 2) > 0.99).float()
+    l_img = (out["image"] - target).abs().mean()
+    l_raw = (out["image_raw"] - target_raw).abs().mean()
+    l_depth = ((out["image_depth"] - depth).abs() * head).sum() / head.sum().clamp(min=1)
+    loss = l_img + l_raw + lambda_depth * l_depth
+    parts = {"img": l_img.item(), "raw": l_raw.item(), "depth": l_depth.item()}
+    if perceptual is not None:
+        l_per = perceptual(out["image"], target).mean()
+        loss = loss + lambda_per * l_per
+        parts["per"] = l_per.item()
+    return loss, parts
+
+
+# Supervised training with checkpoints (resumable); reloads the data folder as background rendering adds chunks.
+def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 20000, batch: int = 8, seed: int = 0,
+                    resume: bool = False, lr: float = 2e-3, identity_dir: Path | None = None,
+                    ckpt_every: int = 100, eval_every: int = 500, log=print) -> dict:
+    from tqdm import tqdm
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    G = build_generator(seed)
+    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(seed)
+    step, history = 0, []
+    ckpt = out / "ckpt.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        G.load_state_dict(state["G"])
+        opt.load_state_dict(state["opt"])
+        step, history = state["step"], json.loads(state["history"])
+        gen.set_state(state["gen"])
+        log(f"resumed generator training at step {step}")
+    heldout = load_dataset(heldout_dir)
+    data = load_dataset(data_dir)
+    perceptual = _perceptual(identity_dir)
+    bar = tqdm(total=steps, initial=step, desc="generator", mininterval=10)
+    t0 = time.time()
+    while step < steps:
+        if step % 500 == 0:
+            data = load_dataset(data_dir)
+            perceptual = perceptual or _perceptual(identity_dir)
+        G.train()
+        for group in opt.param_groups:  # warm-up, then cosine decay to a tenth
+            group["lr"] = lr * min(1.0, (step + 1) / 200) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
+        idx = torch.randint(0, len(data), (batch,), generator=gen)
+        loss, parts = generator_loss(G, data, idx, perceptual)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
+        if step % eval_every == 0 or step == steps:
+            metrics = evaluate_generator(G, heldout)
+            history.append({"step": step, "loss": loss.item(), **parts, "seconds": time.time() - t0,
+                            "data": len(data), **metrics})
+            log(json.dumps(history[-1]))
+        if step % ckpt_every == 0 or step == steps:
+            tmp = out / "ckpt.tmp"
+            torch.save({"G": G.state_dict(), "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
+                        "gen": gen.get_state()}, tmp)
+            tmp.rename(ckpt)
+    bar.close()
+    return history[-1] if history else {}
+
+
+# A generator from a saved state dict (training checkpoint or shipped safetensors).
+def load_world_generator(state: dict[str, torch.Tensor]) -> TriPlaneGenerator:
+    G = build_generator()
+    G.load_state_dict(state)
+    return G.eval().requires_grad_(False)

@@ -1,0 +1,194 @@
+# The world's identity network (the face-recognition role that ArcFace IR-SE50 plays for real photos in GUIDE,
+# Seo et al. CVPR 2024): a small residual CNN mapping a 64 px render to an L2-normalised embedding, trained with the
+# CosFace large-margin loss (Wang et al. CVPR 2018) across identities, poses, expressions, lighting and glasses.
+# Its intermediate feature maps also serve as the world's perceptual distance and its embeddings as the world's
+# FID-style features (stated in weights/default/MODEL_CARD.md and wherever a metric is shown).
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guide_core.world.data import WorldData, load_dataset
+
+INPUT_SIZE = 64
+
+
+# Residual block with a strided projection shortcut (the IR block of ArcFace backbones, shrunk).
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout),
+                                  nn.PReLU(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+# Image [-1,1] -> unit embedding; `features` exposes the stage maps used as the world's perceptual features.
+class IdentityNet(nn.Module):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), embed_dim: int = 128):
+        super().__init__()
+        self.config = {"widths": list(widths), "embed_dim": embed_dim}
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 5, 2, 2, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.PReLU(widths[0]))
+        self.stages = nn.ModuleList(_Block(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        side = INPUT_SIZE // 2 ** len(widths)
+        self.head = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.Flatten(), nn.Dropout(0.1),
+                                  nn.Linear(widths[-1] * side * side, embed_dim), nn.BatchNorm1d(embed_dim))
+
+    # Bring any image batch to the network's input size (bilinear, antialiased when shrinking).
+    @staticmethod
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W] in [-1, 1], got {tuple(x.shape)}")
+        if x.shape[-1] != INPUT_SIZE or x.shape[-2] != INPUT_SIZE:
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.stem(self.prepare(x))
+        maps = [h]
+        for stage in self.stages:
+            h = stage(h)
+            maps.append(h)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.features(x)[-1]), dim=1)
+
+
+# Cosine similarity of the identities in two image batches (the GUIDE ID metric's role).
+def identity_similarity(net: IdentityNet, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (net(a) * net(b)).sum(1)
+
+
+# The world's perceptual distance: channel-normalised feature maps of the identity net, squared differences averaged
+# per stage and summed (LPIPS's recipe, Zhang et al. CVPR 2018, with unit channel weights).
+class WorldPerceptual(nn.Module):
+    def __init__(self, net: IdentityNet, stages: int = 3):
+        super().__init__()
+        self.net, self.stages = net, stages
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        fa, fb = self.net.features(a), self.net.features(b)
+        total = a.new_zeros(a.shape[0])
+        for x, y in list(zip(fa, fb))[: self.stages]:
+            x = x / (x.norm(dim=1, keepdim=True) + 1e-8)
+            y = y / (y.norm(dim=1, keepdim=True) + 1e-8)
+            total = total + (x - y).pow(2).sum(1).mean((1, 2))
+        return total
+
+
+# Random shifts, scales, blur and colour jitter: the network must see generator outputs (blurrier, slightly misplaced).
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    b = x.shape[0]
+    scale = 1 + (torch.rand(b, generator=gen) - 0.5) * 0.12
+    shift = (torch.rand(b, 2, generator=gen) - 0.5) * 0.12
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    sigma = torch.rand(b, generator=gen) * 1.2
+    kernel_x = torch.arange(-2, 3, dtype=torch.float32)
+    k = torch.exp(-kernel_x[None] ** 2 / (2 * sigma[:, None].clamp(min=0.05) ** 2))
+    k = k / k.sum(1, keepdim=True)
+    blurred = F.conv2d(F.pad(x.reshape(1, b * 3, *x.shape[-2:]), (2, 2, 0, 0), mode="replicate"),
+                       k.repeat_interleave(3, 0)[:, None, None, :], groups=b * 3)
+    blurred = F.conv2d(F.pad(blurred, (0, 0, 2, 2), mode="replicate"), k.repeat_interleave(3, 0)[:, None, :, None],
+                       groups=b * 3)
+    x = blurred.reshape(x.shape)
+    gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2
+    bias = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.1
+    return (x * gain + bias).clamp(-1, 1)
+
+
+# Verification on held-out people: TAR at the threshold where FAR equals `far` over all impostor pairs.
+@torch.no_grad()
+def verification_tar(net: IdentityNet, data: WorldData, far: float = 0.01, batch: int = 256) -> dict[str, float]:
+    net.eval()
+    emb = torch.cat([net(data.images(torch.arange(i, min(i + batch, len(data))))) for i in range(0, len(data), batch)])
+    sims = emb @ emb.T
+    same = data.person[:, None] == data.person[None, :]
+    upper = torch.triu(torch.ones_like(same), diagonal=1)
+    genuine = sims[same & upper]
+    impostor = sims[~same & upper]
+    threshold = torch.quantile(impostor, 1 - far).item() if impostor.numel() < 16_000_000 else \
+        impostor.kthvalue(int(impostor.numel() * (1 - far))).values.item()
+    return {"tar": (genuine > threshold).float().mean().item(), "far": far, "threshold": threshold,
+            "genuine_mean": genuine.mean().item(), "impostor_mean": impostor.mean().item(),
+            "pairs_genuine": genuine.numel(), "pairs_impostor": impostor.numel()}
+
+
+# CosFace training with checkpoints every `ckpt_every` steps; `resume` continues from out/ckpt.pt.
+def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 3000, batch: int = 128, seed: int = 0,
+                   resume: bool = False, lr: float = 2e-3, margin: float = 0.3, scale: float = 32.0,
+                   ckpt_every: int = 200, eval_every: int = 500, log=print) -> dict:
+    from tqdm import tqdm
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    data = load_dataset(data_dir)
+    heldout = load_dataset(heldout_dir)
+    n_classes = int(data.person.max()) + 1
+    net = IdentityNet()
+    classes = nn.Parameter(torch.randn(n_classes, net.config["embed_dim"]) * 0.01)
+    opt = torch.optim.AdamW(list(net.parameters()) + [classes], lr=lr, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(seed)
+    step, history = 0, []
+    ckpt = out / "ckpt.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        net.load_state_dict(state["net"])
+        if state["classes"].shape == classes.shape:
+            classes.data.copy_(state["classes"])
+            opt.load_state_dict(state["opt"])
+        step, history = state["step"], json.loads(state["history"])
+        gen.set_state(state["gen"])
+        log(f"resumed identity training at step {step}")
+    bar = tqdm(total=steps, initial=step, desc="identity", mininterval=10)
+    t0 = time.time()
+    while step < steps:
+        net.train()
+        for group in opt.param_groups:  # cosine decay after a short warm-up
+            group["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        idx = torch.randint(0, len(data), (batch,), generator=gen)
+        x = augment(data.images(idx), gen)
+        emb = F.normalize(net.head(net.features(x)[-1]), dim=1)
+        cos = emb @ F.normalize(classes, dim=1).T
+        label = data.person[idx]
+        logits = scale * (cos - margin * F.one_hot(label, n_classes))
+        loss = F.cross_entropy(logits, label)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % eval_every == 0 or step == steps:
+            metrics = verification_tar(net, heldout)
+            history.append({"step": step, "loss": loss.item(), "seconds": time.time() - t0, **metrics})
+            log(json.dumps(history[-1]))
+        if step % ckpt_every == 0 or step == steps:
+            tmp = out / "ckpt.tmp"
+            torch.save({"net": net.state_dict(), "classes": classes.data, "opt": opt.state_dict(), "step": step,
+                        "history": json.dumps(history), "gen": gen.get_state(), "config": json.dumps(net.config)}, tmp)
+            tmp.rename(ckpt)
+    bar.close()
+    return history[-1] if history else {}
+
+
+# Build the network from a state dict saved by training or export (config travels alongside as JSON).
+def load_identity_net(state: dict[str, torch.Tensor], config: dict) -> IdentityNet:
+    net = IdentityNet(tuple(config["widths"]), config["embed_dim"])
+    net.load_state_dict(state)
+    return net.eval()
