@@ -1,6 +1,6 @@
 # GOAE inversion encoder (Yuan et al., "Make Encoder Great Again in 3D GAN Inversion through Geometry and
-# Occlusion-Aware Encoding", ICCV 2023, §3.2 and Fig. 3), the network GUIDE (Seo et al., CVPR 2024, §4.1) uses to
-# invert a photo into EG3D's W+ space: w_u = w_avg + E(x).
+# Occlusion-Aware Encoding", ICCV 2023, its geometry-aware encoder and Fig. 3), the network GUIDE (Seo et al.,
+# CVPR 2024) uses to invert a photo into EG3D's W+ space: w_u = w_avg + E(x).
 #
 # A Swin-V2 backbone yields features at four depths. The base code w0 comes from the deepest, normalised map; the
 # per-layer deltas of W+ rows 1-3 / 4-6 / 7-13 are queries (from the last stage's input) that cross-attend to key/value
@@ -27,7 +27,7 @@ MID_ROWS = slice(4, 7)
 FINE_ROWS = slice(7, 14)
 # The encoder's input resolution; unlearn.py resizes every photo to this size with PIL before scaling to [-1, 1].
 INPUT_SIZE = 256
-# Progressive training stages (GOAE §3.4): which delta paths are active.
+# Progressive training stages of GOAE (W+ deltas switched on level by level): which delta paths are active.
 STAGE_BASE, STAGE_COARSE, STAGE_MID, STAGE_FINE = 0, 1, 2, 3
 
 
@@ -87,7 +87,7 @@ class GOAEncoder(nn.Module):
         c1, c2, c3 = swin_config.embed_dim, swin_config.embed_dim * 2, swin_config.embed_dim * 4
         n_mid, n_coarse = (swin_config.img_size // swin_config.patch_size // 2) ** 2, top_tokens * 4
 
-        # Base path (GOAE §3.2): a learned spatial pooling plus a max pooling of the top map give one w0 row.
+        # Base path: a learned spatial pooling plus a max pooling of the top map give one w0 row.
         self.mapper_base_spatial = mapper_mlp(top_tokens, 1, mlp_layer)
         self.mapper_base_channel = mapper_mlp(top_dim, W_DIM, mlp_layer)
         # Query path: the last stage's input, pooled into 3 / 3 / 7 W+ rows the same way.
@@ -134,6 +134,7 @@ class GOAEncoder(nn.Module):
         if not imgs.is_floating_point():
             raise TypeError(f"GOAEncoder expects floating-point images in [-1, 1], got {imgs.dtype}")
 
+    # Images [N, 3, 256, 256] in [-1, 1] -> (ws, ws_base); ws is the W+ offset that unlearn.py adds to w_avg.
     def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_input(imgs)
         return self.heads(self.swin_model(imgs))
@@ -206,7 +207,8 @@ def preprocess_for_goae(images, size: int = INPUT_SIZE, quantize: bool = True) -
     if isinstance(images, torch.Tensor):
         x = images.unsqueeze(0) if images.ndim == 3 else images
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected an image tensor [N, 3, H, W] or [3, H, W] in [-1, 1], got {tuple(images.shape)}")
+            raise ValueError(f"expected an image tensor [N, 3, H, W] or [3, H, W] in [-1, 1], "
+                             f"got {tuple(images.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point tensor in [-1, 1], got {x.dtype}")
         x = x.float()
@@ -229,7 +231,8 @@ def _as_state_dict(obj, source: str) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise GOAEWeightsError(f"{source}: expected a state dict (mapping of names to tensors), got {type(obj).__name__}")
+        raise GOAEWeightsError(f"{source}: expected a state dict (mapping of names to tensors), "
+                               f"got {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise GOAEWeightsError(f"{source}: entries that are not named tensors: {bad[:5]}")

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Swin-V2 §3.2: the logit scale tau is bounded so that exp(logit_scale) never exceeds 100.
+# Swin-V2 §3.2 (scaled cosine attention): the learnable logit scale is clamped so that its exp never exceeds 100.
 LOGIT_SCALE_MAX = float(torch.log(torch.tensor(100.0)).item())
-# Swin-V2 §3.3: the CPB MLP output is squashed to (0, 16) before it is added to the attention logits.
+# The CPB MLP output is squashed to (0, 16) before it joins the logits (Swin-V2's released models, GOAE's included).
 CPB_BIAS_BOUND = 16.0
 # Logit added to attention between tokens that a cyclic shift brought from different image regions (Swin §3.2).
 SHIFT_MASK_VALUE = -100.0
@@ -65,8 +65,8 @@ def window_merge(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Te
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
-# Swin-V2 eq. (4): relative offsets of a window, normalised by the PRETRAINED window - 1 (so a fine-tuned larger
-# window extrapolates the bias instead of rescaling it), mapped to sign(x) * log2(1 + |8x|) / log2(8).
+# Swin-V2 §3.3 (log-spaced coordinates): relative offsets of a window, normalised by the PRETRAINED window - 1 (so
+# a fine-tuned larger window extrapolates the bias instead of rescaling it), mapped to sign(x) log2(1 + |8x|) / 3.
 def log_spaced_coords_table(window: int, pretrained_window: int) -> torch.Tensor:
     offsets = torch.arange(-(window - 1), window, dtype=torch.float32)
     table = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1).unsqueeze(0)  # [1, 2w-1, 2w-1, 2]
@@ -150,7 +150,7 @@ class WindowAttention(nn.Module):
             bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).reshape(b_windows, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B*nW, heads, n, d]
-        # Swin-V2 eq. (3): cosine attention keeps logits bounded where dot products grew without limit in V1.
+        # Swin-V2 §3.2: cosine attention keeps logits bounded where dot products grew without limit in V1.
         logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         logits = logits * torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         logits = logits + self.position_bias().unsqueeze(0)
