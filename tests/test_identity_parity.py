@@ -191,3 +191,34 @@ def test_eg3d_crop_face_input_scales_with_resolution():
     assert_close(face256, face512, 0.03, "256 vs 512 crop")
     with pytest.raises(ValueError, match="square"):
         eg3d_crop_face_input(image512[..., :500])
+
+
+# The fixed EG3D-crop warp is only as good as EG3D_CROP_LANDMARKS_512: on the real aligned photos, the eyes MTCNN
+# finds must land within 5 px (of 112) of the ArcFace template's eyes, the other points within 8 px.
+def test_eg3d_crop_landmarks_fit_real_aligned_photos(data_dir):
+    import numpy as np
+    from PIL import Image
+    from facenet_pytorch import MTCNN
+
+    from guide_core.identity import EG3D_CROP_LANDMARKS_512
+    detector = MTCNN(keep_all=True, device="cpu")
+    warp = similarity_transform(EG3D_CROP_LANDMARKS_512[None], ARCFACE_TEMPLATE_112[None])[0]
+    errors = []
+    for path in sorted((data_dir / "celebahq_aligned").glob("*.jpg")):
+        image = Image.open(path).convert("RGB")
+        assert image.size == (512, 512)
+        _, probs, points = detector.detect(image, landmarks=True)
+        best = int(np.argmax(np.asarray(probs, dtype=float)))
+        found = torch.tensor(np.asarray(points[best], dtype=float))
+        errors.append((found @ warp[:, :2].T + warp[:, 2] - ARCFACE_TEMPLATE_112).norm(dim=1))
+    errors = torch.stack(errors)
+    print(f"\nEG3D-crop warp, per-point max landmark error (px of 112): {errors.max(dim=0).values.tolist()}")
+    assert errors[:, :2].max() < 5.0 and errors.max() < 8.0
+
+
+def test_loaders_without_a_source_ask_the_weights_manager(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"(?s)model_ir_se50\.pth.*weights fetch ir_se50"):
+        load_ir_se50()
+    with pytest.raises(FileNotFoundError, match=r"CurricularFace_Backbone\.pth"):
+        load_ir101()
