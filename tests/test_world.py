@@ -1,0 +1,193 @@
+# The embedded world: procedural heads (determinism, exact identity, depth, camera behaviour), the fixed z -> params
+# map, and — when weights/default/ is shipped — the identity net's verification rate and the generator's fidelity.
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from guide_core.world import camera_params, params_from_z, random_z, render_heads, same_identity_z
+from guide_core.world.heads import (IDENTITY_DIMS, IDENTITY_SPEC, N_ID, PHOTO_DIMS, PHOTO_SPEC, RAY_FAR,
+                                    HeadParams)
+
+RES = 48
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "default"
+
+
+def _frontal(n: int) -> torch.Tensor:
+    return camera_params(torch.zeros(n), torch.zeros(n))
+
+
+def _params(seed: int, n: int = 1) -> HeadParams:
+    p = params_from_z(random_z(n, seed))
+    photo = p.photo.clone()
+    photo[:, [i for i, s in enumerate(PHOTO_SPEC) if s[0] == "glasses"][0]] = 0.9  # no glasses unless a test asks
+    return HeadParams(p.identity, photo)
+
+
+def _set(p: HeadParams, **values: float) -> HeadParams:
+    identity, photo = p.identity.clone(), p.photo.clone()
+    for name, value in values.items():
+        names_id = [s[0] for s in IDENTITY_SPEC]
+        names_photo = [s[0] for s in PHOTO_SPEC]
+        if name in names_id:
+            identity[:, names_id.index(name)] = value
+        else:
+            photo[:, names_photo.index(name)] = value
+    return HeadParams(identity, photo)
+
+
+def _nose_pixel(depth: torch.Tensor) -> tuple[int, int]:
+    flat = int(depth.reshape(-1).argmin())
+    return flat // depth.shape[-1], flat % depth.shape[-1]
+
+
+def test_render_is_deterministic_and_in_range():
+    p, c = _params(0, 2), camera_params(torch.tensor([0.2, -0.3]), torch.tensor([0.0, 0.1]))
+    a, b = render_heads(p, c, RES, supersample=1), render_heads(p, c, RES, supersample=1)
+    assert torch.equal(a.image, b.image) and torch.equal(a.depth, b.depth)
+    assert a.image.shape == (2, 3, RES, RES) and a.depth.shape == (2, 1, RES, RES)
+    assert a.image.min() >= -1 and a.image.max() <= 1
+    coverage = a.mask.mean((1, 2, 3))
+    assert ((coverage > 0.3) & (coverage < 0.9)).all(), f"head coverage {coverage.tolist()}"
+
+
+def test_z_map_is_fixed_formula():
+    z = torch.zeros(1, 512)
+    mid = params_from_z(z)
+    for i, (name, low, high) in enumerate(IDENTITY_SPEC):
+        assert mid.identity[0, i].item() == pytest.approx((low + high) / 2, abs=1e-6), name
+    z[0, IDENTITY_DIMS[0]] = 1.0
+    z[0, PHOTO_DIMS[0]] = -1.0
+    p = params_from_z(z)
+    phi = 0.5 * (1 + math.erf(1 / math.sqrt(2)))
+    name, low, high = IDENTITY_SPEC[0]
+    assert p.identity[0, 0].item() == pytest.approx(low + (high - low) * phi, abs=1e-6)
+    name, low, high = PHOTO_SPEC[0]
+    assert p.photo[0, 0].item() == pytest.approx(low + (high - low) * (1 - phi), abs=1e-6)
+    z2 = z.clone()
+    z2[0, 300] = 5.0  # an ignored dim
+    q = params_from_z(z2)
+    assert torch.equal(q.identity, p.identity) and torch.equal(q.photo, p.photo)
+    assert torch.equal(random_z(3, 7), random_z(3, 7))
+    with pytest.raises(ValueError, match="z must have shape"):
+        params_from_z(torch.zeros(2, 100))
+
+
+def test_same_identity_z_keeps_identity_only():
+    z = random_z(1, 3)
+    others = same_identity_z(z, 4, seed=1)
+    p0, ps = params_from_z(z), params_from_z(others)
+    assert torch.equal(ps.identity, p0.identity.expand(4, -1))
+    assert (ps.photo - p0.photo).abs().amax(1).min() > 0.01
+    assert torch.equal(others, same_identity_z(z[0], 4, seed=1))
+
+
+def test_per_photo_changes_stay_where_expected():
+    p, c = _params(5), _frontal(1)
+    base = render_heads(p, c, RES, supersample=1)
+    lit = render_heads(_set(p, light_azimuth=-0.8, light_intensity=0.6), c, RES, supersample=1)
+    # Lighting changes shading only: the same geometry (depth and silhouette) under a different light.
+    assert torch.equal(base.depth, lit.depth) and torch.equal(base.mask, lit.mask)
+    assert (base.image - lit.image).abs().mean() > 0.01
+    # Expression changes pixels only around the mouth: the upper half of the face is untouched.
+    smile = render_heads(_set(p, smile=1.0, mouth_open=0.02), c, RES, supersample=1)
+    changed = (base.image - smile.image).abs().amax(1)[0] > 1e-4
+    rows = torch.nonzero(changed)[:, 0]
+    assert rows.numel() > 3, "a smile must change some pixels"
+    nose_row, _ = _nose_pixel(base.depth[0, 0])
+    assert rows.min() >= nose_row, f"expression changed rows from {rows.min()} (nose at {nose_row})"
+    # Glasses add geometry in front of the eyes (nearer depth there), nowhere below the nose.
+    glasses = render_heads(_set(p, glasses=0.0), c, RES, supersample=1)
+    nearer = (glasses.depth < base.depth - 1e-3)[0, 0]
+    assert nearer.any() and torch.nonzero(nearer)[:, 0].max() <= nose_row + 1
+
+
+def test_identities_differ_and_identity_is_exact():
+    c = _frontal(1)
+    renders = [render_heads(_params(s), c, RES, supersample=1).image for s in range(4)]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert (renders[i] - renders[j]).abs().mean() > 0.03, f"people {i} and {j} look alike"
+    # Same identity parameters = the same person: re-rendering after a round trip through z changes nothing.
+    z = random_z(1, 11)
+    again = same_identity_z(z, 1, seed=4)
+    again[:, PHOTO_DIMS] = z[:, PHOTO_DIMS]
+    a = render_heads(params_from_z(z), c, RES, supersample=1)
+    b = render_heads(params_from_z(again), c, RES, supersample=1)
+    assert torch.equal(a.image, b.image)
+
+
+def test_depth_is_plausible():
+    p = _params(2)
+    out = render_heads(p, _frontal(1), RES, supersample=1)
+    depth, mask = out.depth[0, 0], out.mask[0, 0]
+    assert torch.all(depth[mask == 0] == RAY_FAR)
+    row, col = _nose_pixel(depth)
+    assert abs(col - (RES - 1) / 2) <= 2, f"nearest point at column {col}, expected the nose near the centre"
+    cheek = depth[row, col + RES // 6]
+    assert depth[row, col] < cheek - 0.02, "the nose must be nearer than the cheek"
+    assert 2.2 < depth[row, col] < 2.6, f"nose at ray distance {depth[row, col]:.3f} (camera radius 2.7)"
+
+
+def test_camera_yaw_turns_the_head_consistently():
+    p = _params(4, 1)
+    yaws = torch.tensor([-0.5, -0.25, 0.0, 0.25, 0.5])
+    out = render_heads(HeadParams(p.identity.expand(5, -1), p.photo.expand(5, -1)),
+                       camera_params(yaws, torch.zeros(5)), RES, supersample=1)
+    offsets, centres = [], []
+    for k in range(5):
+        _, nose_col = _nose_pixel(out.depth[k, 0])
+        cols = torch.nonzero(out.mask[k, 0] > 0.5)[:, 1].float()
+        offsets.append(nose_col - cols.mean().item())
+        centres.append(cols.mean().item())
+    # A camera moved towards +x (positive yaw) sees the nearest point (the nose, or the near cheek at large yaw) on
+    # the image's left of the head; the head itself, behind the pivot (0, 0, 0.2), drifts right, monotonically.
+    assert offsets[1] > abs(offsets[2]) and offsets[3] < -abs(offsets[2]), f"nose offsets {offsets}"
+    assert offsets[0] > 1 and offsets[-1] < -1, f"nose offsets {offsets}"
+    assert all(a < b for a, b in zip(centres, centres[1:])), f"silhouette centres {centres}"
+    # Pitch: for a camera above the head (negative pitch) the nearest surface point is high on the face (forehead),
+    # for one below it is low (chin): its image row moves up as the camera rises.
+    ud = render_heads(HeadParams(p.identity.expand(2, -1), p.photo.expand(2, -1)),
+                      camera_params(torch.zeros(2), torch.tensor([-0.3, 0.3])), RES, supersample=1)
+    assert _nose_pixel(ud.depth[0, 0])[0] + 4 < _nose_pixel(ud.depth[1, 0])[0]
+
+
+def test_bad_input_is_rejected():
+    p = _params(0)
+    with pytest.raises(ValueError, match="cameras"):
+        render_heads(p, _frontal(2), RES)
+    with pytest.raises(ValueError, match=r"\[B, 25\]"):
+        render_heads(p, torch.zeros(1, 16), RES)
+    with pytest.raises(ValueError, match="identity parameters"):
+        HeadParams(torch.zeros(1, N_ID + 1), p.photo)
+
+
+@pytest.mark.skipif(not (WEIGHTS / "identity.safetensors").exists(), reason="weights/default/ not shipped yet")
+def test_shipped_identity_net_verifies_heldout_people():
+    from guide_core.world.bundle import load_world_nets
+    from guide_core.world.data import CHUNK_IDS, WorldData, render_chunk
+    from guide_core.world.identity import verification_tar
+    nets = load_world_nets("cpu")
+    chunk = render_chunk(9000, 3, seed=77, resolution=64)  # people never seen in training (other seed)
+    data = WorldData(chunk["z"], chunk["c"], chunk["image"], chunk["depth"], chunk["person"])
+    result = verification_tar(nets["identity"], data, far=0.01)
+    assert data.person.unique().numel() == CHUNK_IDS
+    assert result["tar"] >= 0.95, result
+
+
+@pytest.mark.skipif(not (WEIGHTS / "generator.safetensors").exists(), reason="weights/default/ not shipped yet")
+def test_shipped_generator_reproduces_heldout_renders():
+    from guide_core.world.bundle import load_world_nets
+    from guide_core.world.generator import psnr
+    from guide_core.world.heads import render_z
+    G = load_world_nets("cpu")["G"]
+    z = random_z(4, 424242)
+    c = camera_params(torch.tensor([0.0, 0.3, -0.3, 0.15]), torch.tensor([0.0, -0.1, 0.1, 0.0]))
+    target = render_z(z, c, 64).image
+    with torch.no_grad():
+        image = G(z, c, noise_mode="const", deterministic=True)["image"]
+    value = psnr(image, target)
+    assert value.mean() >= 24.0, f"held-out PSNR {value.tolist()}"
