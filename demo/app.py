@@ -1,18 +1,29 @@
-# The studio's layout. Placeholder until the studio issue lands: it says what is missing instead of pretending.
+# The studio application: picks the models and examples, builds the page, and configures the queue.
 from __future__ import annotations
 
-import gradio as gr
+import os
+from pathlib import Path
 
-MISSING = """
-# guide studio
+# No analytics calls home, before gradio is imported anywhere (issue 6: nothing reaches the internet at start).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-The interactive studio (upload → UFO → live unlearning → multi-view → t-SNE → report) is not built yet.
+import gradio as gr  # noqa: E402
 
-What exists today is the library: `python -m guide_core --help`.
-"""
+from demo import handlers, layout  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = REPO / "assets" / "examples"
 
 
-def build_app() -> gr.Blocks:
-    with gr.Blocks(title="guide") as app:
-        gr.Markdown(MISSING)
-    return app
+# Build the Blocks app with its queue: heavy events share one worker, the queue shows each visitor's position.
+def build_app(max_queue: int = 16) -> gr.Blocks:
+    from guide_core.guide import LTUConfig
+
+    models = handlers.available_models()
+    if not models:
+        raise RuntimeError("no generator is available: the embedded default world's weights are missing from weights/ "
+                           "(see weights/README.md)")
+    default_model = models[0]
+    defaults = handlers.config_defaults(default_model)
+    app = layout.build(layout.example_paths(EXAMPLES_DIR), models, default_model, LTUConfig, defaults)
+    return app.queue(max_size=max_queue, default_concurrency_limit=1)

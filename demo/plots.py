@@ -1,0 +1,119 @@
+# Plotly figures of the studio: latent geometry of UFO, loss curves, per-view identity, identity clusters.
+# Every number drawn here comes from guide_core; this module only projects it to 2-D and lays it out.
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+
+# Colours shared by all figures so that "source", "target" and "mean" read the same everywhere.
+SOURCE_COLOUR = "#d62728"
+TARGET_COLOUR = "#1f77b4"
+MEAN_COLOUR = "#2ca02c"
+SAMPLE_COLOUR = "rgba(120,120,120,0.35)"
+
+
+# Turn [N, num_ws, 512] (or [num_ws, 512]) latents into one row per code, the whole code as one vector
+# (UFO measures distances over the whole code, Seo et al. 2024 Sec. 3.2, so the projection should too).
+def _rows(codes) -> np.ndarray:
+    array = np.asarray(codes.detach().cpu() if hasattr(codes, "detach") else codes, dtype=np.float64)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim == 1:
+        array = array[None]
+    return array.reshape(array.shape[0], -1)
+
+
+def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=40), template="plotly_white",
+                      legend=dict(orientation="h", yanchor="bottom", y=-0.3))
+    return fig
+
+
+# A figure that says why it is empty instead of showing blank axes.
+def empty_figure(message: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "", height=260)
+
+
+# The UFO picture (Seo et al. 2024, Fig. 3): sampled w, the mean w̄, the source w_u, the extrapolation line
+# {ufo_target(w_u, w̄, d)} and the current target w_t, in the PCA plane of the sampled w.
+def ufo_geometry(samples, w_avg, w_u, line: Sequence, line_d: Sequence[float], w_t, d: float) -> go.Figure:
+    sample_rows = _rows(samples)
+    pca = PCA(n_components=2).fit(sample_rows)
+    xy = pca.transform(sample_rows)
+    mean_xy = pca.transform(_rows(w_avg))[0]
+    source_xy = pca.transform(_rows(w_u))[0]
+    target_xy = pca.transform(_rows(w_t))[0]
+    line_xy = pca.transform(np.concatenate([_rows(code) for code in line]))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name="sampled w = mapping(z)",
+                             marker=dict(size=5, color=SAMPLE_COLOUR)))
+    fig.add_trace(go.Scatter(x=line_xy[:, 0], y=line_xy[:, 1], mode="lines", name="w̄ − d·(w_u − w̄)/‖w_u − w̄‖",
+                             line=dict(color=TARGET_COLOUR, dash="dot"),
+                             customdata=np.asarray(line_d), hovertemplate="d = %{customdata:.1f}<extra></extra>"))
+    for (x, y), name, colour, symbol in (
+        (mean_xy, "w̄ (mean face, d = 0)", MEAN_COLOUR, "diamond"),
+        (source_xy, "w_u (source)", SOURCE_COLOUR, "star"),
+        (target_xy, f"w_t (target, d = {d:g})", TARGET_COLOUR, "x"),
+    ):
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name,
+                                 marker=dict(size=14, color=colour, symbol=symbol, line=dict(width=1, color="black"))))
+    ratio = pca.explained_variance_ratio_
+    fig.update_xaxes(title=f"PC1 of sampled w ({ratio[0]:.0%})")
+    fig.update_yaxes(title=f"PC2 ({ratio[1]:.0%})", scaleanchor="x")
+    return _layout(fig, "UFO: latent geometry (PCA of sampled w)", height=420)
+
+
+# Loss curves of Latent Target Unlearning as they stream in: one line per loss term (Seo et al. 2024, Eq. 4–7).
+def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int]) -> go.Figure:
+    if not steps:
+        return empty_figure("Loss curves appear here while unlearning runs.")
+    fig = go.Figure()
+    for name, values in history.items():
+        fig.add_trace(go.Scatter(x=list(steps)[: len(values)], y=list(values), mode="lines", name=name))
+    fig.update_xaxes(title="iteration")
+    fig.update_yaxes(title="loss", type="log")
+    return _layout(fig, "Latent Target Unlearning losses")
+
+
+# Identity similarity to the source photo per camera view, before (G_s) and after (G_u) unlearning.
+def identity_per_view(yaws_deg: Sequence[float], series: Mapping[str, Sequence[float]]) -> go.Figure:
+    fig = go.Figure()
+    for name, values in series.items():
+        dash = "solid" if "before" in name else "dash"
+        fig.add_trace(go.Scatter(x=list(yaws_deg), y=list(values), mode="lines+markers", name=name,
+                                 line=dict(dash=dash)))
+    fig.add_hline(y=0.0, line=dict(color="grey", width=1))
+    fig.update_xaxes(title="yaw (degrees)")
+    fig.update_yaxes(title="identity cosine similarity to the photo", range=[-1.0, 1.0])
+    return _layout(fig, "Identity similarity per view")
+
+
+# t-SNE of identity embeddings: one scatter per generator (before / after), coloured by identity, so erasing the
+# source shows as its cluster dissolving while the other clusters stay put.
+def identity_clusters(embeddings, labels: Sequence[str], generators: Sequence[str], seed: int = 0) -> go.Figure:
+    rows = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, dtype=np.float64)
+    perplexity = float(max(2.0, min(30.0, (len(rows) - 1) / 3.0)))
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(rows)
+    fig = go.Figure()
+    symbols = {name: symbol for name, symbol in zip(dict.fromkeys(generators), ("circle", "x", "diamond", "square"))}
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(labels))}
+    for generator in dict.fromkeys(generators):
+        for identity in dict.fromkeys(labels):
+            mask = np.array([g == generator and l == identity for g, l in zip(generators, labels)])
+            if not mask.any():
+                continue
+            fig.add_trace(go.Scatter(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=f"{identity} · {generator}",
+                                     marker=dict(size=9, color=colours[identity], symbol=symbols[generator],
+                                                 line=dict(width=1, color="black"))))
+    fig.update_xaxes(title="t-SNE 1")
+    fig.update_yaxes(title="t-SNE 2")
+    return _layout(fig, "Identity clusters (t-SNE of identity embeddings)", height=460)
