@@ -1,0 +1,139 @@
+# The embedded world as a ModelBundle: the tiny tri-plane generator, its w_avg, the encoder (GOAE role), the identity
+# net in the ArcFace / CurricularFace roles, its feature maps as the perceptual distance (LPIPS role) and its
+# embeddings as FID-style features. Weights come from weights/default/ (shipped), or, before an export, from the
+# training checkpoints in runs/world/. Nothing is downloaded; safetensors and weights_only torch.load only.
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from guide_core.world.cameras import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS, FOV_DEGREES, frontal_camera
+
+REPO = Path(__file__).resolve().parents[2]
+WEIGHTS_DIR = REPO / "weights" / "default"
+RUNS_DIR = REPO / "runs" / "world"
+PHOTO_RESOLUTION = 64
+FEATURE_NOTE = ("world identity-net embeddings (128-d, before normalisation) — the embedded world's FID-style "
+                "features, not Inception: numbers are comparable only within the default world")
+
+
+# The identity net behind the `.embed` interface the engine and metrics use (unit embeddings of images in [-1, 1]).
+class WorldIdentity(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+# FID-style features: the identity net's embedding before L2 normalisation.
+class WorldFeatures(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.head(self.net.features(images)[-1])
+
+
+# The world's photos are already aligned renders: check the picture and bring it to the encoder's 64 px.
+def align_world_photo(image: Any) -> Any:
+    from PIL import Image
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(image).__name__}")
+    w, h = image.size
+    if min(w, h) < 32:
+        raise ValueError(f"photo is {w}x{h}; the default world needs at least 32x32 px")
+    if abs(w - h) > 0.05 * max(w, h):
+        raise ValueError(f"photo is {w}x{h}; the default world expects a square render of one of its people "
+                         "(python -m guide_core.world render --out DIR writes some)")
+    return image.convert("RGB").resize((PHOTO_RESOLUTION, PHOTO_RESOLUTION), Image.LANCZOS)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+
+# State dicts + configs of the three networks, from weights/default/ or else from the newest training checkpoints.
+def _load_states() -> dict[str, tuple[dict[str, torch.Tensor], dict]]:
+    if (WEIGHTS_DIR / "generator.safetensors").exists():
+        out = {}
+        for name in ("generator", "identity", "encoder"):
+            path = WEIGHTS_DIR / f"{name}.safetensors"
+            if path.exists():
+                config = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+                out[name] = (_read_safetensors(path), config)
+        return out
+    out = {}
+    ckpt = RUNS_DIR / "generator" / "ckpt.pt"
+    if ckpt.exists():
+        out["generator"] = (torch.load(ckpt, weights_only=True)["G"], {})
+    ckpt = RUNS_DIR / "identity" / "ckpt.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        out["identity"] = (state["net"], json.loads(state["config"]))
+    ckpt = RUNS_DIR / "encoder" / "ckpt.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        out["encoder"] = (state["enc"], json.loads(state["config"]))
+    return out
+
+
+# The world's networks as plain modules: {"G", "identity", "encoder" (when trained)}.
+def load_world_nets(device: str = "cpu") -> dict[str, torch.nn.Module]:
+    from guide_core.world.encoder import load_world_encoder
+    from guide_core.world.generator import load_world_generator
+    from guide_core.world.identity import load_identity_net
+    states = _load_states()
+    missing = [name for name in ("generator", "identity") if name not in states]
+    if missing:
+        raise FileNotFoundError(
+            f"the default world's {', '.join(missing)} weights are missing: expected {WEIGHTS_DIR}/*.safetensors "
+            f"(shipped with the repository) or training checkpoints in {RUNS_DIR}; train them with "
+            "`python -m guide_core.world train identity` / `train generator` and `python -m guide_core.world export`")
+    nets = {"G": load_world_generator(states["generator"][0]).to(device),
+            "identity": load_identity_net(*states["identity"]).to(device)}
+    if "encoder" in states:
+        nets["encoder"] = load_world_encoder(*states["encoder"]).to(device)
+    return nets
+
+
+# A photo of world person `person` (photo 0 is the reference photo, others vary expression/light/pose), as PIL.
+def world_photo(person: int, photo: int = 0, resolution: int = PHOTO_RESOLUTION) -> Any:
+    from guide_core.world.examples import person_photos
+    return person_photos(person, photo + 1, resolution)[photo]
+
+
+# ModelBundle of the default world (the engine, CLI and studio use it when nothing else is installed).
+def load_bundle(device: str = "cpu"):
+    from guide_core.bundle import ModelBundle
+    from guide_core.world.identity import WorldPerceptual
+    nets = load_world_nets(device)
+    G = nets["G"]
+    w_avg = G.backbone.mapping.w_avg.detach().clone()
+    identity = WorldIdentity(nets["identity"])
+    perceptual = WorldPerceptual(identity.net).eval().requires_grad_(False)
+    encoder = None
+    if "encoder" in nets:
+        enc = nets["encoder"]
+
+        # The encoder predicts an offset from the mean latent; the bundle's encoder returns absolute codes.
+        def encoder(images: torch.Tensor) -> torch.Tensor:
+            return enc(images) + w_avg.to(images.device)
+    return ModelBundle(
+        name="default", G=G, w_avg=w_avg, cond_c=frontal_camera(1).to(device),
+        id_loss_net=identity, id_metric_net=identity, perceptual=perceptual, encoder=encoder,
+        encoder_resolution=PHOTO_RESOLUTION, feature_net=WorldFeatures(identity.net), feature_note=FEATURE_NOTE,
+        align=align_world_photo, radius=AVG_CAMERA_RADIUS, fov_deg=FOV_DEGREES, pivot=AVG_CAMERA_PIVOT,
+        description="embedded tiny world: procedural 3D heads, 64 px tri-plane generator, world identity net "
+                    "(perceptual / ID / FID features are the world's own, see weights/default/MODEL_CARD.md)",
+        extras={"photo": world_photo, "world": True})

@@ -1,0 +1,136 @@
+# The world's inversion encoder (the role GOAE plays for EG3D FFHQ in GUIDE, Seo et al. CVPR 2024, Sec. 3.1): a small
+# CNN mapping a 64 px photo of a world person to w+ = w_avg + offset [N, num_ws, 512]. It is trained where the answer
+# is known: a rendered photo of latent z has the code mapping(z), so most steps regress codes directly (cheap); every
+# few steps the predicted code is also rendered through the frozen generator and compared with the photo (the
+# re-render loss that GOAE-style encoders optimise).
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guide_core.world.identity import IdentityNet, _Block
+
+
+# Image [-1,1] -> offset from w_avg for every w+ row: a shared w (the person) plus small per-row refinements.
+class WorldEncoder(nn.Module):
+    def __init__(self, num_ws: int, w_dim: int = 512, widths: tuple[int, ...] = (32, 64, 96, 128), hidden: int = 256):
+        super().__init__()
+        self.config = {"num_ws": num_ws, "w_dim": w_dim, "widths": list(widths), "hidden": hidden}
+        self.num_ws, self.w_dim = num_ws, w_dim
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 5, 2, 2, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.PReLU(widths[0]))
+        self.stages = nn.Sequential(*(_Block(a, b) for a, b in zip(widths[:-1], widths[1:])))
+        side = 64 // 2 ** len(widths)
+        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, hidden), nn.LeakyReLU(0.2))
+        self.shared = nn.Linear(hidden, w_dim)
+        self.per_row = nn.Linear(hidden, num_ws * w_dim)
+        nn.init.zeros_(self.per_row.weight)
+        nn.init.zeros_(self.per_row.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(self.stages(self.stem(IdentityNet.prepare(x))))
+        offset = self.shared(h)[:, None, :] + self.per_row(h).view(-1, self.num_ws, self.w_dim)
+        return offset
+
+
+# Encoder training: code regression on rendered photos (+ re-render L1 through the frozen generator every k steps).
+def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int = 6000, batch: int = 32, seed: int = 0,
+                  resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int = 4,
+                  data_dir: Path | None = None, heldout_dir: Path | None = None, ckpt_every: int = 200,
+                  eval_every: int = 500, log=print) -> dict:
+    from tqdm import tqdm
+    from guide_core.world.data import load_dataset
+    from guide_core.world.generator import load_world_generator
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(generator_dir).parent
+    data = load_dataset(data_dir or root / "data" / "train")
+    heldout = load_dataset(heldout_dir or root / "data" / "heldout")
+    G = load_world_generator(torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)["G"])
+    w_avg = G.backbone.mapping.w_avg.clone()
+    idnet = _load_identity(identity_dir)
+    torch.manual_seed(seed)
+    enc = WorldEncoder(G.backbone.num_ws)
+    opt = torch.optim.Adam(enc.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    step, history = 0, []
+    ckpt = out / "ckpt.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        enc.load_state_dict(state["enc"])
+        opt.load_state_dict(state["opt"])
+        step, history = state["step"], json.loads(state["history"])
+        gen.set_state(state["gen"])
+        log(f"resumed encoder training at step {step}")
+    with torch.no_grad():  # the codes every training photo stands for
+        codes = torch.cat([G.mapping(data.z[i:i + 512], data.c[i:i + 512]) for i in range(0, len(data), 512)])
+    bar = tqdm(total=steps, initial=step, desc="encoder", mininterval=10)
+    t0 = time.time()
+    while step < steps:
+        enc.train()
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        idx = torch.randint(0, len(data), (batch,), generator=gen)
+        x = data.images(idx)
+        pred = enc(x) + w_avg
+        loss = F.mse_loss(pred, codes[idx]) * 10
+        parts = {"code": loss.item()}
+        if rerender_every and step % rerender_every == 0:
+            sub = idx[:rerender_batch]
+            image = G.synthesis(pred[:rerender_batch], data.c[sub], noise_mode="const")["image"]
+            l_img = (image - x[:rerender_batch]).abs().mean()
+            loss = loss + l_img
+            parts["img"] = l_img.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % eval_every == 0 or step == steps:
+            metrics = evaluate_encoder(enc, G, w_avg, idnet, heldout)
+            history.append({"step": step, **parts, "seconds": time.time() - t0, **metrics})
+            log(json.dumps(history[-1]))
+        if step % ckpt_every == 0 or step == steps:
+            tmp = out / "ckpt.tmp"
+            torch.save({"enc": enc.state_dict(), "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
+                        "gen": gen.get_state(), "config": json.dumps(enc.config), "w_avg": w_avg}, tmp)
+            tmp.rename(ckpt)
+    bar.close()
+    return history[-1] if history else {}
+
+
+def _load_identity(identity_dir: Path) -> IdentityNet | None:
+    path = Path(identity_dir) / "ckpt.pt"
+    if not path.exists():
+        return None
+    from guide_core.world.identity import load_identity_net
+    state = torch.load(path, weights_only=True)
+    return load_identity_net(state["net"], json.loads(state["config"]))
+
+
+# Held-out inversion quality: re-render PSNR (same camera as the photo) and identity similarity to the photo.
+@torch.no_grad()
+def evaluate_encoder(enc: WorldEncoder, G, w_avg: torch.Tensor, idnet: IdentityNet | None, data,
+                     n: int = 32) -> dict[str, float]:
+    from guide_core.world.generator import psnr
+    enc.eval()
+    idx = torch.arange(min(n, len(data)))
+    x = data.images(idx)
+    ws = enc(x) + w_avg
+    image = G.synthesis(ws, data.c[idx], noise_mode="const", deterministic=True)["image"]
+    result = {"rerender_psnr": psnr(image, x).mean().item()}
+    if idnet is not None:
+        result["id_similarity"] = (idnet(image) * idnet(x)).sum(1).mean().item()
+    return result
+
+
+def load_world_encoder(state: dict[str, torch.Tensor], config: dict) -> WorldEncoder:
+    enc = WorldEncoder(config["num_ws"], config["w_dim"], tuple(config["widths"]), config["hidden"])
+    enc.load_state_dict(state)
+    return enc.eval().requires_grad_(False)
