@@ -1,0 +1,281 @@
+# Safe reader for the original EG3D / StyleGAN network pickles (NVlabs dnnlib + torch_utils.persistence format).
+# Those files normally load by *executing* Python source stored inside them. Here every global the pickle names is
+# looked up in an allowlist of inert stand-ins: persistent-class records are kept as data (class name, source text,
+# state) and never executed, torch tensors are rebuilt through torch.load(weights_only=True), and anything else
+# (os.system, builtins.eval, ...) raises UnsafePickleError before it can be called.
+from __future__ import annotations
+
+import codecs
+import collections
+import io
+import pickle
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+# Modules whose classes may appear by reference in EG3D pickles (non-persistent nn.Modules of the training code,
+# plain torch.nn containers/activations). They become inert ModuleRecord stand-ins; nothing is imported.
+_CLASS_REFERENCE_MODULES = (
+    "training.triplane", "training.networks_stylegan2", "training.networks_stylegan3", "training.superresolution",
+    "training.dual_discriminator", "training.augment", "training.volumetric_rendering.renderer",
+    "training.volumetric_rendering.ray_sampler", "training.volumetric_rendering.ray_marcher",
+)
+_TORCH_NN_PREFIX = "torch.nn.modules."
+_NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray")
+_PERSISTENT_VERSION = 6  # torch_utils.persistence format version of the released checkpoints
+
+
+# Raised when a pickle names a global outside the allowlist (the pickle is refused, nothing is executed).
+class UnsafePickleError(pickle.UnpicklingError):
+    pass
+
+
+# A persistent-class object as stored in the pickle: the class name, its module's source text (kept, never run),
+# the format version and the object's __dict__ state.
+@dataclass
+class PersistentRecord:
+    class_name: str
+    module_src: str
+    version: int
+    state: dict = field(repr=False)
+
+
+# Inert stand-in for a class referenced by name (e.g. torch.nn.Sequential): remembers the name and its state.
+class ModuleRecord:
+    qualified_name = "?"
+
+    def __setstate__(self, state: Any) -> None:
+        # pickle's BUILD may hand (dict_state, slot_state); only the dict part matters for modules.
+        if isinstance(state, tuple) and len(state) == 2:
+            state = state[0] or {}
+        self.state = dict(state or {})
+
+    def __repr__(self) -> str:
+        return f"ModuleRecord({self.qualified_name})"
+
+
+# dict subclass standing in for dnnlib.util.EasyDict (attribute access, no code from the pickle).
+class EasyDict(dict):
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+_record_classes: dict[str, type] = {}
+
+
+def _record_class(qualified_name: str) -> type:
+    cls = _record_classes.get(qualified_name)
+    if cls is None:
+        cls = type(qualified_name.rsplit(".", 1)[-1], (ModuleRecord,), {"qualified_name": qualified_name})
+        _record_classes[qualified_name] = cls
+    return cls
+
+
+# Replacement for torch_utils.persistence._reconstruct_persistent_obj: records the meta data, executes nothing.
+def _persistent_record(meta: dict) -> PersistentRecord:
+    if not isinstance(meta, dict) or meta.get("type") != "class":
+        raise UnsafePickleError(f"unsupported persistent record (type {meta.get('type') if isinstance(meta, dict) else type(meta).__name__!r})")
+    version = meta.get("version")
+    if version != _PERSISTENT_VERSION:
+        raise pickle.UnpicklingError(f"persistent record version {version}, expected {_PERSISTENT_VERSION}")
+    state = meta.get("state") or {}
+    if not isinstance(state, dict):
+        raise pickle.UnpicklingError(f"persistent record {meta.get('class_name')!r} has a non-dict state")
+    return PersistentRecord(class_name=str(meta.get("class_name")), module_src=str(meta.get("module_src", "")),
+                            version=int(version), state=dict(state))
+
+
+# Replacement for torch.storage._load_from_bytes: the bytes are a legacy torch.save stream, read with weights_only.
+def _storage_from_bytes(data: bytes):
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafePickleError("storage payload is not bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notice, once per tensor
+        return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+
+
+# copyreg._reconstructor for protocol-0/1 pickles, limited to our stand-ins.
+def _safe_reconstructor(cls: type, base: type, state: Any):
+    if not (isinstance(cls, type) and issubclass(cls, (ModuleRecord, EasyDict))) or base is not object:
+        raise UnsafePickleError(f"copyreg._reconstructor refused for {cls!r}")
+    return cls.__new__(cls)
+
+
+# _codecs.encode as used by protocol-2 pickles for bytes (latin-1 text -> bytes) and nothing else.
+def _safe_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    if not isinstance(obj, str) or encoding.lower() not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"_codecs.encode refused for encoding {encoding!r}")
+    return codecs.encode(obj, "latin1", errors)
+
+
+# numpy reconstruction helpers (harmless data constructors; object arrays only hold already-vetted objects).
+def _numpy_global(module: str, name: str):
+    if name == "dtype":
+        return np.dtype
+    if name == "ndarray":
+        return np.ndarray
+    if name == "scalar":
+        return getattr(np, "_core", getattr(np, "core")).multiarray.scalar
+    if name == "_reconstruct":
+        return getattr(np, "_core", getattr(np, "core")).multiarray._reconstruct
+    return None
+
+
+_TORCH_REBUILDERS = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+                     "_rebuild_parameter_with_state")
+_ALLOWED_BUILTINS = {"set": set, "frozenset": frozenset, "object": object, "slice": slice, "complex": complex}
+
+
+# pickle.Unpickler whose find_class answers only from the allowlist above.
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("torch_utils.persistence", "_reconstruct_persistent_obj"):
+            return _persistent_record
+        if module == "torch._utils" and name in _TORCH_REBUILDERS and hasattr(torch._utils, name):
+            return getattr(torch._utils, name)
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _storage_from_bytes
+        if (module, name) in (("collections", "OrderedDict"), ("typing", "OrderedDict")):
+            return collections.OrderedDict
+        if (module, name) == ("dnnlib.util", "EasyDict") or (module, name) == ("dnnlib", "EasyDict"):
+            return EasyDict
+        if (module, name) == ("copyreg", "_reconstructor"):
+            return _safe_reconstructor
+        if (module, name) == ("_codecs", "encode"):
+            return _safe_encode
+        if module in ("builtins", "__builtin__") and name in _ALLOWED_BUILTINS:
+            return _ALLOWED_BUILTINS[name]
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if (module, name) == ("torch", "Size"):
+            return torch.Size
+        if (module, name) == ("torch", "device"):
+            return torch.device
+        if module in _NUMPY_MODULES and _numpy_global(module, name) is not None:
+            return _numpy_global(module, name)
+        if (module in _CLASS_REFERENCE_MODULES or module.startswith(_TORCH_NN_PREFIX)) and name.isidentifier():
+            return _record_class(f"{module}.{name}")
+        raise UnsafePickleError(f"refused global {module}.{name}: not on the allowlist of the EG3D pickle reader "
+                                "(the file may be malicious or not an EG3D network pickle)")
+
+
+# Unpickle an EG3D network pickle into plain data (dicts, tensors, PersistentRecord / ModuleRecord trees).
+def safe_load_pickle(file: str | Path | BinaryIO) -> Any:
+    if isinstance(file, (str, Path)):
+        with open(file, "rb") as f:
+            return RestrictedUnpickler(f).load()
+    return RestrictedUnpickler(file).load()
+
+
+def _state_of(node: Any) -> dict | None:
+    if isinstance(node, PersistentRecord):
+        return node.state
+    if isinstance(node, ModuleRecord):
+        return getattr(node, "state", {})
+    if isinstance(node, torch.nn.Module):
+        return node.__dict__
+    return None
+
+
+def _name_of(node: Any) -> str:
+    if isinstance(node, PersistentRecord):
+        return node.class_name
+    if isinstance(node, ModuleRecord):
+        return node.qualified_name
+    return type(node).__name__
+
+
+# state_dict of a module record tree: parameters, then persistent buffers, then submodules (nn.Module's key order).
+def record_state_dict(node: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    state = _state_of(node)
+    if state is None:
+        raise pickle.UnpicklingError(f"{prefix or 'network'} is not a module record ({type(node).__name__})")
+    out: dict[str, torch.Tensor] = {}
+    for name, value in (state.get("_parameters") or {}).items():
+        if value is not None:
+            out[prefix + name] = value.detach()
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    for name, value in (state.get("_buffers") or {}).items():
+        if value is not None and name not in non_persistent:
+            out[prefix + name] = value.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        if child is not None:
+            out.update(record_state_dict(child, prefix + name + "."))
+    return out
+
+
+# Convert EasyDict / OrderedDict / tuples / numpy scalars into JSON-friendly Python values.
+def plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# One network of the pickle ('G', 'G_ema' or 'D') as data: class, constructor kwargs, weights, extra attributes.
+@dataclass
+class NetworkRecord:
+    class_name: str
+    init_args: list
+    init_kwargs: dict
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    attributes: dict = field(default_factory=dict, repr=False)
+
+
+def _network_record(node: Any, entry: str) -> NetworkRecord:
+    if not isinstance(node, PersistentRecord):
+        raise pickle.UnpicklingError(f"entry {entry!r} is not a persistent network record ({_name_of(node)})")
+    state = node.state
+    attributes = {k: v for k, v in state.items() if not k.startswith("_") and k != "training"}
+    return NetworkRecord(class_name=node.class_name, init_args=plain(list(state.get("_init_args") or ())),
+                         init_kwargs=plain(dict(state.get("_init_kwargs") or {})), state_dict=record_state_dict(node),
+                         attributes=attributes)
+
+
+# Read the 'G', 'G_ema' and 'D' networks of an original training snapshot / released checkpoint.
+def load_network_records(file: str | Path | BinaryIO) -> dict[str, NetworkRecord]:
+    data = safe_load_pickle(file)
+    if not isinstance(data, dict):
+        raise pickle.UnpicklingError(f"expected a dict of networks, found {type(data).__name__}")
+    records = {k: _network_record(data[k], k) for k in ("G", "G_ema", "D") if data.get(k) is not None}
+    if not records:
+        raise pickle.UnpicklingError(f"no 'G', 'G_ema' or 'D' entry in the pickle (keys: {sorted(map(str, data))})")
+    return records
+
+
+# Everything needed to rebuild the generator: constructor kwargs, weights and the two runtime attributes.
+@dataclass
+class GeneratorCheckpoint:
+    entry: str
+    init_kwargs: dict
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    neural_rendering_resolution: int
+    rendering_kwargs: dict
+
+
+# G_ema (the weights the paper's results use), else G, as a GeneratorCheckpoint.
+def load_generator_checkpoint(file: str | Path | BinaryIO) -> GeneratorCheckpoint:
+    records = load_network_records(file)
+    entry = "G_ema" if "G_ema" in records else "G"
+    if entry not in records:
+        raise pickle.UnpicklingError("the pickle has no 'G_ema' or 'G' generator entry")
+    rec = records[entry]
+    if rec.class_name != "TriPlaneGenerator":
+        raise pickle.UnpicklingError(f"{entry} is a {rec.class_name}, not an EG3D TriPlaneGenerator")
+    if rec.init_args:
+        raise pickle.UnpicklingError(f"{entry} was built with positional arguments {rec.init_args}; expected keywords")
+    init_kwargs = rec.init_kwargs
+    rendering_kwargs = plain(rec.attributes.get("rendering_kwargs", init_kwargs.get("rendering_kwargs", {})))
+    resolution = rec.attributes.get("neural_rendering_resolution", 64)
+    return GeneratorCheckpoint(entry=entry, init_kwargs=init_kwargs, state_dict=rec.state_dict,
+                               neural_rendering_resolution=int(plain(resolution)), rendering_kwargs=rendering_kwargs)
