@@ -288,8 +288,10 @@ class RandomEmbedding(torch.nn.Module):
                                         torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.LeakyReLU(0.2),
                                         torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(256, dim))
 
+    # Per-image mean colour removed first, so the shared face colour does not dominate every cosine.
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.body(images), dim=1)
+        features = self.body(images - images.mean(dim=(2, 3), keepdim=True))
+        return torch.nn.functional.normalize(features - self.body[-1].bias, dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed(images)
