@@ -146,7 +146,9 @@ def available_models() -> dict[str, str]:
 def load_bundle(name: str = "default", device: str | torch.device = "cpu") -> ModelBundle:
     device = str(device)
     if name in _REGISTRY:
-        return _REGISTRY[name][0](device)
+        bundle = _REGISTRY[name][0](device)
+        bundle.name = name  # runs record the name the model is loaded by
+        return bundle
     if name == "default":
         try:
             import guide_core.world as world

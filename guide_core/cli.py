@@ -27,6 +27,17 @@ class Command:
         return _guarded(self.run, args)
 
 
+# Failures a user can fix (bad input, missing files or weights, no face): everything else keeps its traceback.
+def _expected(exc: BaseException) -> bool:
+    kinds: list[type] = [ValueError, OSError, RuntimeError, LookupError]
+    for module, name in (("guide_core.faces", "FaceError"), ("guide_core.weights", "WeightsError")):
+        try:
+            kinds.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return isinstance(exc, tuple(kinds))
+
+
 # Turn expected failures into one stderr line + exit 2; GUIDE_DEBUG=1 shows the traceback instead.
 def _guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
@@ -34,8 +45,8 @@ def _guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
     except KeyboardInterrupt:
         print("interrupted: no run was written", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, OSError, RuntimeError, LookupError, TypeError) as exc:
-        if os.environ.get("GUIDE_DEBUG"):
+    except Exception as exc:
+        if os.environ.get("GUIDE_DEBUG") or not _expected(exc):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
@@ -77,27 +88,28 @@ def config_from_args(args: argparse.Namespace):
     return LTUConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LTUConfig)}).validate()
 
 
-# Open a photo with a clear error for a missing or unreadable file.
+# Open a photo (EXIF-upright RGB) with a clear error for a missing, unreadable or oversized file.
 def _open_photo(path: str):
-    from PIL import Image, UnidentifiedImageError
+    from guide_core.faces import load_image
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"photo {p} does not exist")
-    try:
-        with Image.open(p) as image:
-            return image.convert("RGB")
-    except UnidentifiedImageError:
-        raise ValueError(f"{p} is not an image file PIL can read") from None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"photo {path} does not exist")
+    return load_image(path)
 
 
-# Photo path -> (aligned crop as a [-1, 1] tensor [1,3,H,W], absolute w+ [1,num_ws,512], {path, sha256}).
-def _photo_code(bundle, path: str):
+# Photo path -> the bundle's aligned crop as a [-1, 1] tensor [1, 3, H, W].
+def _aligned_photo(bundle, path: str):
     from guide_core.bundle import pil_to_tensor
-    from guide_core.guide import sha256_file
 
     aligned = bundle.align(_open_photo(path))
-    image = aligned if not hasattr(aligned, "convert") else pil_to_tensor(aligned)
+    return aligned if not hasattr(aligned, "convert") else pil_to_tensor(aligned)
+
+
+# Photo path -> (aligned crop [1,3,H,W], absolute w+ [1,num_ws,512] from the bundle's encoder, {path, sha256}).
+def _photo_code(bundle, path: str):
+    from guide_core.guide import sha256_file
+
+    image = _aligned_photo(bundle, path)
     w = bundle.invert(image)
     return image, w, {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
 
@@ -148,8 +160,9 @@ def _unlearn_run(args: argparse.Namespace) -> int:
     with tqdm(total=cfg.iters, desc="unlearning", unit="it", file=sys.stderr) as bar:
         for progress in unlearning.run():
             if not progress.done:
+                bar.set_postfix({k: f"{progress.losses[k]:.4f}" for k in ("total", "local", "adjacency", "global")},
+                                refresh=False)
                 bar.update(1)
-                bar.set_postfix({k: f"{progress.losses[k]:.4f}" for k in ("total", "local", "adjacency", "global")})
     if args.evaluate:
         unlearning.metrics["id"] = float(metrics.id_similarity(bundle, bundle.G, unlearning.G_u, unlearning.w_u).mean())
         if w_others is not None:
@@ -260,8 +273,8 @@ def _audit_run(args: argparse.Namespace) -> int:
     from guide_core.guide import update_run
 
     record, bundle, G_u = _load_run_dir(args)
-    photo, w_start, _ = _photo_code(bundle, _audit_photo(args, record))
-    result = metrics.erasure_audit(bundle, G_u, photo, w_start, steps=args.steps, lr=args.lr, seed=args.seed)
+    photo = _aligned_photo(bundle, _audit_photo(args, record))
+    result = metrics.erasure_audit(bundle, G_u, photo, None, steps=args.steps, lr=args.lr, seed=args.seed)
     values = result.to_dict()
     if args.save:
         update_run(args.run_dir, metrics={"audit": {k: values[k] for k in

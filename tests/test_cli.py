@@ -1,0 +1,157 @@
+# `python -m guide_core unlearn / eval / audit` end to end on a registered small random world: run directories,
+# --json keys, determinism of eval, flags generated from LTUConfig, and one-line errors with exit code 2.
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from guide_core import bundle as bundle_module
+from guide_core import guide
+from guide_core.__main__ import main
+
+MODEL = "random-small-clitest"
+FAST = ["--model", MODEL, "--device", "cpu", "--iters", "3", "--lr", "3e-3", "--preview-every", "0"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered_world():
+    torch.set_num_threads(1)
+    cached = {}
+
+    def factory(device: str):
+        if "b" not in cached:  # one build per test module; the generator is never modified by a run
+            cached["b"] = bundle_module.random_bundle("small", device=device, seed=0)
+        return cached["b"]
+
+    bundle_module.register_model(MODEL, factory, "small random world for CLI tests")
+    yield
+    bundle_module.unregister_model(MODEL)
+
+
+# A synthetic "photo" (a smooth colour pattern, no real person) saved as PNG.
+def make_photo(path, seed: int = 0):
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:64, 0:64] / 64.0
+    pixels = np.stack([np.sin(6 * xx + rng.rand() * 3), np.cos(5 * yy + rng.rand() * 3), xx * yy], axis=-1)
+    Image.fromarray(((pixels * 0.5 + 0.5) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    photo, other = make_photo(folder / "photo.png", 0), make_photo(folder / "other.png", 1)
+    out = folder / "run"
+    assert main(["unlearn", "--image", str(photo), "--out", str(out), "--others", str(other), *FAST]) == 0
+    return out
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_unlearn_writes_a_complete_run(run_dir):
+    record = guide.read_run(run_dir)
+    assert record["model"] == MODEL and record["completed"] and record["steps_done"] == 3
+    assert record["config"]["iters"] == 3 and record["config"]["d"] == 30.0  # flag given / default kept
+    assert len(record["source"]["sha256"]) == 64 and len(record["source"]["others"]) == 1
+    assert isinstance(record["metrics"]["id"], float) and isinstance(record["metrics"]["id_others"], float)
+    assert np.asarray(record["extra"]["w_others"]).shape == (1, len(record["w_u"][0]), 512)
+
+
+def test_eval_json_keys_and_determinism(run_dir, capsys):
+    argv = ["eval", str(run_dir), "--json", "--n-fid", "8", "--device", "cpu", "--no-save"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    values = json.loads(out)
+    assert {"id", "id_others", "fid_pre", "delta_fid_real"} <= set(values)
+    assert values["delta_fid_real"] is None  # the random world has no real-image statistics
+    assert all(isinstance(values[k], float) for k in ("id", "id_others", "fid_pre"))
+    from guide_core import metrics
+    metrics._SOURCE_FEATURES.clear()
+    code, again, _ = run_cli(argv, capsys)
+    assert code == 0 and json.loads(again) == values
+
+
+def test_eval_table_and_saved_metrics(run_dir, capsys):
+    code, out, err = run_cli(["eval", str(run_dir), "--n-fid", "6", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "ID (lower = identity erased)" in out and "FID features: random conv features" in out
+    assert guide.read_run(run_dir)["metrics"]["n_fid"] == 6
+
+
+def test_audit_json(run_dir, capsys):
+    code, out, err = run_cli(["audit", str(run_dir), "--json", "--steps", "2", "--device", "cpu", "--no-save"],
+                             capsys)
+    assert code == 0, err
+    values = json.loads(out)
+    assert {"best_id_before", "best_id_after", "erased", "before", "after"} <= set(values)
+    assert values["start"] == "encoder" and values["steps"] == 2
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    photo = make_photo(tmp_path / "p.png")
+    code, out, err = run_cli(["unlearn", "--image", str(photo), "--out", str(tmp_path / "r"), "--dry-run", *FAST],
+                             capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["|w_t - w_avg|"] == pytest.approx(30.0, rel=1e-4) and plan["config"]["alpha_max"] == 15.0
+    assert not (tmp_path / "r").exists()
+
+
+def test_flags_come_from_ltu_config(capsys):
+    with pytest.raises(SystemExit):
+        main(["unlearn", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--d", "--alpha-max", "--lambda-l2", "--lambda-per", "--lambda-id", "--n-adj", "--n-glob",
+                 "--lambda-adj", "--lambda-glob", "--lr", "--iters", "--yaw-range", "--pitch", "--seed", "--others",
+                 "--dry-run"):
+        assert flag in text, flag
+    assert "default: 15.0" in text and "default: 1000" in text
+
+
+def test_interrupt_leaves_no_run(tmp_path, capsys, monkeypatch):
+    photo = make_photo(tmp_path / "p.png")
+
+    def interrupted(self):
+        yield guide.Progress(step=1, total=3, losses={k: 0.0 for k in ("total", "local", "adjacency", "global")})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(guide.Unlearning, "run", interrupted)
+    code, _, err = run_cli(["unlearn", "--image", str(photo), "--out", str(tmp_path / "r"), *FAST], capsys)
+    assert code == 130 and "no run was written" in err
+    assert not (tmp_path / "r").exists() and [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+
+@pytest.mark.parametrize("case", ["missing_photo", "not_an_image", "unknown_model", "bad_run_dir", "missing_weights",
+                                  "bad_setting", "existing_out"])
+def test_errors_are_one_line_and_exit_2(case, tmp_path, capsys, run_dir):
+    photo = make_photo(tmp_path / "p.png")
+    (tmp_path / "text.png").write_text("not an image")
+    argv = {
+        "missing_photo": ["unlearn", "--image", str(tmp_path / "none.jpg"), "--out", str(tmp_path / "r"), *FAST],
+        "not_an_image": ["unlearn", "--image", str(tmp_path / "text.png"), "--out", str(tmp_path / "r"), *FAST],
+        "unknown_model": ["unlearn", "--image", str(photo), "--out", str(tmp_path / "r"), "--model", "nope"],
+        "bad_run_dir": ["eval", str(tmp_path), "--json"],
+        "missing_weights": ["unlearn", "--image", str(photo), "--out", str(tmp_path / "r"), "--model", "eg3d-ffhq"],
+        "bad_setting": ["unlearn", "--image", str(photo), "--out", str(tmp_path / "r"), *FAST, "--n-adj", "-1"],
+        "existing_out": ["unlearn", "--image", str(photo), "--out", str(run_dir), *FAST],
+    }[case]
+    if case == "missing_weights":
+        from guide_core import weights
+        if weights.is_installed("eg3d-ffhq"):
+            pytest.skip("released weights installed here")
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2, (case, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    expected = {"missing_photo": "does not exist", "not_an_image": "", "unknown_model": "known models",
+                "bad_run_dir": "not a complete guide run", "missing_weights": "missing weight files",
+                "bad_setting": "n_adj", "existing_out": "already exists"}[case]
+    assert expected in lines[0], lines[0]
