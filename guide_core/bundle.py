@@ -167,7 +167,7 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu") -> Mo
     raise ValueError(f"unknown model {name!r}; known models: {known} (or a path to a generator file)")
 
 
-# Resolve every weight file a released-model bundle needs; one error lists all that are missing.
+# Resolve every weight file a released-model bundle needs; one error names all that are missing.
 def _require_all(names: dict[str, str]) -> dict[str, Path]:
     from guide_core import weights
 
@@ -175,11 +175,16 @@ def _require_all(names: dict[str, str]) -> dict[str, Path]:
     for role, weight_name in names.items():
         try:
             found[role] = Path(weights.require(weight_name))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one line of the combined message
-            missing.append(f"  {weight_name} ({role}): {exc}")
+        except Exception:  # noqa: BLE001 - every failure becomes one item of the combined message
+            try:
+                file = weights.entry(weight_name).get("file", "?")
+            except Exception:  # noqa: BLE001 - an unknown name still gets listed
+                file = "?"
+            missing.append(f"{weight_name} ({file}, {role})")
     if missing:
-        raise FileNotFoundError("missing weight files for this model:\n" + "\n".join(missing)
-                                + "\nfetch them with `python -m guide_core weights fetch NAME` (see weights status)")
+        raise FileNotFoundError(f"missing weight files: {', '.join(missing)}; put them in {weights.weights_dir()} or "
+                                "run `python -m guide_core weights fetch NAME` (how to get each: "
+                                "`python -m guide_core weights status`)")
     return found
 
 
