@@ -587,26 +587,13 @@ def run_codes(record: dict[str, Any], device: torch.device | str = "cpu") -> tup
             torch.tensor(record["w_t"], dtype=torch.float32, device=device))
 
 
-# A full original-layout generator state_dict of a run's G_u, for other EG3D tools (.safetensors + JSON config when
-# guide_core.eg3d.io provides save_generator, otherwise a plain .safetensors state_dict).
+# A full original-layout generator state_dict of a run's G_u for other EG3D tools: `out` (.safetensors, every tensor
+# under the original TriPlaneGenerator key names) plus the generator config in its metadata and a sibling .json
+# (guide_core.eg3d.io.save_generator, which writes both atomically).
 def export_state_dict(run_dir: str | os.PathLike, bundle: "ModelBundle", out: str | os.PathLike) -> Path:
-    G_u = load_run(run_dir, bundle)
+    from guide_core.eg3d.io import save_generator
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        from guide_core.eg3d.io import save_generator
-    except ImportError:
-        save_generator = None
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        if save_generator is not None:
-            save_generator(G_u, tmp)
-        else:
-            from safetensors.torch import save_file
-            save_file({k: v.detach().cpu().contiguous() for k, v in G_u.state_dict().items()}, str(tmp))
-        os.replace(tmp, out)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return out
+    if out.suffix.lower() != ".safetensors":
+        raise ValueError(f"export target {out} must end in .safetensors")
+    return save_generator(load_run(run_dir, bundle), out)
