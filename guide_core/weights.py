@@ -20,6 +20,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_WEIGHTS = REPO / "weights"
+SHIPPED_ROOT = REPO_WEIGHTS  # shipped folders (the default world) always load from the repository
 MANIFEST_FILE = "manifest.json"
 HASHES_FILE = "hashes.json"
 CHUNK = 64 << 10  # small reads: a cut connection loses at most one chunk of what arrived
@@ -109,12 +110,8 @@ def entry(name: str) -> dict[str, Any]:
 def path_of(name: str) -> Path:
     item = entry(name)
     if item.get("dir"):
-        # Shipped folders travel with the repository; a copy under an overriding weights dir takes precedence.
-        for root in (weights_dir(), REPO_WEIGHTS):
-            candidate = root / item["dir"]
-            if candidate.is_dir():
-                return candidate
-        return weights_dir() / item["dir"]
+        # Shipped folders travel with the repository, and their loaders read them there, whatever weights_dir() is.
+        return SHIPPED_ROOT / item["dir"]
     return weights_dir() / item["file"]
 
 
@@ -125,10 +122,7 @@ def is_installed(name: str) -> bool:
     if item.get("dir"):
         if not path.is_dir():
             return False
-        if any(not (path / f).is_file() for f in item.get("files", [])):
-            return False
-        pattern = item.get("require_glob")
-        return not pattern or any(path.glob(pattern))
+        return all((path / f).is_file() for f in item.get("files", []))
     return path.is_file()
 
 
@@ -167,7 +161,11 @@ def require(name: str) -> Path:
     item = entry(name)
     if is_installed(name):
         return path_of(name)
-    what = f"folder {item['dir']}/" if item.get("dir") else item["file"]
+    if item.get("dir"):
+        absent = [f for f in item.get("files", []) if not (path_of(name) / f).is_file()]
+        what = f"folder {item['dir']}/ lacks {', '.join(absent)}"
+    else:
+        what = item["file"]
     raise MissingWeightsError(f"missing weights {name!r} ({what}), needed for {item.get('feature', name)}:\n  " +
                               "\n  ".join(install_steps(name)))
 

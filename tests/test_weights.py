@@ -262,13 +262,21 @@ def test_status_on_empty_dir_reports_every_download_missing(tmp_path, monkeypatc
 
 
 def test_shipped_default_world_needs_its_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(W, "SHIPPED_ROOT", tmp_path)
     folder = tmp_path / "default"
-    folder.mkdir()
-    (folder / "MODEL_CARD.md").write_text("card")
     assert W.path_of("default") == folder and not W.is_installed("default")
-    (folder / "generator.safetensors").write_bytes(b"x")
+    folder.mkdir()
+    required = W.entry("default")["files"]
+    assert "generator.safetensors" in required
+    for name in required[:-1]:
+        (folder / name).write_bytes(b"x")
+    assert not W.is_installed("default")                        # one required file still absent
+    with pytest.raises(W.MissingWeightsError, match=f"lacks {re.escape(required[-1])}"):
+        W.require("default")
+    (folder / required[-1]).write_bytes(b"x")
     assert W.is_installed("default") and W.require("default") == folder
+    row = {r.name: r for r in W.status()}["default"]
+    assert row.installed and row.verified == "shipped" and row.size == len(required)
     with pytest.raises(W.FetchError, match="ships with the repository"):
         W.fetch("default", progress=False)
 
@@ -502,3 +510,28 @@ def test_w_avg_of_the_eg3d_fixture_generator(fixtures_dir, tmp_path, monkeypatch
         expected = G.mapping(z, c.expand(64, -1)).mean(dim=0)
     err = (sampled - expected).abs().max().item()
     assert source.startswith("samples") and sampled.shape == (num_ws, 512) and err < 1e-5, f"max |error| {err:.2e}"
+
+
+def test_load_generator_end_to_end_with_eg3d_io(fixtures_dir, tmp_path, monkeypatch):
+    pytest.importorskip("guide_core.eg3d.io", reason="guide_core.eg3d.io not available")
+    from safetensors.torch import load_file
+
+    from guide_core.eg3d import TriPlaneGenerator
+    from guide_core.eg3d.io import save_generator
+
+    config = json.loads((fixtures_dir / "eg3d" / "config.json").read_text())
+    G = TriPlaneGenerator(**config["init_kwargs"])
+    G.neural_rendering_resolution = config["neural_rendering_resolution"]
+    G.load_state_dict(load_file(str(fixtures_dir / "eg3d" / "state_dict.safetensors")))
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(W, "manifest", lambda: {"tiny-eg3d": {"file": "tiny.safetensors", "source": "test"}})
+    save_generator(G, tmp_path / "tiny.safetensors")
+    loaded = W.load_generator("tiny-eg3d")
+    assert not loaded.training and loaded.neural_rendering_resolution == G.neural_rendering_resolution
+    for key, value in G.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    z = torch.randn(2, 512, generator=torch.Generator().manual_seed(0))
+    c = W.conditioning_camera(G).expand(2, -1)
+    with torch.no_grad():
+        err = (loaded.mapping(z, c) - G.eval().mapping(z, c)).abs().max().item()
+    assert err == 0.0, f"mapping after load_generator differs by {err:.2e}"
