@@ -259,7 +259,7 @@ class WeightStatus:
     path: str
     installed: bool
     size: int | None
-    verified: str          # sha256 | prefix | recorded | no reference | mismatch | unchecked | shipped | missing
+    verified: str          # sha256 | prefix | recorded | no reference | mismatch | unchecked | shipped | missing | partial
     feature: str
     license: str
     kind: str
@@ -300,7 +300,10 @@ def status(check_hashes: bool = False) -> list[WeightStatus]:
         path = path_of(name)
         installed = is_installed(name)
         shipped = bool(item.get("shipped"))
-        if not installed:
+        part = path.with_name(path.name + ".part")
+        if not installed and not shipped and part.is_file():
+            verdict, size = "partial", part.stat().st_size      # an interrupted fetch: the same command resumes it
+        elif not installed:
             verdict, size = "missing", item.get("size")
         elif shipped:
             verdict, size = "shipped", _disk_size(path)
@@ -803,7 +806,8 @@ def _print_status(rows: list[WeightStatus], out=None) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         installed = "[green]yes[/]" if row.installed else "[red]no[/]"
-        verified = {"mismatch": "[red]MISMATCH[/]", "missing": "-"}.get(row.verified, row.verified)
+        verified = {"mismatch": "[red]MISMATCH[/]", "missing": "-",
+                    "partial": "[yellow]partial (.part)[/]"}.get(row.verified, row.verified)
         table.add_row(row.name, row.file, installed, _human(row.size), verified, row.feature)
     console.print(table)
     missing = [r for r in rows if not r.installed]

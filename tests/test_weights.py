@@ -163,6 +163,8 @@ def test_interrupted_download_leaves_only_part_and_resumes(server, wdir):
         W.fetch("known", url=url, progress=False)
     part = wdir / "known.bin.part"
     assert not (wdir / "known.bin").exists(), "an interrupted download must not leave a complete-looking file"
+    row = {r.name: r for r in W.status()}["known"]
+    assert not row.installed and row.verified == "partial" and row.size == part.stat().st_size
     assert part.is_file() and 0 < part.stat().st_size < len(PAYLOAD)
     kept = part.stat().st_size
     assert PAYLOAD.startswith(part.read_bytes())
