@@ -835,7 +835,7 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_OK if all(r.installed for r in rows) else EXIT_PROBLEM
         if action == "fetch":
             path = fetch(args.name, url=args.url, hf_repo=args.hf_repo, hf_filename=args.hf_filename, force=args.force)
-            print(f"{args.name}: {path} ({verify_one(args.name).verdict})")
+            print(f"{args.name}: {path} ({_cached_verdict(args.name, path)})")   # hashed during the fetch
             return EXIT_OK
         if action == "verify":
             results = verify(args.name, progress=True)
