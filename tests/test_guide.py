@@ -119,8 +119,12 @@ def test_config_validation_and_round_trip():
 
 # ---- batched == reference ----------------------------------------------------------------------------------------
 
-def test_batched_losses_equal_one_at_a_time(bundle, w_u):
+@pytest.mark.parametrize("n_sources", [1, 2])
+def test_batched_losses_equal_one_at_a_time(bundle, w_u, n_sources):
     cfg = LTUConfig(deterministic_render=True)
+    if n_sources == 2:  # two identities at once, one adjacent and one global latent each
+        cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=1)
+        w_u = torch.cat([w_u, bundle.w_avg_code()[None] - 0.5 * (w_u - bundle.w_avg_code()[None])])
     w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
     G_u = copy.deepcopy(bundle.G)
     with torch.no_grad():  # move G_u off G_s so every loss term (global included) is non-zero
@@ -131,7 +135,7 @@ def test_batched_losses_equal_one_at_a_time(bundle, w_u):
     for name, p in G_u.named_parameters():
         p.requires_grad_(name.startswith(guide.TRAINABLE_PREFIX))
     nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
-    draws = sample_draws(torch.Generator().manual_seed(0), cfg, 1, 512)
+    draws = sample_draws(torch.Generator().manual_seed(0), cfg, n_sources, 512)
     c = bundle.camera(draws.yaw, cfg.pitch)
     with torch.no_grad():
         planes_t = bundle.G.get_planes(w_t)
@@ -147,6 +151,23 @@ def test_batched_losses_equal_one_at_a_time(bundle, w_u):
     for name, p in G_u.named_parameters():
         if p.grad is not None:
             assert_close(grads[name], p.grad, 1e-3, f"grad {name}", rel=True)
+
+
+# With a fixed camera and deterministic rendering, G_s's render of w_t is cached too; the losses must not change.
+def test_fixed_camera_target_render_cache(bundle, w_u):
+    cfg = LTUConfig(deterministic_render=True, yaw_range=0.0)
+    w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
+    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+    draws = sample_draws(torch.Generator().manual_seed(0), cfg, 1, 512)
+    assert draws.yaw == 0.0
+    c = bundle.camera(draws.yaw, cfg.pitch)
+    with torch.no_grad():
+        planes_t = bundle.G.get_planes(w_t)
+        image_t = guide.render(bundle.G, planes_t, w_t, c, cfg)
+        plain = ltu_losses(bundle.G, bundle.G, w_u, w_t, planes_t, draws, nets, cfg, c)[1]
+        cached = ltu_losses(bundle.G, bundle.G, w_u, w_t, planes_t, draws, nets, cfg, c, image_t=image_t)[1]
+    for key in plain:
+        assert_close(cached[key], plain[key], 1e-6, f"loss {key} with the cached target render")
 
 
 # ---- the unlearning effect and its negative controls ----------------------------------------------------------------
