@@ -44,14 +44,24 @@ class RaySampler(nn.Module):
 
 # Bilinear lookup of every point in the three planes; returns [N, 3, M, C] (zeros outside the box_warp cube).
 def sample_from_planes(plane_features: torch.Tensor, coordinates: torch.Tensor, box_warp: float) -> torch.Tensor:
+    return _grid_sample_planes(plane_features, coordinates, box_warp).permute(0, 1, 3, 2)
+
+
+# grid_sample of all planes at once: [N, 3, C, M].
+def _grid_sample_planes(plane_features: torch.Tensor, coordinates: torch.Tensor, box_warp: float) -> torch.Tensor:
     n, n_planes, c, h, w = plane_features.shape
     m = coordinates.shape[1]
     coordinates = (2 / box_warp) * coordinates
     grid = torch.stack([coordinates[..., list(pair)] for pair in _PLANE_COORDS], dim=1)  # [N, 3, M, 2]
-    grid = grid.reshape(n * n_planes, 1, m, 2)
-    out = F.grid_sample(plane_features.reshape(n * n_planes, c, h, w), grid.float(), mode="bilinear",
-                        padding_mode="zeros", align_corners=False)
-    return out.permute(0, 3, 2, 1).reshape(n, n_planes, m, c)
+    out = F.grid_sample(plane_features.reshape(n * n_planes, c, h, w), grid.reshape(n * n_planes, 1, m, 2).float(),
+                        mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(n, n_planes, c, m)
+
+
+# Mean of the three plane features per point, [N, M, C]: the OSG decoder's input. Averaging in the channels-first
+# layout grid_sample returns, then transposing once, avoids a full copy of the 3x larger per-plane tensor.
+def plane_feature_mean(plane_features: torch.Tensor, coordinates: torch.Tensor, box_warp: float) -> torch.Tensor:
+    return _grid_sample_planes(plane_features, coordinates, box_warp).mean(1).transpose(1, 2)
 
 
 # Ray/axis-aligned-box intersection for ray_start = ray_end = 'auto' (distance of entry and exit, -1/-2 on a miss).
@@ -90,10 +100,14 @@ class OSGDecoder(nn.Module):
             FullyConnectedLayer(self.hidden_dim, 1 + options["decoder_output_dim"],
                                 lr_multiplier=options["decoder_lr_mul"]))
 
-    def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = sampled_features.mean(1)
+    # sampled_features [N, 3, M, C]; the decoder is view-independent, ray_directions is accepted and unused.
+    def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.decode(sampled_features.mean(1))
+
+    # Decode plane-averaged features [N, M, C].
+    def decode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         n, m, c = x.shape
-        x = self.net(x.view(n * m, c)).view(n, m, -1)
+        x = self.net(x.reshape(n * m, c)).view(n, m, -1)
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001  # MipNeRF's widened sigmoid reaches 0 and 1
         return {"rgb": rgb, "sigma": x[..., 0:1]}
 
@@ -112,7 +126,8 @@ def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
     alpha = 1 - torch.exp(-densities_mid * deltas)
     alpha_shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
     weights = alpha * torch.cumprod(alpha_shifted, -2)[:, :, :-1]
-    composite_rgb = torch.sum(weights * colors_mid, -2)
+    # Weighted colour sum as a batched matrix product: same sum, without a [N, M, S, C] temporary.
+    composite_rgb = (weights.transpose(-1, -2) @ colors_mid).squeeze(-2)
     weight_total = weights.sum(2)
     composite_depth = torch.sum(weights * depths_mid, -2) / weight_total
     composite_depth = torch.nan_to_num(composite_depth, float("inf"))
@@ -188,8 +203,7 @@ class ImportanceRenderer(nn.Module):
                                                opts.get("disparity_space_sampling", False), deterministic)
         batch, num_rays, samples_per_ray, _ = depths_coarse.shape
         coords = (ray_origins.unsqueeze(-2) + depths_coarse * ray_directions.unsqueeze(-2)).reshape(batch, -1, 3)
-        dirs = ray_directions.unsqueeze(-2).expand(-1, -1, samples_per_ray, -1).reshape(batch, -1, 3)
-        out = self.run_model(planes, decoder, coords, dirs, opts)
+        out = self.run_model(planes, decoder, coords, None, opts)  # EG3D's decoder ignores view directions
         colors = out["rgb"].reshape(batch, num_rays, samples_per_ray, out["rgb"].shape[-1])
         densities = out["sigma"].reshape(batch, num_rays, samples_per_ray, 1)
         depths = depths_coarse
@@ -197,9 +211,8 @@ class ImportanceRenderer(nn.Module):
         if n_importance > 0:
             _, _, weights = ray_march(colors, densities, depths_coarse, opts)
             depths_fine = self.sample_importance(depths_coarse, weights, n_importance, deterministic)
-            dirs = ray_directions.unsqueeze(-2).expand(-1, -1, n_importance, -1).reshape(batch, -1, 3)
             coords = (ray_origins.unsqueeze(-2) + depths_fine * ray_directions.unsqueeze(-2)).reshape(batch, -1, 3)
-            out = self.run_model(planes, decoder, coords, dirs, opts)
+            out = self.run_model(planes, decoder, coords, None, opts)
             colors_fine = out["rgb"].reshape(batch, num_rays, n_importance, out["rgb"].shape[-1])
             densities_fine = out["sigma"].reshape(batch, num_rays, n_importance, 1)
             depths, colors, densities = self.unify_samples(depths_coarse, colors, densities,
@@ -211,8 +224,11 @@ class ImportanceRenderer(nn.Module):
 
     # Features, colour and density at arbitrary points (also used for shape extraction).
     def run_model(self, planes, decoder, sample_coordinates, sample_directions, options) -> dict[str, torch.Tensor]:
-        features = sample_from_planes(planes, sample_coordinates, box_warp=options["box_warp"])
-        out = decoder(features, sample_directions)
+        if hasattr(decoder, "decode"):
+            out = decoder.decode(plane_feature_mean(planes, sample_coordinates, box_warp=options["box_warp"]))
+        else:
+            out = decoder(sample_from_planes(planes, sample_coordinates, box_warp=options["box_warp"]),
+                          sample_directions)
         if options.get("density_noise", 0) > 0:
             out["sigma"] = out["sigma"] + torch.randn_like(out["sigma"]) * options["density_noise"]
         return out
