@@ -30,6 +30,7 @@ MIN_FACE_PX = 64.0  # smallest usable face: eye-midpoint to mouth-midpoint dista
 MIN_CONFIDENCE = 0.9  # EG3D's batch_mtcnn.py keeps detections above this probability
 MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)  # the three stage thresholds MTCNN ships with
 MTCNN_FACTOR = 0.709  # MTCNN's image-pyramid step
+_DETECT_BOX = 24.0  # detection-copy size of the smallest face box searched for
 
 # EG3D crop constants (dataset_preprocessing/ffhq/crop_images_in_the_wild.py with Deep3DFaceRecon's align_img).
 EG3D_RESCALE_FACTOR = 300.0  # canvas pixels per unit of the 3D mean face after the weak-perspective fit
@@ -80,11 +81,15 @@ class AlignedFace:
     image: Image.Image  # OUTPUT_SIZE² RGB, the EG3D/GOAE crop
     image256: Image.Image  # ENCODER_SIZE² RGB, the same crop for the encoder
     landmarks: np.ndarray  # 5×2 landmarks in `image` (pixel-index coordinates)
-    n_faces: int  # faces found with confidence ≥ MIN_CONFIDENCE; the largest one was aligned
+    n_faces: int  # faces with confidence ≥ MIN_CONFIDENCE and a box ≥ min_face_px; the largest was aligned
     box: tuple[float, float, float, float]  # the aligned face's box in the (EXIF-upright) source photo
     confidence: float
-    yaw: float | None  # radians, EG3D convention: > 0 when the nose points to the image's left
-    pitch: float | None  # radians, EG3D convention: > 0 when the nose points up (camera below the face)
+    # Rough head pose from the same five-point fit, radians in EG3D's camera convention (LookAtPoseSampler at
+    # π/2 + yaw, π/2 + pitch): yaw > 0 when the nose points to the image's left (camera moved to the subject's
+    # left), pitch > 0 when the nose points up (camera below the face). None when the fit is implausible. MTCNN's
+    # nose point sits lower than the mean face's nose tip, so pitch reads ~10° low on ordinary portraits.
+    yaw: float | None
+    pitch: float | None
     roll: float  # radians of in-plane rotation that was removed (> 0: the face was turned clockwise on screen)
     transform: np.ndarray  # 2×3 affine, source pixel → output pixel
     source_size: tuple[int, int]  # (width, height) of the upright source photo
@@ -94,19 +99,15 @@ class AlignedFace:
 def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, max_pixels)
-    if isinstance(source, Image.Image):
-        image = source
-        _check_pixels(image.size, max_pixels)
-    else:
-        image = _open(source)
-        _check_pixels(image.size, max_pixels)
-        if ImageFile.LOAD_TRUNCATED_IMAGES:
-            # Someone enabled PIL's global "pad truncated files with grey"; we refuse to align such padding.
-            raise FaceError("cannot check the photo for truncation: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is enabled")
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise FaceError(f"the photo is damaged or truncated and cannot be decoded ({err})") from None
+    image = source if isinstance(source, Image.Image) else _open(source)
+    _check_pixels(image.size, max_pixels)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Someone enabled PIL's global "pad truncated files with grey"; we refuse to align such padding.
+        raise FaceError("cannot check the photo for truncation: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is enabled")
+    try:
+        image.load()  # a no-op for images already in memory; decodes (and detects truncation) for opened files
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise FaceError(f"the photo is damaged or truncated and cannot be decoded ({err})") from None
     try:
         image = ImageOps.exif_transpose(image)  # phones store portraits sideways plus an orientation tag
     except Exception:  # a malformed EXIF block should not make an otherwise good photo unusable
@@ -221,11 +222,13 @@ def _mtcnn() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, Any]:
     return nets[0], nets[1], nets[2], detect_face
 
 
-# All faces in an RGB image, largest box first; detection runs on a copy no longer than `long_side`.
+# All faces with a box of at least `min_size` source pixels, largest first. MTCNN runs on a copy shrunk so that such a
+# box measures ~24 px (and no longer than `long_side`): its stage-2/3 resampling dominates the cost, and the landmarks
+# are re-measured at full resolution afterwards anyway (refine_landmarks).
 def detect_faces(image: Image.Image, min_size: float = 20.0, long_side: int = DETECT_LONG_SIDE,
                  min_confidence: float = MIN_CONFIDENCE) -> list[Detection]:
     pnet, rnet, onet, detect_face = _mtcnn()
-    scale = min(1.0, long_side / max(image.size))
+    scale = min(1.0, long_side / max(image.size), _DETECT_BOX / max(min_size, 1.0))
     small = image
     if scale < 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -233,9 +236,12 @@ def detect_faces(image: Image.Image, min_size: float = 20.0, long_side: int = DE
     if min(small.size) < 12:  # smaller than MTCNN's first-stage window: nothing can be found
         return []
     pixels = torch.from_numpy(np.asarray(small, dtype=np.uint8).copy())
-    with torch.inference_mode():
-        boxes, points = detect_face(pixels, max(12.0, min_size * scale), pnet, rnet, onet, list(MTCNN_THRESHOLDS),
-                                    MTCNN_FACTOR, "cpu")
+    try:
+        with torch.inference_mode():
+            boxes, points = detect_face(pixels, max(12.0, min_size * scale), pnet, rnet, onet,
+                                        list(MTCNN_THRESHOLDS), MTCNN_FACTOR, "cpu")
+    except RuntimeError as err:  # e.g. an extreme aspect ratio leaves a stage with nothing to stack
+        raise FaceError(f"face detection failed on this {image.width}×{image.height} image ({err})") from None
     boxes, points = np.asarray(boxes[0], dtype=np.float64), np.asarray(points[0], dtype=np.float64)
     found = []
     for box, pts in zip(boxes.reshape(-1, 5), points.reshape(-1, 5, 2)):
@@ -371,7 +377,7 @@ _MIRROR = [1, 0, 2, 4, 3]  # landmark order after a horizontal flip
 # Re-measure the landmarks inside the current crop (upright and at a fixed scale, where ONet is most reliable).
 def _landmarks_in_crop(image: Image.Image, transform: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     crop = warp_to_crop(image, transform)
-    found = detect_faces(crop, min_size=OUTPUT_SIZE / 4)
+    found = detect_faces(crop, min_size=OUTPUT_SIZE / 4)  # an aligned face's box is ~OUTPUT_SIZE / 2
     if not found:
         return fallback
     centre = OUTPUT_SIZE / 2 - 0.5
