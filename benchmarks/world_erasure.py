@@ -1,0 +1,89 @@
+# Does GUIDE erase a person in the embedded default world, on a CPU, in minutes? (issue 5, "the point of it all")
+# One world person's reference photo is inverted by the world encoder and unlearned with Latent Target Unlearning
+# (GUIDE, Seo et al. CVPR 2024) at the paper's settings except the iteration count; then identity similarities are
+# measured with the world identity net (NOT ArcFace: this world's own network, see weights/default/MODEL_CARD.md):
+#   source:  cos(id(G(w_u) frontal), id(photo)) before (G_s) and after (G_u) — should fall from >= 0.9 to <= 0.3;
+#   others:  the same for three other photos of the person (their own inverted codes) — should fall too;
+#   far:     paper-style ID between G_s and G_u renders (11 yaws, pitch -0.2) of 8 random people far from the
+#            source — should stay >= 0.8;
+#   id:      the paper's ID metric for w_u (G_s vs G_u renders over the 11 views).
+# Usage: python benchmarks/world_erasure.py [--iters N] [--person K] [--threads T] [--json]
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_ITERS = 100
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="LTU iterations (paper: 1000)")
+    parser.add_argument("--person", type=int, default=0, help="world person of the example set")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from guide_core.bundle import load_bundle
+    from guide_core.guide import LTUConfig, Unlearning
+    from guide_core.metrics import id_similarity
+    from guide_core.world.examples import person_photos
+    from guide_core.world.heads import random_z
+
+    bundle = load_bundle("default")
+    idnet = bundle.id_metric_net
+    photos = person_photos(args.person, 4, 64)
+    from guide_core.bundle import pil_to_tensor
+    x = pil_to_tensor([bundle.align(p) for p in photos])
+    codes = bundle.invert(x)
+    w_u, w_others = codes[:1], codes[1:]
+    with torch.no_grad():
+        far = bundle.G.mapping(random_z(8, 987_654), bundle.cond_c.expand(8, -1))
+
+    def photo_similarity(G: torch.nn.Module, ws: torch.Tensor, images: torch.Tensor) -> list[float]:
+        with torch.no_grad():
+            renders = bundle.render(G, ws, 0.0, 0.0)
+            return (idnet.embed(renders) * idnet.embed(images)).sum(1).tolist()
+
+    before_source = photo_similarity(bundle.G, w_u, x[:1])
+    before_others = photo_similarity(bundle.G, w_others, x[1:])
+    cfg = LTUConfig(iters=args.iters, preview_every=0)
+    start = time.perf_counter()
+    run = Unlearning(bundle, w_u, cfg=cfg).run_all()
+    seconds = time.perf_counter() - start
+    G_u = run.G_u
+    result = {
+        "iters": args.iters, "seconds": round(seconds, 1), "threads": args.threads,
+        "source_before": before_source[0], "source_after": photo_similarity(G_u, w_u, x[:1])[0],
+        "others_before": sum(before_others) / 3, "others_after": sum(photo_similarity(G_u, w_others, x[1:])) / 3,
+        "id": float(id_similarity(bundle, bundle.G, G_u, w_u).mean()),
+        "id_others": float(id_similarity(bundle, bundle.G, G_u, w_others).mean()),
+    }
+    far_sim = id_similarity(bundle, bundle.G, G_u, far)
+    result["far_mean"], result["far_min"] = float(far_sim.mean()), float(far_sim.min())
+    result["bars"] = {"source_before>=0.9": result["source_before"] >= 0.9,
+                      "source_after<=0.3": result["source_after"] <= 0.3,
+                      "others_drop": result["others_after"] < result["others_before"],
+                      "far_min>=0.8": result["far_min"] >= 0.8, "time<=180s": seconds <= 180}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"GUIDE on the default world: {args.iters} LTU iterations in {seconds:.1f} s ({args.threads} threads)")
+        print("similarities from the world identity net (not ArcFace):")
+        for key in ("source_before", "source_after", "others_before", "others_after", "id", "id_others",
+                    "far_mean", "far_min"):
+            print(f"  {key:14s} {result[key]: .3f}")
+        print("bars:", ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in result["bars"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
