@@ -103,10 +103,10 @@ def generator_loss(G: TriPlaneGenerator, data: WorldData, idx: torch.Tensor, per
     ws = G.mapping(z, c, update_emas=True)
     out = G.synthesis(ws, c, noise_mode="const")
     target = data.images(idx)
-    target_raw = F.avg_pool2d(target, 2)
-    depth = F.avg_pool2d(data.depth[idx].float(), 2)
-    head = (data.depth[idx].float() < 3.2).float()
-    head = (F.avg_pool2d(head, 2) > 0.99).float()
+    size = out["image_raw"].shape[-1]
+    target_raw = F.adaptive_avg_pool2d(target, size)
+    depth = F.adaptive_avg_pool2d(data.depth[idx].float(), size)
+    head = (F.adaptive_avg_pool2d((data.depth[idx].float() < 3.2).float(), size) > 0.99).float()
     l_img = (out["image"] - target).abs().mean()
     l_raw = (out["image_raw"] - target_raw).abs().mean()
     l_depth = ((out["image_depth"] - depth).abs() * head).sum() / head.sum().clamp(min=1)
@@ -122,10 +122,11 @@ def generator_loss(G: TriPlaneGenerator, data: WorldData, idx: torch.Tensor, per
 # Supervised training with checkpoints (resumable); reloads the data folder as background rendering adds chunks.
 def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 20000, batch: int = 8, seed: int = 0,
                     resume: bool = False, lr: float = 2e-3, identity_dir: Path | None = None,
-                    ckpt_every: int = 100, eval_every: int = 500, log=print) -> dict:
+                    ckpt_every: int = 100, eval_every: int = 500, coarse_fraction: float = 0.3, log=print) -> dict:
     from tqdm import tqdm
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    coarse_steps = int(steps * coarse_fraction)
     G = build_generator(seed)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
@@ -148,6 +149,9 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
             data = load_dataset(data_dir)
             perceptual = perceptual or _perceptual(identity_dir)
         G.train()
+        # Coarse-to-fine: the first part of training renders the volume at half resolution (4x fewer rays; the
+        # super-resolution input is resized to 32 px either way), then at the full neural rendering resolution.
+        G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION // (2 if step < coarse_steps else 1)
         for group in opt.param_groups:  # warm-up, then cosine decay to a tenth
             group["lr"] = lr * min(1.0, (step + 1) / 200) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
         idx = torch.randint(0, len(data), (batch,), generator=gen)
@@ -160,6 +164,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
         if step % 20 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
         if step % eval_every == 0 or step == steps:
+            G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION
             metrics = evaluate_generator(G, heldout)
             history.append({"step": step, "loss": loss.item(), **parts, "seconds": time.time() - t0,
                             "data": len(data), **metrics})
