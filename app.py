@@ -2,17 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+# Gradio must not call home at start (analytics) and must not ask for a share link unless told to.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def main() -> None:
+    on_space = bool(os.environ.get("SPACE_ID"))
     parser = argparse.ArgumentParser(description="guide studio", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 on a Space)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--host", default="0.0.0.0" if on_space else "127.0.0.1",
+                        help="interface to bind (0.0.0.0 on a Space)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
     args = parser.parse_args()
-    from demo.app import build_app
+    from demo.app import build_app, fetch_released_weights, launch_kwargs
 
-    build_app().queue().launch(server_name=args.host, server_port=args.port, share=args.share)
+    if on_space:
+        fetch_released_weights()
+    build_app().launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from demo import plots
 # ---------------------------------------------------------------------------------------------------------------------
 # Largest upload the server accepts at all (a 50 MP JPEG is about 20–30 MB); faces.load_image limits the pixels.
 MAX_UPLOAD = "60mb"
+# Renders smaller than this are enlarged for display (the tiny world renders at 64–128 px).
+DISPLAY_MIN_SIDE = 256
 # Photos above this many megapixels get a note: detection runs on a reduced copy (guide_core.faces.DETECT_LONG_SIDE).
 LARGE_PHOTO_MP = 12.0
 # Multi-view check: the orbit strip spans the paper's evaluation range of yaw (±π/12, Sec. 4.1) and a little more.
@@ -131,7 +133,8 @@ def load_photo(path: str | Path | None):
     try:
         return load_image(path)
     except FaceError as error:
-        raise gr.Error(f"{Path(path).name}: {error}") from None
+        # The server's upload path means nothing to the visitor: name the file as they know it.
+        raise gr.Error(f"{Path(path).name}: {str(error).replace(str(path), 'the file')}") from None
 
 
 def _sha256_of(path: str | Path) -> str:
@@ -162,10 +165,16 @@ def _render(bundle, G, w: torch.Tensor, yaw_deg: float = 0.0, pitch_deg: float =
     return bundle.render(G, _codes(w).to(bundle.device), math.radians(float(yaw_deg)), math.radians(float(pitch_deg)))
 
 
-# [-1, 1] image tensors -> uint8 HxWx3 for display, with guide's own conversion.
+# [-1, 1] image tensors -> uint8 HxWx3 for display, with guide's own conversion; renders of small worlds are
+# enlarged with nearest-neighbour (every generated pixel stays visible as a block) so the page can show them.
 def _show(images: torch.Tensor) -> list[np.ndarray]:
     _, guide, _ = _lib()
-    return [guide.to_uint8(image) for image in images]
+    shown = []
+    for image in images:
+        pixels = guide.to_uint8(image)
+        factor = -(-DISPLAY_MIN_SIDE // max(pixels.shape[:2]))
+        shown.append(pixels.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else pixels)
+    return shown
 
 
 # A code as [N, num_ws, 512].
@@ -364,7 +373,7 @@ def upload_photo(path: str | None, model: str, d: float, session: StudioSession 
     inversion = _show(_render(bundle, bundle.G, w_u))[0]
     faces = getattr(aligned, "n_faces", 1)
     megapixels = photo.width * photo.height / 1e6
-    status = (f"Inverted **{session.photo_name}** ({photo.width}×{photo.height}, {megapixels:.0f} MP) in "
+    status = (f"Inverted **{session.photo_name}** ({photo.width}×{photo.height}, {megapixels:.1f} MP) in "
               f"{time.perf_counter() - start:.2f} s."
               + (" A large photo: faces were searched on a reduced copy." if megapixels > LARGE_PHOTO_MP else "")
               + (f" {faces} faces found; the largest was used." if faces > 1 else "")

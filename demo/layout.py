@@ -30,7 +30,8 @@ CONFIG_LABELS: dict[str, tuple[str, bool]] = {
 # Heavy events share one queue slot on the accelerator (issue 6: one heavy job at a time, position visible).
 HEAVY = dict(concurrency_id="heavy", concurrency_limit=1)
 # Light events (d slider, camera) never wait behind a heavy job.
-LIGHT = dict(concurrency_limit=None, show_progress="minimal")
+# While a slider is dragged only the latest value is rendered (trigger_mode "always_last").
+LIGHT = dict(concurrency_limit=None, show_progress="minimal", trigger_mode="always_last")
 INTRO = """
 # guide studio — generative identity unlearning
 Upload one photo; GUIDE (Seo et al., CVPR 2024) inverts it to **w_u**, picks a de-identified target **w_t** on the
@@ -69,6 +70,7 @@ def config_sliders(config_cls: Any, advanced: bool, defaults: Any = None) -> tup
         names.append(field.name)
         if "range" in field.metadata:
             lo, hi = field.metadata["range"]
+            lo, hi = min(lo, value), max(hi, value)  # a model's own default may lie outside the paper's range
             step = 1 if field.type in (int, "int") else (hi - lo) / 200
             components.append(gr.Slider(lo, hi, value=value, step=step, label=label, info=info,
                                         elem_id=f"cfg-{field.name}", render=False))
@@ -91,7 +93,8 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
 
         with gr.Tab("1 · Source"):
             with gr.Row():
-                photo = photo_input(sources=["upload", "webcam", "clipboard"], label="photo of the person to forget", elem_id="photo", height=300)
+                photo = photo_input(sources=["upload", "webcam", "clipboard"], label="photo of the person to forget",
+                                    elem_id="photo", height=300)
                 detected = gr.Image(label="detected face", interactive=False, height=300, elem_id="detected")
                 aligned = gr.Image(label="aligned crop", interactive=False, height=300, elem_id="aligned")
                 inversion = gr.Image(label="inversion: G_s(w_u)", interactive=False, height=300, elem_id="inversion")
@@ -161,7 +164,7 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
                      outputs=[session, status, weights_md, detected, aligned, inversion, target, ufo_plot], **HEAVY)
         photo.change(handlers.upload_photo, inputs=[photo, model, d, session],
                      outputs=[session, status, detected, aligned, inversion, target, ufo_plot], **HEAVY)
-        d.release(handlers.change_d, inputs=[d, session], outputs=[session, target, ufo_plot], **LIGHT)
+        d.change(handlers.change_d, inputs=[d, session], outputs=[session, target, ufo_plot], **LIGHT)
         config_names = [*basic_names, *advanced_names]
 
         # Sliders arrive positionally; the handler takes them as a {LTUConfig field: value} mapping.
@@ -173,7 +176,7 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
         cancel.click(handlers.cancel_run, inputs=[session], outputs=[run_status], queue=False)
         others.upload(handlers.add_others, inputs=[others, session], outputs=[session, status, others_views], **HEAVY)
         for slider in (yaw, pitch):
-            slider.release(handlers.render_view, inputs=[yaw, pitch, session],
+            slider.change(handlers.render_view, inputs=[yaw, pitch, session],
                            outputs=[before, after, others_views], **LIGHT)
         run_event.then(handlers.render_view, inputs=[yaw, pitch, session], outputs=[before, after, others_views],
                        **LIGHT)

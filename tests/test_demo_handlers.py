@@ -123,7 +123,9 @@ def test_upload_shows_detection_crop_inversion_and_target(tiny_model, tmp_path):
     out = handlers.upload_photo(str(make_photo(tmp_path)), tiny_model, 30.0, None)
     assert out.session.w_u is not None and out.session.w_u.shape == (6, 512)
     assert out.detected.shape[2] == 3 and out.aligned.shape == (16, 16, 3)
-    assert out.inversion.shape == (16, 16, 3) and out.target.shape == (16, 16, 3)
+    # 16 px renders are shown as 256 px blocks: every generated pixel is a 16x16 block of the displayed image.
+    assert out.inversion.shape == (256, 256, 3) and out.target.shape == (256, 256, 3)
+    assert np.array_equal(out.inversion[::16, ::16], out.inversion[15::16, 15::16])
     assert "Inverted" in out.status
     # w_t is exactly guide's UFO target of w_u at d = 30 (no math in the UI: it only calls it).
     bundle = handlers.get_bundle(tiny_model)
@@ -179,7 +181,7 @@ def test_50_megapixel_photo_is_handled_with_a_note(tiny_model, tmp_path):
     assert image.width * image.height >= 50e6
     # Decoded (the limit is guide_core.faces.MAX_PIXELS), processed, and the status says it was a large photo.
     out = handlers.upload_photo(str(path), tiny_model, 30.0, None)
-    assert "50 MP" in out.status and "large photo" in out.status and out.session.w_u is not None
+    assert "50.5 MP" in out.status and "large photo" in out.status and out.session.w_u is not None
     assert max(out.detected.shape[:2]) <= 768  # the page gets a display copy, not 50 MP
     flat = tmp_path / "flat.jpg"
     Image.new("RGB", (8700, 5800), (90, 60, 40)).save(flat, quality=50)
@@ -269,7 +271,7 @@ def test_others_orbit_clusters_and_report(uploaded, tmp_path):
     view = handlers.render_view(-20, 0, uploaded)
     assert len(view.others) == 2  # before and after of the other photo
     orbit = handlers.orbit(uploaded)
-    assert orbit.before_strip.shape == (16, 16 * len(handlers.ORBIT_YAWS_DEG), 3)
+    assert orbit.before_strip.shape == (256, 256 * len(handlers.ORBIT_YAWS_DEG), 3)
     assert not np.array_equal(orbit.before_strip, orbit.after_strip)
     series = {trace.name: trace.y for trace in orbit.id_plot.data}
     assert len(series) == 3 and all(len(y) == len(handlers.ORBIT_YAWS_DEG) for y in series.values())
