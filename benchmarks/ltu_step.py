@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,33 +29,50 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# Mean seconds per iteration of one formulation (after `warmup` untimed iterations), on a fresh G_u.
-def seconds_per_iteration(bundle, w_u, cfg: LTUConfig, batched: bool, iters: int, warmup: int) -> float:
-    run = Unlearning(bundle, w_u, cfg=cfg)
-    G_u, G_s = run.G_u.train(), run.G_s
-    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
-    optimizer = torch.optim.Adam([p for p in G_u.parameters() if p.requires_grad], lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    planes_t = run._target_planes()
-    device = bundle.device
-    start = 0.0
-    for step in range(warmup + iters):
-        if step == warmup:
-            sync(device)
-            start = time.perf_counter()
-        draws = sample_draws(gen, cfg, w_u.shape[0], bundle.z_dim)
-        c = bundle.camera(draws.yaw, cfg.pitch)
-        if batched:
-            total, _ = ltu_losses(G_u, G_s, run.w_u, run.w_t, planes_t, draws, nets, cfg, c)
+# One formulation's training state (its own G_u copy, Adam, draw stream) and a step that times one iteration.
+class Stepper:
+    def __init__(self, bundle, w_u, cfg: LTUConfig, batched: bool):
+        self.run = Unlearning(bundle, w_u, cfg=cfg)
+        self.run.G_u.train()
+        self.bundle, self.cfg, self.batched = bundle, cfg, batched
+        self.nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+        self.optimizer = torch.optim.Adam([p for p in self.run.G_u.parameters() if p.requires_grad], lr=cfg.lr)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.planes_t = self.run._target_planes() if batched else None
+
+    # Losses + backward + Adam step; returns the wall-clock seconds it took.
+    def step(self) -> float:
+        run, cfg, device = self.run, self.cfg, self.bundle.device
+        sync(device)
+        start = time.perf_counter()
+        draws = sample_draws(self.gen, cfg, run.w_u.shape[0], self.bundle.z_dim)
+        c = self.bundle.camera(draws.yaw, cfg.pitch)
+        if self.batched:
+            total, _ = ltu_losses(run.G_u, run.G_s, run.w_u, run.w_t, self.planes_t, draws, self.nets, cfg, c)
         else:
-            total, _ = ltu_losses_reference(G_u, G_s, run.w_u, run.w_t, draws, nets, cfg, c)
-        optimizer.zero_grad(set_to_none=True)
+            total, _ = ltu_losses_reference(run.G_u, run.G_s, run.w_u, run.w_t, draws, self.nets, cfg, c)
+        self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        optimizer.step()
-    sync(device)
-    return (time.perf_counter() - start) / iters
+        self.optimizer.step()
+        sync(device)
+        return time.perf_counter() - start
 
 
+# Median seconds per iteration of both formulations, measured alternately (batched, reference, batched, ...) so a
+# shared machine's changing load hits both alike; `warmup` untimed iterations each first.
+def seconds_per_iteration(bundle, w_u, cfg: LTUConfig, iters: int, warmup: int) -> tuple[float, float]:
+    batched, reference = Stepper(bundle, w_u, cfg, True), Stepper(bundle, w_u, cfg, False)
+    for _ in range(warmup):
+        batched.step()
+        reference.step()
+    times_b, times_r = [], []
+    for _ in range(iters):
+        times_b.append(batched.step())
+        times_r.append(reference.step())
+    return statistics.median(times_b), statistics.median(times_r)
+
+
+# Build the random world, time both formulations, print the table and the ratio.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--profile", choices=("small", "paper"), default="small",
@@ -77,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()}"
     print(f"model: random-{args.profile} ({bundle.G.img_resolution} px, neural {bundle.G.neural_rendering_resolution} "
           f"px), device: {name}, N_a = {cfg.n_adj}, N_g = {cfg.n_glob}, {args.iters} timed iterations")
-    batched = seconds_per_iteration(bundle, w_u, cfg, True, args.iters, args.warmup)
-    reference = seconds_per_iteration(bundle, w_u, cfg, False, args.iters, args.warmup)
+    batched, reference = seconds_per_iteration(bundle, w_u, cfg, args.iters, args.warmup)
     ratio = batched / reference
-    print(f"{'formulation':<28}{'s / iteration':>14}")
-    print(f"{'batched (guide_core)':<28}{batched:>14.4f}")
-    print(f"{'one image at a time':<28}{reference:>14.4f}")
+    print(f"{'formulation':<28}{'s / iteration (median)':>24}")
+    print(f"{'batched (guide_core)':<28}{batched:>24.4f}")
+    print(f"{'one image at a time':<28}{reference:>24.4f}")
     print(f"ratio batched / one-at-a-time = {ratio:.3f} (goal <= 0.5: {'met' if ratio <= 0.5 else 'NOT met'})")
     result = {"profile": args.profile, "device": name, "batched_s": batched, "reference_s": reference, "ratio": ratio}
     if args.full_run:

@@ -58,20 +58,24 @@ class ModelBundle:
     description: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
 
+    # The source generator is frozen and in eval mode; codes and cameras live on its device.
     def __post_init__(self) -> None:
         self.G.eval().requires_grad_(False)
         self.w_avg = self.w_avg.detach().to(self.device, torch.float32)
         self.cond_c = self.cond_c.detach().to(self.device, torch.float32).reshape(1, 25)
 
+    # Device of the generator (every tensor the bundle hands out is put there).
     @property
     def device(self) -> torch.device:
         return next(self.G.parameters()).device
 
+    # Number of w rows the synthesis network takes (14 for EG3D FFHQ 512).
     @property
     def num_ws(self) -> int:
         backbone = self.G.backbone
         return int(getattr(backbone, "num_ws", None) or backbone.mapping.num_ws)
 
+    # Dimension of the mapping network's input z.
     @property
     def z_dim(self) -> int:
         return int(self.G.z_dim)
@@ -129,6 +133,7 @@ def register_model(name: str, factory: Callable[[str], ModelBundle], description
     _REGISTRY[name] = (factory, description)
 
 
+# Remove a registered world (tests clean up after themselves).
 def unregister_model(name: str) -> None:
     _REGISTRY.pop(name, None)
 
@@ -219,21 +224,12 @@ def _released_bundle(name: str, generator_name: str | None, generator_path: Path
         name=name, G=G, w_avg=w_avg, cond_c=cond_c,
         id_loss_net=load_ir_se50(files["id_loss_net"], device=device).eval(),
         id_metric_net=load_ir101(files["id_metric_net"], device=device).eval(),
-        perceptual=_perceptual(Perceptual, files["perceptual"], device),
+        perceptual=Perceptual(weights_dir=files["perceptual"].parent, device=device),
         encoder=encode, encoder_resolution=256,
         feature_net=InceptionFeatures(files["feature_net"], device), feature_note=INCEPTION_NOTE,
         align=lambda image: faces.align_face(image).image,
         pivot=(0.0, 0.0, 0.0), real_stats=_optional_weight("ffhq-real-feat"),
         description=EG3D_MODELS.get(name, ("", f"generator {generator_path}"))[1])
-
-
-# LPIPS-VGG from its local weight file (the Perceptual wrapper decides how it reads the file).
-def _perceptual(cls: Any, path: Path, device: str) -> Any:
-    try:
-        net = cls(weights=path)
-    except TypeError:
-        net = cls()
-    return net.to(device).eval() if hasattr(net, "to") else net
 
 
 # A weight file that improves a bundle but is not required (e.g. the real-image FID statistics).

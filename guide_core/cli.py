@@ -23,6 +23,7 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
 
+    # Entry point called by guide_core.__main__: run, turning expected failures into exit code 2.
     def main(self, args: argparse.Namespace) -> int:
         return _guarded(self.run, args)
 
@@ -116,6 +117,7 @@ def _photo_code(bundle, path: str):
 
 # ---- unlearn ----------------------------------------------------------------------------------------------------------
 
+# Flags of `unlearn`: photo, run directory, world, other photos, and every LTUConfig setting.
 def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="photo of the identity to erase")
     parser.add_argument("--out", required=True, help="run directory to create (delta.safetensors + run.json)")
@@ -130,6 +132,7 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser)
 
 
+# Align + invert the photo, UFO target, Latent Target Unlearning with a progress bar, ID numbers, atomic save.
 def _unlearn_run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
@@ -189,6 +192,7 @@ def _load_run_dir(args: argparse.Namespace):
     return record, bundle, load_run(args.run_dir, bundle)
 
 
+# Flags of `eval`.
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `unlearn`")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -202,6 +206,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
 
 
+# ID / ID_others / FID_pre / dFID_real of a run, printed as a table or one JSON object.
 def _eval_run(args: argparse.Namespace) -> int:
     import torch
 
@@ -241,6 +246,7 @@ evaluate = Command(_eval_arguments, _eval_run)
 
 # ---- audit ------------------------------------------------------------------------------------------------------------
 
+# Flags of `audit`.
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `unlearn`")
     parser.add_argument("--image", default=None, help="the source photo (default: the path recorded in run.json)")
@@ -268,6 +274,7 @@ def _audit_photo(args: argparse.Namespace, record: dict[str, Any]) -> str:
     return path
 
 
+# Re-inversion attack against G_s and G_u from the encoder's code of the source photo.
 def _audit_run(args: argparse.Namespace) -> int:
     from guide_core import metrics
     from guide_core.guide import update_run

@@ -94,6 +94,7 @@ class LTUConfig:
                 raise ValueError(f"LTUConfig.{name} = {getattr(self, name)!r} {why}")
         return self
 
+    # Plain dict of every setting (run.json, the UI).
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -517,6 +518,7 @@ def save_run(run_dir: str | os.PathLike, unlearning: Unlearning, overwrite: bool
     delta = changed_tensors(unlearning.G_u, unlearning.G_s)
     record = run_record(unlearning, sorted(delta))
 
+    # The run's files, written into the temporary folder; run.json last.
     def files(folder: Path) -> None:
         save_file(delta, str(folder / DELTA_FILE), metadata={"format": RUN_FORMAT, "kind": "new_values"})
         record["delta"]["sha256"] = sha256_file(folder / DELTA_FILE)

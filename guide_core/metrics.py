@@ -133,6 +133,7 @@ def load_real_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 _SOURCE_FEATURES: dict[tuple[int, str, int, int], np.ndarray] = {}
 
 
+# Features of the source generator G_s for FID (cached, see above).
 def source_features(bundle: "ModelBundle", n: int, seed: int) -> np.ndarray:
     key = (id(bundle.G), bundle.name, n, seed)
     if key not in _SOURCE_FEATURES:
@@ -166,6 +167,7 @@ class Metrics:
     feature_note: str = ""
     notes: list[str] = field(default_factory=list)
 
+    # JSON-able dict (the CLI's --json output and run.json's metrics).
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -275,6 +277,7 @@ class AuditResult:
             return float("nan")
         return 1.0 - max(self.after.best_id, 0.0) / self.before.best_id
 
+    # JSON-able dict with the headline numbers at the top level.
     def to_dict(self) -> dict[str, Any]:
         return {"before": asdict(self.before), "after": asdict(self.after), "steps": self.steps, "start": self.start,
                 "best_id_before": self.before.best_id, "best_id_after": self.after.best_id, "erased": self.erased}
