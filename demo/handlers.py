@@ -61,11 +61,16 @@ _BUNDLE_LOCK = threading.Lock()
 
 
 # One read-only ModelBundle per model name, shared by all sessions (G_s is frozen; sessions copy it to unlearn).
-def get_bundle(name: str):
+def get_bundle(name: str | None):
     bundle_mod, _, _ = _lib()
+    if not name:
+        raise gr.Error("Pick a model first.")
     with _BUNDLE_LOCK:
         if name not in _BUNDLES:
-            _BUNDLES[name] = bundle_mod.load_bundle(name, device=_device())
+            try:
+                _BUNDLES[name] = bundle_mod.load_bundle(name, device=_device())
+            except (FileNotFoundError, RuntimeError, ValueError, KeyError) as error:
+                raise gr.Error(f"Model {name!r} cannot be loaded: {error}") from None
         return _BUNDLES[name]
 
 
@@ -335,6 +340,10 @@ class ReportOut(NamedTuple):
 def start_session(session: StudioSession | None, model: str) -> tuple[StudioSession, str]:
     session = session or new_session()
     session.model = model
+    try:
+        get_bundle(model)
+    except gr.Error as error:
+        return session, f"⚠️ {error.message} See the weights panel below."
     return session, f"Model **{model}** selected. Upload a photo or click an example."
 
 
@@ -342,10 +351,7 @@ def start_session(session: StudioSession | None, model: str) -> tuple[StudioSess
 @gpu
 def select_model(model: str, session: StudioSession | None):
     session = session or new_session()
-    try:
-        get_bundle(model)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
-        raise gr.Error(f"Model {model!r} cannot be loaded: {error}") from None
+    get_bundle(model)
     previous = session.model
     session.model = model
     session.aligned, session.w_u, session.w_t, session.others = None, None, None, []
