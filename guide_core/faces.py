@@ -61,7 +61,7 @@ class FaceError(Exception):
 
 
 # One MTCNN detection in source-image pixel coordinates.
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Detection:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1
     landmarks: np.ndarray  # 5×2: eye (image left), eye (image right), nose, mouth left, mouth right
@@ -76,7 +76,7 @@ class Detection:
 
 
 # The aligned crop and what was learnt on the way.
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AlignedFace:
     image: Image.Image  # OUTPUT_SIZE² RGB, the EG3D/GOAE crop
     image256: Image.Image  # ENCODER_SIZE² RGB, the same crop for the encoder

@@ -266,6 +266,21 @@ def test_padded_copy_aligns_to_the_same_crop(wild_paths, wild_results):
     assert diff.mean() < 6, f"padded copy's face pixels differ by {diff.mean():.1f}/255 on average"
 
 
+def test_large_photo_is_detected_on_a_reduced_copy(wild_paths, wild_results):
+    # 3200×2600: above DETECT_LONG_SIDE, and the face is larger than the crop, so the warp block-averages first.
+    index = 8
+    original = faces.load_image(wild_paths[index])
+    canvas = Image.new("RGB", (3200, 2600), (90, 90, 90))
+    canvas.paste(original.resize((2048, 2048), Image.BICUBIC), (900, 300))
+    result = align_face(canvas)
+    reference = wild_results[index]
+    points = apply(np.linalg.inv(np.vstack([reference.transform, [0, 0, 1]]))[:2], reference.landmarks)
+    move = max_move(apply(result.transform, (points + 0.5) * 2 - 0.5 + [900, 300]), reference.landmarks)
+    assert move < 0.015, f"2× enlarged copy moves the crop by {move * 100:.2f}%"
+    diff = np.abs(np.asarray(result.image, dtype=int) - np.asarray(reference.image, dtype=int))[128:448, 128:448]
+    assert diff.mean() < 6, f"enlarged copy's face pixels differ by {diff.mean():.1f}/255 on average"
+
+
 def test_exif_orientation_is_applied(wild_paths, wild_results):
     index = 0
     original = faces.load_image(wild_paths[index])
