@@ -61,4 +61,55 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     if total > SIZE_LIMIT_MB:
         raise RuntimeError(f"exported weights take {total:.1f} MB, over the {SIZE_LIMIT_MB} MB budget")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "MODEL_CARD.md").write_text(model_card(metrics))
     return metrics
+
+
+def _fmt(metrics: dict, net: str, key: str, digits: int = 3) -> str:
+    value = metrics.get(net, {}).get(key)
+    return "not trained yet" if value is None else f"{value:.{digits}f}"
+
+
+# The model card, written from the measured metrics so that its numbers are always those of the shipped files.
+def model_card(metrics: dict) -> str:
+    ident, gen, enc = (metrics.get(k, {}) for k in ("identity", "generator", "encoder"))
+    return f"""# The embedded default world — model card
+
+What: three small networks trained on procedural 3D heads (`guide_core/world/heads.py`), so that GUIDE
+(Seo et al., CVPR 2024) runs end to end on a CPU without downloading anything. All files are safetensors
+(float32) with a JSON config beside each; total {metrics.get("total_size_mb")} MB. Released under the project licence;
+the training data are procedural renders, no photos of real people were used.
+
+| file | role in GUIDE | architecture | trained steps |
+|---|---|---|---|
+| `generator.safetensors` | EG3D generator G_s | `guide_core.eg3d.TriPlaneGenerator`: z 512 / w 512, mapping 2 layers, channel_base 1024 / channel_max 64, tri-planes 64² (backbone rebuilt at 64² instead of 256²), 12+12 depth samples, neural rendering 32², super-resolution 2X to 64² with 32-channel blocks | {gen.get("steps", "-")} |
+| `identity.safetensors` | ArcFace (ID loss) and CurricularFace (ID metric) | residual CNN 16-32-64-128, 128-d unit embedding, CosFace (s 32, m 0.3) | {ident.get("steps", "-")} |
+| `encoder.safetensors` | GOAE encoder | residual CNN 32-64-96-128 -> w+ offset from w_avg (shared w + per-row refinement) | {enc.get("steps", "-")} |
+
+**The world's perceptual and FID features are its own.** The LPIPS role is played by the identity net's channel-
+normalised feature maps (`WorldPerceptual`), the Inception role by its 128-d pre-normalisation embedding
+(`WorldFeatures`); ID metrics use the same identity net for loss and metric. Numbers from this world are
+comparable only with each other, never with the paper's FFHQ numbers.
+
+## How it was trained (seeded, resumable; `python -m guide_core.world ...`)
+- data: `render-data` renders 1,536 training people x 6 photos and 256 held-out people x 4 photos (other seed),
+  64 px, EG3D cameras (yaw ~ N(0, 0.3) clipped to ±0.7, pitch ~ N(0, 0.12) clipped to ±0.35, radius 2.7, pivot
+  (0, 0, 0.2), fov 18.837°); per-photo expression, lighting and glasses vary. z -> parameters is a fixed map
+  (identity = z dims 0-26, per-photo = dims 32-41, others ignored).
+- `train identity`: CosFace on the training people, AdamW 2e-3 cosine, batch 128, shift/scale/blur/colour jitter.
+- `train generator`: supervised, L1(image 64²) + L1(raw 32²) + L1(depth on the head) + world perceptual,
+  Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network.
+- `train encoder`: code regression onto mapping(z) of rendered photos + re-render L1 through the frozen generator.
+- `export`: writes these files and measures the metrics below on the held-out people.
+
+## Metrics (held-out people, `metrics.json`)
+| network | metric | value | bar |
+|---|---|---|---|
+| identity | TAR at FAR 1 % | {_fmt(metrics, "identity", "tar")} | ≥ 0.95 |
+| generator | PSNR vs procedural render (64 px, random poses) | {_fmt(metrics, "generator", "psnr", 2)} dB | ≥ 24 dB |
+| encoder | re-render PSNR | {_fmt(metrics, "encoder", "rerender_psnr", 2)} dB | ≥ 22 dB |
+| encoder | identity similarity of re-render to photo | {_fmt(metrics, "encoder", "id_similarity")} | ≥ 0.8 |
+
+Limitations: 64 px, stylised heads (SDF primitives, painted eyes/brows/lips), one background colour; the identity
+net knows only this world. It is a test bed for the unlearning pipeline, not a face model.
+"""

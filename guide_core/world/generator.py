@@ -98,7 +98,7 @@ def _perceptual(identity_dir: Path | None):
 
 # One supervised step's loss: image L1 (64 px) + raw neural render L1 (32 px) + depth L1 on the head + perceptual.
 def generator_loss(G: TriPlaneGenerator, data: WorldData, idx: torch.Tensor, perceptual=None,
-                   lambda_depth: float = 1.0, lambda_per: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
+                   lambda_depth: float = 1.0, lambda_per: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     z, c = data.z[idx], data.c[idx]
     ws = G.mapping(z, c, update_emas=True)
     out = G.synthesis(ws, c, noise_mode="const")

@@ -70,7 +70,8 @@ def identity_similarity(net: IdentityNet, a: torch.Tensor, b: torch.Tensor) -> t
 
 
 # The world's perceptual distance: channel-normalised feature maps of the identity net, squared differences averaged
-# per stage and summed (LPIPS's recipe, Zhang et al. CVPR 2018, with unit channel weights).
+# over positions and stages (LPIPS's recipe, Zhang et al. CVPR 2018, with unit channel weights), divided by 4 (the
+# largest squared distance of unit vectors) so that it spans [0, 1] like LPIPS and GUIDE's lambda_per keeps its scale.
 class WorldPerceptual(nn.Module):
     def __init__(self, net: IdentityNet, stages: int = 3):
         super().__init__()
@@ -83,7 +84,7 @@ class WorldPerceptual(nn.Module):
             x = x / (x.norm(dim=1, keepdim=True) + 1e-8)
             y = y / (y.norm(dim=1, keepdim=True) + 1e-8)
             total = total + (x - y).pow(2).sum(1).mean((1, 2))
-        return total
+        return total / (4 * self.stages)
 
 
 # Random shifts, scales, blur and colour jitter: the network must see generator outputs (blurrier, slightly misplaced).
