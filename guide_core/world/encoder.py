@@ -43,7 +43,7 @@ class WorldEncoder(nn.Module):
 def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int = 6000, batch: int = 32, seed: int = 0,
                   resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int = 4,
                   data_dir: Path | None = None, heldout_dir: Path | None = None, ckpt_every: int = 200,
-                  eval_every: int = 500, log=print) -> dict:
+                  eval_every: int = 500, refresh_every: int = 500, log=print) -> dict:
     from tqdm import tqdm
     from guide_core.world.data import load_dataset
     from guide_core.world.generator import load_world_generator
@@ -68,11 +68,18 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
         step, history = state["step"], json.loads(state["history"])
         gen.set_state(state["gen"])
         log(f"resumed encoder training at step {step}")
-    with torch.no_grad():  # the codes every training photo stands for
-        codes = torch.cat([G.mapping(data.z[i:i + 512], data.c[i:i + 512]) for i in range(0, len(data), 512)])
     bar = tqdm(total=steps, initial=step, desc="encoder", mininterval=10)
     t0 = time.time()
+    generator_ckpt = Path(generator_dir) / "ckpt.pt"
+    seen_mtime = generator_ckpt.stat().st_mtime
+    codes = _codes(G, data)
     while step < steps:
+        # The generator may still be training: follow its newest checkpoint so the codes stay the ones it renders.
+        if step % refresh_every == 0 and generator_ckpt.stat().st_mtime != seen_mtime:
+            seen_mtime = generator_ckpt.stat().st_mtime
+            G = load_world_generator(torch.load(generator_ckpt, weights_only=True)["G"])
+            w_avg = G.backbone.mapping.w_avg.clone()
+            codes = _codes(G, data)
         enc.train()
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
@@ -103,6 +110,12 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
             tmp.rename(ckpt)
     bar.close()
     return history[-1] if history else {}
+
+
+# The codes every training photo stands for: mapping(z) of the generator (its camera conditioning is zeroed).
+@torch.no_grad()
+def _codes(G, data) -> torch.Tensor:
+    return torch.cat([G.mapping(data.z[i:i + 512], data.c[i:i + 512]) for i in range(0, len(data), 512)])
 
 
 def _load_identity(identity_dir: Path) -> IdentityNet | None:
