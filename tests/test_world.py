@@ -191,3 +191,24 @@ def test_shipped_generator_reproduces_heldout_renders():
         image = G(z, c, noise_mode="const", deterministic=True)["image"]
     value = psnr(image, target)
     assert value.mean() >= 24.0, f"held-out PSNR {value.tolist()}"
+
+
+@pytest.mark.skipif(not (WEIGHTS / "generator.safetensors").exists(), reason="weights/default/ not shipped yet")
+def test_default_bundle_is_complete():
+    from guide_core.bundle import load_bundle, pil_to_tensor
+    bundle = load_bundle("default")
+    assert bundle.encoder is not None and bundle.feature_net is not None
+    assert bundle.w_avg.shape == (512,) and bundle.cond_c.shape == (1, 25)
+    photo = bundle.extras["photo"](1, 0)
+    x = pil_to_tensor(bundle.align(photo))
+    assert x.shape == (1, 3, 64, 64)
+    ws = bundle.invert(x)
+    assert ws.shape == (1, bundle.num_ws, 512)
+    image = bundle.render(bundle.G, ws)
+    assert image.shape == (1, 3, 64, 64)
+    d = bundle.perceptual(image, x)
+    assert d.shape == (1,) and 0 <= float(d) <= 1
+    assert bundle.feature_net(image).shape == (1, 128)
+    with pytest.raises(ValueError, match="square"):
+        from PIL import Image
+        bundle.align(Image.new("RGB", (64, 40)))
