@@ -1,9 +1,10 @@
 # Faces in the wild: detect a face and its five landmarks (MTCNN), then warp it to the 512² crop EG3D and GOAE were
 # trained on. The crop convention is EG3D's FFHQ preprocessing (Chan et al., CVPR 2022, dataset_preprocessing/ffhq),
-# which GOAE and GUIDE reuse unchanged: a weak-perspective fit of the five landmarks to a 3D mean face gives a scale
-# and a centre (the projected origin of the 3D face); the photo is scaled so that face measures `rescale_factor` px on
-# a 1024² canvas centred there, whose central 700² is resized to 512². We additionally remove in-plane roll (as FFHQ's
-# own alignment did for EG3D's training photos), because the cameras we condition on have no roll.
+# which GOAE and GUIDE reuse without extra offset: a weak-perspective fit of the five landmarks to a 3D mean face
+# gives a scale and a centre (the projected origin of the 3D face); the photo is scaled so the face measures
+# `rescale_factor` px per unit on a 1024² canvas centred there, whose central 700² is resized to 512².
+# We additionally remove in-plane roll (as FFHQ's own alignment did for EG3D's training photos), because the
+# cameras we condition on have no roll, and average the landmarks over jittered copies so the crop is repeatable.
 from __future__ import annotations
 
 import functools
@@ -101,11 +102,11 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
         return _array_to_rgb(source, max_pixels)
     image = source if isinstance(source, Image.Image) else _open(source)
     _check_pixels(image.size, max_pixels)
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Someone enabled PIL's global "pad truncated files with grey"; we refuse to align such padding.
+    if getattr(image, "tile", None) and ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Someone enabled PIL's global "pad truncated files with grey": a cut-off upload would decode silently.
         raise FaceError("cannot check the photo for truncation: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is enabled")
     try:
-        image.load()  # a no-op for images already in memory; decodes (and detects truncation) for opened files
+        image.load()  # decodes (and detects truncation) for opened files; a no-op for images already in memory
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise FaceError(f"the photo is damaged or truncated and cannot be decoded ({err})") from None
     try:

@@ -233,8 +233,9 @@ def test_rotated_copy_aligns_to_the_same_crop(wild_paths, wild_results, angle):
     moved = np.stack([d[:, 0] * math.cos(theta) + d[:, 1] * math.sin(theta),
                       -d[:, 0] * math.sin(theta) + d[:, 1] * math.cos(theta)], axis=1) + centre_out - 0.5
     move = max_move(apply(result.transform, moved), reference.landmarks)
-    print(f"\nrotated {angle:+d}°: crop differs by {move * 100:.2f}% of the width, roll {math.degrees(result.roll):.1f}°")
-    assert abs(math.degrees(result.roll) + angle) < 3.0  # PIL turns counter-clockwise
+    roll = math.degrees(result.roll)
+    print(f"\nrotated {angle:+d}°: crop differs by {move * 100:.2f}% of the width, roll {roll:.1f}°")
+    assert abs(roll + angle) < 3.0  # PIL turns counter-clockwise; our roll is clockwise-positive
     assert move < 0.015, f"rotated copy moves the crop by {move * 100:.2f}%"
 
 
@@ -323,6 +324,12 @@ def test_truncated_jpeg_is_a_clear_error(aligned_paths, tmp_path: Path):
     (tmp_path / "cut.jpg").write_bytes(data)
     with pytest.raises(FaceError, match="truncated|damaged"):
         align_face(Image.open(tmp_path / "cut.jpg"))  # a lazily opened PIL image is checked the same way
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # another library asking PIL to pad cut-off files silently
+    try:
+        with pytest.raises(FaceError, match="LOAD_TRUNCATED_IMAGES"):
+            align_face(data)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def test_several_faces_take_the_largest(aligned_paths, wild_paths):
