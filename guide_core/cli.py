@@ -269,7 +269,8 @@ def _audit_photo(args: argparse.Namespace, record: dict[str, Any]) -> str:
     path = source.get("path")
     if not path or not Path(path).is_file():
         raise FileNotFoundError(f"the run's source photo {path or '(not recorded)'} is not available; pass --image")
-    if source.get("sha256") and sha256_file(path) != source["sha256"]:
+    recorded = source.get("sha256") or source.get("image_sha256")  # the studio records the hash as image_sha256
+    if recorded and sha256_file(path) != recorded:
         raise ValueError(f"{path} changed since the run was made (SHA-256 differs); pass --image")
     return path
 
