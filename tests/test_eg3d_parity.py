@@ -87,13 +87,14 @@ def test_deterministic_synthesis_and_gradients(fixture):
     try:
         G.zero_grad(set_to_none=True)
         out = G.synthesis(io_tensors["ws"], io_tensors["c_view"], noise_mode="const", deterministic=True)
-        assert_close(out["image_raw"], io_tensors["image_raw"], 1e-3, "image_raw")
-        assert_close(out["image_depth"], io_tensors["image_depth"], 1e-3, "image_depth")
-        assert_close(out["image"], io_tensors["image"], 1e-3, "image")
+        errors = {name: assert_close(out[name], io_tensors[name], 1e-3, name)
+                  for name in ("image_raw", "image_depth", "image")}
         (out["image"] * io_tensors["grad_R"]).sum().backward()
         params = dict(G.named_parameters())
         for key in GRAD_KEYS:
-            assert_close(params[key].grad, io_tensors[f"grad:{key}"], 1e-3, f"grad:{key}", rel=True)
+            errors[f"grad:{key} (rel)"] = assert_close(params[key].grad, io_tensors[f"grad:{key}"], 1e-3,
+                                                       f"grad:{key}", rel=True)
+        print("\n".join(f"max error {name}: {err:.3e}" for name, err in errors.items()))  # shown with -s
     finally:
         G.zero_grad(set_to_none=True)
         G.eval()
@@ -166,3 +167,43 @@ def test_small_configurations(sr_module, img_resolution, nr_resolution):
     assert_close(single["image"][0], out["image"][1], 1e-4, "batched vs single sample")
     assert (out["image_raw"][0] - out["image_raw"][1]).abs().max() > 1e-3, "cameras per sample ignored"
     assert (no_noise - const).abs().max() > 1e-3, "noise_mode has no effect"
+
+
+def test_upsample_fast_path_matches_reference_upfirdn():
+    from guide_core.eg3d.ops import setup_filter, upfirdn2d, upsample2d
+    torch.manual_seed(2)
+    x = torch.randn(2, 5, 70, 64)
+    for taps in ([1, 3, 3, 1], [1, 2, 5, 1]):  # the asymmetric one would expose a flipped kernel
+        f = setup_filter(taps)
+        assert_close(upsample2d(x, f, gain=1.5), upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=6.0), 1e-5,
+                     f"upsample2d {taps}")
+
+
+# fp16 settings of the released checkpoints: CPU runs stay float32 (with the fp16 layers' conv clamp), and the
+# half-precision pre-normalisation of the modulated convolution keeps results close to float32.
+def test_fp16_settings():
+    rendering = dict(superresolution_module="training.superresolution.SuperresolutionHybrid2X", sr_antialias=True,
+                     depth_resolution=4, depth_resolution_importance=4, ray_start=2.25, ray_end=3.3, box_warp=1,
+                     clamp_mode="softplus", c_gen_conditioning_zero=False, c_scale=1.0,
+                     superresolution_noise_mode="none")
+    G = TriPlaneGenerator(z_dim=8, c_dim=25, w_dim=512, img_resolution=32, img_channels=3, sr_num_fp16_res=4,
+                          mapping_kwargs={"num_layers": 1}, rendering_kwargs=rendering, channel_base=512,
+                          channel_max=16, num_fp16_res=2, conv_clamp=256).eval()
+    G.neural_rendering_resolution = 16
+    assert G.superresolution.block0.use_fp16 and G.superresolution.block0.conv1.conv_clamp == 256
+    assert G.backbone.synthesis.b256.use_fp16 and G.backbone.synthesis.b128.use_fp16
+    assert not G.backbone.synthesis.b64.use_fp16
+    c = camera_params(0.1, 0.0)
+    with torch.no_grad():
+        out = G(torch.randn(1, 8), c, deterministic=True)
+    assert all(v.dtype == torch.float32 for v in out.values())
+    from guide_core.eg3d.networks import modulated_conv2d
+    torch.manual_seed(3)
+    x, w, s = torch.randn(2, 8, 12, 12), torch.randn(6, 8, 3, 3), torch.randn(2, 8)
+    ref = modulated_conv2d(x, w, s, padding=1)
+    try:
+        half = modulated_conv2d(x.half(), w, s, padding=1)
+    except RuntimeError as exc:  # CPU builds without half convolutions
+        pytest.skip(f"half-precision conv2d unavailable on this CPU build: {exc}")
+    assert half.dtype == torch.float16
+    assert_close(half.float(), ref, 2e-2, "fp16 modulated conv vs fp32")

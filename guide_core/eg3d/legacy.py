@@ -81,7 +81,8 @@ def _record_class(qualified_name: str) -> type:
 # Replacement for torch_utils.persistence._reconstruct_persistent_obj: records the meta data, executes nothing.
 def _persistent_record(meta: dict) -> PersistentRecord:
     if not isinstance(meta, dict) or meta.get("type") != "class":
-        raise UnsafePickleError(f"unsupported persistent record (type {meta.get('type') if isinstance(meta, dict) else type(meta).__name__!r})")
+        kind = meta.get("type") if isinstance(meta, dict) else type(meta).__name__
+        raise UnsafePickleError(f"unsupported persistent record (type {kind!r})")
     version = meta.get("version")
     if version != _PERSISTENT_VERSION:
         raise pickle.UnpicklingError(f"persistent record version {version}, expected {_PERSISTENT_VERSION}")

@@ -30,7 +30,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         raise ValueError(f"styles must be [{batch}, {in_channels}], got {list(styles.shape)}")
     if x.dtype == torch.float16 and demodulate:
         # Pre-normalise so the per-sample weights cannot overflow half precision; demodulation undoes the scale.
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        weight_max = weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight_max)
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     w = None
     dcoefs = None
@@ -176,7 +177,8 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            shape = [x.shape[0], 1, self.resolution, self.resolution]
+            noise = torch.randn(shape, device=x.device) * self.noise_strength
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
@@ -237,7 +239,7 @@ class SynthesisBlock(nn.Module):
                  fused_modconv_default=True, **layer_kwargs):
         super().__init__()
         if architecture != "skip":
-            raise ValueError(f"only the 'skip' synthesis architecture (used by EG3D) is implemented, got {architecture!r}")
+            raise ValueError(f"only the 'skip' synthesis architecture (EG3D's) is implemented, got {architecture!r}")
         self.in_channels, self.w_dim, self.resolution = in_channels, w_dim, resolution
         self.img_channels, self.is_last, self.architecture = img_channels, is_last, architecture
         self.use_fp16 = use_fp16
@@ -266,7 +268,8 @@ class SynthesisBlock(nn.Module):
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, force_fp32: bool = False,
                 fused_modconv=None, update_emas: bool = False, **layer_kwargs):
         if ws.ndim != 3 or ws.shape[1] != self.num_conv + self.num_torgb or ws.shape[2] != self.w_dim:
-            raise ValueError(f"block ws must be [N, {self.num_conv + self.num_torgb}, {self.w_dim}], got {list(ws.shape)}")
+            expected = f"[N, {self.num_conv + self.num_torgb}, {self.w_dim}]"
+            raise ValueError(f"block ws must be {expected}, got {list(ws.shape)}")
         w_iter: Iterator[torch.Tensor] = iter(ws.unbind(dim=1))
         dtype, memory_format, fused = _block_mode(self, ws, force_fp32, fused_modconv)
         if self.in_channels == 0:

@@ -101,6 +101,12 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
 # 2x (or up x) upsampling with the FIR filter, padded so the output is exactly up times the input.
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2, gain: float = 1.0) -> torch.Tensor:
     fw, fh = _filter_size(f)
+    if up == 2 and f.ndim == 2 and (fw, fh) == (4, 4) and x.shape[2] * x.shape[3] >= 4096:
+        # Zero insertion + 4x4 filter == one stride-2 transposed depthwise convolution: same sum of products,
+        # without the 4x larger zero-filled temporary (about 2x faster on CPU for large maps).
+        channels = x.shape[1]
+        kernel = (f * (gain * up * up)).to(dtype=x.dtype, device=x.device)[None, None].repeat(channels, 1, 1, 1)
+        return F.conv_transpose2d(x, kernel, stride=2, padding=1, groups=channels)
     pad = [(fw + up - 1) // 2, (fw - up) // 2, (fh + up - 1) // 2, (fh - up) // 2]
     return upfirdn2d(x, f, up=up, padding=pad, gain=gain * up * up)
 

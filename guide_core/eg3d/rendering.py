@@ -14,7 +14,8 @@ from guide_core.eg3d.networks import FullyConnectedLayer
 PLANE_AXES = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 1]],
                            [[1, 0, 0], [0, 0, 1], [0, 1, 0]],
                            [[0, 0, 1], [1, 0, 0], [0, 1, 0]]], dtype=torch.float32)
-_PLANE_COORDS = ((0, 1), (0, 2), (2, 0))  # column pairs picked by the projection above (exact: permutation matrices)
+# Coordinate indices each plane reads; indexing equals the matrix product exactly since the axes are permutations.
+_PLANE_COORDS = tuple(tuple(int(torch.linalg.inv(axes)[:, j].argmax()) for j in range(2)) for axes in PLANE_AXES)
 
 
 # Rays through the pixel centres of a resolution x resolution image for OpenCV-convention cameras.
@@ -26,12 +27,12 @@ class RaySampler(nn.Module):
         fx, fy = intrinsics[:, 0, 0], intrinsics[:, 1, 1]
         cx, cy = intrinsics[:, 0, 2], intrinsics[:, 1, 2]
         sk = intrinsics[:, 0, 1]
-        grid = torch.arange(resolution, dtype=torch.float32, device=device)
+        grid = torch.arange(resolution, dtype=cam2world_matrix.dtype, device=device)
         uv = torch.stack(torch.meshgrid(grid, grid, indexing="ij")) * (1.0 / resolution) + (0.5 / resolution)
         uv = uv.flip(0).reshape(2, -1).transpose(1, 0).unsqueeze(0).repeat(n, 1, 1)
         x_cam = uv[:, :, 0].view(n, -1)
         y_cam = uv[:, :, 1].view(n, -1)
-        z_cam = torch.ones((n, m), device=device)
+        z_cam = torch.ones((n, m), device=device, dtype=cam2world_matrix.dtype)
         x_lift = (x_cam - cx.unsqueeze(-1) + cy.unsqueeze(-1) * sk.unsqueeze(-1) / fy.unsqueeze(-1)
                   - sk.unsqueeze(-1) * y_cam / fy.unsqueeze(-1)) / fx.unsqueeze(-1) * z_cam
         y_lift = (y_cam - cy.unsqueeze(-1)) / fy.unsqueeze(-1) * z_cam
@@ -53,8 +54,9 @@ def _grid_sample_planes(plane_features: torch.Tensor, coordinates: torch.Tensor,
     m = coordinates.shape[1]
     coordinates = (2 / box_warp) * coordinates
     grid = torch.stack([coordinates[..., list(pair)] for pair in _PLANE_COORDS], dim=1)  # [N, 3, M, 2]
-    out = F.grid_sample(plane_features.reshape(n * n_planes, c, h, w), grid.reshape(n * n_planes, 1, m, 2).float(),
-                        mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = grid.reshape(n * n_planes, 1, m, 2).to(plane_features.dtype)
+    out = F.grid_sample(plane_features.reshape(n * n_planes, c, h, w), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
     return out.reshape(n, n_planes, c, m)
 
 
@@ -101,7 +103,8 @@ class OSGDecoder(nn.Module):
                                 lr_multiplier=options["decoder_lr_mul"]))
 
     # sampled_features [N, 3, M, C]; the decoder is view-independent, ray_directions is accepted and unused.
-    def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, sampled_features: torch.Tensor,
+                ray_directions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.decode(sampled_features.mean(1))
 
     # Decode plane-averaged features [N, M, C].
@@ -147,9 +150,9 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_importance: int, det
     cdf = torch.cumsum(pdf, -1)
     cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)
     if det:
-        u = torch.linspace(0, 1, n_importance, device=bins.device).expand(n_rays, n_importance)
+        u = torch.linspace(0, 1, n_importance, device=bins.device, dtype=bins.dtype).expand(n_rays, n_importance)
     else:
-        u = torch.rand(n_rays, n_importance, device=bins.device)
+        u = torch.rand(n_rays, n_importance, device=bins.device, dtype=bins.dtype)
     u = u.contiguous()
     inds = torch.searchsorted(cdf, u, right=True)
     below = torch.clamp_min(inds - 1, 0)
@@ -249,22 +252,23 @@ class ImportanceRenderer(nn.Module):
     def sample_stratified(ray_origins, ray_start, ray_end, depth_resolution: int,
                           disparity_space_sampling: bool = False, deterministic: bool = False) -> torch.Tensor:
         n, m, _ = ray_origins.shape
-        device = ray_origins.device
+        device, dtype = ray_origins.device, ray_origins.dtype
 
         def jitter(like: torch.Tensor) -> torch.Tensor | float:
             return 0.5 if deterministic else torch.rand_like(like)
 
         if disparity_space_sampling:
-            depths = torch.linspace(0, 1, depth_resolution, device=device).reshape(1, 1, depth_resolution, 1)
-            depths = depths.repeat(n, m, 1, 1)
+            depths = torch.linspace(0, 1, depth_resolution, device=device, dtype=dtype)
+            depths = depths.reshape(1, 1, depth_resolution, 1).repeat(n, m, 1, 1)
             depths = depths + jitter(depths) * (1 / (depth_resolution - 1))
             return 1.0 / (1.0 / ray_start * (1.0 - depths) + 1.0 / ray_end * depths)
         if isinstance(ray_start, torch.Tensor):
-            steps = torch.arange(depth_resolution, dtype=torch.float32, device=device) / (depth_resolution - 1)
+            steps = torch.arange(depth_resolution, dtype=dtype, device=device) / (depth_resolution - 1)
             depths = (ray_start[None] + steps.reshape(-1, 1, 1, 1) * (ray_end - ray_start)[None]).permute(1, 2, 0, 3)
             delta = (ray_end - ray_start) / (depth_resolution - 1)
             return depths + jitter(depths) * delta[..., None]
-        depths = torch.linspace(ray_start, ray_end, depth_resolution, device=device).reshape(1, 1, depth_resolution, 1)
+        depths = torch.linspace(ray_start, ray_end, depth_resolution, device=device, dtype=dtype)
+        depths = depths.reshape(1, 1, depth_resolution, 1)
         depths = depths.repeat(n, m, 1, 1)
         delta = (ray_end - ray_start) / (depth_resolution - 1)
         return depths + jitter(depths) * delta
@@ -277,7 +281,7 @@ class ImportanceRenderer(nn.Module):
             batch, num_rays, samples_per_ray, _ = z_vals.shape
             z_vals = z_vals.reshape(batch * num_rays, samples_per_ray)
             weights = weights.reshape(batch * num_rays, -1)
-            weights = F.max_pool1d(weights.unsqueeze(1).float(), 2, 1, padding=1)
+            weights = F.max_pool1d(weights.unsqueeze(1), 2, 1, padding=1)
             weights = F.avg_pool1d(weights, 2, 1).squeeze(1) + 0.01
             z_vals_mid = 0.5 * (z_vals[:, :-1] + z_vals[:, 1:])
             fine = sample_pdf(z_vals_mid, weights[:, 1:-1], n_importance, det=deterministic)

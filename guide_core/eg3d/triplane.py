@@ -100,7 +100,8 @@ class TriPlaneGenerator(nn.Module):
     # ws + cameras -> {"image" [N,3,R,R], "image_raw" [N,3,r,r], "image_depth" [N,1,r,r]} (r = neural resolution).
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
                   update_emas: bool = False, cache_backbone: bool = False, use_cached_backbone: bool = False,
-                  noise_mode: str = "const", deterministic: bool = False, **synthesis_kwargs) -> dict[str, torch.Tensor]:
+                  noise_mode: str = "const", deterministic: bool = False,
+                  **synthesis_kwargs) -> dict[str, torch.Tensor]:
         if use_cached_backbone and self._last_planes is not None:
             planes = self._last_planes
         else:
