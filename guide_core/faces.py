@@ -298,37 +298,42 @@ def eg3d_crop_transform(landmarks: np.ndarray, size: int = OUTPUT_SIZE) -> tuple
     return transform, (yaw if plausible else None), (pitch if plausible else None), roll
 
 
-# Apply `transform` (source → output pixel coordinates) with bicubic sampling; outside the photo, edge pixels repeat.
+# Apply `transform` (source → output pixel indices): bicubic onto a 2× canvas, then Lanczos down to `size`, as EG3D
+# resizes bicubically before its Lanczos resample to 512. Outside the photo, edge pixels repeat.
 def warp_to_crop(image: Image.Image, transform: np.ndarray, size: int = OUTPUT_SIZE) -> Image.Image:
     linear, offset = transform[:, :2], transform[:, 2]
     inverse = np.linalg.inv(linear)
     zoom = math.sqrt(abs(np.linalg.det(linear)))
-    # Footprint of the output square in the source (plus a bicubic margin): only that region is decoded to floats.
-    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
-    footprint = (corners - offset) @ inverse.T
-    # When the output is smaller than the source face, average r×r source blocks first so bicubic does not alias.
+    # Block-average r×r source pixels first when the face is larger than the crop, so the bicubic step only enlarges.
     reduce = max(1, int(math.floor(1.0 / zoom))) if zoom < 1.0 else 1
-    margin = 3 * reduce + 2
-    x0 = int(np.clip(math.floor(footprint[:, 0].min()) - margin, 0, image.width - 1))
-    y0 = int(np.clip(math.floor(footprint[:, 1].min()) - margin, 0, image.height - 1))
-    x1 = int(np.clip(math.ceil(footprint[:, 0].max()) + margin + 1, x0 + 1, image.width))
-    y1 = int(np.clip(math.ceil(footprint[:, 1].max()) + margin + 1, y0 + 1, image.height))
+    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+    footprint = (corners - offset) @ inverse.T  # the output square in source pixel indices
+    x0 = int(np.clip(math.floor(footprint[:, 0].min()) - 2 * reduce, 0, image.width - 1))
+    y0 = int(np.clip(math.floor(footprint[:, 1].min()) - 2 * reduce, 0, image.height - 1))
+    x1 = int(np.clip(math.ceil(footprint[:, 0].max()) + 2 * reduce + 1, x0 + 1, image.width))
+    y1 = int(np.clip(math.ceil(footprint[:, 1].max()) + 2 * reduce + 1, y0 + 1, image.height))
     region = image.crop((x0, y0, x1, y1))
     if reduce > 1:
         region = region.reduce(reduce)
-    pixels = torch.from_numpy(np.asarray(region, dtype=np.float32).copy()).permute(2, 0, 1)[None]
-    height, width = pixels.shape[2:]
-    # Output pixel centres → source pixel indices → region indices → grid_sample's [-1, 1] (align_corners=False).
-    grid_y, grid_x = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
-                                    indexing="ij")
-    out = torch.stack([grid_x, grid_y], dim=-1) - torch.from_numpy(offset)
-    src = out @ torch.from_numpy(inverse).T
-    src = src - torch.tensor([x0, y0], dtype=torch.float64)
-    src = (src + 0.5) / reduce - 0.5
-    norm = torch.stack([(2 * src[..., 0] + 1) / width - 1, (2 * src[..., 1] + 1) / height - 1], dim=-1)
-    warped = F.grid_sample(pixels, norm[None].float(), mode="bicubic", padding_mode="border", align_corners=False)
-    array = warped[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-    return Image.fromarray(array, "RGB")
+    # Source index p → region index q = (p - (x0, y0) + ½) / r - ½, then edge-pad the region to cover the footprint.
+    q = (footprint - [x0, y0] + 0.5) / reduce - 0.5
+    before = np.maximum(0, np.ceil(-q.min(axis=0)).astype(int) + 3)
+    after = np.maximum(0, np.ceil(q.max(axis=0) - [region.width - 1, region.height - 1]).astype(int) + 3)
+    pixels = np.pad(np.asarray(region), ((before[1], after[1]), (before[0], after[0]), (0, 0)), mode="edge")
+    # Canvas index u → output index (u + ½)/2 - ½ → source index → padded region index; PIL wants the inverse map
+    # between continuous coordinates (pixel centres at +½).
+    supersample = 2
+    to_output = np.array([[1 / supersample, 0, 0.5 / supersample - 0.5], [0, 1 / supersample, 0.5 / supersample - 0.5],
+                          [0, 0, 1]])
+    to_source = np.vstack([np.hstack([inverse, -(inverse @ offset)[:, None]]), [0, 0, 1]])
+    to_region = np.array([[1 / reduce, 0, (0.5 - x0) / reduce - 0.5 + before[0]],
+                          [0, 1 / reduce, (0.5 - y0) / reduce - 0.5 + before[1]], [0, 0, 1]])
+    index_map = to_region @ to_source @ to_output
+    centre = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    continuous = centre @ index_map @ np.linalg.inv(centre)
+    canvas = Image.fromarray(pixels).transform((supersample * size, supersample * size), Image.AFFINE,
+                                               tuple(continuous[:2].ravel()), resample=Image.BICUBIC)
+    return canvas.resize((size, size), Image.LANCZOS)
 
 
 # Average ONet's landmarks over shifted, rescaled and mirrored copies of the face box. A single MTCNN pass puts the
@@ -391,6 +396,9 @@ def _landmarks_in_crop(image: Image.Image, transform: np.ndarray, fallback: np.n
 # Detect the largest face in a photo and return it in EG3D/GOAE's 512² crop.
 def align_face(image: ImageInput, *, min_face_px: float = MIN_FACE_PX, max_pixels: int = MAX_PIXELS) -> AlignedFace:
     rgb = load_image(image, max_pixels=max_pixels)
+    if min(rgb.size) < 2 * min_face_px:  # a usable face box is about twice its eye-to-mouth distance
+        raise FaceError(f"the photo is only {rgb.width}×{rgb.height} pixels; a usable face needs about "
+                        f"{2 * min_face_px:.0f}×{2 * min_face_px:.0f}, so please use a larger photo")
     # Look for faces down to half the usable size (an MTCNN box is ~2× the eye-to-mouth distance), so a face that
     # is too small gets that message rather than "no face", without searching the pyramid for specks.
     detections = detect_faces(rgb, min_size=max(20.0, min_face_px))

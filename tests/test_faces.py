@@ -87,6 +87,22 @@ def test_degenerate_and_malformed_landmarks_are_rejected():
         faces.eg3d_crop_transform(np.full((5, 2), np.nan))
 
 
+@pytest.mark.parametrize("angle,zoom", [(0.0, 1.0), (0.3, 0.7), (-0.5, 2.3), (0.2, 0.23)])
+def test_warp_puts_a_point_where_the_transform_says(angle, zoom):
+    # A bright square centred on pixel (700, 600) must come out centred on transform((700, 600)), to a fraction of a
+    # pixel, whether the crop enlarges, shrinks (block-average path) or turns the photo.
+    height, width, centre, half = 1100, 1400, np.array([700.0, 600.0]), max(2, int(3 / zoom))
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[600 - half:600 + half + 1, 700 - half:700 + half + 1] = 255
+    linear = zoom * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    transform = np.hstack([linear, (np.array([230.0, 270.0]) - linear @ centre)[:, None]])
+    out = np.asarray(faces.warp_to_crop(Image.fromarray(pixels), transform), dtype=np.float64)[..., 0]
+    rows, cols = np.mgrid[0:512, 0:512]
+    got = np.array([(out * cols).sum(), (out * rows).sum()]) / out.sum()
+    err = np.abs(got - [230.0, 270.0]).max()
+    assert err < 0.1, f"warped point off by {err:.3f} px"
+
+
 def test_warp_repeats_edge_pixels_outside_the_photo():
     image = Image.fromarray(np.tile(np.array([10, 200], dtype=np.uint8).repeat(50)[None, :, None], (100, 1, 3)))
     shift = np.array([[1.0, 0.0, 206.0], [0.0, 1.0, 206.0]])  # the 100² photo lands in the middle of the crop
@@ -155,6 +171,11 @@ def test_text_file_path(tmp_path: Path):
     path.write_text("this is not a photo")
     with pytest.raises(FaceError, match="not an image"):
         align_face(path)
+
+
+def test_tiny_image_is_a_clear_error():
+    with pytest.raises(FaceError, match="only 90×60 pixels"):
+        align_face(Image.new("RGB", (90, 60), (128, 128, 128)))
 
 
 def test_blank_image_has_no_face():
