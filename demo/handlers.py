@@ -56,7 +56,7 @@ def _lib():
 
 
 _BUNDLES: dict[str, Any] = {}
-_SAMPLES: dict[str, torch.Tensor] = {}
+_PLANES: dict[str, plots.LatentPlane] = {}
 _BUNDLE_LOCK = threading.Lock()
 
 
@@ -222,15 +222,15 @@ def _photo_tensor(bundle, aligned) -> torch.Tensor:
     return pil_to_tensor(_crop_of(aligned))
 
 
-# The fixed cloud of w = mapping(z) drawn once per model for the UFO picture.
-def _samples(bundle) -> torch.Tensor:
+# The fixed cloud of w = mapping(z) drawn once per model for the UFO picture, with its PCA plane.
+def _latent_plane(bundle) -> plots.LatentPlane:
     with _BUNDLE_LOCK:
-        if bundle.name not in _SAMPLES:
+        if bundle.name not in _PLANES:
             z = torch.randn(UFO_SAMPLES, bundle.z_dim, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
-                _SAMPLES[bundle.name] = bundle.G.mapping(z.to(bundle.device),
-                                                         bundle.cond_c.expand(len(z), -1)).cpu()
-        return _SAMPLES[bundle.name]
+                samples = bundle.G.mapping(z.to(bundle.device), bundle.cond_c.expand(len(z), -1)).cpu()
+            _PLANES[bundle.name] = plots.LatentPlane(samples)
+        return _PLANES[bundle.name]
 
 
 def default_d() -> float:
@@ -239,7 +239,7 @@ def default_d() -> float:
 
 
 def default_audit_steps() -> int:
-    return 50
+    return 20
 
 
 # LTUConfig defaults for a model: the paper's, unless the model's bundle says its world needs others (the CPU world
@@ -401,7 +401,7 @@ def change_d(d: float, session: StudioSession | None) -> UFOOut:
     session.d, session.w_t = float(d), w_t
     line_d = [float(v) for v in np.linspace(D_RANGE[0], D_RANGE[1], 19)]
     line = [guide.ufo_target(session.w_u, w_avg, value) for value in line_d]
-    figure = plots.ufo_geometry(_samples(bundle), w_avg, session.w_u, line, line_d, w_t, float(d))
+    figure = plots.ufo_geometry(_latent_plane(bundle), w_avg, session.w_u, line, line_d, w_t, float(d))
     return UFOOut(session, _show(_render(bundle, bundle.G, w_t))[0], figure)
 
 

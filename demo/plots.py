@@ -42,12 +42,21 @@ def empty_figure(message: str) -> go.Figure:
     return _layout(fig, "", height=260)
 
 
+# The plane the UFO picture is drawn in: PCA of the sampled w, fitted once per model (the d slider only transforms).
+class LatentPlane:
+    def __init__(self, samples):
+        rows = _rows(samples)
+        self.pca = PCA(n_components=2, random_state=0).fit(rows)
+        self.samples_xy = self.pca.transform(rows)
+
+    def transform(self, codes) -> np.ndarray:
+        return self.pca.transform(_rows(codes))
+
+
 # The UFO picture (Seo et al. 2024, Fig. 3): sampled w, the mean w̄, the source w_u, the extrapolation line
 # {ufo_target(w_u, w̄, d)} and the current target w_t, in the PCA plane of the sampled w.
-def ufo_geometry(samples, w_avg, w_u, line: Sequence, line_d: Sequence[float], w_t, d: float) -> go.Figure:
-    sample_rows = _rows(samples)
-    pca = PCA(n_components=2).fit(sample_rows)
-    xy = pca.transform(sample_rows)
+def ufo_geometry(plane: LatentPlane, w_avg, w_u, line: Sequence, line_d: Sequence[float], w_t, d: float) -> go.Figure:
+    pca, xy = plane.pca, plane.samples_xy
     mean_xy = pca.transform(_rows(w_avg))[0]
     source_xy = pca.transform(_rows(w_u))[0]
     target_xy = pca.transform(_rows(w_t))[0]

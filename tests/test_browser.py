@@ -157,6 +157,7 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
                            arg=old_src)
     assert np.abs(_pixels(page, "target") - target_before).max() > 0, "moving d did not change the target render"
     page.locator("#ufo-plot").get_by_text("d = 0").first.wait_for()
+    page.screenshot(path=str(tmp_path / "studio_ufo.png"), full_page=True)
     clock.lap("move d")
 
     # A short unlearning (the tiny model's default: 3 iterations) streams to "Finished".
@@ -164,6 +165,16 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
     page.locator("#run").click()
     page.locator("#run-status").get_by_text("Finished").wait_for()
     page.locator("#previews img").first.wait_for(state="visible")
+
+    # Cancel: a long run stops within one iteration and the page stays usable; then a short run again.
+    _set_number(page, "cfg-iters", 400)
+    page.locator("#run").click()
+    page.locator("#run-status").get_by_text("iteration").wait_for()
+    page.locator("#cancel").click()
+    page.locator("#run-status").get_by_text("Cancelled after").wait_for()
+    _set_number(page, "cfg-iters", 3)
+    page.locator("#run").click()
+    page.locator("#run-status").get_by_text("Finished 3/3").wait_for()
     clock.lap("unlearning run")
 
     # Multi-view: the after-image appears and differs from the before-image.
@@ -179,7 +190,8 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
     assert shot.stat().st_size > 10_000
     keep = os.environ.get("GUIDE_SCREENSHOT_DIR")
     if keep:
-        shutil.copy(shot, Path(keep) / shot.name)
+        for name in (shot.name, "studio_ufo.png"):
+            shutil.copy(tmp_path / name, Path(keep) / name)
 
     # A second visitor (fresh browser context = fresh session) uploads too: no unlearned generator for them.
     other = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
