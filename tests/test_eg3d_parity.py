@@ -169,6 +169,24 @@ def test_small_configurations(sr_module, img_resolution, nr_resolution):
     assert (no_noise - const).abs().max() > 1e-3, "noise_mode has no effect"
 
 
+# guide's one extension of the constructor: coarser tri-planes for small CPU models, kept through save/load.
+def test_plane_resolution_extension(tmp_path):
+    from guide_core.eg3d.io import load_generator_file, save_generator
+    rendering = dict(superresolution_module="SuperresolutionHybrid2X", sr_antialias=True, depth_resolution=4,
+                     depth_resolution_importance=4, ray_start=2.25, ray_end=3.3, box_warp=1, clamp_mode="softplus",
+                     c_gen_conditioning_zero=False, c_scale=1.0, superresolution_noise_mode="none")
+    G = TriPlaneGenerator(z_dim=8, c_dim=25, w_dim=512, img_resolution=32, img_channels=3,
+                          mapping_kwargs={"num_layers": 1}, rendering_kwargs=rendering, channel_base=256,
+                          channel_max=16, plane_resolution=32)
+    G.neural_rendering_resolution = 16
+    assert G.backbone.num_ws == 8 and G.init_kwargs["plane_resolution"] == 32
+    loaded = load_generator_file(save_generator(G, tmp_path / "small.safetensors"))
+    ws = loaded.mapping(torch.randn(1, 8), camera_params(0.0, 0.0))
+    assert loaded.get_planes(ws).shape == (1, 96, 32, 32)
+    with torch.no_grad():
+        assert loaded.synthesis(ws, camera_params(0.2, 0.0))["image"].shape == (1, 3, 32, 32)
+
+
 def test_upsample_fast_path_matches_reference_upfirdn():
     from guide_core.eg3d.ops import setup_filter, upfirdn2d, upsample2d
     torch.manual_seed(2)

@@ -129,8 +129,7 @@ def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
     alpha = 1 - torch.exp(-densities_mid * deltas)
     alpha_shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
     weights = alpha * torch.cumprod(alpha_shifted, -2)[:, :, :-1]
-    # Weighted colour sum as a batched matrix product: same sum, without a [N, M, S, C] temporary.
-    composite_rgb = (weights.transpose(-1, -2) @ colors_mid).squeeze(-2)
+    composite_rgb = torch.sum(weights * colors_mid, -2)
     weight_total = weights.sum(2)
     composite_depth = torch.sum(weights * depths_mid, -2) / weight_total
     composite_depth = torch.nan_to_num(composite_depth, float("inf"))

@@ -21,7 +21,7 @@ _REQUIRED_RENDERING_KEYS = ("superresolution_module", "sr_antialias", "depth_res
 class TriPlaneGenerator(nn.Module):
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, mapping_kwargs: dict | None = None, rendering_kwargs: dict | None = None,
-                 sr_kwargs: dict | None = None, **synthesis_kwargs):
+                 sr_kwargs: dict | None = None, plane_resolution: int = 256, **synthesis_kwargs):
         super().__init__()
         rendering_kwargs = dict(rendering_kwargs or {})
         missing = [k for k in _REQUIRED_RENDERING_KEYS if k not in rendering_kwargs]
@@ -34,10 +34,13 @@ class TriPlaneGenerator(nn.Module):
                                               mapping_kwargs=dict(mapping_kwargs or {}),
                                               rendering_kwargs=rendering_kwargs, sr_kwargs=dict(sr_kwargs or {}),
                                               **synthesis_kwargs))
+        if plane_resolution != 256:  # guide extension; released checkpoints never carry this key
+            self.init_kwargs["plane_resolution"] = plane_resolution
         self.renderer = ImportanceRenderer()
         self.ray_sampler = RaySampler()
-        # The backbone's "image" is 3 planes x 32 channels at 256^2 (EG3D Sec. 4.1).
-        self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=256, img_channels=32 * 3,
+        # The backbone's "image" is 3 planes x 32 channels at 256^2 (EG3D Sec. 4.1). plane_resolution (not in the
+        # original) lets small CPU models use coarser planes with the same classes.
+        self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=plane_resolution, img_channels=32 * 3,
                                           mapping_kwargs=mapping_kwargs, **synthesis_kwargs)
         sr_class = superresolution_class(rendering_kwargs["superresolution_module"])
         self.superresolution = sr_class(channels=32, img_resolution=img_resolution, sr_num_fp16_res=sr_num_fp16_res,
@@ -56,7 +59,7 @@ class TriPlaneGenerator(nn.Module):
         return self.backbone.mapping(z, c * self.rendering_kwargs.get("c_scale", 0), truncation_psi=truncation_psi,
                                      truncation_cutoff=truncation_cutoff, update_emas=update_emas)
 
-    # ws -> tri-planes [N, 96, 256, 256] (the trainable StyleGAN2 synthesis backbone only).
+    # ws -> tri-planes [N, 96, 256, 256] (plane_resolution^2; the trainable StyleGAN2 synthesis backbone only).
     def get_planes(self, ws: torch.Tensor, noise_mode: str = "const", update_emas: bool = False,
                    **synthesis_kwargs) -> torch.Tensor:
         return self.backbone.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs)
