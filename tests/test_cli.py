@@ -155,3 +155,27 @@ def test_errors_are_one_line_and_exit_2(case, tmp_path, capsys, run_dir):
                 "bad_run_dir": "not a complete guide run", "missing_weights": "missing weight files",
                 "bad_setting": "n_adj", "existing_out": "already exists"}[case]
     assert expected in lines[0], lines[0]
+
+
+# The embedded default world end to end through the CLI (skipped until its weights are trained / shipped).
+def test_default_world_end_to_end(tmp_path, capsys):
+    try:
+        world = bundle_module.load_bundle("default")
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.skip(f"default world not available: {exc}")
+    if world.encoder is None or "photo" not in world.extras:
+        pytest.skip("default world has no encoder / example photos yet")
+    photo = tmp_path / "person.png"
+    world.extras["photo"](0, 0).save(photo)
+    other = tmp_path / "person_other.png"
+    world.extras["photo"](0, 1).save(other)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["unlearn", "--image", str(photo), "--out", str(out), "--others", str(other),
+                            "--iters", "2", "--preview-every", "0", "--device", "cpu"], capsys)
+    assert code == 0, err
+    code, text, err = run_cli(["eval", str(out), "--json", "--n-fid", "4", "--device", "cpu"], capsys)
+    assert code == 0, err
+    values = json.loads(text)
+    assert values["id"] is not None and values["id_others"] is not None and values["fid_pre"] is not None
+    code, text, err = run_cli(["audit", str(out), "--json", "--steps", "1", "--device", "cpu"], capsys)
+    assert code == 0, err

@@ -319,3 +319,39 @@ def test_released_bundle_lists_every_missing_file():
         load_bundle("eg3d-ffhq")
     for name in needed:
         assert (name in str(info.value)) != weights.is_installed(name), name
+
+
+# The same equality on the released EG3D layout (the parity fixture's reduced-width ffhq512-128 generator: 512 px
+# super-resolution, 128 px neural rendering, 48 + 48 depth samples). Minutes on a CPU, hence `slow`.
+@pytest.mark.slow
+def test_batched_equals_reference_on_the_eg3d_layout(fixtures_dir):
+    from safetensors.torch import load_file
+
+    from guide_core.bundle import ModelBundle, RandomEmbedding, RandomPerceptual
+    from guide_core.eg3d import camera_params
+    from guide_core.eg3d.io import build_generator
+
+    config = json.loads((fixtures_dir / "eg3d" / "config.json").read_text())
+    G = build_generator(config["init_kwargs"], load_file(str(fixtures_dir / "eg3d" / "state_dict.safetensors")),
+                        config["neural_rendering_resolution"])
+    nets = dict(id_loss_net=RandomEmbedding(seed=1).eval(), id_metric_net=RandomEmbedding(seed=2).eval(),
+                perceptual=RandomPerceptual(seed=3).eval())
+    world = ModelBundle(name="eg3d-fixture", G=G, w_avg=G.backbone.mapping.w_avg, cond_c=camera_params(0.0, 0.0),
+                        **nets)
+    cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=1)
+    gen = torch.Generator().manual_seed(2)
+    w_u = (world.w_avg_code() + 0.8 * torch.randn(world.num_ws, 512, generator=gen))[None]
+    w_t = ufo_target(w_u, world.w_avg, cfg.d)
+    run = Unlearning(world, w_u, w_t, cfg)
+    with torch.no_grad():
+        for name, p in run.G_u.named_parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn(p.shape, generator=gen))
+    loss_nets = LossNets(world.perceptual, world.id_loss_net, world.cond_c)
+    draws = sample_draws(torch.Generator().manual_seed(0), cfg, 1, 512)
+    c = world.camera(draws.yaw, cfg.pitch)
+    with torch.no_grad():
+        batched = ltu_losses(run.G_u, G, w_u, w_t, run._target_planes(), draws, loss_nets, cfg, c)[1]
+        reference = ltu_losses_reference(run.G_u, G, w_u, w_t, draws, loss_nets, cfg, c)[1]
+    for key in batched:
+        assert_close(batched[key], reference[key], 1e-5, f"loss {key} (EG3D layout)")
