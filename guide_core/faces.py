@@ -18,7 +18,6 @@ from typing import Any, BinaryIO, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
@@ -32,6 +31,10 @@ MIN_CONFIDENCE = 0.9  # EG3D's batch_mtcnn.py keeps detections above this probab
 MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)  # the three stage thresholds MTCNN ships with
 MTCNN_FACTOR = 0.709  # MTCNN's image-pyramid step
 _DETECT_BOX = 24.0  # detection-copy size of the smallest face box searched for
+_ONET_SIZE = 48  # MTCNN's last stage looks at 48² patches
+_TTA_ZOOMS = (0.9, 1.0, 1.1)  # landmark averaging: box scales ...
+_TTA_SHIFTS = (-0.05, 0.0, 0.05)  # ... and box shifts (fractions of its side), each also mirrored
+_MIRROR = [1, 0, 2, 4, 3]  # landmark order after a horizontal flip
 
 # EG3D crop constants (dataset_preprocessing/ffhq/crop_images_in_the_wild.py with Deep3DFaceRecon's align_img).
 EG3D_RESCALE_FACTOR = 300.0  # canvas pixels per unit of the 3D mean face after the weak-perspective fit
@@ -374,12 +377,6 @@ def refine_landmarks(image: Image.Image, box: tuple[float, float, float, float])
     return np.mean(estimates, axis=0)
 
 
-_ONET_SIZE = 48
-_TTA_ZOOMS = (0.9, 1.0, 1.1)
-_TTA_SHIFTS = (-0.05, 0.0, 0.05)
-_MIRROR = [1, 0, 2, 4, 3]  # landmark order after a horizontal flip
-
-
 # Re-measure the landmarks inside the current crop (upright and at a fixed scale, where ONet is most reliable).
 def _landmarks_in_crop(image: Image.Image, transform: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     crop = warp_to_crop(image, transform)
@@ -410,10 +407,9 @@ def align_face(image: ImageInput, *, min_face_px: float = MIN_FACE_PX, max_pixel
         raise FaceError(f"the face is too small ({face.face_px:.0f} px from eyes to mouth, at least {min_face_px:.0f} "
                         f"needed); use a larger or closer photo")
     landmarks = refine_landmarks(rgb, face.box)
-    transform, _, _, roll = eg3d_crop_transform(landmarks)
-    for _ in range(2 if abs(roll) > math.radians(10) else 1):  # a strongly tilted face needs one more upright look
-        landmarks = _landmarks_in_crop(rgb, transform, landmarks)
-        transform, _, _, roll = eg3d_crop_transform(landmarks)
+    strongly_tilted = abs(eg3d_crop_transform(landmarks)[3]) > math.radians(10)
+    for _ in range(2 if strongly_tilted else 1):  # a tilted face needs one more look once it is upright
+        landmarks = _landmarks_in_crop(rgb, eg3d_crop_transform(landmarks)[0], landmarks)
     transform, yaw, pitch, roll = eg3d_crop_transform(landmarks)
     crop = warp_to_crop(rgb, transform)
     return AlignedFace(image=crop, image256=crop.resize((ENCODER_SIZE, ENCODER_SIZE), Image.LANCZOS),
