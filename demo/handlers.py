@@ -56,7 +56,7 @@ def _lib():
 
 
 _BUNDLES: dict[str, Any] = {}
-_PLANES: dict[str, plots.LatentPlane] = {}
+_SAMPLES: dict[str, torch.Tensor] = {}
 _BUNDLE_LOCK = threading.Lock()
 
 
@@ -89,6 +89,7 @@ class StudioSession:
     w_u: torch.Tensor | None = None
     d: float | None = None
     w_t: torch.Tensor | None = None
+    plane: Any = None  # plots.LatentPlane of this source: the UFO picture's axes
     others: list[tuple[str, torch.Tensor, np.ndarray]] = dataclasses.field(default_factory=list)
     generator_u: Any = None  # this visitor's unlearned copy G_u; None until a run finishes or is cancelled
     job: Any = None  # the guide.Unlearning that produced generator_u (settings, codes, loss history)
@@ -222,15 +223,15 @@ def _photo_tensor(bundle, aligned) -> torch.Tensor:
     return pil_to_tensor(_crop_of(aligned))
 
 
-# The fixed cloud of w = mapping(z) drawn once per model for the UFO picture, with its PCA plane.
-def _latent_plane(bundle) -> plots.LatentPlane:
+# The fixed cloud of w = mapping(z) drawn once per model for the UFO picture.
+def _samples(bundle) -> torch.Tensor:
     with _BUNDLE_LOCK:
-        if bundle.name not in _PLANES:
+        if bundle.name not in _SAMPLES:
             z = torch.randn(UFO_SAMPLES, bundle.z_dim, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
-                samples = bundle.G.mapping(z.to(bundle.device), bundle.cond_c.expand(len(z), -1)).cpu()
-            _PLANES[bundle.name] = plots.LatentPlane(samples)
-        return _PLANES[bundle.name]
+                _SAMPLES[bundle.name] = bundle.G.mapping(z.to(bundle.device),
+                                                         bundle.cond_c.expand(len(z), -1)).cpu()
+        return _SAMPLES[bundle.name]
 
 
 def default_d() -> float:
@@ -375,6 +376,7 @@ def upload_photo(path: str | None, model: str, d: float, session: StudioSession 
     session.model, session.aligned, session.w_u, session.others = model, aligned, w_u, []
     session.photo_name, session.photo_sha256 = Path(path).name, _sha256_of(path)
     session.forget_run()
+    session.plane = plots.LatentPlane(_samples(bundle), bundle.w_avg_code().cpu(), w_u)
     ufo = change_d(d, session)
     inversion = _show(_render(bundle, bundle.G, w_u))[0]
     faces = getattr(aligned, "n_faces", 1)
@@ -401,7 +403,7 @@ def change_d(d: float, session: StudioSession | None) -> UFOOut:
     session.d, session.w_t = float(d), w_t
     line_d = [float(v) for v in np.linspace(D_RANGE[0], D_RANGE[1], 19)]
     line = [guide.ufo_target(session.w_u, w_avg, value) for value in line_d]
-    figure = plots.ufo_geometry(_latent_plane(bundle), w_avg, session.w_u, line, line_d, w_t, float(d))
+    figure = plots.ufo_geometry(session.plane, w_avg, session.w_u, line, line_d, w_t, float(d))
     return UFOOut(session, _show(_render(bundle, bundle.G, w_t))[0], figure)
 
 

@@ -16,7 +16,7 @@ MEAN_COLOUR = "#2ca02c"
 SAMPLE_COLOUR = "rgba(120,120,120,0.35)"
 
 
-# Turn [N, num_ws, 512] (or [num_ws, 512]) latents into one row per code, the whole code as one vector
+# Turn [N, num_ws, 512] (or one code [num_ws, 512]) latents into one row per code, the whole code as one vector
 # (UFO measures distances over the whole code, Seo et al. 2024 Sec. 3.2, so the projection should too).
 def _rows(codes) -> np.ndarray:
     array = np.asarray(codes.detach().cpu() if hasattr(codes, "detach") else codes, dtype=np.float64)
@@ -42,42 +42,53 @@ def empty_figure(message: str) -> go.Figure:
     return _layout(fig, "", height=260)
 
 
-# The plane the UFO picture is drawn in: PCA of the sampled w, fitted once per model (the d slider only transforms).
+# The plane the UFO picture is drawn in. Its first axis is UFO's own direction (w_u − w̄)/‖w_u − w̄‖, so the
+# extrapolation line is the horizontal axis and distances along it are true latent distances (w_t sits at −d, w_u at
+# +‖w_u − w̄‖); its second axis is the first principal component of the sampled w with that direction removed, so
+# the cloud shows how the latent space spreads around the line. Fitted once per source; the d slider only transforms.
 class LatentPlane:
-    def __init__(self, samples):
+    def __init__(self, samples, w_avg, w_u):
         rows = _rows(samples)
-        self.pca = PCA(n_components=2, random_state=0).fit(rows)
-        self.samples_xy = self.pca.transform(rows)
+        self.center = _rows(w_avg)[0]
+        direction = _rows(w_u)[0] - self.center
+        self.source_distance = float(np.linalg.norm(direction))
+        self.direction = direction / self.source_distance
+        offsets = rows - self.center
+        residual = offsets - np.outer(offsets @ self.direction, self.direction)
+        pca = PCA(n_components=1, random_state=0).fit(residual)
+        self.orthogonal = pca.components_[0]
+        self.explained = float(pca.explained_variance_ratio_[0])
+        self.samples_xy = self.transform(samples)
 
     def transform(self, codes) -> np.ndarray:
-        return self.pca.transform(_rows(codes))
+        offsets = _rows(codes) - self.center
+        return np.stack([offsets @ self.direction, offsets @ self.orthogonal], axis=1)
 
 
 # The UFO picture (Seo et al. 2024, Fig. 3): sampled w, the mean w̄, the source w_u, the extrapolation line
-# {ufo_target(w_u, w̄, d)} and the current target w_t, in the PCA plane of the sampled w.
+# {ufo_target(w_u, w̄, d)} and the current target w_t.
 def ufo_geometry(plane: LatentPlane, w_avg, w_u, line: Sequence, line_d: Sequence[float], w_t, d: float) -> go.Figure:
-    pca, xy = plane.pca, plane.samples_xy
-    mean_xy = pca.transform(_rows(w_avg))[0]
-    source_xy = pca.transform(_rows(w_u))[0]
-    target_xy = pca.transform(_rows(w_t))[0]
-    line_xy = pca.transform(np.concatenate([_rows(code) for code in line]))
+    xy = plane.samples_xy
+    mean_xy = plane.transform(w_avg)[0]
+    source_xy = plane.transform(w_u)[0]
+    target_xy = plane.transform(w_t)[0]
+    line_xy = plane.transform(np.stack([_rows(code)[0] for code in line]).reshape(len(line), 1, -1))
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name="sampled w = mapping(z)",
                              marker=dict(size=5, color=SAMPLE_COLOUR)))
     fig.add_trace(go.Scatter(x=line_xy[:, 0], y=line_xy[:, 1], mode="lines", name="w̄ − d·(w_u − w̄)/‖w_u − w̄‖",
-                             line=dict(color=TARGET_COLOUR, dash="dot"),
+                             line=dict(color=TARGET_COLOUR, dash="dot", width=3),
                              customdata=np.asarray(line_d), hovertemplate="d = %{customdata:.1f}<extra></extra>"))
     for (x, y), name, colour, symbol in (
         (mean_xy, "w̄ (mean face, d = 0)", MEAN_COLOUR, "diamond"),
-        (source_xy, "w_u (source)", SOURCE_COLOUR, "star"),
+        (source_xy, f"w_u (source, ‖w_u − w̄‖ = {plane.source_distance:.1f})", SOURCE_COLOUR, "star"),
         (target_xy, f"w_t (target, d = {d:g})", TARGET_COLOUR, "x"),
     ):
         fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name,
                                  marker=dict(size=14, color=colour, symbol=symbol, line=dict(width=1, color="black"))))
-    ratio = pca.explained_variance_ratio_
-    fig.update_xaxes(title=f"PC1 of sampled w ({ratio[0]:.0%})")
-    fig.update_yaxes(title=f"PC2 ({ratio[1]:.0%})", scaleanchor="x")
-    return _layout(fig, "UFO: latent geometry (PCA of sampled w)", height=420)
+    fig.update_xaxes(title="along (w_u − w̄)/‖w_u − w̄‖  (w_t at −d)")
+    fig.update_yaxes(title=f"PC1 of sampled w ⟂ that direction ({plane.explained:.0%})")
+    return _layout(fig, "UFO: latent geometry", height=420)
 
 
 # Loss curves of Latent Target Unlearning as they stream in: one line per loss term (Seo et al. 2024, Eq. 4–7).

@@ -142,8 +142,14 @@ def test_d_slider_moves_the_target_and_marks_it(uploaded):
     names = [trace.name for trace in far.ufo_plot.data]
     assert any("d = 60" in name for name in names), names
     assert any("sampled w" in name for name in names) and any("w_u" in name for name in names)
-    # d = 0 is the mean face: w_t equals w̄ (the paper's "average" baseline target).
+    # The picture's x axis is UFO's direction: w_t lies at x = −d, w̄ at 0, w_u at +‖w_u − w̄‖, all on y = 0.
     bundle = handlers.get_bundle(uploaded.model)
+    points = {trace.name.split(" ")[0]: (trace.x[0], trace.y[0]) for trace in far.ufo_plot.data if len(trace.x) == 1}
+    distance = float((uploaded.w_u - bundle.w_avg_code().cpu()).norm())
+    assert points["w_t"] == pytest.approx((-60.0, 0.0), abs=1e-3)
+    assert points["w̄"] == pytest.approx((0.0, 0.0), abs=1e-3)
+    assert points["w_u"] == pytest.approx((distance, 0.0), abs=1e-3)
+    # d = 0 is the mean face: w_t equals w̄ (the paper's "average" baseline target).
     assert torch.allclose(w_t_at_zero, bundle.w_avg_code().cpu(), atol=1e-6)
 
 
