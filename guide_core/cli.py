@@ -126,7 +126,7 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other photos of the same person (for ID_others)")
     parser.add_argument("--dry-run", action="store_true", help="align, invert and print the plan; train nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    parser.add_argument("--no-eval", dest="evaluate", action="store_false",
+    parser.add_argument("--no-eval", dest="skip_eval", action="store_true",
                         help="skip the ID / ID_others numbers at the end")
     _common(parser)
     add_config_flags(parser)
@@ -166,7 +166,7 @@ def _unlearn_run(args: argparse.Namespace) -> int:
                 bar.set_postfix({k: f"{progress.losses[k]:.4f}" for k in ("total", "local", "adjacency", "global")},
                                 refresh=False)
                 bar.update(1)
-    if args.evaluate:
+    if not args.skip_eval:
         unlearning.metrics["id"] = float(metrics.id_similarity(bundle, bundle.G, unlearning.G_u, unlearning.w_u).mean())
         if w_others is not None:
             unlearning.metrics["id_others"] = float(
@@ -202,7 +202,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--others", nargs="*", default=None, metavar="PHOTO",
                         help="other photos of the person (default: the codes stored in the run)")
     parser.add_argument("--real-stats", default=None, help=".npz {mu, sigma} or .npy real features for dFID_real")
-    parser.add_argument("--no-save", dest="save", action="store_false", help="do not write the metrics to run.json")
+    parser.add_argument("--no-save", action="store_true", help="do not write the metrics to run.json")
     _common(parser)
 
 
@@ -223,7 +223,7 @@ def _eval_run(args: argparse.Namespace) -> int:
     result = metrics.evaluate(bundle, G_u, w_u, w_others, n_fid=args.n_fid, seed=args.seed,
                               real_stats=args.real_stats)
     values = result.to_dict()
-    if args.save:
+    if not args.no_save:
         update_run(args.run_dir, metrics=values)
     if args.json:
         print(json.dumps(values))
@@ -255,7 +255,7 @@ def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=200, help="attacker's optimisation steps")
     parser.add_argument("--lr", type=float, default=0.01, help="attacker's Adam learning rate on w+")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attack")
-    parser.add_argument("--no-save", dest="save", action="store_false", help="do not write the result to run.json")
+    parser.add_argument("--no-save", action="store_true", help="do not write the result to run.json")
     _common(parser)
 
 
@@ -284,7 +284,7 @@ def _audit_run(args: argparse.Namespace) -> int:
     photo = _aligned_photo(bundle, _audit_photo(args, record))
     result = metrics.erasure_audit(bundle, G_u, photo, None, steps=args.steps, lr=args.lr, seed=args.seed)
     values = result.to_dict()
-    if args.save:
+    if not args.no_save:
         update_run(args.run_dir, metrics={"audit": {k: values[k] for k in
                                                     ("best_id_before", "best_id_after", "erased", "steps")}})
     if args.json:
