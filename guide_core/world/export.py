@@ -17,6 +17,7 @@ def _save(state: dict[str, torch.Tensor], config: dict, name: str, out: Path) ->
     path = out / f"{name}.safetensors"
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().contiguous().float() for k, v in state.items()}, str(tmp))
+    tmp.chmod(0o644)  # shipped files, readable by everyone
     tmp.rename(path)
     (out / f"{name}.json").write_text(json.dumps(config, indent=2) + "\n")
     return path
