@@ -212,3 +212,21 @@ def test_default_bundle_is_complete():
     with pytest.raises(ValueError, match="square"):
         from PIL import Image
         bundle.align(Image.new("RGB", (64, 40)))
+
+
+@pytest.mark.skipif(not (WEIGHTS / "encoder.safetensors").exists(), reason="weights/default/ not shipped yet")
+def test_shipped_encoder_inverts_heldout_photos():
+    from guide_core.world.bundle import load_world_nets
+    from guide_core.world.generator import psnr
+    from guide_core.world.heads import render_z
+    nets = load_world_nets("cpu")
+    G, enc, idnet = nets["G"], nets["encoder"], nets["identity"]
+    z = random_z(4, 515151)
+    c = camera_params(torch.tensor([0.0, 0.2, -0.2, 0.0]), torch.tensor([0.0, 0.0, 0.1, -0.1]))
+    photo = render_z(z, c, 64).image
+    with torch.no_grad():
+        ws = enc(photo) + G.backbone.mapping.w_avg
+        image = G.synthesis(ws, c, noise_mode="const", deterministic=True)["image"]
+        similarity = (idnet(image) * idnet(photo)).sum(1)
+    assert psnr(image, photo).mean() >= 22.0, f"re-render PSNR {psnr(image, photo).tolist()}"
+    assert similarity.mean() >= 0.8, f"identity similarity {similarity.tolist()}"
