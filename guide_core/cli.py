@@ -68,25 +68,31 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 # LTUConfig fields -> argparse flags (`alpha_max` -> `--alpha-max`), typed by their defaults, help from metadata.
+# Flags that are not given stay absent from the namespace, so a model's own defaults (bundle.extras["ltu_defaults"],
+# e.g. the tiny world's shorter schedule) can fill them; an explicit flag always wins.
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     from guide_core.guide import LTUConfig
 
-    group = parser.add_argument_group("Latent Target Unlearning settings (GUIDE defaults)")
+    group = parser.add_argument_group("Latent Target Unlearning settings (GUIDE defaults; a model may set its own)")
     for f in dataclasses.fields(LTUConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", f.name)
+        shown = round(f.default, 6) if isinstance(f.default, float) else f.default
+        help_text = f"{f.metadata.get('help', f.name)} (default: {shown})"
         if isinstance(f.default, bool):
-            group.add_argument(flag, dest=f.name, default=f.default, action=argparse.BooleanOptionalAction,
+            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, action=argparse.BooleanOptionalAction,
                                help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, type=type(f.default), default=f.default, help=help_text,
+            group.add_argument(flag, dest=f.name, type=type(f.default), default=argparse.SUPPRESS, help=help_text,
                                choices=f.metadata.get("choices"), metavar=None if "choices" in f.metadata else "X")
 
 
-# The LTUConfig the parsed flags describe.
-def config_from_args(args: argparse.Namespace):
+# The LTUConfig the parsed flags describe: given flags, else the model's own defaults, else the paper's.
+def config_from_args(args: argparse.Namespace, model_defaults: dict[str, Any] | None = None):
     from guide_core.guide import LTUConfig
-    return LTUConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LTUConfig)}).validate()
+
+    values = dict(model_defaults or {})
+    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(LTUConfig) if hasattr(args, f.name)})
+    return LTUConfig.from_dict({**LTUConfig().to_dict(), **values})
 
 
 # Open a photo (EXIF-upright RGB) with a clear error for a missing, unreadable or oversized file.
@@ -141,11 +147,12 @@ def _unlearn_run(args: argparse.Namespace) -> int:
     from guide_core.bundle import load_bundle
     from guide_core.guide import Unlearning, save_run, ufo_target
 
-    cfg = config_from_args(args)
+    config_from_args(args)  # bad settings fail before any model is loaded
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite and not args.dry_run:
         raise FileExistsError(f"run directory {out} already exists and is not empty (use --overwrite)")
     bundle = load_bundle(args.model, _device(args.device))
+    cfg = config_from_args(args, bundle.extras.get("ltu_defaults"))
     _, w_u, source = _photo_code(bundle, args.image)
     others = [_photo_code(bundle, p) for p in args.others]
     w_others = torch.cat([w for _, w, _ in others]) if others else None

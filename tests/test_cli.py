@@ -116,6 +116,27 @@ def test_flags_come_from_ltu_config(capsys):
     assert "default: 15.0" in text and "default: 1000" in text
 
 
+# A model's own LTU defaults (bundle.extras["ltu_defaults"]) fill the flags that were not given; given flags win.
+def test_model_defaults_fill_missing_flags(tmp_path, capsys):
+    def factory(device: str):
+        world = bundle_module.random_bundle("small", device=device, seed=0)
+        world.extras["ltu_defaults"] = {"iters": 2, "alpha_max": 5.0}
+        return world
+
+    bundle_module.register_model("random-small-defaults", factory)
+    try:
+        photo = make_photo(tmp_path / "p.png")
+        base = ["unlearn", "--image", str(photo), "--model", "random-small-defaults", "--device", "cpu",
+                "--preview-every", "0", "--no-eval"]
+        assert run_cli([*base, "--out", str(tmp_path / "a")], capsys)[0] == 0
+        assert run_cli([*base, "--out", str(tmp_path / "b"), "--iters", "1"], capsys)[0] == 0
+    finally:
+        bundle_module.unregister_model("random-small-defaults")
+    a, b = guide.read_run(tmp_path / "a"), guide.read_run(tmp_path / "b")
+    assert (a["steps_done"], a["config"]["alpha_max"], a["config"]["d"]) == (2, 5.0, 30.0)
+    assert (b["steps_done"], b["config"]["alpha_max"]) == (1, 5.0)
+
+
 def test_interrupt_leaves_no_run(tmp_path, capsys, monkeypatch):
     photo = make_photo(tmp_path / "p.png")
 
