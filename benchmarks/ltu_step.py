@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(5)
     w_u = (bundle.w_avg_code().cpu() + 0.8 * torch.randn(bundle.num_ws, 512, generator=gen)).unsqueeze(0)
     cfg = LTUConfig(preview_every=0)
-    name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()}"
+    on_gpu = args.device.startswith("cuda")
+    name = torch.cuda.get_device_name(args.device) if on_gpu else f"CPU x{torch.get_num_threads()}"
     print(f"model: random-{args.profile} ({bundle.G.img_resolution} px, neural {bundle.G.neural_rendering_resolution} "
           f"px), device: {name}, N_a = {cfg.n_adj}, N_g = {cfg.n_glob}, {args.iters} timed iterations")
     batched, reference = seconds_per_iteration(bundle, w_u, cfg, args.iters, args.warmup)

@@ -347,7 +347,8 @@ def _center_crop(size: int) -> Callable[[Any], Any]:
 
 
 # A random-weight bundle: "small" (32^2 tri-planes, 32 px images, 16 px neural rendering, 8+8 depth samples, reduced
-# widths; well under a second per LTU iteration on a CPU) or "paper" (the ffhq512-128 architecture at full size: 512 px, 128 px rendering, 48+48 samples).
+# widths; well under a second per LTU iteration on a CPU) or "paper" (the ffhq512-128 architecture at full size:
+# 512 px, 128 px neural rendering, 48+48 depth samples).
 def random_bundle(profile: str = "small", device: str | torch.device = "cpu", seed: int = 0) -> ModelBundle:
     from guide_core.eg3d import TriPlaneGenerator, camera_params
 

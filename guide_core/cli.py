@@ -121,7 +121,7 @@ def _photo_code(bundle, path: str):
     return image, w, {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
 
 
-# ---- unlearn ----------------------------------------------------------------------------------------------------------
+# ---- unlearn ---------------------------------------------------------------------------------------------------------
 
 # Flags of `unlearn`: photo, run directory, world, other photos, and every LTUConfig setting.
 def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,14 +180,15 @@ def _unlearn_run(args: argparse.Namespace) -> int:
                 metrics.id_similarity(bundle, bundle.G, unlearning.G_u, w_others).mean())
     save_run(out, unlearning, overwrite=args.overwrite)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in unlearning.metrics.items())
-    print(f"saved {out} ({unlearning.steps_done} iterations, {unlearning.seconds:.1f} s{'; ' + shown if shown else ''})")
+    summary = f"{unlearning.steps_done} iterations, {unlearning.seconds:.1f} s" + (f"; {shown}" if shown else "")
+    print(f"saved {out} ({summary})")
     return 0
 
 
 unlearn = Command(_unlearn_arguments, _unlearn_run)
 
 
-# ---- eval -------------------------------------------------------------------------------------------------------------
+# ---- eval ------------------------------------------------------------------------------------------------------------
 
 # Bundle + G_u + record of a run directory (the model recorded in the run unless --model overrides it).
 def _load_run_dir(args: argparse.Namespace):
@@ -251,7 +252,7 @@ def _eval_run(args: argparse.Namespace) -> int:
 evaluate = Command(_eval_arguments, _eval_run)
 
 
-# ---- audit ------------------------------------------------------------------------------------------------------------
+# ---- audit -----------------------------------------------------------------------------------------------------------
 
 # Flags of `audit`.
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:

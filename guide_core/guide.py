@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 if TYPE_CHECKING:  # the bundle module imports model code lazily; only its type is needed here
     from guide_core.bundle import ModelBundle
@@ -80,7 +79,8 @@ class LTUConfig:
     def validate(self) -> "LTUConfig":
         checks = [("iters", self.iters >= 1, "must be >= 1"), ("lr", self.lr > 0, "must be > 0"),
                   ("n_adj", self.n_adj >= 0, "must be >= 0"), ("n_glob", self.n_glob >= 0, "must be >= 0"),
-                  ("alpha_max", self.alpha_max >= 0, "must be >= 0"), ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
+                  ("alpha_max", self.alpha_max >= 0, "must be >= 0"),
+                  ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
                   ("truncation_psi", 0 <= self.truncation_psi <= 1, "must be in [0, 1]"),
                   ("preview_every", self.preview_every >= 0, "must be >= 0"),
                   ("noise_mode", self.noise_mode in ("const", "random", "none"), "must be const, random or none")]
@@ -483,7 +483,7 @@ def run_record(unlearning: Unlearning, delta_keys: list[str]) -> dict[str, Any]:
             "w_u": unlearning.w_u.detach().cpu().tolist(), "w_t": unlearning.w_t.detach().cpu().tolist(),
             "metrics": unlearning.metrics, "extra": unlearning.extra, "versions": versions(),
             "delta": {"file": DELTA_FILE, "kind": "new_values",
-                      "meaning": "G_u's values of the listed synthesis tensors; every other tensor equals the base model",
+                      "meaning": "G_u's values of the listed synthesis tensors; all others equal the base model",
                       "keys": delta_keys}}
 
 
