@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -169,7 +170,7 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
     # Cancel: a long run stops within one iteration and the page stays usable; then a short run again.
     _set_number(page, "cfg-iters", 400)
     page.locator("#run").click()
-    page.locator("#run-status").get_by_text("iteration").wait_for()
+    page.locator("#run-status").get_by_text(re.compile(r"iteration \d+/400")).wait_for()  # the long run is going
     page.locator("#cancel").click()
     page.locator("#run-status").get_by_text("Cancelled after").wait_for()
     _set_number(page, "cfg-iters", 3)
