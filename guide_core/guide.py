@@ -347,6 +347,7 @@ class Unlearning:
         self.seconds = 0.0
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # further JSON-able facts for run.json (e.g. the codes of other photos)
+        self._started = False
 
     # Frozen, constant work of a run: G_s's tri-planes at w_t (noise is const) -> computed once, never per iteration.
     def _target_planes(self) -> torch.Tensor:
@@ -370,6 +371,9 @@ class Unlearning:
 
     # The training loop. Yields one Progress per iteration (previews every `preview_every`), then a final `done` one.
     def run(self) -> Iterator[Progress]:
+        if self._started:
+            raise RuntimeError("this Unlearning has already run; create a new one to unlearn again")
+        self._started = True
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # EG3D's stratified depth jitter draws from the global stream
@@ -388,7 +392,7 @@ class Unlearning:
         self.G_u.train()
         self.G_s.eval()
         start = time.perf_counter()
-        for step in range(self.steps_done, cfg.iters):
+        for step in range(cfg.iters):
             if self.cancel is not None and self.cancel.is_set():
                 self.cancelled = True
                 break

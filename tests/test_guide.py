@@ -355,3 +355,8 @@ def test_batched_equals_reference_on_the_eg3d_layout(fixtures_dir):
         reference = ltu_losses_reference(run.G_u, G, w_u, w_t, draws, loss_nets, cfg, c)[1]
     for key in batched:
         assert_close(batched[key], reference[key], 1e-5, f"loss {key} (EG3D layout)")
+
+
+def test_an_unlearning_runs_once(short_run):
+    with pytest.raises(RuntimeError, match="already run"):
+        next(short_run.run())
