@@ -401,7 +401,8 @@ def change_d(d: float, session: StudioSession | None) -> UFOOut:
     except ValueError as error:
         raise gr.Error(str(error)) from None
     session.d, session.w_t = float(d), w_t
-    line_d = [float(v) for v in np.linspace(D_RANGE[0], D_RANGE[1], 19)]
+    # The line runs from the source (d = −‖w_u − w̄‖ gives back w_u) through w̄ to the far end of the slider.
+    line_d = sorted({-session.plane.source_distance, *(float(v) for v in np.linspace(D_RANGE[0], D_RANGE[1], 19))})
     line = [guide.ufo_target(session.w_u, w_avg, value) for value in line_d]
     figure = plots.ufo_geometry(session.plane, w_avg, session.w_u, line, line_d, w_t, float(d))
     return UFOOut(session, _show(_render(bundle, bundle.G, w_t))[0], figure)

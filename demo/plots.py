@@ -29,7 +29,7 @@ def _rows(codes) -> np.ndarray:
 
 def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
     fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=40), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="bottom", y=-0.3))
+                      legend=dict(orientation="h", yanchor="top", y=-0.22))
     return fig
 
 
