@@ -27,15 +27,22 @@ def _rows(codes) -> np.ndarray:
     return array.reshape(array.shape[0], -1)
 
 
-def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+# A figure without plotly's per-update validation: validating a 300-point figure costs ~0.1 s, the figures here are
+# built from fixed code paths (their content is checked by tests/test_demo_handlers.py), and the d slider is live.
+def _figure() -> go.Figure:
+    return go.Figure(_validate=False)
+
+
+def _layout(fig: go.Figure, title: str, height: int = 360, **axes) -> go.Figure:
+    # One layout update (each plotly update call re-validates the figure, the d slider's budget is < 1 s).
     fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=40), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="top", y=-0.22))
+                      legend=dict(orientation="h", yanchor="top", y=-0.22), **axes)
     return fig
 
 
 # A figure that says why it is empty instead of showing blank axes.
 def empty_figure(message: str) -> go.Figure:
-    fig = go.Figure()
+    fig = _figure()
     fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
@@ -73,7 +80,7 @@ def ufo_geometry(plane: LatentPlane, w_avg, w_u, line: Sequence, line_d: Sequenc
     source_xy = plane.transform(w_u)[0]
     target_xy = plane.transform(w_t)[0]
     line_xy = plane.transform(np.stack([_rows(code)[0] for code in line]).reshape(len(line), 1, -1))
-    fig = go.Figure()
+    fig = _figure()
     fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name="sampled w = mapping(z)",
                              marker=dict(size=5, color=SAMPLE_COLOUR)))
     fig.add_trace(go.Scatter(x=line_xy[:, 0], y=line_xy[:, 1], mode="lines", name="w̄ − d·(w_u − w̄)/‖w_u − w̄‖",
@@ -86,16 +93,16 @@ def ufo_geometry(plane: LatentPlane, w_avg, w_u, line: Sequence, line_d: Sequenc
     ):
         fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name,
                                  marker=dict(size=14, color=colour, symbol=symbol, line=dict(width=1, color="black"))))
-    fig.update_xaxes(title="along (w_u − w̄)/‖w_u − w̄‖  (w_t at −d)")
-    fig.update_yaxes(title=f"PC1 of sampled w ⟂ that direction ({plane.explained:.0%})")
-    return _layout(fig, "UFO: latent geometry", height=420)
+    return _layout(fig, "UFO: latent geometry", height=420,
+                   xaxis=dict(title="along (w_u − w̄)/‖w_u − w̄‖  (w_t at −d)"),
+                   yaxis=dict(title=f"PC1 of sampled w ⟂ that direction ({plane.explained:.0%})"))
 
 
 # Loss curves of Latent Target Unlearning as they stream in: one line per loss term (Seo et al. 2024, Eq. 4–7).
 def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int]) -> go.Figure:
     if not steps:
         return empty_figure("Loss curves appear here while unlearning runs.")
-    fig = go.Figure()
+    fig = _figure()
     for name, values in history.items():
         fig.add_trace(go.Scatter(x=list(steps)[: len(values)], y=list(values), mode="lines", name=name))
     fig.update_xaxes(title="iteration")
@@ -105,7 +112,7 @@ def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int]) ->
 
 # Identity similarity to the source photo per camera view, before (G_s) and after (G_u) unlearning.
 def identity_per_view(yaws_deg: Sequence[float], series: Mapping[str, Sequence[float]]) -> go.Figure:
-    fig = go.Figure()
+    fig = _figure()
     for name, values in series.items():
         dash = "solid" if "before" in name else "dash"
         fig.add_trace(go.Scatter(x=list(yaws_deg), y=list(values), mode="lines+markers", name=name,
@@ -122,7 +129,7 @@ def identity_clusters(embeddings, labels: Sequence[str], generators: Sequence[st
     rows = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, dtype=np.float64)
     perplexity = float(max(2.0, min(30.0, (len(rows) - 1) / 3.0)))
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(rows)
-    fig = go.Figure()
+    fig = _figure()
     symbols = {name: symbol for name, symbol in zip(dict.fromkeys(generators), ("circle", "x", "diamond", "square"))}
     palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     colours = {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(labels))}
