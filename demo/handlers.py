@@ -35,8 +35,6 @@ CLUSTER_YAWS_DEG = (-20.0, -10.0, 0.0, 10.0, 20.0)
 UFO_SAMPLES = 300
 # FID_pre sample count in the studio's report (the paper uses 5,000; the CLI's eval does too).
 REPORT_FID_SAMPLES = 64
-# The d range of the extrapolation line drawn in the UFO picture (the slider's range).
-D_RANGE = (-30.0, 60.0)
 
 try:  # Hugging Face ZeroGPU: heavy functions ask for a GPU only while they run.
     import spaces  # type: ignore
@@ -239,6 +237,14 @@ def default_d() -> float:
     return float(guide.LTUConfig().d)
 
 
+# The d slider's range and the extent of the UFO line: LTUConfig.d's own metadata (about −30…60).
+def d_range() -> tuple[float, float]:
+    _, guide, _ = _lib()
+    field = next(f for f in dataclasses.fields(guide.LTUConfig) if f.name == "d")
+    low, high = field.metadata["range"]
+    return float(low), float(high)
+
+
 def default_audit_steps() -> int:
     return 20
 
@@ -402,7 +408,7 @@ def change_d(d: float, session: StudioSession | None) -> UFOOut:
         raise gr.Error(str(error)) from None
     session.d, session.w_t = float(d), w_t
     # The line runs from the source (d = −‖w_u − w̄‖ gives back w_u) through w̄ to the far end of the slider.
-    line_d = sorted({-session.plane.source_distance, *(float(v) for v in np.linspace(D_RANGE[0], D_RANGE[1], 19))})
+    line_d = sorted({-session.plane.source_distance, *(float(v) for v in np.linspace(*d_range(), 19))})
     line = [guide.ufo_target(session.w_u, w_avg, value) for value in line_d]
     figure = plots.ufo_geometry(session.plane, w_avg, session.w_u, line, line_d, w_t, float(d))
     return UFOOut(session, _show(_render(bundle, bundle.G, w_t))[0], figure)

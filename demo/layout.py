@@ -105,7 +105,7 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
         with gr.Tab("2 · UFO target"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    d = gr.Slider(handlers.D_RANGE[0], handlers.D_RANGE[1], value=handlers.default_d(), step=0.5,
+                    d = gr.Slider(*handlers.d_range(), value=handlers.default_d(), step=0.5,
                                   label="d: distance of w_t beyond the mean face (0 = mean face, < 0 = toward w_u)",
                                   elem_id="d")
                     target = gr.Image(label="target: G_s(w_t)", interactive=False, height=280, elem_id="target")
@@ -163,7 +163,9 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
         model.change(handlers.select_model, inputs=[model, session],
                      outputs=[session, status, weights_md, detected, aligned, inversion, target, ufo_plot], **HEAVY)
         photo.change(handlers.upload_photo, inputs=[photo, model, d, session],
-                     outputs=[session, status, detected, aligned, inversion, target, ufo_plot], **HEAVY)
+                     outputs=[session, status, detected, aligned, inversion, target, ufo_plot], **HEAVY
+                     ).then(handlers.render_view, inputs=[yaw, pitch, session], outputs=[before, after, others_views],
+                            **LIGHT)
         d.change(handlers.change_d, inputs=[d, session], outputs=[session, target, ufo_plot], **LIGHT)
         config_names = [*basic_names, *advanced_names]
 
