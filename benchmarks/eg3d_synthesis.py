@@ -19,6 +19,16 @@ from guide_core.eg3d import TriPlaneGenerator, camera_params
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 # Median wall time of fn over `runs` calls (after one warm-up call).
 def timed(fn, runs: int) -> float:
     fn()
@@ -66,12 +76,12 @@ def main() -> int:
         ]
     print(f"EG3D fixture model ({sum(p.numel() for p in G.parameters()) / 1e6:.2f} M params), batch {n}, "
           f"neural rendering {G.neural_rendering_resolution}^2, 48+48 samples/ray, median of {args.runs} runs")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     print(f"| {'step':<38} | seconds |")
     print(f"|{'-' * 40}|---------|")
     for name, seconds in rows:
-        print(f"| {name:<38} | {seconds:7.3f} |")
+        print(f"| {name:<38} | {seconds:7.4f} |")
     return 0
 
 

@@ -167,7 +167,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_importance: int, det
 # Two-pass renderer: stratified coarse samples, then importance samples where the coarse weights are high.
 # `deterministic` swaps both random draws for fixed values (half-bin offsets, evenly spaced u), see the fixture README.
 class ImportanceRenderer(nn.Module):
-    # Rays rendered per chunk: bounds the peak memory of inference without changing any per-ray arithmetic.
+    # Sample points per chunk of rays: bounds peak inference memory without changing any per-ray arithmetic.
     chunk_points = 1 << 21
 
     def forward(self, planes: torch.Tensor, decoder: nn.Module, ray_origins: torch.Tensor,
@@ -180,7 +180,7 @@ class ImportanceRenderer(nn.Module):
             is_ray_valid = ray_end > ray_start
             if torch.any(is_ray_valid).item():
                 ray_start[~is_ray_valid] = ray_start[is_ray_valid].min()
-                ray_end[~is_ray_valid] = ray_start[is_ray_valid].max()
+                ray_end[~is_ray_valid] = ray_start[is_ray_valid].max()  # sic: the original uses ray_start here
         samples = opts["depth_resolution"] + max(opts["depth_resolution_importance"], 0)
         step = max(1, self.chunk_points // max(1, n * samples))
         rgbs, depths, weight_sums, lows, highs = [], [], [], [], []
