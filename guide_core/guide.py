@@ -568,7 +568,10 @@ def load_run(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Modu
     record = read_run(run_dir)
     fingerprint = state_fingerprint(bundle.G)
     if record["base_fingerprint"] != fingerprint:
-        raise ValueError(f"run {run_dir} was made on model {record['model']!r} with different weights than the loaded "
+        if record["model"] == bundle.name:
+            raise ValueError(f"the weights of model {bundle.name!r} changed since run {run_dir} was made; a run only "
+                             "loads onto the exact base generator it was made on")
+        raise ValueError(f"run {run_dir} was made on model {record['model']!r}, whose weights differ from the loaded "
                          f"model {bundle.name!r}; load it with --model {record['model']}")
     delta_path = Path(run_dir) / DELTA_FILE
     expected_sha = record["delta"].get("sha256")

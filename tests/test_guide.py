@@ -264,7 +264,10 @@ def test_run_record_round_trip(bundle, short_run, tmp_path):
     with pytest.raises(FileExistsError):
         save_run(run_dir, short_run)
     other = random_bundle("small", seed=7)
-    with pytest.raises(ValueError, match="different weights"):
+    with pytest.raises(ValueError, match="changed since run"):  # same name, other weights
+        load_run(run_dir, other)
+    other.name = "another-world"
+    with pytest.raises(ValueError, match="--model random-small"):
         load_run(run_dir, other)
 
 
