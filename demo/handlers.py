@@ -186,11 +186,16 @@ def _codes(w: torch.Tensor) -> torch.Tensor:
     return w.unsqueeze(0) if w.ndim == 2 else w
 
 
-# Face detection + crop of the bundle's world: an AlignedFace (released models: box, landmarks, pose) or a crop.
+# Face detection + crop of the bundle's world. Released EG3D models align with guide_core.faces.align_face (their
+# bundle's aligner keeps only its crop), called here directly so the page can also show the detected box; other
+# worlds use their bundle's own aligner (the default world's photos are already aligned renders).
 def _align(bundle, photo: Image.Image):
-    from guide_core.faces import FaceError
+    bundle_mod, _, _ = _lib()
+    from guide_core.faces import FaceError, align_face
 
     try:
+        if bundle.name in bundle_mod.EG3D_MODELS:
+            return align_face(photo)
         return bundle.align(photo)
     except (FaceError, ValueError, RuntimeError) as error:
         raise gr.Error(f"No usable face in this photo: {error}") from None

@@ -329,3 +329,20 @@ def test_app_builds_with_heavy_events_on_one_queue_slot(tiny_model, monkeypatch)
     assert heavy and all(fn.concurrency_limit == 1 for fn in heavy)
     light = [fn for fn in blocks.fns.values() if getattr(fn.fn, "__name__", "") in ("change_d", "render_view")]
     assert light and all(fn.concurrency_limit is None for fn in light)
+
+
+def test_real_photo_on_a_released_model_shows_the_detected_box(data_dir):
+    # The tiny networks registered under a released model's name: alignment then goes through guide_core.faces
+    # (MTCNN + the EG3D crop), the path real photos take, and the page shows the detected box.
+    name = "eg3d-ffhq"
+    bundle_mod.register_model(name, lambda device: dataclasses.replace(tiny_bundle(device), name=name))
+    handlers._BUNDLES.pop(name, None)
+    try:
+        photo = sorted((data_dir / "celebahq_1024").glob("*.jpg"))[0]
+        out = handlers.upload_photo(str(photo), name, 30.0, None)
+        assert out.aligned.shape == (512, 512, 3) and out.session.w_u is not None
+        red = (out.detected[..., 0] == 255) & (out.detected[..., 1] == 64) & (out.detected[..., 2] == 64)
+        assert red.sum() > 100, "the detected face box is not drawn"
+    finally:
+        bundle_mod.unregister_model(name)
+        handlers._BUNDLES.pop(name, None)
