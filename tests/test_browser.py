@@ -131,6 +131,9 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
     clock = Clock()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(STEP_TIMEOUT_MS)
+    outside: list[str] = []  # every request the page makes to anything but the studio itself
+    page.on("request", lambda request: outside.append(request.url)
+            if not request.url.startswith((studio_url, "data:", "blob:")) else None)
     page.goto(studio_url)
     page.locator("#status").get_by_text("selected").wait_for()
     clock.lap("page load")
@@ -176,6 +179,7 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
     _set_number(page, "cfg-iters", 3)
     page.locator("#run").click()
     page.locator("#run-status").get_by_text("Finished 3/3").wait_for()
+    page.screenshot(path=str(tmp_path / "studio_unlearn.png"), full_page=True)
     clock.lap("unlearning run")
 
     # Multi-view: the after-image appears and differs from the before-image.
@@ -191,7 +195,7 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
     assert shot.stat().st_size > 10_000
     keep = os.environ.get("GUIDE_SCREENSHOT_DIR")
     if keep:
-        for name in (shot.name, "studio_ufo.png"):
+        for name in (shot.name, "studio_ufo.png", "studio_unlearn.png"):
             shutil.copy(tmp_path / name, Path(keep) / name)
 
     # A second visitor (fresh browser context = fresh session) uploads too: no unlearned generator for them.
@@ -212,5 +216,6 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
     page.wait_for_timeout(1500)
     assert page.locator("#after img").count() >= 1
     page.close()
+    assert not outside, f"the page reached outside the studio: {outside[:5]}"
     clock.lap("second visitor + isolation check")
     print(f"\nbrowser flow timings: {clock}")
