@@ -32,14 +32,7 @@ def build_app(max_queue: int = 16) -> gr.Blocks:
 # Launch options shared by app.py and the tests: upload size limit, no analytics, no telemetry pages.
 def launch_kwargs() -> dict:
     return dict(max_file_size=handlers.MAX_UPLOAD, show_error=True, footer_links=["api"],
-                allowed_paths=[str(EXAMPLES_DIR)], theme=offline_theme())
-
-
-# Gradio's default theme loads its fonts from Google Fonts in the visitor's browser; the system fonts keep the page
-# working (and silent) on machines without internet.
-def offline_theme() -> gr.themes.Base:
-    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                             font_mono=["ui-monospace", "Consolas", "monospace"])
+                allowed_paths=[str(EXAMPLES_DIR)])
 
 
 # On a Hugging Face Space: fetch the released weights through the weights manager at start-up (GUIDE_SPACE_MODELS,
