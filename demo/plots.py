@@ -35,8 +35,8 @@ def _figure() -> go.Figure:
 
 def _layout(fig: go.Figure, title: str, height: int = 360, **axes) -> go.Figure:
     # One layout update (each plotly update call re-validates the figure, the d slider's budget is < 1 s).
-    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=40), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="top", y=-0.22), **axes)
+    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=70), template="plotly_white",
+                      legend=dict(orientation="h", yanchor="top", y=-0.3), **axes)
     return fig
 
 
