@@ -113,6 +113,17 @@ def new_session() -> StudioSession:
     return StudioSession()
 
 
+# Gradio drops a visitor's state after they leave: stop their run and remove their run files with it.
+def end_session(session: StudioSession | None) -> None:
+    if session is None:
+        return
+    import shutil
+
+    session.cancel.set()
+    session.generator_u = session.job = None
+    shutil.rmtree(session.workdir, ignore_errors=True)
+
+
 def _need_source(session: StudioSession | None) -> StudioSession:
     if session is None or session.w_u is None:
         raise gr.Error("Upload a photo (or pick an example) first: there is no source identity yet.")

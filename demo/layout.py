@@ -83,7 +83,7 @@ def config_sliders(config_cls: Any, advanced: bool, defaults: Any = None) -> tup
 # The whole page.
 def build(examples: list[str], models: list[str], default_model: str, config_cls: Any, defaults: Any) -> gr.Blocks:
     with gr.Blocks(title="guide studio") as app:
-        session = gr.State(None)
+        session = gr.State(None, delete_callback=handlers.end_session)
         gr.Markdown(INTRO)
         with gr.Row():
             model = gr.Dropdown(models, value=default_model, label="generator", scale=1, elem_id="model")

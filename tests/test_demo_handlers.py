@@ -264,6 +264,9 @@ def test_two_sessions_never_see_each_others_generator(tiny_model, tmp_path):
     # Gradio deep-copies a State's initial value per visitor: a copy is always a fresh, empty session.
     import copy
     assert copy.deepcopy(alice).generator_u is None and copy.deepcopy(alice).w_u is None
+    # When Gradio drops Alice's state, her generator and run files go with it; Bob is untouched.
+    handlers.end_session(alice)
+    assert alice.generator_u is None and not alice.workdir.exists() and bob.workdir.exists()
 
 
 def test_others_orbit_clusters_and_report(uploaded, tmp_path):
