@@ -81,7 +81,7 @@ def evaluate_generator(G: TriPlaneGenerator, data: WorldData, n: int = 64, batch
         out = G(data.z[idx], data.c[idx], noise_mode="const", deterministic=True)
         target = data.images(idx)
         values.append(psnr(out["image"], target))
-        raw_values.append(psnr(out["image_raw"], F.avg_pool2d(target, 2)))
+        raw_values.append(psnr(out["image_raw"], F.adaptive_avg_pool2d(target, out["image_raw"].shape[-1])))
     v, r = torch.cat(values), torch.cat(raw_values)
     return {"psnr": v.mean().item(), "psnr_min": v.min().item(), "psnr_raw": r.mean().item(), "n": len(v)}
 
