@@ -74,7 +74,16 @@ def _fmt(metrics: dict, net: str, key: str, digits: int = 3) -> str:
 # The model card, written from the measured metrics so that its numbers are always those of the shipped files.
 def model_card(metrics: dict) -> str:
     ident, gen, enc = (metrics.get(k, {}) for k in ("identity", "generator", "encoder"))
+    bars = {"identity TAR >= 0.95": ident.get("tar", 0) >= 0.95, "generator PSNR >= 24 dB": gen.get("psnr", 0) >= 24,
+            "encoder re-render PSNR >= 22 dB": enc.get("rerender_psnr", 0) >= 22,
+            "encoder identity similarity >= 0.8": enc.get("id_similarity", 0) >= 0.8}
+    missed = [name for name, ok in bars.items() if not ok]
+    status = ("all bars met." if not missed else "INTERIM weights, bars not yet met: " + "; ".join(missed)
+              + ". Training continues (`python -m guide_core.world train generator --resume`, then `train encoder "
+              "--resume`, then `export`).")
     return f"""# The embedded default world — model card
+
+Status: {status}
 
 What: three small networks trained on procedural 3D heads (`guide_core/world/heads.py`), so that GUIDE
 (Seo et al., CVPR 2024) runs end to end on a CPU without downloading anything. All files are safetensors
