@@ -24,7 +24,7 @@ DEFAULT_ITERS = 100
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="GUIDE erasure on the embedded default world (time, ID similarities)")
     parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="LTU iterations (paper: 1000)")
     parser.add_argument("--person", type=int, default=0, help="world person of the example set")
     parser.add_argument("--threads", type=int, default=2)
