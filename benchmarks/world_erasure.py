@@ -20,12 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_ITERS = 100
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="GUIDE erasure on the embedded default world (time, ID similarities)")
-    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="LTU iterations (paper: 1000)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="LTU iterations (default: the world's own default; paper: 1000)")
     parser.add_argument("--person", type=int, default=0, help="world person of the example set")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
@@ -55,6 +55,7 @@ def main() -> int:
 
     before_source = photo_similarity(bundle.G, w_u, x[:1])
     before_others = photo_similarity(bundle.G, w_others, x[1:])
+    args.iters = args.iters or bundle.extras["ltu_defaults"]["iters"]
     cfg = LTUConfig(iters=args.iters, preview_every=0)
     start = time.perf_counter()
     run = Unlearning(bundle, w_u, cfg=cfg).run_all()
