@@ -261,3 +261,24 @@ def test_model_card_states_every_unmet_bar():
              "TAR": m["identity"]["tar"] < BARS["identity_tar"]}
     for name, missed in unmet.items():
         assert (name in status) == missed, f"status line {status!r} vs {name} {'missed' if missed else 'met'}"
+
+
+# Resumable training (issue 5): a run resumed from its checkpoint continues at the saved step with the saved optimiser
+# state and loss history, instead of starting over.
+def test_generator_training_resumes_from_its_checkpoint(tmp_path):
+    from guide_core.world.data import render_dataset
+    from guide_core.world.generator import train_generator
+    render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
+    messages: list[str] = []
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
+                  ckpt_every=2, eval_every=2, coarse_fraction=0.0, log=messages.append)
+    train_generator(steps=2, **kwargs)
+    first = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    train_generator(steps=4, resume=True, **kwargs)
+    last = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert "resumed generator training at step 2" in messages
+    assert last["step"] == 4
+    adam_steps = {float(v["step"]) for v in last["opt"]["state"].values()}
+    assert adam_steps == {4.0}, f"optimiser restarted: Adam steps {adam_steps}"
+    history = json.loads(last["history"])
+    assert [h["step"] for h in history] == [2, 4] and history[0] == json.loads(first["history"])[0]

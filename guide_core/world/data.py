@@ -3,6 +3,7 @@
 # train on these renders (the generator learns G(mapping(z), c) ~ render(params_from_z(z), c)).
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +71,25 @@ def load_dataset(folder: Path) -> WorldData:
         raise FileNotFoundError(f"no rendered chunks in {folder}; run `python -m guide_core.world render-data`")
     parts = [torch.load(p, weights_only=True) for p in paths]
     return WorldData(*(torch.cat([p[key] for p in parts]) for key in ("z", "c", "image", "depth", "person")))
+
+
+# Training checkpoints of the world's networks: the networks' tensors (`tensors`, e.g. {"G": state_dict}), optimiser,
+# data-order RNG, step and loss history. Written under a temporary name and renamed, so a run killed while saving keeps
+# its previous checkpoint.
+def save_checkpoint(path: Path, tensors: dict, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,
+                    history: list) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({**tensors, "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
+                "gen": gen.get_state()}, tmp)
+    tmp.rename(path)
+
+
+# The state of a checkpoint written by save_checkpoint, with the RNG already restored; the caller loads its networks
+# (and its optimiser, which may depend on them). None when there is nothing to resume.
+def load_checkpoint(path: Path, gen: torch.Generator) -> dict | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, weights_only=True)
+    gen.set_state(state["gen"])
+    state["history"] = json.loads(state["history"])
+    return state

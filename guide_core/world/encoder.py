@@ -45,7 +45,7 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
                   data_dir: Path | None = None, heldout_dir: Path | None = None, ckpt_every: int = 200,
                   eval_every: int = 500, refresh_every: int = 500, log=print) -> dict:
     from tqdm import tqdm
-    from guide_core.world.data import load_dataset
+    from guide_core.world.data import load_checkpoint, load_dataset, save_checkpoint
     from guide_core.world.generator import load_world_generator
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,12 +61,11 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
     gen = torch.Generator().manual_seed(seed)
     step, history = 0, []
     ckpt = out / "ckpt.pt"
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+    state = load_checkpoint(ckpt, gen) if resume else None
+    if state is not None:
         enc.load_state_dict(state["enc"])
         opt.load_state_dict(state["opt"])
-        step, history = state["step"], json.loads(state["history"])
-        gen.set_state(state["gen"])
+        step, history = state["step"], state["history"]
         log(f"resumed encoder training at step {step}")
     bar = tqdm(total=steps, initial=step, desc="encoder", mininterval=10)
     t0 = time.time()
@@ -104,10 +103,8 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
             history.append({"step": step, **parts, "seconds": time.time() - t0, **metrics})
             log(json.dumps(history[-1]))
         if step % ckpt_every == 0 or step == steps:
-            tmp = out / "ckpt.tmp"
-            torch.save({"enc": enc.state_dict(), "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
-                        "gen": gen.get_state(), "config": json.dumps(enc.config), "w_avg": w_avg}, tmp)
-            tmp.rename(ckpt)
+            save_checkpoint(ckpt, {"enc": enc.state_dict(), "config": json.dumps(enc.config), "w_avg": w_avg},
+                            opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 

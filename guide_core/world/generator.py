@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from guide_core.eg3d import TriPlaneGenerator
 from guide_core.eg3d.networks import StyleGAN2Backbone
 from guide_core.eg3d.superresolution import SUPERRESOLUTION_MODULES, SuperresolutionHybrid2X
-from guide_core.world.data import WorldData, load_dataset
+from guide_core.world.data import WorldData, load_checkpoint, load_dataset, save_checkpoint
 
 
 # EG3D's 2X super-resolution (32 -> 64 px) with narrow blocks: the released widths (128, 64) would cost most of a
@@ -148,12 +148,11 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
     gen = torch.Generator().manual_seed(seed)
     step, history = 0, []
     ckpt = out / "ckpt.pt"
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+    state = load_checkpoint(ckpt, gen) if resume else None
+    if state is not None:
         G.load_state_dict(state["G"])
         opt.load_state_dict(state["opt"])
-        step, history = state["step"], json.loads(state["history"])
-        gen.set_state(state["gen"])
+        step, history = state["step"], state["history"]
         log(f"resumed generator training at step {step}")
     heldout = load_dataset(heldout_dir)
     data = load_dataset(data_dir)
@@ -186,10 +185,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
                             "data": len(data), **metrics})
             log(json.dumps(history[-1]))
         if step % ckpt_every == 0 or step == steps:
-            tmp = out / "ckpt.tmp"
-            torch.save({"G": G.state_dict(), "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
-                        "gen": gen.get_state()}, tmp)
-            tmp.rename(ckpt)
+            save_checkpoint(ckpt, {"G": G.state_dict()}, opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from guide_core.world.data import WorldData, load_dataset
+from guide_core.world.data import WorldData, load_checkpoint, load_dataset, save_checkpoint
 
 INPUT_SIZE = 64
 
@@ -146,14 +146,13 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
     gen = torch.Generator().manual_seed(seed)
     step, history = 0, []
     ckpt = out / "ckpt.pt"
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+    state = load_checkpoint(ckpt, gen) if resume else None
+    if state is not None:
         net.load_state_dict(state["net"])
         if state["classes"].shape == classes.shape:
             classes.data.copy_(state["classes"])
             opt.load_state_dict(state["opt"])
-        step, history = state["step"], json.loads(state["history"])
-        gen.set_state(state["gen"])
+        step, history = state["step"], state["history"]
         log(f"resumed identity training at step {step}")
     bar = tqdm(total=steps, initial=step, desc="identity", mininterval=10)
     t0 = time.time()
@@ -180,10 +179,8 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
             history.append({"step": step, "loss": loss.item(), "seconds": time.time() - t0, **metrics})
             log(json.dumps(history[-1]))
         if step % ckpt_every == 0 or step == steps:
-            tmp = out / "ckpt.tmp"
-            torch.save({"net": net.state_dict(), "classes": classes.data, "opt": opt.state_dict(), "step": step,
-                        "history": json.dumps(history), "gen": gen.get_state(), "config": json.dumps(net.config)}, tmp)
-            tmp.rename(ckpt)
+            save_checkpoint(ckpt, {"net": net.state_dict(), "classes": classes.data, "config": json.dumps(net.config)},
+                            opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 
