@@ -855,17 +855,8 @@ def main(args: argparse.Namespace) -> int:
             path = require(args.name)
             print(path)
             return EXIT_OK
-    except UnknownWeightsError as exc:
+    except WeightsError as exc:  # a name or source the user must fix is a usage error; the rest are file problems
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except MissingWeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
-    except NoSourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except WeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        return EXIT_USAGE if isinstance(exc, (UnknownWeightsError, NoSourceError)) else EXIT_PROBLEM
     print(f"error: unknown action {action!r}; use status, fetch, verify or path", file=sys.stderr)
     return EXIT_USAGE
