@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from guide_core.world import camera_params, params_from_z, random_z, render_heads, same_identity_z
-from guide_core.world.heads import (IDENTITY_DIMS, IDENTITY_SPEC, N_ID, PHOTO_DIMS, PHOTO_SPEC, RAY_FAR,
+from guide_core.world.heads import (IDENTITY_DIMS, IDENTITY_SPEC, N_ID, PHOTO_DIMS, PHOTO_SPEC, RAY_FAR, Z_DIM,
                                     HeadParams)
 
 RES = 48
@@ -57,7 +57,7 @@ def test_render_is_deterministic_and_in_range():
 
 
 def test_z_map_is_fixed_formula():
-    z = torch.zeros(1, 512)
+    z = torch.zeros(1, Z_DIM)
     mid = params_from_z(z)
     for i, (name, low, high) in enumerate(IDENTITY_SPEC):
         assert mid.identity[0, i].item() == pytest.approx((low + high) / 2, abs=1e-6), name

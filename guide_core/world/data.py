@@ -22,7 +22,7 @@ DATA_SUPERSAMPLE = 1
 # A loaded data set: one row per photo.
 @dataclass
 class WorldData:
-    z: torch.Tensor  # [N, 512] float32
+    z: torch.Tensor  # [N, Z_DIM] float32
     c: torch.Tensor  # [N, 25] float32
     image: torch.Tensor  # [N, 3, H, W] uint8
     depth: torch.Tensor  # [N, 1, H, W] float16, ray distance

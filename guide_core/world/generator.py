@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from guide_core.eg3d import TriPlaneGenerator
-from guide_core.eg3d.networks import StyleGAN2Backbone
 from guide_core.eg3d.superresolution import SUPERRESOLUTION_MODULES, SuperresolutionHybrid2X
 from guide_core.world.data import WorldData, load_checkpoint, load_dataset, save_checkpoint
+from guide_core.world.heads import Z_DIM
 
 
 # EG3D's 2X super-resolution (32 -> 64 px) with narrow blocks: the released widths (128, 64) would cost most of a
@@ -27,15 +27,16 @@ class WorldSuperresolution2X(SuperresolutionHybrid2X):
 SUPERRESOLUTION_MODULES.setdefault("WorldSuperresolution2X", WorldSuperresolution2X)
 
 NEURAL_RENDERING_RESOLUTION = 32
-# Tri-plane resolution of the world generator. EG3D builds its backbone for 256^2 planes; at 64 px output and 32 px
-# neural rendering, 64^2 planes carry the same detail and cut the CPU cost of a training step several times, so the
-# world generator's backbone is rebuilt at this resolution (same classes, fewer synthesis blocks).
+# Tri-plane resolution of the world generator. EG3D's planes are 256^2; at 64 px output and 32 px neural rendering,
+# 64^2 planes carry the same detail and cut the CPU cost of a training step several times (same classes, fewer
+# synthesis blocks).
 PLANE_RESOLUTION = 64
 # Constructor arguments of the world's generator (the original's init_kwargs layout).
 GENERATOR_KWARGS: dict = {
-    "z_dim": 512, "c_dim": 25, "w_dim": 512, "img_resolution": 64, "img_channels": 3, "sr_num_fp16_res": 0,
-    # lr_multiplier 0.25 instead of StyleGAN's 0.01: supervised regression has no GAN instability to damp.
-    "mapping_kwargs": {"num_layers": 2, "lr_multiplier": 0.25},
+    "z_dim": Z_DIM, "c_dim": 25, "w_dim": 512, "img_resolution": 64, "img_channels": 3, "sr_num_fp16_res": 0,
+    # lr_multiplier 0.25 instead of StyleGAN's 0.01: supervised regression has no GAN instability to damp. Four layers
+    # (StyleGAN: 8) give the map from head parameters to styles its thresholds (beard or not, glasses or not).
+    "mapping_kwargs": {"num_layers": 4, "lr_multiplier": 0.25},
     "channel_base": 1024, "channel_max": 64, "num_fp16_res": 0, "conv_clamp": None,
     "rendering_kwargs": {
         "image_resolution": 64, "disparity_space_sampling": False, "clamp_mode": "softplus",
@@ -51,18 +52,9 @@ GENERATOR_KWARGS: dict = {
 # A fresh world generator (seeded initialisation).
 def build_generator(seed: int = 0) -> TriPlaneGenerator:
     torch.manual_seed(seed)
-    kwargs = json.loads(json.dumps(GENERATOR_KWARGS))
-    G = TriPlaneGenerator(**kwargs)
-    synthesis_kwargs = {k: v for k, v in kwargs.items() if k not in _NON_SYNTHESIS_KEYS}
-    G.backbone = StyleGAN2Backbone(kwargs["z_dim"], kwargs["c_dim"], kwargs["w_dim"], img_resolution=PLANE_RESOLUTION,
-                                   img_channels=32 * 3, mapping_kwargs=kwargs["mapping_kwargs"], **synthesis_kwargs)
-    G.init_kwargs["plane_resolution"] = PLANE_RESOLUTION
+    G = TriPlaneGenerator(**json.loads(json.dumps(GENERATOR_KWARGS)), plane_resolution=PLANE_RESOLUTION)
     G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION
     return G
-
-
-_NON_SYNTHESIS_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "sr_num_fp16_res",
-                       "mapping_kwargs", "rendering_kwargs", "sr_kwargs")
 
 
 # Peak signal-to-noise ratio of images in [-1, 1] (peak-to-peak 2), per image.
