@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
+from guide_core.world.data import DATASETS
+
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "world"
-# The rendered data sets: training people (6 photos each) and held-out people (4 photos each, other seed). Rendering
-# is cheap (about 5 s per 32 people on one core), so the generator sees 3072 people rather than overfit on fewer.
-DATASETS = {"train": (3072, 6, 0), "heldout": (256, 4, 1)}
 
 
 def _render_data(which: list[str]) -> None:
@@ -27,8 +26,8 @@ def _render_data(which: list[str]) -> None:
     lock.write_text(str(os.getpid()))
     try:
         for name in which:
-            n_ids, photos, seed = DATASETS[name]
-            render_dataset(RUNS / "data" / name, n_ids, photos, seed)
+            n_ids, photos, seed, supersample = DATASETS[name]
+            render_dataset(RUNS / "data" / name, n_ids, photos, seed, supersample)
     finally:
         lock.unlink(missing_ok=True)
 

@@ -71,8 +71,22 @@ def _fmt(metrics: dict, net: str, key: str, digits: int = 3) -> str:
     return "not trained yet" if value is None else f"{value:.{digits}f}"
 
 
+# One line on the generator's architecture, from the constants it is built with.
+def _generator_architecture() -> str:
+    from guide_core.world.generator import GENERATOR_KWARGS as k, NEURAL_RENDERING_RESOLUTION, PLANE_RESOLUTION
+    r = k["rendering_kwargs"]
+    return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} / w {k['w_dim']}, mapping "
+            f"{k['mapping_kwargs']['num_layers']} layers, channel_base {k['channel_base']} / channel_max "
+            f"{k['channel_max']}, tri-planes {PLANE_RESOLUTION}² (EG3D: 256²), {r['depth_resolution']}+"
+            f"{r['depth_resolution_importance']} depth samples, neural rendering {NEURAL_RENDERING_RESOLUTION}², "
+            f"super-resolution 2X to {k['img_resolution']}² with 32-channel blocks")
+
+
 # The model card, written from the measured metrics so that its numbers are always those of the shipped files.
 def model_card(metrics: dict) -> str:
+    from guide_core.world.data import DATASETS
+    from guide_core.world.heads import N_ID, Z_DIM
+    train, heldout = DATASETS["train"], DATASETS["heldout"]
     ident, gen, enc = (metrics.get(k, {}) for k in ("identity", "generator", "encoder"))
     bars = {"identity TAR >= 0.95": ident.get("tar", 0) >= 0.95, "generator PSNR >= 24 dB": gen.get("psnr", 0) >= 24,
             "encoder re-render PSNR >= 22 dB": enc.get("rerender_psnr", 0) >= 22,
@@ -92,7 +106,7 @@ the training data are procedural renders, no photos of real people were used.
 
 | file | role in GUIDE | architecture | trained steps |
 |---|---|---|---|
-| `generator.safetensors` | EG3D generator G_s | `guide_core.eg3d.TriPlaneGenerator`: z 512 / w 512, mapping 2 layers, channel_base 1024 / channel_max 64, tri-planes 64² (backbone rebuilt at 64² instead of 256²), 12+12 depth samples, neural rendering 32², super-resolution 2X to 64² with 32-channel blocks | {gen.get("steps", "-")} |
+| `generator.safetensors` | EG3D generator G_s | {_generator_architecture()} | {gen.get("steps", "-")} |
 | `identity.safetensors` | ArcFace (ID loss) and CurricularFace (ID metric) | residual CNN 16-32-64-128, 128-d unit embedding, CosFace (s 32, m 0.3) | {ident.get("steps", "-")} |
 | `encoder.safetensors` | GOAE encoder | residual CNN 32-64-96-128 -> w+ offset from w_avg (shared w + per-row refinement) | {enc.get("steps", "-")} |
 
@@ -102,10 +116,11 @@ normalised feature maps (`WorldPerceptual`), the Inception role by its 128-d pre
 comparable only with each other, never with the paper's FFHQ numbers.
 
 ## How it was trained (seeded, resumable; `python -m guide_core.world ...`)
-- data: `render-data` renders 1,536 training people x 6 photos and 256 held-out people x 4 photos (other seed),
-  64 px, EG3D cameras (yaw ~ N(0, 0.3) clipped to ±0.7, pitch ~ N(0, 0.12) clipped to ±0.35, radius 2.7, pivot
-  (0, 0, 0.2), fov 18.837°); per-photo expression, lighting and glasses vary. z -> parameters is a fixed map
-  (identity = z dims 0-26, per-photo = dims 32-41, others ignored).
+- data: `render-data` renders {train[0]:,} training people x {train[1]} photos (1 sample per pixel) and
+  {heldout[0]:,} held-out people x {heldout[1]} photos (other seed, 2x2 supersampled), 64 px, EG3D cameras (yaw ~
+  N(0, 0.3) clipped to ±0.7, pitch ~ N(0, 0.12) clipped to ±0.35, radius 2.7, pivot (0, 0, 0.2), fov 18.837°);
+  per-photo expression, lighting and glasses vary. z -> parameters is a fixed map (z has {Z_DIM} dims: identity =
+  dims 0-{N_ID - 1}, per-photo = dims {N_ID}-{Z_DIM - 1}).
 - `train identity`: CosFace on the training people, AdamW 2e-3 cosine, batch 128, shift/scale/blur/colour jitter.
 - `train generator`: supervised, L1(image 64²) + L1(raw 32²) + L1(depth on the head) + world perceptual,
   Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network.
