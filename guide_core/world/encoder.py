@@ -2,7 +2,7 @@
 # CNN mapping a 64 px photo of a world person to w+ = w_avg + offset [N, num_ws, 512]. It is trained where the answer
 # is known: a rendered photo of latent z has the code mapping(z), so most steps regress codes directly (cheap); every
 # few steps the predicted code is also rendered through the frozen generator and compared with the photo (the
-# re-render loss that GOAE-style encoders optimise).
+# re-render losses that GOAE-style encoders optimise: L1 and, with the world identity net, identity).
 from __future__ import annotations
 
 import json
@@ -42,6 +42,7 @@ class WorldEncoder(nn.Module):
 # Encoder training: code regression on rendered photos (+ re-render L1 through the frozen generator every k steps).
 def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int = 6000, batch: int = 32, seed: int = 0,
                   resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int = 4,
+                  lambda_id: float = 0.5,
                   data_dir: Path | None = None, heldout_dir: Path | None = None, ckpt_every: int = 200,
                   eval_every: int = 500, refresh_every: int = 500, log=print) -> dict:
     from tqdm import tqdm
@@ -93,6 +94,10 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
             l_img = (image - x[:rerender_batch]).abs().mean()
             loss = loss + l_img
             parts["img"] = l_img.item()
+            if idnet is not None and lambda_id > 0:
+                l_id = 1 - (idnet(image) * idnet(x[:rerender_batch]).detach()).sum(1).mean()
+                loss = loss + lambda_id * l_id
+                parts["id"] = l_id.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -121,7 +126,7 @@ def _load_identity(identity_dir: Path) -> IdentityNet | None:
         return None
     from guide_core.world.identity import load_identity_net
     state = torch.load(path, weights_only=True)
-    return load_identity_net(state["net"], json.loads(state["config"]))
+    return load_identity_net(state["net"], json.loads(state["config"])).requires_grad_(False)
 
 
 # Held-out inversion quality: re-render PSNR (same camera as the photo) and identity similarity to the photo.

@@ -124,7 +124,8 @@ comparable only with each other, never with the paper's FFHQ numbers.
 - `train identity`: CosFace on the training people, AdamW 2e-3 cosine, batch 128, shift/scale/blur/colour jitter.
 - `train generator`: supervised, L1(image 64²) + L1(raw 32²) + L1(depth on the head) + world perceptual,
   Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network.
-- `train encoder`: code regression onto mapping(z) of rendered photos + re-render L1 through the frozen generator.
+- `train encoder`: code regression onto mapping(z) of rendered photos + re-render L1 and identity loss (world
+  identity net, weight 0.5) through the frozen generator.
 - `export`: writes these files and measures the metrics below on the held-out people.
 
 ## Metrics (held-out people, `metrics.json`)

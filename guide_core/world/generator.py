@@ -35,7 +35,7 @@ PLANE_RESOLUTION = 64
 GENERATOR_KWARGS: dict = {
     "z_dim": Z_DIM, "c_dim": 25, "w_dim": 512, "img_resolution": 64, "img_channels": 3, "sr_num_fp16_res": 0,
     # lr_multiplier 0.25 instead of StyleGAN's 0.01: supervised regression has no GAN instability to damp. Four layers
-    # (StyleGAN: 8) give the map from head parameters to styles its thresholds (beard or not, glasses or not).
+    # (StyleGAN: 8): the map from head parameters to styles is far from linear (beard or not, glasses or not).
     "mapping_kwargs": {"num_layers": 4, "lr_multiplier": 0.25},
     "channel_base": 1024, "channel_max": 64, "num_fp16_res": 0, "conv_clamp": None,
     "rendering_kwargs": {
