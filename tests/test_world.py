@@ -69,10 +69,8 @@ def test_z_map_is_fixed_formula():
     assert p.identity[0, 0].item() == pytest.approx(low + (high - low) * phi, abs=1e-6)
     name, low, high = PHOTO_SPEC[0]
     assert p.photo[0, 0].item() == pytest.approx(low + (high - low) * (1 - phi), abs=1e-6)
-    z2 = z.clone()
-    z2[0, 300] = 5.0  # an ignored dim
-    q = params_from_z(z2)
-    assert torch.equal(q.identity, p.identity) and torch.equal(q.photo, p.photo)
+    # every z dim drives exactly one parameter: no ignored dims for the mapping network to learn away
+    assert sorted(IDENTITY_DIMS + PHOTO_DIMS) == list(range(Z_DIM))
     assert torch.equal(random_z(3, 7), random_z(3, 7))
     with pytest.raises(ValueError, match="z must have shape"):
         params_from_z(torch.zeros(2, 100))
@@ -150,11 +148,13 @@ def test_camera_yaw_turns_the_head_consistently():
     assert offsets[1] > abs(offsets[2]) and offsets[3] < -abs(offsets[2]), f"nose offsets {offsets}"
     assert offsets[0] > 1 and offsets[-1] < -1, f"nose offsets {offsets}"
     assert all(a < b for a, b in zip(centres, centres[1:])), f"silhouette centres {centres}"
-    # Pitch: for a camera above the head (negative pitch) the nearest surface point is high on the face (forehead),
-    # for one below it is low (chin): its image row moves up as the camera rises.
+    # Pitch: the head sits behind the pivot (0, 0, 0.2), so its silhouette moves down the image by several pixels as
+    # the pitch goes from -0.3 to +0.3 (measured 2.5-5 px on the first 12 people; the nearest point is no guide here,
+    # a long nose is nearest from both sides).
     ud = render_heads(HeadParams(p.identity.expand(2, -1), p.photo.expand(2, -1)),
                       camera_params(torch.zeros(2), torch.tensor([-0.3, 0.3])), RES, supersample=1)
-    assert _nose_pixel(ud.depth[0, 0])[0] + 4 < _nose_pixel(ud.depth[1, 0])[0]
+    rows = [torch.nonzero(ud.mask[k, 0] > 0.5)[:, 0].float().mean().item() for k in range(2)]
+    assert rows[0] + 2 < rows[1], f"silhouette rows {rows}"
 
 
 def test_bad_input_is_rejected():
