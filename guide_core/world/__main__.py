@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from guide_core.world.data import DATASETS
+from guide_core.world.data import CHUNK_IDS, DATASETS
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "world"
@@ -47,7 +47,7 @@ def _rendering_elsewhere() -> bool:
 
 def _wait_for_chunks(minimum: int = 4) -> None:
     import time
-    n_heldout = -(-DATASETS["heldout"][0] // 32)
+    n_heldout = -(-DATASETS["heldout"][0] // CHUNK_IDS)
     while (len(list((RUNS / "data" / "heldout").glob("chunk_*.pt"))) < n_heldout
            or len(list((RUNS / "data" / "train").glob("chunk_*.pt"))) < minimum):
         time.sleep(30)

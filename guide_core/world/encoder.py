@@ -39,7 +39,8 @@ class WorldEncoder(nn.Module):
         return offset
 
 
-# Encoder training: code regression on rendered photos (+ re-render L1 through the frozen generator every k steps).
+# Encoder training: code regression on rendered photos (+ re-render L1 and identity loss through the frozen generator
+# every k steps).
 def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int = 6000, batch: int = 32, seed: int = 0,
                   resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int = 4,
                   lambda_id: float = 0.5,

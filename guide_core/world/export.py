@@ -73,13 +73,15 @@ def _fmt(metrics: dict, net: str, key: str, digits: int = 3) -> str:
 
 # One line on the generator's architecture, from the constants it is built with.
 def _generator_architecture() -> str:
-    from guide_core.world.generator import GENERATOR_KWARGS as k, NEURAL_RENDERING_RESOLUTION, PLANE_RESOLUTION
+    from guide_core.world.generator import (GENERATOR_KWARGS as k, NEURAL_RENDERING_RESOLUTION, PLANE_RESOLUTION,
+                                            WorldSuperresolution2X)
     r = k["rendering_kwargs"]
+    sr = " and ".join(str(w) for w in WorldSuperresolution2X.widths)
     return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} / w {k['w_dim']}, mapping "
             f"{k['mapping_kwargs']['num_layers']} layers, channel_base {k['channel_base']} / channel_max "
             f"{k['channel_max']}, tri-planes {PLANE_RESOLUTION}² (EG3D: 256²), {r['depth_resolution']}+"
             f"{r['depth_resolution_importance']} depth samples, neural rendering {NEURAL_RENDERING_RESOLUTION}², "
-            f"super-resolution 2X to {k['img_resolution']}² with 32-channel blocks")
+            f"super-resolution 2X to {k['img_resolution']}² with blocks of {sr} channels")
 
 
 # The model card, written from the measured metrics so that its numbers are always those of the shipped files.
