@@ -7,7 +7,7 @@
 #   far:     paper-style ID between G_s and G_u renders (11 yaws, pitch -0.2) of 8 random people far from the
 #            source — should stay >= 0.8;
 #   id:      the paper's ID metric for w_u (G_s vs G_u renders over the 11 views).
-# Usage: python benchmarks/world_erasure.py [--iters N] [--person K] [--threads T] [--json]
+# Usage: python benchmarks/world_erasure.py [--iters N] [--person K] [--d D] [--threads T] [--json]
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,7 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=None,
                         help="LTU iterations (default: the world's own default; paper: 1000)")
     parser.add_argument("--person", type=int, default=0, help="world person of the example set")
+    parser.add_argument("--d", type=float, default=None, help="UFO distance (default: the world's own default)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -55,14 +56,16 @@ def main() -> int:
 
     before_source = photo_similarity(bundle.G, w_u, x[:1])
     before_others = photo_similarity(bundle.G, w_others, x[1:])
-    args.iters = args.iters or bundle.extras["ltu_defaults"]["iters"]
-    cfg = LTUConfig(iters=args.iters, preview_every=0)
+    defaults = bundle.extras["ltu_defaults"]
+    args.iters = args.iters or defaults["iters"]
+    overrides = {"iters": args.iters, "preview_every": 0, **({"d": args.d} if args.d is not None else {})}
+    cfg = LTUConfig(**{**defaults, **overrides})
     start = time.perf_counter()
     run = Unlearning(bundle, w_u, cfg=cfg).run_all()
     seconds = time.perf_counter() - start
     G_u = run.G_u
     result = {
-        "iters": args.iters, "seconds": round(seconds, 1), "threads": args.threads,
+        "iters": args.iters, "d": cfg.d, "seconds": round(seconds, 1), "threads": args.threads,
         "source_before": before_source[0], "source_after": photo_similarity(G_u, w_u, x[:1])[0],
         "others_before": sum(before_others) / 3, "others_after": sum(photo_similarity(G_u, w_others, x[1:])) / 3,
         "id": float(id_similarity(bundle, bundle.G, G_u, w_u).mean()),
@@ -77,7 +80,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"GUIDE on the default world: {args.iters} LTU iterations in {seconds:.1f} s ({args.threads} threads)")
+        print(f"GUIDE on the default world: {args.iters} LTU iterations (d = {cfg.d:g}) in {seconds:.1f} s "
+              f"({args.threads} threads)")
         print("similarities from the world identity net (not ArcFace):")
         for key in ("source_before", "source_after", "others_before", "others_after", "id", "id_others",
                     "far_mean", "far_min"):

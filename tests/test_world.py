@@ -281,3 +281,54 @@ def test_generator_training_resumes_from_its_checkpoint(tmp_path):
     assert adam_steps == {4.0}, f"optimiser restarted: Adam steps {adam_steps}"
     history = json.loads(last["history"])
     assert [h["step"] for h in history] == [2, 4] and history[0] == json.loads(first["history"])[0]
+
+
+# The generator's perceptual loss keeps the identity net its run started with: the identity net is retrained later on
+# the generator's renders, and a resumed generator run must not silently switch losses.
+def test_generator_checkpoint_keeps_its_perceptual_net(tmp_path):
+    from guide_core.world.data import render_dataset
+    from guide_core.world.generator import train_generator
+    from guide_core.world.identity import train_identity
+    render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
+    data = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data")
+    train_identity(out=tmp_path / "identity", steps=2, batch=16, eval_every=2, log=lambda m: None, **data)
+    first = torch.load(tmp_path / "identity" / "ckpt.pt", weights_only=True)["net"]
+    kwargs = dict(out=tmp_path / "run", batch=2, ckpt_every=2, eval_every=2, coarse_fraction=0.0,
+                  identity_dir=tmp_path / "identity", log=lambda m: None, **data)
+    train_generator(steps=2, **kwargs)
+    train_identity(out=tmp_path / "identity", steps=2, batch=16, seed=1, eval_every=2, log=lambda m: None, **data)
+    second = torch.load(tmp_path / "identity" / "ckpt.pt", weights_only=True)["net"]
+    assert not torch.equal(first["stem.0.weight"], second["stem.0.weight"])
+    train_generator(steps=4, resume=True, **kwargs)
+    kept = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["perceptual_net"]
+    diff = max((kept[k].float() - first[k].float()).abs().max().item() for k in first)
+    assert diff == 0, f"perceptual net changed on resume (max diff {diff})"
+
+
+# Stage two of the identity net sees the generator's renders, labelled with the person whose z they render.
+def test_identity_net_trains_on_labelled_generator_renders(tmp_path):
+    from guide_core.world.data import load_dataset, render_dataset, save_checkpoint
+    from guide_core.world.generator import build_generator
+    from guide_core.world.identity import generator_renders, train_identity
+    render_dataset(tmp_path / "data", 32, 3, seed=5, progress=False)
+    data = load_dataset(tmp_path / "data")
+    G = build_generator(0).eval()
+    images, person = generator_renders(G, data, per_person=2)
+    assert images.dtype == torch.uint8 and len(person) == 64
+    assert torch.equal(person.bincount(), torch.full((32,), 2)), "two renders of every person"
+    # every render is G's picture of one of that person's photos (its z and camera)
+    with torch.no_grad():
+        rows = (data.person == person[5]).nonzero().flatten()
+        candidates = G.synthesis(G.mapping(data.z[rows], data.c[rows]), data.c[rows], noise_mode="const",
+                                 deterministic=True)["image"]
+    err = ((candidates.clamp(-1, 1) + 1) * 127.5 - images[5].float()).abs().amax((1, 2, 3)).min().item()
+    assert err <= 1.0, f"render 5 matches none of person {int(person[5])}'s photos (max diff {err})"
+    opt = torch.optim.Adam(G.parameters())
+    save_checkpoint(tmp_path / "gen.pt", {"G": G.state_dict()}, opt, torch.Generator(), 7, [])
+    (tmp_path / "generator").mkdir()
+    (tmp_path / "gen.pt").rename(tmp_path / "generator" / "ckpt.pt")
+    train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "identity", steps=2, batch=16,
+                   generator_dir=tmp_path / "generator", generator_mix=0.25, eval_every=2, log=lambda m: None)
+    cache = torch.load(tmp_path / "identity" / "generator_renders.pt", weights_only=True)
+    assert int(cache["generator_step"]) == 7 and torch.equal(cache["image"], images)
+    assert float(torch.load(tmp_path / "identity" / "ckpt.pt", weights_only=True)["generator_mix"]) == 0.25

@@ -1,6 +1,7 @@
 # Command line of the embedded world: render data, train its networks, export the shipped weights, render examples.
 #   python -m guide_core.world render-data
 #   python -m guide_core.world train {identity,generator,encoder} [--steps N] [--resume] [--seed 0] [--out DIR]
+#   (order: identity, generator, identity again — now with the generator's renders —, encoder, export)
 #   python -m guide_core.world export
 #   python -m guide_core.world render --out DIR
 # Every step is seeded and resumable; long trainings are meant to run in the background (nice, few threads).
@@ -62,8 +63,15 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else RUNS / args.network
     if args.network == "identity":
         from guide_core.world.identity import train_identity
+        # Two stages: before the generator exists, photos only (its perceptual loss needs this net); once trained,
+        # the net is retrained on photos and the generator's renders (generator_renders says why).
+        generator_dir = RUNS / "generator" if (RUNS / "generator" / "ckpt.pt").exists() else None
+        if args.generator_mix <= 0:
+            generator_dir = None
+        print(f"identity net: photos{' + ' + str(args.generator_mix) + ' generator renders' if generator_dir else ' only'}")
         result = train_identity(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 3000,
-                                seed=args.seed, resume=args.resume)
+                                seed=args.seed, resume=args.resume, generator_dir=generator_dir,
+                                generator_mix=args.generator_mix)
     elif args.network == "generator":
         from guide_core.world.generator import train_generator
         result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 20000,
@@ -88,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="", help="checkpoint folder (default runs/world/NETWORK)")
     train.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    train.add_argument("--generator-mix", type=float, default=0.25,
+                       help="identity only: fraction of each batch that are renders of the trained generator "
+                            "(used once runs/world/generator exists; 0 = photos only)")
     export = sub.add_parser("export", help="write weights/default/*.safetensors + JSON configs from the checkpoints")
     export.add_argument("--runs", default=str(RUNS))
     render = sub.add_parser("render", help="write example renders (PNG) of random people")

@@ -94,14 +94,24 @@ def multiview_psnr(G: TriPlaneGenerator, n_people: int = 6, yaws: tuple[float, .
     return {f"psnr_yaw{y:+.2f}": v.item() for y, v in zip(yaws, per_view)}
 
 
-# The world's perceptual loss during training, when a trained identity net is available (else None).
-def _perceptual(identity_dir: Path | None):
-    if identity_dir is None or not (Path(identity_dir) / "ckpt.pt").exists():
-        return None
+# The world's perceptual loss during training: the identity net the run started with (kept in the generator's own
+# checkpoint, since the identity net is later retrained on this generator's renders), else the one in identity_dir
+# when trained, else None.
+def _perceptual(identity_dir: Path | None, saved: dict | None = None):
     from guide_core.world.identity import WorldPerceptual, load_identity_net
-    state = torch.load(Path(identity_dir) / "ckpt.pt", weights_only=True)
-    net = load_identity_net(state["net"], json.loads(state["config"])).requires_grad_(False)
+    if saved is None:
+        if identity_dir is None or not (Path(identity_dir) / "ckpt.pt").exists():
+            return None
+        state = torch.load(Path(identity_dir) / "ckpt.pt", weights_only=True)
+        saved = {"net": state["net"], "config": state["config"]}
+    net = load_identity_net(saved["net"], json.loads(saved["config"])).requires_grad_(False)
     return WorldPerceptual(net)
+
+
+def _perceptual_state(perceptual) -> dict:
+    if perceptual is None:
+        return {}
+    return {"perceptual_net": perceptual.net.state_dict(), "perceptual_config": json.dumps(perceptual.net.config)}
 
 
 # One supervised step's loss: image L1 (64 px) + raw neural render L1 (32 px) + depth L1 on the head + perceptual.
@@ -148,7 +158,10 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
         log(f"resumed generator training at step {step}")
     heldout = load_dataset(heldout_dir)
     data = load_dataset(data_dir)
-    perceptual = _perceptual(identity_dir)
+    saved = None
+    if state is not None and "perceptual_net" in state:
+        saved = {"net": state["perceptual_net"], "config": state["perceptual_config"]}
+    perceptual = _perceptual(identity_dir, saved)
     bar = tqdm(total=steps, initial=step, desc="generator", mininterval=10)
     t0 = time.time()
     while step < steps:
@@ -177,7 +190,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
                             "data": len(data), **metrics})
             log(json.dumps(history[-1]))
         if step % ckpt_every == 0 or step == steps:
-            save_checkpoint(ckpt, {"G": G.state_dict()}, opt, gen, step, history)
+            save_checkpoint(ckpt, {"G": G.state_dict(), **_perceptual_state(perceptual)}, opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 

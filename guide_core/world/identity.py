@@ -112,6 +112,46 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x * gain + bias).clamp(-1, 1)
 
 
+# The generator's renders of the training people for the identity net: G(mapping(z), c) for `per_person` of each
+# person's photos (their z and camera), as uint8, with the person labels. ArcFace recognises EG3D renders of a person
+# because EG3D is photorealistic; the tiny world generator is not (its renders are blurrier than the procedural
+# photos), so the world net must see both domains to judge identity rather than rendering quality.
+@torch.no_grad()
+def generator_renders(G: nn.Module, data: WorldData, per_person: int = 2, seed: int = 0,
+                      batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    from tqdm import tqdm
+    photos = int((data.person == data.person[0]).sum())
+    gen = torch.Generator().manual_seed(seed)
+    n_people = len(data) // photos
+    pick = torch.argsort(torch.rand(n_people, photos, generator=gen), dim=1)[:, :per_person]
+    rows = (torch.arange(n_people)[:, None] * photos + pick).reshape(-1)
+    images = []
+    for i in tqdm(range(0, len(rows), batch), desc="generator renders", mininterval=10):
+        r = rows[i:i + batch]
+        out = G.synthesis(G.mapping(data.z[r], data.c[r]), data.c[r], noise_mode="const", deterministic=True)
+        images.append(((out["image"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    return torch.cat(images), data.person[rows]
+
+
+# The renders of the generator checkpoint in `generator_dir`, cached in `out` (re-rendered when the checkpoint's step
+# differs from the cached one).
+def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, seed: int,
+                              log=print) -> tuple[torch.Tensor, torch.Tensor]:
+    from guide_core.world.generator import load_world_generator
+    state = torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)
+    cache = out / "generator_renders.pt"
+    if cache.exists():
+        cached = torch.load(cache, weights_only=True)
+        if int(cached["generator_step"]) == state["step"] and len(cached["person"]) > 0:
+            return cached["image"], cached["person"]
+    log(f"rendering the generator (step {state['step']}) for the identity net")
+    images, person = generator_renders(load_world_generator(state["G"]), data, seed=seed)
+    tmp = cache.with_suffix(".tmp")
+    torch.save({"image": images, "person": person, "generator_step": torch.tensor(state["step"])}, tmp)
+    tmp.rename(cache)
+    return images, person
+
+
 # Verification on held-out people: TAR at the threshold where FAR equals `far` over all impostor pairs.
 @torch.no_grad()
 def verification_tar(net: IdentityNet, data: WorldData, far: float = 0.01, batch: int = 256) -> dict[str, float]:
@@ -129,9 +169,26 @@ def verification_tar(net: IdentityNet, data: WorldData, far: float = 0.01, batch
             "pairs_genuine": genuine.numel(), "pairs_impostor": impostor.numel()}
 
 
-# CosFace training with checkpoints every `ckpt_every` steps; `resume` continues from out/ckpt.pt.
+# How the net sees the generator: mean similarity of G's render of a photo's own z and camera to that photo (the best
+# any inversion can do), over the first `n` held-out photos.
+@torch.no_grad()
+def render_similarity(net: IdentityNet, G: nn.Module, data: WorldData, n: int = 128, batch: int = 32) -> float:
+    net.eval()
+    total = 0.0
+    for i in range(0, min(n, len(data)), batch):
+        idx = torch.arange(i, min(i + batch, n, len(data)))
+        image = G.synthesis(G.mapping(data.z[idx], data.c[idx]), data.c[idx], noise_mode="const",
+                            deterministic=True)["image"]
+        total += (net(image) * net(data.images(idx))).sum().item()
+    return total / min(n, len(data))
+
+
+# CosFace training with checkpoints every `ckpt_every` steps; `resume` continues from out/ckpt.pt. With
+# `generator_dir`, a fraction `generator_mix` of every batch are the generator's renders of the training people
+# (see generator_renders); the first identity net, which the generator's perceptual loss needs, is trained without.
 def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 3000, batch: int = 128, seed: int = 0,
                    resume: bool = False, lr: float = 2e-3, margin: float = 0.3, scale: float = 32.0,
+                   generator_dir: Path | None = None, generator_mix: float = 0.25,
                    ckpt_every: int = 200, eval_every: int = 500, log=print) -> dict:
     from tqdm import tqdm
     out = Path(out)
@@ -140,6 +197,8 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
     data = load_dataset(data_dir)
     heldout = load_dataset(heldout_dir)
     n_classes = int(data.person.max()) + 1
+    renders = _cached_generator_renders(generator_dir, data, out, seed, log) if generator_dir is not None else None
+    n_renders = int(batch * generator_mix) if renders is not None else 0
     net = IdentityNet()
     classes = nn.Parameter(torch.randn(n_classes, net.config["embed_dim"]) * 0.01)
     opt = torch.optim.AdamW(list(net.parameters()) + [classes], lr=lr, weight_decay=5e-4)
@@ -160,11 +219,15 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
         net.train()
         for group in opt.param_groups:  # cosine decay after a short warm-up
             group["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        idx = torch.randint(0, len(data), (batch,), generator=gen)
-        x = augment(data.images(idx), gen)
+        idx = torch.randint(0, len(data), (batch - n_renders,), generator=gen)
+        x, label = data.images(idx), data.person[idx]
+        if n_renders:
+            ridx = torch.randint(0, len(renders[1]), (n_renders,), generator=gen)
+            x = torch.cat([x, renders[0][ridx].float() / 127.5 - 1])
+            label = torch.cat([label, renders[1][ridx]])
+        x = augment(x, gen)
         emb = F.normalize(net.head(net.features(x)[-1]), dim=1)
         cos = emb @ F.normalize(classes, dim=1).T
-        label = data.person[idx]
         logits = scale * (cos - margin * F.one_hot(label, n_classes))
         loss = F.cross_entropy(logits, label)
         opt.zero_grad(set_to_none=True)
@@ -179,8 +242,8 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
             history.append({"step": step, "loss": loss.item(), "seconds": time.time() - t0, **metrics})
             log(json.dumps(history[-1]))
         if step % ckpt_every == 0 or step == steps:
-            save_checkpoint(ckpt, {"net": net.state_dict(), "classes": classes.data, "config": json.dumps(net.config)},
-                            opt, gen, step, history)
+            save_checkpoint(ckpt, {"net": net.state_dict(), "classes": classes.data, "config": json.dumps(net.config),
+                                   "generator_mix": torch.tensor(n_renders / batch)}, opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 
