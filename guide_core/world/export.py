@@ -99,8 +99,8 @@ def model_card(metrics: dict) -> str:
             "encoder identity similarity >= 0.8": enc.get("id_similarity", 0) >= 0.8}
     missed = [name for name, ok in bars.items() if not ok]
     status = ("all bars met." if not missed else "INTERIM weights, bars not yet met: " + "; ".join(missed)
-              + ". Training continues (`python -m guide_core.world train generator --resume`, then `train encoder "
-              "--resume`, then `export`).")
+              + ". Training continues (`python -m guide_core.world train generator --resume`, then `train identity`, "
+              "`train encoder --resume`, `export`).")
     return f"""# The embedded default world — model card
 
 Status: {status}
