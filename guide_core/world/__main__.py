@@ -65,10 +65,9 @@ def _train(args: argparse.Namespace) -> int:
         from guide_core.world.identity import train_identity
         # Two stages: before the generator exists, photos only (its perceptual loss needs this net); once trained,
         # the net is retrained on photos and the generator's renders (generator_renders says why).
-        generator_dir = RUNS / "generator" if (RUNS / "generator" / "ckpt.pt").exists() else None
-        if args.generator_mix <= 0:
-            generator_dir = None
-        print(f"identity net: photos{' + ' + str(args.generator_mix) + ' generator renders' if generator_dir else ' only'}")
+        trained = (RUNS / "generator" / "ckpt.pt").exists() and args.generator_mix > 0
+        generator_dir = RUNS / "generator" if trained else None
+        print(f"identity net on photos{f' + {args.generator_mix:.0%} generator renders' if trained else ' only'}")
         result = train_identity(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 3000,
                                 seed=args.seed, resume=args.resume, generator_dir=generator_dir,
                                 generator_mix=args.generator_mix)
