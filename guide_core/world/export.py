@@ -133,7 +133,7 @@ comparable only with each other, never with the paper's FFHQ numbers.
   Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network.
 - `train identity` again (stage 2, the shipped net, from scratch): as stage 1, but {mix} of every batch are the
   trained generator's renders of the training people (2 per person, their z and camera). The photos-only net scored
-  the generator's own render of a held-out photo's z at 0.60 to that photo, below two different photos of one person
+  the generator's own render of a held-out photo's z at 0.60-0.67 to that photo, below two different photos of one person
   (0.80): it judged rendering quality, not identity. ArcFace does not have this problem with EG3D, which is photoreal.
 - `train encoder`: code regression onto mapping(z) of rendered photos + re-render L1 and identity loss (world
   identity net, weight 0.5) through the frozen generator.

@@ -112,6 +112,12 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x * gain + bias).clamp(-1, 1)
 
 
+# G's picture of data rows `rows`: their z through the mapping network, rendered from their own cameras.
+def _render_rows(G: nn.Module, data: WorldData, rows: torch.Tensor) -> torch.Tensor:
+    return G.synthesis(G.mapping(data.z[rows], data.c[rows]), data.c[rows], noise_mode="const",
+                       deterministic=True)["image"]
+
+
 # The generator's renders of the training people for the identity net: G(mapping(z), c) for `per_person` of each
 # person's photos (their z and camera), as uint8, with the person labels. ArcFace recognises EG3D renders of a person
 # because EG3D is photorealistic; the tiny world generator is not (its renders are blurrier than the procedural
@@ -127,9 +133,7 @@ def generator_renders(G: nn.Module, data: WorldData, per_person: int = 2, seed: 
     rows = (torch.arange(n_people)[:, None] * photos + pick).reshape(-1)
     images = []
     for i in tqdm(range(0, len(rows), batch), desc="generator renders", mininterval=10):
-        r = rows[i:i + batch]
-        out = G.synthesis(G.mapping(data.z[r], data.c[r]), data.c[r], noise_mode="const", deterministic=True)
-        images.append(((out["image"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        images.append(((_render_rows(G, data, rows[i:i + batch]).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
     return torch.cat(images), data.person[rows]
 
 
@@ -177,9 +181,7 @@ def render_similarity(net: IdentityNet, G: nn.Module, data: WorldData, n: int = 
     total = 0.0
     for i in range(0, min(n, len(data)), batch):
         idx = torch.arange(i, min(i + batch, n, len(data)))
-        image = G.synthesis(G.mapping(data.z[idx], data.c[idx]), data.c[idx], noise_mode="const",
-                            deterministic=True)["image"]
-        total += (net(image) * net(data.images(idx))).sum().item()
+        total += (net(_render_rows(G, data, idx)) * net(data.images(idx))).sum().item()
     return total / min(n, len(data))
 
 
