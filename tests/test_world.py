@@ -323,10 +323,9 @@ def test_identity_net_trains_on_labelled_generator_renders(tmp_path):
                                  deterministic=True)["image"]
     err = ((candidates.clamp(-1, 1) + 1) * 127.5 - images[5].float()).abs().amax((1, 2, 3)).min().item()
     assert err <= 1.0, f"render 5 matches none of person {int(person[5])}'s photos (max diff {err})"
-    opt = torch.optim.Adam(G.parameters())
-    save_checkpoint(tmp_path / "gen.pt", {"G": G.state_dict()}, opt, torch.Generator(), 7, [])
     (tmp_path / "generator").mkdir()
-    (tmp_path / "gen.pt").rename(tmp_path / "generator" / "ckpt.pt")
+    save_checkpoint(tmp_path / "generator" / "ckpt.pt", {"G": G.state_dict()}, torch.optim.Adam(G.parameters()),
+                    torch.Generator(), 7, [])
     train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "identity", steps=2, batch=16,
                    generator_dir=tmp_path / "generator", generator_mix=0.25, eval_every=2, log=lambda m: None)
     cache = torch.load(tmp_path / "identity" / "generator_renders.pt", weights_only=True)

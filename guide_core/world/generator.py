@@ -97,14 +97,16 @@ def multiview_psnr(G: TriPlaneGenerator, n_people: int = 6, yaws: tuple[float, .
 # The world's perceptual loss during training: the identity net the run started with (kept in the generator's own
 # checkpoint, since the identity net is later retrained on this generator's renders), else the one in identity_dir
 # when trained, else None.
-def _perceptual(identity_dir: Path | None, saved: dict | None = None):
+def _perceptual(identity_dir: Path | None, resumed: dict | None = None):
     from guide_core.world.identity import WorldPerceptual, load_identity_net
-    if saved is None:
-        if identity_dir is None or not (Path(identity_dir) / "ckpt.pt").exists():
-            return None
+    if resumed is not None and "perceptual_net" in resumed:
+        net_state, config = resumed["perceptual_net"], resumed["perceptual_config"]
+    elif identity_dir is not None and (Path(identity_dir) / "ckpt.pt").exists():
         state = torch.load(Path(identity_dir) / "ckpt.pt", weights_only=True)
-        saved = {"net": state["net"], "config": state["config"]}
-    net = load_identity_net(saved["net"], json.loads(saved["config"])).requires_grad_(False)
+        net_state, config = state["net"], state["config"]
+    else:
+        return None
+    net = load_identity_net(net_state, json.loads(config)).requires_grad_(False)
     return WorldPerceptual(net)
 
 
@@ -158,10 +160,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
         log(f"resumed generator training at step {step}")
     heldout = load_dataset(heldout_dir)
     data = load_dataset(data_dir)
-    saved = None
-    if state is not None and "perceptual_net" in state:
-        saved = {"net": state["perceptual_net"], "config": state["perceptual_config"]}
-    perceptual = _perceptual(identity_dir, saved)
+    perceptual = _perceptual(identity_dir, state)
     bar = tqdm(total=steps, initial=step, desc="generator", mininterval=10)
     t0 = time.time()
     while step < steps:
