@@ -305,24 +305,23 @@ def test_generator_checkpoint_keeps_its_perceptual_net(tmp_path):
     assert diff == 0, f"perceptual net changed on resume (max diff {diff})"
 
 
-# Stage two of the identity net sees the generator's renders, labelled with the person whose z they render.
-def test_identity_net_trains_on_labelled_generator_renders(tmp_path):
+# Stage two of the identity net sees the generator's renders, each G's picture of one training photo (its z and camera).
+def test_identity_net_trains_on_generator_renders_of_its_photos(tmp_path):
     from guide_core.world.data import load_dataset, render_dataset, save_checkpoint
     from guide_core.world.generator import build_generator
     from guide_core.world.identity import generator_renders, train_identity
     render_dataset(tmp_path / "data", 32, 3, seed=5, progress=False)
     data = load_dataset(tmp_path / "data")
     G = build_generator(0).eval()
-    images, person = generator_renders(G, data, per_person=2)
-    assert images.dtype == torch.uint8 and len(person) == 64
-    assert torch.equal(person.bincount(), torch.full((32,), 2)), "two renders of every person"
-    # every render is G's picture of one of that person's photos (its z and camera)
+    images, rows = generator_renders(G, data, per_person=2)
+    assert images.dtype == torch.uint8 and len(rows) == 64
+    assert torch.equal(data.person[rows].bincount(), torch.full((32,), 2)), "two renders of every person"
+    assert len(set(rows.tolist())) == 64, "two different photos of each person"
     with torch.no_grad():
-        rows = (data.person == person[5]).nonzero().flatten()
-        candidates = G.synthesis(G.mapping(data.z[rows], data.c[rows]), data.c[rows], noise_mode="const",
-                                 deterministic=True)["image"]
-    err = ((candidates.clamp(-1, 1) + 1) * 127.5 - images[5].float()).abs().amax((1, 2, 3)).min().item()
-    assert err <= 1.0, f"render 5 matches none of person {int(person[5])}'s photos (max diff {err})"
+        expected = G.synthesis(G.mapping(data.z[rows[5:6]], data.c[rows[5:6]]), data.c[rows[5:6]],
+                               noise_mode="const", deterministic=True)["image"]
+    err = ((expected.clamp(-1, 1) + 1) * 127.5 - images[5].float()).abs().max().item()
+    assert err <= 1.0, f"render 5 is not G's picture of photo {int(rows[5])} (max diff {err})"
     (tmp_path / "generator").mkdir()
     save_checkpoint(tmp_path / "generator" / "ckpt.pt", {"G": G.state_dict()}, torch.optim.Adam(G.parameters()),
                     torch.Generator(), 7, [])
@@ -330,4 +329,35 @@ def test_identity_net_trains_on_labelled_generator_renders(tmp_path):
                    generator_dir=tmp_path / "generator", generator_mix=0.25, eval_every=2, log=lambda m: None)
     cache = torch.load(tmp_path / "identity" / "generator_renders.pt", weights_only=True)
     assert int(cache["generator_step"]) == 7 and torch.equal(cache["image"], images)
+    assert torch.equal(cache["person"], data.person[rows])
     assert float(torch.load(tmp_path / "identity" / "ckpt.pt", weights_only=True)["generator_mix"]) == 0.25
+
+
+# The pair term pulls a render's embedding onto the embedding of the photo it renders (beyond the shared class).
+def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
+    import json
+    from guide_core.world.data import load_dataset, render_dataset, save_checkpoint
+    from guide_core.world.generator import build_generator
+    from guide_core.world.identity import load_identity_net, render_rows, train_identity
+    render_dataset(tmp_path / "data", 32, 3, seed=5, progress=False)
+    data = load_dataset(tmp_path / "data")
+    G = build_generator(0).eval()
+    (tmp_path / "generator").mkdir()
+    save_checkpoint(tmp_path / "generator" / "ckpt.pt", {"G": G.state_dict()}, torch.optim.Adam(G.parameters()),
+                    torch.Generator(), 7, [])
+    pair_similarity = {}
+    for weight in (0.0, 20.0):
+        out = tmp_path / f"identity_{weight:g}"
+        train_identity(tmp_path / "data", tmp_path / "data", out, steps=60, batch=32, lr=5e-3, eval_every=60,
+                       generator_dir=tmp_path / "generator", generator_mix=0.25, lambda_pair=weight,
+                       log=lambda m: None)
+        state = torch.load(out / "ckpt.pt", weights_only=True)
+        assert float(state["lambda_pair"]) == weight
+        net = load_identity_net(state["net"], json.loads(state["config"]))
+        cache = torch.load(out / "generator_renders.pt", weights_only=True)
+        rows = render_rows(data)  # the photos the cached renders picture (same seed as training)
+        with torch.no_grad():
+            rendered = net(cache["image"].float() / 127.5 - 1)
+            photos = net(data.images(rows))
+        pair_similarity[weight] = (rendered * photos).sum(1).mean().item()
+    assert pair_similarity[20.0] > pair_similarity[0.0] + 0.3, pair_similarity

@@ -30,7 +30,7 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     from guide_core.world.encoder import evaluate_encoder, load_world_encoder
     from guide_core.world.generator import (GENERATOR_KWARGS, NEURAL_RENDERING_RESOLUTION, PLANE_RESOLUTION,
                                             evaluate_generator, load_world_generator, multiview_psnr)
-    from guide_core.world.identity import load_identity_net, render_similarity, verification_tar
+    from guide_core.world.identity import load_identity_net, render_verification, verification_tar
     runs, out = Path(runs), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     heldout = load_dataset(runs / "data" / "heldout")
@@ -41,6 +41,7 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
         config = json.loads(state["config"])
         idnet = load_identity_net(state["net"], config)
         metrics["identity"] = {"steps": state["step"], "generator_mix": float(state.get("generator_mix", 0.0)),
+                               "lambda_pair": float(state.get("lambda_pair", 0.0)),
                                **verification_tar(idnet, heldout, far=0.01)}
         _save(idnet.state_dict(), config, "identity", out)
     G = None
@@ -52,7 +53,7 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
                   "neural_rendering_resolution": NEURAL_RENDERING_RESOLUTION}
         _save(G.state_dict(), config, "generator", out)
         if idnet is not None:
-            metrics["identity"]["render_similarity"] = render_similarity(idnet, G, heldout)
+            metrics["identity"].update(render_verification(idnet, G, heldout))
     if G is not None and (runs / "encoder" / "ckpt.pt").exists():
         state = torch.load(runs / "encoder" / "ckpt.pt", weights_only=True)
         config = json.loads(state["config"])
@@ -132,9 +133,12 @@ comparable only with each other, never with the paper's FFHQ numbers.
 - `train generator`: supervised, L1(image 64²) + L1(raw 32²) + L1(depth on the head) + world perceptual,
   Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network.
 - `train identity` again (stage 2, the shipped net, from scratch): as stage 1, but {mix} of every batch are the
-  trained generator's renders of the training people (2 per person, their z and camera). The photos-only net scored
-  the generator's own render of a held-out photo's z at 0.60-0.67 to that photo, below two different photos of one person
-  (0.80): it judged rendering quality, not identity. ArcFace does not have this problem with EG3D, which is photoreal.
+  trained generator's renders of the training people (2 per person, their z and camera), each next to the photo it
+  renders, with a term (weight {ident.get("lambda_pair", 0):g}) pulling the render's embedding onto its photo's. The
+  photos-only net scored the generator's own render of a held-out photo's z at 0.60-0.67 to that photo, below two
+  different photos of one person (0.80): it judged rendering quality (blur, missing glasses rims), not identity.
+  ArcFace does not have this problem with EG3D, which is photoreal. The render-vs-photo verification below checks
+  that the net still tells people apart among renders.
 - `train encoder`: code regression onto mapping(z) of rendered photos + re-render L1 and identity loss (world
   identity net, weight 0.5) through the frozen generator.
 - `export`: writes these files and measures the metrics below on the held-out people.
@@ -144,6 +148,7 @@ comparable only with each other, never with the paper's FFHQ numbers.
 |---|---|---|---|
 | identity | TAR at FAR 1 % | {_fmt(metrics, "identity", "tar")} | ≥ 0.95 |
 | identity | similarity of two photos of one person / of the generator's render of a photo's z to that photo | {_fmt(metrics, "identity", "genuine_mean")} / {_fmt(metrics, "identity", "render_similarity")} | (no bar) |
+| identity | render-vs-photo TAR at FAR 1 % (impostors: a render and another person's photo) / impostor mean | {_fmt(metrics, "identity", "render_tar")} / {_fmt(metrics, "identity", "render_impostor_mean")} | (no bar) |
 | generator | PSNR vs procedural render (64 px, random poses) | {_fmt(metrics, "generator", "psnr", 2)} dB | ≥ 24 dB |
 | generator | PSNR per yaw −0.5 / 0 / +0.5 (6 people, anti-aliased targets) | {_fmt(metrics, "generator", "psnr_yaw-0.50", 2)} / {_fmt(metrics, "generator", "psnr_yaw+0.00", 2)} / {_fmt(metrics, "generator", "psnr_yaw+0.50", 2)} dB | alike across yaws |
 | encoder | re-render PSNR | {_fmt(metrics, "encoder", "rerender_psnr", 2)} dB | ≥ 22 dB |

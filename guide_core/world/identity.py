@@ -118,42 +118,48 @@ def _render_rows(G: nn.Module, data: WorldData, rows: torch.Tensor) -> torch.Ten
                        deterministic=True)["image"]
 
 
-# The generator's renders of the training people for the identity net: G(mapping(z), c) for `per_person` of each
-# person's photos (their z and camera), as uint8, with the person labels. ArcFace recognises EG3D renders of a person
-# because EG3D is photorealistic; the tiny world generator is not (its renders are blurrier than the procedural
-# photos), so the world net must see both domains to judge identity rather than rendering quality.
-@torch.no_grad()
-def generator_renders(G: nn.Module, data: WorldData, per_person: int = 2, seed: int = 0,
-                      batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    from tqdm import tqdm
+# The data rows the identity net sees rendered by the generator: `per_person` of each person's photos, seeded.
+def render_rows(data: WorldData, per_person: int = 2, seed: int = 0) -> torch.Tensor:
     photos = int((data.person == data.person[0]).sum())
     gen = torch.Generator().manual_seed(seed)
     n_people = len(data) // photos
     pick = torch.argsort(torch.rand(n_people, photos, generator=gen), dim=1)[:, :per_person]
-    rows = (torch.arange(n_people)[:, None] * photos + pick).reshape(-1)
+    return (torch.arange(n_people)[:, None] * photos + pick).reshape(-1)
+
+
+# The generator's renders of the training people for the identity net: G(mapping(z), c) of render_rows (their z and
+# camera), as uint8, with the rows they picture. ArcFace recognises EG3D renders of a person because EG3D is
+# photorealistic; the tiny world generator is not (its renders are blurrier than the procedural photos and drop thin
+# parts such as glasses rims), so the world net must see both domains to judge identity rather than rendering quality.
+@torch.no_grad()
+def generator_renders(G: nn.Module, data: WorldData, per_person: int = 2, seed: int = 0,
+                      batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    from tqdm import tqdm
+    rows = render_rows(data, per_person, seed)
     images = []
     for i in tqdm(range(0, len(rows), batch), desc="generator renders", mininterval=10):
         images.append(((_render_rows(G, data, rows[i:i + batch]).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
-    return torch.cat(images), data.person[rows]
+    return torch.cat(images), rows
 
 
 # The renders of the generator checkpoint in `generator_dir`, cached in `out` (re-rendered when the checkpoint's step
-# differs from the cached one).
+# or the rows differ from the cached ones).
 def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, seed: int,
                               log=print) -> tuple[torch.Tensor, torch.Tensor]:
     from guide_core.world.generator import load_world_generator
     state = torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)
     cache = out / "generator_renders.pt"
+    rows = render_rows(data, seed=seed)
     if cache.exists():
         cached = torch.load(cache, weights_only=True)
-        if int(cached["generator_step"]) == state["step"] and len(cached["person"]) > 0:
-            return cached["image"], cached["person"]
+        if int(cached["generator_step"]) == state["step"] and torch.equal(cached["person"], data.person[rows]):
+            return cached["image"], rows
     log(f"rendering the generator (step {state['step']}) for the identity net")
-    images, person = generator_renders(load_world_generator(state["G"]), data, seed=seed)
+    images, rows = generator_renders(load_world_generator(state["G"]), data, seed=seed)
     tmp = cache.with_suffix(".tmp")
-    torch.save({"image": images, "person": person, "generator_step": torch.tensor(state["step"])}, tmp)
+    torch.save({"image": images, "person": data.person[rows], "generator_step": torch.tensor(state["step"])}, tmp)
     tmp.rename(cache)
-    return images, person
+    return images, rows
 
 
 # Verification on held-out people: TAR at the threshold where FAR equals `far` over all impostor pairs.
@@ -173,16 +179,22 @@ def verification_tar(net: IdentityNet, data: WorldData, far: float = 0.01, batch
             "pairs_genuine": genuine.numel(), "pairs_impostor": impostor.numel()}
 
 
-# How the net sees the generator: mean similarity of G's render of a photo's own z and camera to that photo (the best
-# any inversion can do), over the first `n` held-out photos.
+# How the net sees the generator: similarity of G's render of a held-out photo's own z and camera to that photo (the
+# best any inversion can do), and whether it still tells people apart there: TAR at FAR `far` of render-vs-photo
+# pairs (genuine: the render and its photo; impostor: the render and every photo of another person).
 @torch.no_grad()
-def render_similarity(net: IdentityNet, G: nn.Module, data: WorldData, n: int = 128, batch: int = 32) -> float:
+def render_verification(net: IdentityNet, G: nn.Module, data: WorldData, n: int = 256, far: float = 0.01,
+                        batch: int = 32) -> dict[str, float]:
     net.eval()
-    total = 0.0
-    for i in range(0, min(n, len(data)), batch):
-        idx = torch.arange(i, min(i + batch, n, len(data)))
-        total += (net(_render_rows(G, data, idx)) * net(data.images(idx))).sum().item()
-    return total / min(n, len(data))
+    n = min(n, len(data))
+    rendered = torch.cat([net(_render_rows(G, data, torch.arange(i, min(i + batch, n)))) for i in range(0, n, batch)])
+    photos = torch.cat([net(data.images(torch.arange(i, min(i + batch, n)))) for i in range(0, n, batch)])
+    sims = rendered @ photos.T
+    genuine = sims.diagonal()
+    impostor = sims[data.person[:n, None] != data.person[None, :n]]
+    threshold = torch.quantile(impostor, 1 - far).item()
+    return {"render_similarity": genuine.mean().item(), "render_similarity_min": genuine.min().item(),
+            "render_tar": (genuine > threshold).float().mean().item(), "render_impostor_mean": impostor.mean().item()}
 
 
 # CosFace training with checkpoints every `ckpt_every` steps; `resume` continues from out/ckpt.pt. With
@@ -190,7 +202,7 @@ def render_similarity(net: IdentityNet, G: nn.Module, data: WorldData, n: int = 
 # (see generator_renders); the first identity net, which the generator's perceptual loss needs, is trained without.
 def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 3000, batch: int = 128, seed: int = 0,
                    resume: bool = False, lr: float = 2e-3, margin: float = 0.3, scale: float = 32.0,
-                   generator_dir: Path | None = None, generator_mix: float = 0.25,
+                   generator_dir: Path | None = None, generator_mix: float = 0.25, lambda_pair: float = 1.0,
                    ckpt_every: int = 200, eval_every: int = 500, log=print) -> dict:
     from tqdm import tqdm
     out = Path(out)
@@ -222,16 +234,23 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
         for group in opt.param_groups:  # cosine decay after a short warm-up
             group["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
         idx = torch.randint(0, len(data), (batch - n_renders,), generator=gen)
+        if n_renders:  # the first photos of the batch are the ones the renders picture
+            ridx = torch.randint(0, len(renders[1]), (n_renders,), generator=gen)
+            idx[:n_renders] = renders[1][ridx]
         x, label = data.images(idx), data.person[idx]
         if n_renders:
-            ridx = torch.randint(0, len(renders[1]), (n_renders,), generator=gen)
             x = torch.cat([x, renders[0][ridx].float() / 127.5 - 1])
-            label = torch.cat([label, renders[1][ridx]])
+            label = torch.cat([label, data.person[renders[1][ridx]]])
         x = augment(x, gen)
         emb = F.normalize(net.head(net.features(x)[-1]), dim=1)
         cos = emb @ F.normalize(classes, dim=1).T
         logits = scale * (cos - margin * F.one_hot(label, n_classes))
         loss = F.cross_entropy(logits, label)
+        if n_renders and lambda_pair > 0:
+            # A render of a photo's own z and camera IS that photo, drawn less sharply: its embedding should match
+            # the photo's (what ArcFace gives an EG3D render of the photo it inverts), not merely the same class.
+            pair = 1 - (emb[:n_renders] * emb[-n_renders:]).sum(1).mean()
+            loss = loss + lambda_pair * pair
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -245,7 +264,9 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
             log(json.dumps(history[-1]))
         if step % ckpt_every == 0 or step == steps:
             save_checkpoint(ckpt, {"net": net.state_dict(), "classes": classes.data, "config": json.dumps(net.config),
-                                   "generator_mix": torch.tensor(n_renders / batch)}, opt, gen, step, history)
+                                   "generator_mix": torch.tensor(n_renders / batch),
+                                   "lambda_pair": torch.tensor(lambda_pair if n_renders else 0.0)},
+                            opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 
