@@ -67,7 +67,8 @@ def _train(args: argparse.Namespace) -> int:
         # the net is retrained on photos and the generator's renders (generator_renders says why).
         trained = (RUNS / "generator" / "ckpt.pt").exists() and args.generator_mix > 0
         generator_dir = RUNS / "generator" if trained else None
-        print(f"identity net on photos{f' + {args.generator_mix:.0%} generator renders' if trained else ' only'}")
+        print("identity net on photos" + (f" + {args.generator_mix:.0%} generator renders, each pulled onto its photo "
+                                          f"(weight {args.lambda_pair:g})" if trained else " only"))
         result = train_identity(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 3000,
                                 seed=args.seed, resume=args.resume, generator_dir=generator_dir,
                                 generator_mix=args.generator_mix, lambda_pair=args.lambda_pair)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--generator-mix", type=float, default=0.25,
                        help="identity only: fraction of each batch that are renders of the trained generator "
                             "(used once runs/world/generator exists; 0 = photos only)")
-    train.add_argument("--lambda-pair", type=float, default=1.0,
+    train.add_argument("--lambda-pair", type=float, default=16.0,
                        help="identity only: weight of the loss pulling a render's embedding onto its own photo's")
     export = sub.add_parser("export", help="write weights/default/*.safetensors + JSON configs from the checkpoints")
     export.add_argument("--runs", default=str(RUNS))

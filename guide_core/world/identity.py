@@ -202,9 +202,11 @@ def render_verification(net: IdentityNet, G: nn.Module, data: WorldData, n: int 
 # (see generator_renders); the first identity net, which the generator's perceptual loss needs, is trained without.
 def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 3000, batch: int = 128, seed: int = 0,
                    resume: bool = False, lr: float = 2e-3, margin: float = 0.3, scale: float = 32.0,
-                   generator_dir: Path | None = None, generator_mix: float = 0.25, lambda_pair: float = 1.0,
+                   generator_dir: Path | None = None, generator_mix: float = 0.25, lambda_pair: float = 16.0,
                    ckpt_every: int = 200, eval_every: int = 500, log=print) -> dict:
     from tqdm import tqdm
+    if not 0 <= generator_mix <= 0.5:  # every render's photo sits in the photo part of the batch
+        raise ValueError(f"generator_mix must be within [0, 0.5], got {generator_mix}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
