@@ -361,3 +361,7 @@ def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
             photos = net(data.images(rows))
         pair_similarity[weight] = (rendered * photos).sum(1).mean().item()
     assert pair_similarity[20.0] > pair_similarity[0.0] + 0.3, pair_similarity
+    # more than half renders would leave some render without its photo in the batch
+    with pytest.raises(ValueError, match="generator_mix"):
+        train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "bad", steps=1,
+                       generator_dir=tmp_path / "generator", generator_mix=0.6)
