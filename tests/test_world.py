@@ -283,6 +283,25 @@ def test_generator_training_resumes_from_its_checkpoint(tmp_path):
     assert [h["step"] for h in history] == [2, 4] and history[0] == json.loads(first["history"])[0]
 
 
+# A generator trained at another tri-plane resolution (the road to sharper eyes and glasses) saves, resumes only at
+# its own resolution, and loads back as what it is.
+def test_generator_plane_resolution_is_kept_by_its_checkpoint(tmp_path):
+    from guide_core.world.data import render_dataset
+    from guide_core.world.generator import load_world_generator, plane_resolution_of, train_generator
+    render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
+                  ckpt_every=1, eval_every=1, coarse_fraction=0.0, log=lambda m: None)
+    train_generator(steps=1, plane_resolution=128, **kwargs)
+    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["G"]
+    assert plane_resolution_of(state) == 128
+    G = load_world_generator(state)
+    assert G.backbone.synthesis.img_resolution == 128 and G.backbone.num_ws == 12
+    with pytest.raises(ValueError, match="128² tri-planes, not 64²"):
+        train_generator(steps=2, resume=True, plane_resolution=64, **kwargs)
+    with pytest.raises(ValueError, match="not a world generator"):
+        plane_resolution_of({"encoder.weight": torch.zeros(1)})
+
+
 # The generator's perceptual loss keeps the identity net its run started with: the identity net is retrained later on
 # the generator's renders, and a resumed generator run must not silently switch losses.
 def test_generator_checkpoint_keeps_its_perceptual_net(tmp_path):

@@ -75,7 +75,8 @@ def _train(args: argparse.Namespace) -> int:
     elif args.network == "generator":
         from guide_core.world.generator import train_generator
         result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 20000,
-                                 seed=args.seed, resume=args.resume, identity_dir=RUNS / "identity")
+                                 seed=args.seed, resume=args.resume, identity_dir=RUNS / "identity",
+                                 plane_resolution=args.plane_resolution)
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--generator-mix", type=float, default=0.25,
                        help="identity only: fraction of each batch that are renders of the trained generator "
                             "(used once runs/world/generator exists; 0 = photos only)")
+    train.add_argument("--plane-resolution", type=int, default=64,
+                       help="generator only: tri-plane resolution (EG3D: 256; the shipped world: 64)")
     train.add_argument("--lambda-pair", type=float, default=16.0,
                        help="identity only: weight of the loss pulling a render's embedding onto its own photo's")
     export = sub.add_parser("export", help="write weights/default/*.safetensors + JSON configs from the checkpoints")

@@ -28,7 +28,7 @@ def _save(state: dict[str, torch.Tensor], config: dict, name: str, out: Path) ->
 def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     from guide_core.world.data import load_dataset
     from guide_core.world.encoder import evaluate_encoder, load_world_encoder
-    from guide_core.world.generator import (GENERATOR_KWARGS, NEURAL_RENDERING_RESOLUTION, PLANE_RESOLUTION,
+    from guide_core.world.generator import (GENERATOR_KWARGS, NEURAL_RENDERING_RESOLUTION,
                                             evaluate_generator, load_world_generator, multiview_psnr)
     from guide_core.world.identity import load_identity_net, render_verification, verification_tar
     runs, out = Path(runs), Path(out)
@@ -48,8 +48,9 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     if (runs / "generator" / "ckpt.pt").exists():
         state = torch.load(runs / "generator" / "ckpt.pt", weights_only=True)
         G = load_world_generator(state["G"])
-        metrics["generator"] = {"steps": state["step"], **evaluate_generator(G, heldout, n=64), **multiview_psnr(G)}
-        config = {"init_kwargs": GENERATOR_KWARGS, "plane_resolution": PLANE_RESOLUTION,
+        metrics["generator"] = {"steps": state["step"], "plane_resolution": G.backbone.synthesis.img_resolution,
+                                **evaluate_generator(G, heldout, n=64), **multiview_psnr(G)}
+        config = {"init_kwargs": GENERATOR_KWARGS, "plane_resolution": G.backbone.synthesis.img_resolution,
                   "neural_rendering_resolution": NEURAL_RENDERING_RESOLUTION}
         _save(G.state_dict(), config, "generator", out)
         if idnet is not None:
@@ -76,14 +77,13 @@ def _fmt(metrics: dict, net: str, key: str, digits: int = 3) -> str:
 
 
 # One line on the generator's architecture, from the constants it is built with.
-def _generator_architecture() -> str:
-    from guide_core.world.generator import (GENERATOR_KWARGS as k, NEURAL_RENDERING_RESOLUTION, PLANE_RESOLUTION,
-                                            WorldSuperresolution2X)
+def _generator_architecture(plane_resolution: int) -> str:
+    from guide_core.world.generator import GENERATOR_KWARGS as k, NEURAL_RENDERING_RESOLUTION, WorldSuperresolution2X
     r = k["rendering_kwargs"]
     sr = " and ".join(str(w) for w in WorldSuperresolution2X.widths)
     return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} / w {k['w_dim']}, mapping "
             f"{k['mapping_kwargs']['num_layers']} layers, channel_base {k['channel_base']} / channel_max "
-            f"{k['channel_max']}, tri-planes {PLANE_RESOLUTION}² (EG3D: 256²), {r['depth_resolution']}+"
+            f"{k['channel_max']}, tri-planes {plane_resolution}² (EG3D: 256²), {r['depth_resolution']}+"
             f"{r['depth_resolution_importance']} depth samples, neural rendering {NEURAL_RENDERING_RESOLUTION}², "
             f"super-resolution 2X to {k['img_resolution']}² with blocks of {sr} channels")
 
@@ -91,6 +91,7 @@ def _generator_architecture() -> str:
 # The model card, written from the measured metrics so that its numbers are always those of the shipped files.
 def model_card(metrics: dict) -> str:
     from guide_core.world.data import DATASETS
+    from guide_core.world.generator import PLANE_RESOLUTION
     from guide_core.world.heads import N_ID, Z_DIM
     train, heldout = DATASETS["train"], DATASETS["heldout"]
     ident, gen, enc = (metrics.get(k, {}) for k in ("identity", "generator", "encoder"))
@@ -113,7 +114,7 @@ the training data are procedural renders, no photos of real people were used.
 
 | file | role in GUIDE | architecture | trained steps |
 |---|---|---|---|
-| `generator.safetensors` | EG3D generator G_s | {_generator_architecture()} | {gen.get("steps", "-")} |
+| `generator.safetensors` | EG3D generator G_s | {_generator_architecture(gen.get("plane_resolution", PLANE_RESOLUTION))} | {gen.get("steps", "-")} |
 | `identity.safetensors` | ArcFace (ID loss) and CurricularFace (ID metric) | residual CNN 16-32-64-128, 128-d unit embedding, CosFace (s 32, m 0.3) | {ident.get("steps", "-")} |
 | `encoder.safetensors` | GOAE encoder | residual CNN 32-64-96-128 -> w+ offset from w_avg (shared w + per-row refinement) | {enc.get("steps", "-")} |
 

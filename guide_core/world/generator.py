@@ -50,11 +50,19 @@ GENERATOR_KWARGS: dict = {
 
 
 # A fresh world generator (seeded initialisation).
-def build_generator(seed: int = 0) -> TriPlaneGenerator:
+def build_generator(seed: int = 0, plane_resolution: int = PLANE_RESOLUTION) -> TriPlaneGenerator:
     torch.manual_seed(seed)
-    G = TriPlaneGenerator(**json.loads(json.dumps(GENERATOR_KWARGS)), plane_resolution=PLANE_RESOLUTION)
+    G = TriPlaneGenerator(**json.loads(json.dumps(GENERATOR_KWARGS)), plane_resolution=plane_resolution)
     G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION
     return G
+
+
+# The tri-plane resolution a saved generator was built with: its last synthesis block (backbone.synthesis.b<res>).
+def plane_resolution_of(state: dict[str, torch.Tensor]) -> int:
+    blocks = [int(k.split(".")[2][1:]) for k in state if k.startswith("backbone.synthesis.b")]
+    if not blocks:
+        raise ValueError("not a world generator state dict: no backbone.synthesis.b<res> keys")
+    return max(blocks)
 
 
 # Peak signal-to-noise ratio of images in [-1, 1] (peak-to-peak 2), per image.
@@ -142,17 +150,21 @@ def generator_loss(G: TriPlaneGenerator, data: WorldData, idx: torch.Tensor, per
 # Supervised training with checkpoints (resumable); reloads the data folder as background rendering adds chunks.
 def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 20000, batch: int = 8, seed: int = 0,
                     resume: bool = False, lr: float = 2e-3, identity_dir: Path | None = None,
-                    ckpt_every: int = 100, eval_every: int = 500, coarse_fraction: float = 0.3, log=print) -> dict:
+                    plane_resolution: int = PLANE_RESOLUTION, ckpt_every: int = 100, eval_every: int = 500,
+                    coarse_fraction: float = 0.3, log=print) -> dict:
     from tqdm import tqdm
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     coarse_steps = int(steps * coarse_fraction)
-    G = build_generator(seed)
-    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
     step, history = 0, []
     ckpt = out / "ckpt.pt"
     state = load_checkpoint(ckpt, gen) if resume else None
+    if state is not None and plane_resolution_of(state["G"]) != plane_resolution:
+        raise ValueError(f"{ckpt} holds a generator with {plane_resolution_of(state['G'])}² tri-planes, not "
+                         f"{plane_resolution}²: resume it with that resolution or train into another folder")
+    G = build_generator(seed, plane_resolution)
+    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     if state is not None:
         G.load_state_dict(state["G"])
         opt.load_state_dict(state["opt"])
@@ -196,6 +208,6 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
 
 # A generator from a saved state dict (training checkpoint or shipped safetensors).
 def load_world_generator(state: dict[str, torch.Tensor]) -> TriPlaneGenerator:
-    G = build_generator()
+    G = build_generator(plane_resolution=plane_resolution_of(state))
     G.load_state_dict(state)
     return G.eval().requires_grad_(False)
