@@ -85,14 +85,15 @@ def main() -> int:
     defaults = bundle.extras["ltu_defaults"]
     args.iters = args.iters or defaults["iters"]
     overrides = {"iters": args.iters, "preview_every": 0, **({"d": args.d} if args.d is not None else {})}
-    overrides.update(_parse_overrides(args.set))
+    extra = _parse_overrides(args.set)
+    overrides.update(extra)
     cfg = LTUConfig(**{**defaults, **overrides}).validate()
     start = time.perf_counter()
     run = Unlearning(bundle, w_u, cfg=cfg).run_all()
     seconds = time.perf_counter() - start
     G_u = run.G_u
     result = {
-        "iters": args.iters, "d": cfg.d, "overrides": _parse_overrides(args.set), "seconds": round(seconds, 1),
+        "iters": args.iters, "d": cfg.d, "overrides": extra, "seconds": round(seconds, 1),
         "threads": args.threads,
         "source_before": before_source[0], "source_after": photo_similarity(G_u, w_u, x[:1])[0],
         "others_before": sum(before_others) / 3, "others_after": sum(photo_similarity(G_u, w_others, x[1:])) / 3,

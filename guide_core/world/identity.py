@@ -162,11 +162,18 @@ def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, s
     return images, rows
 
 
+# Embeddings of the first `n` photos of a data set (all by default), in batches.
+@torch.no_grad()
+def _photo_embeddings(net: IdentityNet, data: WorldData, n: int | None = None, batch: int = 256) -> torch.Tensor:
+    n = len(data) if n is None else min(n, len(data))
+    return torch.cat([net(data.images(torch.arange(i, min(i + batch, n)))) for i in range(0, n, batch)])
+
+
 # Verification on held-out people: TAR at the threshold where FAR equals `far` over all impostor pairs.
 @torch.no_grad()
 def verification_tar(net: IdentityNet, data: WorldData, far: float = 0.01, batch: int = 256) -> dict[str, float]:
     net.eval()
-    emb = torch.cat([net(data.images(torch.arange(i, min(i + batch, len(data))))) for i in range(0, len(data), batch)])
+    emb = _photo_embeddings(net, data, batch=batch)
     sims = emb @ emb.T
     same = data.person[:, None] == data.person[None, :]
     upper = torch.triu(torch.ones_like(same), diagonal=1)
@@ -188,7 +195,7 @@ def render_verification(net: IdentityNet, G: nn.Module, data: WorldData, n: int 
     net.eval()
     n = min(n, len(data))
     rendered = torch.cat([net(_render_rows(G, data, torch.arange(i, min(i + batch, n)))) for i in range(0, n, batch)])
-    photos = torch.cat([net(data.images(torch.arange(i, min(i + batch, n)))) for i in range(0, n, batch)])
+    photos = _photo_embeddings(net, data, n, batch)
     sims = rendered @ photos.T
     genuine = sims.diagonal()
     impostor = sims[data.person[:n, None] != data.person[None, :n]]
