@@ -78,7 +78,8 @@ def main() -> int:
 
     threshold = json.loads((WEIGHTS_DIR / "metrics.json").read_text())["identity"]["threshold"]
     to_source = torch.tensor(photo_similarity(bundle.G, people, x[:1].expand(len(people), -1, -1, -1)))
-    far, near = people[to_source < threshold], people[to_source >= threshold]
+    is_near = to_source >= threshold
+    far, near = people[~is_near], people[is_near]
 
     before_source = photo_similarity(bundle.G, w_u, x[:1])
     before_others = photo_similarity(bundle.G, w_others, x[1:])
@@ -105,7 +106,7 @@ def main() -> int:
     result["threshold"] = threshold
     kept = id_similarity(bundle, bundle.G, G_u, near) if len(near) else []
     result["near"] = [{"similarity_to_source": float(s), "kept": float(k)}
-                      for s, k in zip(to_source[to_source >= threshold], kept)]
+                      for s, k in zip(to_source[is_near], kept)]
     result["bars"] = {"source_before>=0.9": result["source_before"] >= 0.9,
                       "source_after<=0.3": result["source_after"] <= 0.3,
                       "others_drop": result["others_after"] < result["others_before"],

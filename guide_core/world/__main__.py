@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from guide_core.world.data import CHUNK_IDS, DATASETS
+from guide_core.world.generator import PLANE_RESOLUTION
+from guide_core.world.identity import LAMBDA_PAIR
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "world"
@@ -100,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--generator-mix", type=float, default=0.25,
                        help="identity only: fraction of each batch that are renders of the trained generator "
                             "(used once runs/world/generator exists; 0 = photos only)")
-    train.add_argument("--plane-resolution", type=int, default=64,
+    train.add_argument("--plane-resolution", type=int, default=PLANE_RESOLUTION,
                        help="generator only: tri-plane resolution (EG3D: 256; the shipped world: 64)")
-    train.add_argument("--lambda-pair", type=float, default=16.0,
+    train.add_argument("--lambda-pair", type=float, default=LAMBDA_PAIR,
                        help="identity only: weight of the loss pulling a render's embedding onto its own photo's")
     export = sub.add_parser("export", help="write weights/default/*.safetensors + JSON configs from the checkpoints")
     export.add_argument("--runs", default=str(RUNS))

@@ -160,8 +160,9 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 2
     step, history = 0, []
     ckpt = out / "ckpt.pt"
     state = load_checkpoint(ckpt, gen) if resume else None
-    if state is not None and plane_resolution_of(state["G"]) != plane_resolution:
-        raise ValueError(f"{ckpt} holds a generator with {plane_resolution_of(state['G'])}² tri-planes, not "
+    saved_resolution = plane_resolution_of(state["G"]) if state is not None else plane_resolution
+    if saved_resolution != plane_resolution:
+        raise ValueError(f"{ckpt} holds a generator with {saved_resolution}² tri-planes, not "
                          f"{plane_resolution}²: resume it with that resolution or train into another folder")
     G = build_generator(seed, plane_resolution)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
