@@ -302,6 +302,42 @@ def test_generator_plane_resolution_is_kept_by_its_checkpoint(tmp_path):
         plane_resolution_of({"encoder.weight": torch.zeros(1)})
 
 
+# The polish phase (train_generator's polish_steps) follows the main phase in the same checkpoint: squared image
+# error at MSE_WEIGHT instead of L1, no perceptual term, and a learning rate that warms up again from near zero.
+def test_generator_polish_phase_switches_to_squared_error(tmp_path):
+    import torch.nn.functional as F
+    from guide_core.world.data import load_dataset, render_dataset
+    from guide_core.world.generator import MSE_WEIGHT, build_generator, generator_loss, train_generator
+    from guide_core.world.identity import train_identity
+    render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
+    data = load_dataset(tmp_path / "data")
+    G, idx = build_generator(), torch.arange(2)
+    torch.manual_seed(3)  # the same stratified ray jitter in all three renders
+    _, l1 = generator_loss(G, data, idx, pixel="l1")
+    torch.manual_seed(3)
+    _, mse = generator_loss(G, data, idx, pixel="mse")
+    torch.manual_seed(3)
+    with torch.no_grad():
+        image = G(data.z[idx], data.c[idx], noise_mode="const")["image"]
+    assert abs(l1["img"] - (image - data.images(idx)).abs().mean().item()) < 1e-5
+    expected = MSE_WEIGHT * F.mse_loss(image, data.images(idx)).item()
+    assert abs(mse["img"] - expected) < 1e-5, f"MSE term {mse['img']} vs {expected}"
+    with pytest.raises(ValueError, match="'l1' or 'mse'"):
+        generator_loss(G, data, idx, pixel="l2")
+    folders = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data")
+    train_identity(out=tmp_path / "identity", steps=2, batch=16, eval_every=2, log=lambda m: None, **folders)
+    kwargs = dict(out=tmp_path / "run", batch=2, ckpt_every=1, eval_every=1, coarse_fraction=0.0,
+                  identity_dir=tmp_path / "identity", log=lambda m: None, **folders)
+    train_generator(steps=2, **kwargs)
+    train_generator(steps=2, polish_steps=2, polish_lr=1e-4, resume=True, **kwargs)
+    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    history = json.loads(state["history"])
+    assert state["step"] == 4 and [h["phase"] for h in history] == ["main", "main", "polish", "polish"]
+    assert ["per" in h for h in history] == [True, True, False, False]
+    last_rate = 1e-4 * (2 / 200) * 0.5 * (1 + math.cos(math.pi * 1 / 2))  # second polish step, still warming up
+    assert state["opt"]["param_groups"][0]["lr"] == pytest.approx(last_rate)
+
+
 # The generator's perceptual loss keeps the identity net its run started with: the identity net is retrained later on
 # the generator's renders, and a resumed generator run must not silently switch losses.
 def test_generator_checkpoint_keeps_its_perceptual_net(tmp_path):

@@ -91,7 +91,7 @@ def _generator_architecture(plane_resolution: int) -> str:
 # The model card, written from the measured metrics so that its numbers are always those of the shipped files.
 def model_card(metrics: dict) -> str:
     from guide_core.world.data import DATASETS
-    from guide_core.world.generator import PLANE_RESOLUTION
+    from guide_core.world.generator import MSE_WEIGHT, PLANE_RESOLUTION, POLISH_STEPS
     from guide_core.world.heads import N_ID, Z_DIM
     train, heldout = DATASETS["train"], DATASETS["heldout"]
     ident, gen, enc = (metrics.get(k, {}) for k in ("identity", "generator", "encoder"))
@@ -132,7 +132,10 @@ comparable only with each other, never with the paper's FFHQ numbers.
 - `train identity` (stage 1): CosFace on the training people's photos, AdamW 2e-3 cosine, batch 128,
   shift/scale/blur/colour jitter. Only the generator's perceptual loss uses this net (kept in its checkpoint).
 - `train generator`: supervised, L1(image 64²) + L1(raw 32²) + L1(depth on the head) + world perceptual,
-  Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network.
+  Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network. Then
+  a polish phase (`--polish-steps`, {POLISH_STEPS:,} steps here): squared error (x{MSE_WEIGHT:g}) on image and raw
+  render instead of L1, no perceptual term, Adam 2e-4 cosine to zero; PSNR scores squared error, and L1 + perceptual
+  place an uncertain edge sharp instead of at its mean.
 - `train identity` again (stage 2, the shipped net, from scratch): as stage 1, but {mix} of every batch are the
   trained generator's renders of the training people (2 per person, their z and camera), each next to the photo it
   renders, with a term (weight {ident.get("lambda_pair", 0):g}) pulling the render's embedding onto its photo's. The
