@@ -11,44 +11,31 @@
 #            (weights/default/metrics.json). The others are the source's lookalikes, reported apart ("near"):
 #            erasing a person may rightly move them too;
 #   id:      the paper's ID metric for w_u (G_s vs G_u renders over the 11 views).
-# Usage: python benchmarks/world_erasure.py [--iters N] [--person K] [--d D] [--set FIELD=VALUE] [--threads T]
-#        [--json]
+# Usage: python benchmarks/world_erasure.py [--person K] [--threads T] [--json] [any LTU flag of `python -m
+#        guide_core unlearn`, e.g. --iters N --d D --n-glob 6]
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from guide_core.cli import add_config_flags, config_from_args  # noqa: E402 (after the path)
 
-
-# "--set alpha_max=7.5" -> {"alpha_max": 7.5}, typed by the LTUConfig field; unknown fields fail loudly.
-def _parse_overrides(items: list[str]) -> dict:
-    from dataclasses import fields
-    from guide_core.guide import LTUConfig
-    types = {f.name: type(f.default) for f in fields(LTUConfig)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(types))}")
-        out[key] = types[key](value) if types[key] is not bool else value.lower() in ("1", "true", "yes")
-    return out
+# Random people (fixed seed) from which the far ones and the lookalikes are drawn.
+N_PEOPLE = 24
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="GUIDE erasure on the embedded default world (time, ID similarities)")
-    parser.add_argument("--iters", type=int, default=None,
-                        help="LTU iterations (default: the world's own default; paper: 1000)")
     parser.add_argument("--person", type=int, default=0, help="world person of the example set")
-    parser.add_argument("--d", type=float, default=None, help="UFO distance (default: the world's own default)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override any LTUConfig field, e.g. --set alpha_max=7.5 (repeatable)")
+    add_config_flags(parser)  # any LTUConfig field, e.g. --n-glob 6; absent ones take the world's defaults
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -69,7 +56,7 @@ def main() -> int:
     codes = bundle.invert(x)
     w_u, w_others = codes[:1], codes[1:]
     with torch.no_grad():
-        people = bundle.G.mapping(random_z(24, 987_654), bundle.cond_c.expand(24, -1))
+        people = bundle.G.mapping(random_z(N_PEOPLE, 987_654), bundle.cond_c.expand(N_PEOPLE, -1))
 
     def photo_similarity(G: torch.nn.Module, ws: torch.Tensor, images: torch.Tensor) -> list[float]:
         with torch.no_grad():
@@ -83,18 +70,14 @@ def main() -> int:
 
     before_source = photo_similarity(bundle.G, w_u, x[:1])
     before_others = photo_similarity(bundle.G, w_others, x[1:])
-    defaults = bundle.extras["ltu_defaults"]
-    args.iters = args.iters or defaults["iters"]
-    overrides = {"iters": args.iters, "preview_every": 0, **({"d": args.d} if args.d is not None else {})}
-    extra = _parse_overrides(args.set)
-    overrides.update(extra)
-    cfg = LTUConfig(**{**defaults, **overrides}).validate()
+    given = {f.name: getattr(args, f.name) for f in fields(LTUConfig) if hasattr(args, f.name)}
+    cfg = config_from_args(args, {**bundle.extras["ltu_defaults"], "preview_every": 0})
     start = time.perf_counter()
     run = Unlearning(bundle, w_u, cfg=cfg).run_all()
     seconds = time.perf_counter() - start
     G_u = run.G_u
     result = {
-        "iters": args.iters, "d": cfg.d, "overrides": extra, "seconds": round(seconds, 1),
+        "iters": cfg.iters, "d": cfg.d, "overrides": given, "seconds": round(seconds, 1),
         "threads": args.threads,
         "source_before": before_source[0], "source_after": photo_similarity(G_u, w_u, x[:1])[0],
         "others_before": sum(before_others) / 3, "others_after": sum(photo_similarity(G_u, w_others, x[1:])) / 3,
@@ -114,13 +97,13 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"GUIDE on the default world: {args.iters} LTU iterations (d = {cfg.d:g}) in {seconds:.1f} s "
+        print(f"GUIDE on the default world: {cfg.iters} LTU iterations (d = {cfg.d:g}) in {seconds:.1f} s "
               f"({args.threads} threads)")
         print("similarities from the world identity net (not ArcFace):")
         for key in ("source_before", "source_after", "others_before", "others_after", "id", "id_others",
                     "far_mean", "far_min"):
             print(f"  {key:14s} {result[key]: .3f}")
-        print(f"  far people: {result['far_n']} of 24 (similarity to the source < {threshold:.2f}); lookalikes kept: "
+        print(f"  far people: {result['far_n']} of {N_PEOPLE} (similarity to the source < {threshold:.2f}); lookalikes kept: "
               + (", ".join(f"{n['kept']:.2f} (to source {n['similarity_to_source']:.2f})" for n in result["near"])
                  or "none"))
         print("bars:", ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in result["bars"].items()))
