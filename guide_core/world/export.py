@@ -48,9 +48,10 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     if (runs / "generator" / "ckpt.pt").exists():
         state = torch.load(runs / "generator" / "ckpt.pt", weights_only=True)
         G = load_world_generator(state["G"])
-        metrics["generator"] = {"steps": state["step"], "plane_resolution": G.backbone.synthesis.img_resolution,
+        plane_resolution = G.backbone.synthesis.img_resolution
+        metrics["generator"] = {"steps": state["step"], "plane_resolution": plane_resolution,
                                 **evaluate_generator(G, heldout, n=64), **multiview_psnr(G)}
-        config = {"init_kwargs": GENERATOR_KWARGS, "plane_resolution": G.backbone.synthesis.img_resolution,
+        config = {"init_kwargs": GENERATOR_KWARGS, "plane_resolution": plane_resolution,
                   "neural_rendering_resolution": NEURAL_RENDERING_RESOLUTION}
         _save(G.state_dict(), config, "generator", out)
         if idnet is not None:
