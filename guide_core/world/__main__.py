@@ -82,7 +82,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
-                               steps=args.steps or 14000, seed=args.seed, resume=args.resume)
+                               steps=args.steps or 16000, seed=args.seed, resume=args.resume)
     print(result)
     return 0
 
