@@ -10,7 +10,9 @@
 #            for the source: similarity to the source photo below its verification threshold at FAR 1 %
 #            (weights/default/metrics.json). The others are the source's lookalikes, reported apart ("near"):
 #            erasing a person may rightly move them too;
-#   id:      the paper's ID metric for w_u (G_s vs G_u renders over the 11 views).
+#   id:      the paper's ID metric for w_u (G_s vs G_u renders over the 11 views);
+#   far_least_kept: how far in w the least-kept far person lies from w_u, next to the median (README: the edit
+#            spreads to w-neighbours).
 # Usage: python benchmarks/world_erasure.py [--person K] [--threads T] [--json] [any LTU flag of `python -m
 #        guide_core unlearn`, e.g. --iters N --d D --n-glob 6]
 from __future__ import annotations
@@ -86,6 +88,13 @@ def main() -> int:
     }
     far_sim = id_similarity(bundle, bundle.G, G_u, far)
     result["far_mean"], result["far_min"], result["far_n"] = float(far_sim.mean()), float(far_sim.min()), len(far)
+    # Who is least kept: in this world the edit spreads to the codes nearest w_u (README), so report the least-kept far
+    # person's distance from w_u (whole-code norm, as UFO's d) next to the median and its rank by that distance.
+    far_dist = (far - w_u).flatten(1).norm(dim=1)
+    worst = int(far_sim.argmin())
+    result["far_least_kept"] = {"w_distance": float(far_dist[worst]), "median_w_distance": float(far_dist.median()),
+                                "distance_rank": int((far_dist < far_dist[worst]).sum()) + 1,
+                                "similarity_to_source": float(to_source[~is_near][worst])}
     result["threshold"] = threshold
     kept = id_similarity(bundle, bundle.G, G_u, near) if len(near) else []
     result["near"] = [{"similarity_to_source": float(s), "kept": float(k)}
@@ -103,6 +112,9 @@ def main() -> int:
         for key in ("source_before", "source_after", "others_before", "others_after", "id", "id_others",
                     "far_mean", "far_min"):
             print(f"  {key:14s} {result[key]: .3f}")
+        least = result["far_least_kept"]
+        print(f"  least-kept far person: w distance to w_u {least['w_distance']:.1f} (median {least['median_w_distance']:.1f}, "
+              f"nearest rank {least['distance_rank']}), similarity to the source {least['similarity_to_source']:.2f}")
         print(f"  far people: {result['far_n']} of {N_PEOPLE} (similarity to the source < {threshold:.2f}); lookalikes kept: "
               + (", ".join(f"{n['kept']:.2f} (to source {n['similarity_to_source']:.2f})" for n in result["near"])
                  or "none"))

@@ -262,6 +262,25 @@ def test_model_card_states_every_unmet_bar():
         assert (name in status) == missed, f"status line {status!r} vs {name} {'missed' if missed else 'met'}"
 
 
+# The erasure benchmark whose numbers are in the README, at 2 iterations: it reads the shipped weights, reports the
+# flags it was given, and two small steps leave everyone (the source included) almost as they were.
+@pytest.mark.skipif(not (WEIGHTS / "encoder.safetensors").exists(), reason="weights/default/ not shipped yet")
+def test_erasure_benchmark_runs_and_two_iterations_change_little():
+    import subprocess
+    import sys
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "world_erasure.py"
+    out = subprocess.run([sys.executable, str(script), "--person", "1", "--json", "--iters", "2", "--n-glob", "1"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["iters"] == 2 and r["overrides"] == {"iters": 2, "n_glob": 1}
+    assert r["source_before"] >= 0.9, r
+    assert abs(r["source_after"] - r["source_before"]) < 0.1, r
+    assert r["far_min"] > 0.95 and r["far_n"] + len(r["near"]) == 24, r
+    least = r["far_least_kept"]
+    assert 1 <= least["distance_rank"] <= r["far_n"] and least["similarity_to_source"] < r["threshold"], least
+    assert 10 < least["median_w_distance"] < 60, least
+
+
 # Resumable training (issue 5): a run resumed from its checkpoint continues at the saved step with the saved optimiser
 # state and loss history, instead of starting over.
 def test_generator_training_resumes_from_its_checkpoint(tmp_path):

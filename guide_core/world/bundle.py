@@ -140,9 +140,9 @@ def load_bundle(device: str = "cpu"):
         # lambda_glob 5 instead of 2 and 1, because the world's perceptual distance (identity-net features, not
         # LPIPS) is smaller for the same change: at the paper's weights unrelated people kept only 0.58 identity
         # similarity, at these 0.93-0.97 on average (benchmarks/world_erasure.py, persons 0-5). alpha_max 7.5
-        # instead of 15: this w space is smaller (|w - w_avg| ~ 7, two random people ~ 10 apart), so the paper's
-        # adjacency radius reached past other people; at 7.5 the source falls further and far people keep slightly
-        # more (README). The CLI and studio start here.
+        # instead of 15 (whole-code norm, as UFO's d: here |w - w_avg| ~ 22, two random people ~ 31 apart, the
+        # nearest of 256 ~ 19): the source falls further and far people keep about as much (README). The CLI and
+        # studio start here.
         extras={"photo": world_photo, "world": True,
                 "ltu_defaults": {"iters": 200, "preview_every": 20, "n_glob": 4, "lambda_glob": 5.0,
                                  "alpha_max": 7.5}})
