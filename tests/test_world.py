@@ -248,7 +248,8 @@ def test_shipped_encoder_inverts_heldout_photos():
     assert similarity.mean() >= floor_id, f"identity similarity {similarity.tolist()} < {floor_id:.2f}"
 
 
-# The model card must not overstate the shipped weights: any bar that metrics.json misses is named in its status line.
+# The model card must not overstate the shipped weights: any bar that metrics.json misses is named in its status line,
+# and the card is the one export writes from metrics.json (architecture, steps, numbers).
 @pytest.mark.skipif(not (WEIGHTS / "metrics.json").exists(), reason="weights/default/ not shipped yet")
 def test_model_card_states_every_unmet_bar():
     card = (WEIGHTS / "MODEL_CARD.md").read_text()
@@ -260,6 +261,8 @@ def test_model_card_states_every_unmet_bar():
              "TAR": m["identity"]["tar"] < BARS["identity_tar"]}
     for name, missed in unmet.items():
         assert (name in status) == missed, f"status line {status!r} vs {name} {'missed' if missed else 'met'}"
+    from guide_core.world.export import model_card
+    assert card == model_card(m), "MODEL_CARD.md is not the card export writes for metrics.json: re-run export"
 
 
 # The erasure benchmark whose numbers are in the README, at 2 iterations: it reads the shipped weights, reports the
@@ -302,23 +305,29 @@ def test_generator_training_resumes_from_its_checkpoint(tmp_path):
     assert [h["step"] for h in history] == [2, 4] and history[0] == json.loads(first["history"])[0]
 
 
-# A generator trained at another tri-plane resolution (the road to sharper eyes and glasses) saves, resumes only at
-# its own resolution, and loads back as what it is.
-def test_generator_plane_resolution_is_kept_by_its_checkpoint(tmp_path):
+# A generator trained at another tri-plane resolution (the road to sharper eyes and glasses) or mapping depth saves,
+# resumes only as what it is, and loads back as what it is.
+def test_generator_architecture_is_kept_by_its_checkpoint(tmp_path):
     from guide_core.world.data import render_dataset
-    from guide_core.world.generator import load_world_generator, plane_resolution_of, train_generator
+    from guide_core.world.generator import (load_world_generator, mapping_layers_of, plane_resolution_of,
+                                            train_generator)
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
                   ckpt_every=1, eval_every=1, coarse_fraction=0.0, log=lambda m: None)
-    train_generator(steps=1, plane_resolution=128, **kwargs)
+    train_generator(steps=1, plane_resolution=128, mapping_layers=6, **kwargs)
     state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["G"]
-    assert plane_resolution_of(state) == 128
+    assert plane_resolution_of(state) == 128 and mapping_layers_of(state) == 6
     G = load_world_generator(state)
     assert G.backbone.synthesis.img_resolution == 128 and G.backbone.num_ws == 12
-    with pytest.raises(ValueError, match="128² tri-planes, not 64²"):
-        train_generator(steps=2, resume=True, plane_resolution=64, **kwargs)
-    with pytest.raises(ValueError, match="not a world generator"):
-        plane_resolution_of({"encoder.weight": torch.zeros(1)})
+    assert G.backbone.mapping.num_layers == 6
+    with pytest.raises(ValueError, match="128² tri-planes and a 6-layer mapping, not 64² tri-planes"):
+        train_generator(steps=2, resume=True, plane_resolution=64, mapping_layers=6, **kwargs)
+    with pytest.raises(ValueError, match="a 6-layer mapping, not 128² tri-planes and a 4-layer mapping"):
+        train_generator(steps=2, resume=True, plane_resolution=128, **kwargs)
+    train_generator(steps=2, resume=True, plane_resolution=128, mapping_layers=6, **kwargs)
+    for of in (plane_resolution_of, mapping_layers_of):
+        with pytest.raises(ValueError, match="not a world generator"):
+            of({"encoder.weight": torch.zeros(1)})
 
 
 # The polish phase (train_generator's polish_steps) follows the main phase in the same checkpoint: squared image

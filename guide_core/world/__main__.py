@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from guide_core.world.data import CHUNK_IDS, DATASETS
-from guide_core.world.generator import PLANE_RESOLUTION, POLISH_STEPS
+from guide_core.world.generator import MAPPING_LAYERS, PLANE_RESOLUTION, POLISH_STEPS
 from guide_core.world.identity import LAMBDA_PAIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +78,8 @@ def _train(args: argparse.Namespace) -> int:
         from guide_core.world.generator import train_generator
         result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 17000,
                                  seed=args.seed, resume=args.resume, identity_dir=RUNS / "identity",
-                                 plane_resolution=args.plane_resolution, polish_steps=args.polish_steps)
+                                 plane_resolution=args.plane_resolution, mapping_layers=args.mapping_layers,
+                                 polish_steps=args.polish_steps)
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                             "(used once runs/world/generator exists; 0 = photos only)")
     train.add_argument("--plane-resolution", type=int, default=PLANE_RESOLUTION,
                        help="generator only: tri-plane resolution (EG3D: 256; the shipped world: 64)")
+    train.add_argument("--mapping-layers", type=int, default=MAPPING_LAYERS,
+                       help="generator only: depth of the mapping network (StyleGAN: 8; the shipped world: 4)")
     train.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
                        help="generator only: steps after --steps with MSE and no perceptual loss (train_generator)")
     train.add_argument("--lambda-pair", type=float, default=LAMBDA_PAIR,

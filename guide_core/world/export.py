@@ -49,9 +49,13 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
         state = torch.load(runs / "generator" / "ckpt.pt", weights_only=True)
         G = load_world_generator(state["G"])
         plane_resolution = G.backbone.synthesis.img_resolution
+        mapping_layers = G.backbone.mapping.num_layers
         metrics["generator"] = {"steps": state["step"], "plane_resolution": plane_resolution,
+                                "mapping_layers": mapping_layers,
                                 **evaluate_generator(G, heldout, n=64), **multiview_psnr(G)}
-        config = {"init_kwargs": GENERATOR_KWARGS, "plane_resolution": plane_resolution,
+        init_kwargs = {**GENERATOR_KWARGS, "mapping_kwargs": {**GENERATOR_KWARGS["mapping_kwargs"],
+                                                              "num_layers": mapping_layers}}
+        config = {"init_kwargs": init_kwargs, "plane_resolution": plane_resolution,
                   "neural_rendering_resolution": NEURAL_RENDERING_RESOLUTION}
         _save(G.state_dict(), config, "generator", out)
         if idnet is not None:
@@ -78,12 +82,15 @@ def _fmt(metrics: dict, net: str, key: str, digits: int = 3) -> str:
 
 
 # One line on the generator's architecture, from the constants it is built with.
-def _generator_architecture(plane_resolution: int) -> str:
-    from guide_core.world.generator import GENERATOR_KWARGS as k, NEURAL_RENDERING_RESOLUTION, WorldSuperresolution2X
+def _generator_architecture(gen: dict) -> str:
+    from guide_core.world.generator import (GENERATOR_KWARGS as k, MAPPING_LAYERS, NEURAL_RENDERING_RESOLUTION,
+                                            PLANE_RESOLUTION, WorldSuperresolution2X)
+    plane_resolution = gen.get("plane_resolution", PLANE_RESOLUTION)
+    mapping_layers = gen.get("mapping_layers", MAPPING_LAYERS)
     r = k["rendering_kwargs"]
     sr = " and ".join(str(w) for w in WorldSuperresolution2X.widths)
     return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} / w {k['w_dim']}, mapping "
-            f"{k['mapping_kwargs']['num_layers']} layers, channel_base {k['channel_base']} / channel_max "
+            f"{mapping_layers} layers, channel_base {k['channel_base']} / channel_max "
             f"{k['channel_max']}, tri-planes {plane_resolution}² (EG3D: 256²), {r['depth_resolution']}+"
             f"{r['depth_resolution_importance']} depth samples, neural rendering {NEURAL_RENDERING_RESOLUTION}², "
             f"super-resolution 2X to {k['img_resolution']}² with blocks of {sr} channels")
@@ -92,7 +99,7 @@ def _generator_architecture(plane_resolution: int) -> str:
 # The model card, written from the measured metrics so that its numbers are always those of the shipped files.
 def model_card(metrics: dict) -> str:
     from guide_core.world.data import DATASETS
-    from guide_core.world.generator import MSE_WEIGHT, PLANE_RESOLUTION, POLISH_STEPS
+    from guide_core.world.generator import MSE_WEIGHT, POLISH_STEPS
     from guide_core.world.heads import N_ID, Z_DIM
     train, heldout = DATASETS["train"], DATASETS["heldout"]
     ident, gen, enc = (metrics.get(k, {}) for k in ("identity", "generator", "encoder"))
@@ -115,7 +122,7 @@ the training data are procedural renders, no photos of real people were used.
 
 | file | role in GUIDE | architecture | trained steps |
 |---|---|---|---|
-| `generator.safetensors` | EG3D generator G_s | {_generator_architecture(gen.get("plane_resolution", PLANE_RESOLUTION))} | {gen.get("steps", "-")} |
+| `generator.safetensors` | EG3D generator G_s | {_generator_architecture(gen)} | {gen.get("steps", "-")} |
 | `identity.safetensors` | ArcFace (ID loss) and CurricularFace (ID metric) | residual CNN 16-32-64-128, 128-d unit embedding, CosFace (s 32, m 0.3) | {ident.get("steps", "-")} |
 | `encoder.safetensors` | GOAE encoder | residual CNN 32-64-96-128 -> w+ offset from w_avg (shared w + per-row refinement) | {enc.get("steps", "-")} |
 

@@ -31,12 +31,14 @@ NEURAL_RENDERING_RESOLUTION = 32
 # 64^2 planes carry the same detail and cut the CPU cost of a training step several times (same classes, fewer
 # synthesis blocks).
 PLANE_RESOLUTION = 64
+# Layers of the mapping network of the shipped generator (StyleGAN: 8). Four were chosen first; an 8-layer run from
+# scratch led the 4-layer one at every evaluation of its first steps (README), so depth is a training option.
+MAPPING_LAYERS = 4
 # Constructor arguments of the world's generator (the original's init_kwargs layout).
 GENERATOR_KWARGS: dict = {
     "z_dim": Z_DIM, "c_dim": 25, "w_dim": 512, "img_resolution": 64, "img_channels": 3, "sr_num_fp16_res": 0,
-    # lr_multiplier 0.25 instead of StyleGAN's 0.01: supervised regression has no GAN instability to damp. Four layers
-    # (StyleGAN: 8): the map from head parameters to styles is far from linear (beard or not, glasses or not).
-    "mapping_kwargs": {"num_layers": 4, "lr_multiplier": 0.25},
+    # lr_multiplier 0.25 instead of StyleGAN's 0.01: supervised regression has no GAN instability to damp.
+    "mapping_kwargs": {"num_layers": MAPPING_LAYERS, "lr_multiplier": 0.25},
     "channel_base": 1024, "channel_max": 64, "num_fp16_res": 0, "conv_clamp": None,
     "rendering_kwargs": {
         "image_resolution": 64, "disparity_space_sampling": False, "clamp_mode": "softplus",
@@ -50,9 +52,12 @@ GENERATOR_KWARGS: dict = {
 
 
 # A fresh world generator (seeded initialisation).
-def build_generator(seed: int = 0, plane_resolution: int = PLANE_RESOLUTION) -> TriPlaneGenerator:
+def build_generator(seed: int = 0, plane_resolution: int = PLANE_RESOLUTION,
+                    mapping_layers: int = MAPPING_LAYERS) -> TriPlaneGenerator:
     torch.manual_seed(seed)
-    G = TriPlaneGenerator(**json.loads(json.dumps(GENERATOR_KWARGS)), plane_resolution=plane_resolution)
+    kwargs = json.loads(json.dumps(GENERATOR_KWARGS))
+    kwargs["mapping_kwargs"]["num_layers"] = mapping_layers
+    G = TriPlaneGenerator(**kwargs, plane_resolution=plane_resolution)
     G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION
     return G
 
@@ -63,6 +68,14 @@ def plane_resolution_of(state: dict[str, torch.Tensor]) -> int:
     if not blocks:
         raise ValueError("not a world generator state dict: no backbone.synthesis.b<res> keys")
     return max(blocks)
+
+
+# The mapping depth a saved generator was built with: its backbone.mapping.fc<i> layers.
+def mapping_layers_of(state: dict[str, torch.Tensor]) -> int:
+    layers = {k.split(".")[2] for k in state if k.startswith("backbone.mapping.fc")}
+    if not layers:
+        raise ValueError("not a world generator state dict: no backbone.mapping.fc<i> keys")
+    return len(layers)
 
 
 # Peak signal-to-noise ratio of images in [-1, 1] (peak-to-peak 2), per image.
@@ -165,7 +178,8 @@ def generator_loss(G: TriPlaneGenerator, data: WorldData, idx: torch.Tensor, per
 # 23.07 dB after 17,000 main steps, where L1 had stopped gaining; 23.38 dB after 5,000 polish steps).
 def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 17000, batch: int = 8, seed: int = 0,
                     resume: bool = False, lr: float = 2e-3, identity_dir: Path | None = None,
-                    plane_resolution: int = PLANE_RESOLUTION, ckpt_every: int = 100, eval_every: int = 500,
+                    plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
+                    ckpt_every: int = 100, eval_every: int = 500,
                     coarse_fraction: float = 0.3, polish_steps: int = 0, polish_lr: float = 2e-4, log=print) -> dict:
     from tqdm import tqdm
     out = Path(out)
@@ -175,11 +189,13 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     step, history = 0, []
     ckpt = out / "ckpt.pt"
     state = load_checkpoint(ckpt, gen) if resume else None
-    saved_resolution = plane_resolution_of(state["G"]) if state is not None else plane_resolution
-    if saved_resolution != plane_resolution:
-        raise ValueError(f"{ckpt} holds a generator with {saved_resolution}² tri-planes, not "
-                         f"{plane_resolution}²: resume it with that resolution or train into another folder")
-    G = build_generator(seed, plane_resolution)
+    if state is not None:
+        saved = (f"{plane_resolution_of(state['G'])}² tri-planes and a {mapping_layers_of(state['G'])}-layer mapping")
+        asked = f"{plane_resolution}² tri-planes and a {mapping_layers}-layer mapping"
+        if saved != asked:
+            raise ValueError(f"{ckpt} holds a generator with {saved}, not {asked}: resume it with those or train into "
+                             "another folder")
+    G = build_generator(seed, plane_resolution, mapping_layers)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     if state is not None:
         G.load_state_dict(state["G"])
@@ -233,6 +249,6 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
 
 # A generator from a saved state dict (training checkpoint or shipped safetensors).
 def load_world_generator(state: dict[str, torch.Tensor]) -> TriPlaneGenerator:
-    G = build_generator(plane_resolution=plane_resolution_of(state))
+    G = build_generator(plane_resolution=plane_resolution_of(state), mapping_layers=mapping_layers_of(state))
     G.load_state_dict(state)
     return G.eval().requires_grad_(False)
