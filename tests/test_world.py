@@ -448,3 +448,70 @@ def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
     with pytest.raises(ValueError, match="generator_mix"):
         train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "bad", steps=1,
                        generator_dir=tmp_path / "generator", generator_mix=0.6)
+
+
+# Rendering in worker processes (`render-data --workers N`) writes the very files a single process writes: chunks are
+# seeded by their index, not by the order they finish in.
+def test_parallel_rendering_writes_the_serial_files(tmp_path):
+    from guide_core.world.data import load_dataset, render_dataset
+    render_dataset(tmp_path / "serial", 64, 1, seed=5, progress=False)
+    render_dataset(tmp_path / "parallel", 64, 1, seed=5, progress=False, workers=2)
+    names = sorted(p.name for p in (tmp_path / "parallel").iterdir())
+    assert names == ["chunk_0000.pt", "chunk_0001.pt"], names  # no temporary file left behind
+    a, b = load_dataset(tmp_path / "serial"), load_dataset(tmp_path / "parallel")
+    for key in ("z", "c", "image", "depth", "person"):
+        diff = (getattr(a, key).double() - getattr(b, key).double()).abs().max().item()
+        assert diff == 0, f"{key}: max difference {diff}"
+
+
+# Training on a GPU (`train generator --device cuda`) resumes from its checkpoint, and the checkpoint opens on a
+# machine without a GPU with the same weights.
+@pytest.mark.gpu
+def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
+    from guide_core.world.data import render_dataset
+    from guide_core.world.generator import evaluate_generator, load_world_generator, train_generator
+    from guide_core.world.data import load_dataset
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=4,
+                  ckpt_every=2, eval_every=2, coarse_fraction=0.0, device="cuda", log=lambda m: None)
+    train_generator(steps=2, **kwargs)
+    train_generator(steps=4, resume=True, **kwargs)
+    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    tensors = [v for v in state["G"].values()] + [t for s in state["opt"]["state"].values() for t in s.values()]
+    assert all(t.device.type == "cpu" for t in tensors if isinstance(t, torch.Tensor))
+    data = load_dataset(tmp_path / "data")
+    on_gpu = evaluate_generator(load_world_generator(state["G"]).cuda(), data.to("cuda"), n=8)["psnr"]
+    on_cpu = evaluate_generator(load_world_generator(state["G"]), data, n=8)["psnr"]
+    assert abs(on_gpu - on_cpu) < 0.05, (on_gpu, on_cpu)
+
+
+# The encoder's training (issue 5, the GOAE role) learns the codes of the photos it sees and resumes where it stopped.
+def test_encoder_training_learns_codes_and_resumes(tmp_path):
+    from guide_core.world.data import load_dataset, render_dataset
+    from guide_core.world.encoder import WorldEncoder, _codes, load_world_encoder, train_encoder
+    from guide_core.world.generator import load_world_generator, train_generator
+    render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
+    train_generator(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "generator", steps=1,
+                    batch=2, coarse_fraction=0.0, log=lambda m: None)
+    messages: list[str] = []
+    kwargs = dict(out=tmp_path / "encoder", generator_dir=tmp_path / "generator", identity_dir=tmp_path / "none",
+                  data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", batch=16, rerender_every=0,
+                  ckpt_every=15, eval_every=15, log=messages.append)
+    train_encoder(steps=15, **kwargs)
+    train_encoder(steps=30, resume=True, **kwargs)
+    state = torch.load(tmp_path / "encoder" / "ckpt.pt", weights_only=True)
+    assert "resumed encoder training at step 15" in messages and state["step"] == 30
+    adam_steps = {float(v["step"]) for v in state["opt"]["state"].values()}
+    assert adam_steps == {30.0}, f"optimiser restarted: Adam steps {adam_steps}"
+    G = load_world_generator(torch.load(tmp_path / "generator" / "ckpt.pt", weights_only=True)["G"])
+    data = load_dataset(tmp_path / "data")
+    codes, x = _codes(G, data), data.images(torch.arange(len(data)))
+    torch.manual_seed(0)
+    untrained = WorldEncoder(G.backbone.num_ws).eval()
+    trained = load_world_encoder(state["enc"], json.loads(state["config"]))
+    with torch.no_grad():
+        before = (untrained(x) + state["w_avg"] - codes).square().mean().item()
+        after = (trained(x) + state["w_avg"] - codes).square().mean().item()
+    assert after < 0.6 * before, f"code error {before:.4f} -> {after:.4f}"

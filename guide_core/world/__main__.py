@@ -1,6 +1,7 @@
 # Command line of the embedded world: render data, train its networks, export the shipped weights, render examples.
 #   python -m guide_core.world render-data
 #   python -m guide_core.world train {identity,generator,encoder} [--steps N] [--resume] [--seed 0] [--out DIR]
+#                                    [--device cuda] [--batch N]
 #   (order: identity, generator, identity again — now with the generator's renders —, encoder, export)
 #   python -m guide_core.world export
 #   python -m guide_core.world render --out DIR
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "world"
 
 
-def _render_data(which: list[str]) -> None:
+def _render_data(which: list[str], workers: int = 1) -> None:
     import os
     from guide_core.world.data import render_dataset
     lock = RUNS / "data" / "RENDERING"
@@ -30,7 +31,7 @@ def _render_data(which: list[str]) -> None:
     try:
         for name in which:
             n_ids, photos, seed, supersample = DATASETS[name]
-            render_dataset(RUNS / "data" / name, n_ids, photos, seed, supersample)
+            render_dataset(RUNS / "data" / name, n_ids, photos, seed, supersample, workers=workers)
     finally:
         lock.unlink(missing_ok=True)
 
@@ -59,7 +60,7 @@ def _wait_for_chunks(minimum: int = 4) -> None:
 def _train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.network == "identity" or not _rendering_elsewhere():
-        _render_data(["heldout", "train"])
+        _render_data(["heldout", "train"], args.threads)
     else:  # another process is rendering: train on the chunks as they appear
         _wait_for_chunks()
     out = Path(args.out) if args.out else RUNS / args.network
@@ -73,17 +74,20 @@ def _train(args: argparse.Namespace) -> int:
                                           f"(weight {args.lambda_pair:g})" if trained else " only"))
         result = train_identity(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 3000,
                                 seed=args.seed, resume=args.resume, generator_dir=generator_dir,
-                                generator_mix=args.generator_mix, lambda_pair=args.lambda_pair)
+                                generator_mix=args.generator_mix, lambda_pair=args.lambda_pair, device=args.device,
+                                **({"batch": args.batch} if args.batch else {}))
     elif args.network == "generator":
         from guide_core.world.generator import train_generator
         result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 17000,
                                  seed=args.seed, resume=args.resume, identity_dir=RUNS / "identity",
                                  plane_resolution=args.plane_resolution, mapping_layers=args.mapping_layers,
-                                 polish_steps=args.polish_steps)
+                                 polish_steps=args.polish_steps, device=args.device,
+                                 **({"batch": args.batch} if args.batch else {}))
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
-                               steps=args.steps or 16000, seed=args.seed, resume=args.resume)
+                               steps=args.steps or 16000, seed=args.seed, resume=args.resume, device=args.device,
+                               **({"batch": args.batch} if args.batch else {}))
     print(result)
     return 0
 
@@ -93,13 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("render-data", help="render (or resume rendering) the training / held-out photo sets")
     data.add_argument("--which", choices=["train", "heldout", "all"], default="all")
+    data.add_argument("--workers", type=int, default=1, help="rendering processes (chunks are seeded: same files)")
     train = sub.add_parser("train", help="train one of the world's networks (resumable)")
     train.add_argument("network", choices=["identity", "generator", "encoder"])
     train.add_argument("--steps", type=int, default=0, help="total optimisation steps (0 = the network's default)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="", help="checkpoint folder (default runs/world/NETWORK)")
-    train.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    train.add_argument("--threads", type=int, default=1, help="torch CPU threads (and data-rendering processes)")
+    train.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda); checkpoints are saved "
+                       "on the CPU either way")
+    train.add_argument("--batch", type=int, default=0,
+                       help="batch size (0 = the network's default: identity 128, generator 8, encoder 32)")
     train.add_argument("--generator-mix", type=float, default=0.25,
                        help="identity only: fraction of each batch that are renders of the trained generator "
                             "(used once runs/world/generator exists; 0 = photos only)")
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--resolution", type=int, default=128)
     args = parser.parse_args(argv)
     if args.command == "render-data":
-        _render_data(["train", "heldout"] if args.which == "all" else [args.which])
+        _render_data(["train", "heldout"] if args.which == "all" else [args.which], args.workers)
         return 0
     if args.command == "train":
         return _train(args)

@@ -38,6 +38,10 @@ class WorldData:
     def images(self, idx: torch.Tensor) -> torch.Tensor:
         return self.image[idx].float() / 127.5 - 1
 
+    # The same rows on another device (a GPU run keeps the whole set there: no copy per step).
+    def to(self, device) -> "WorldData":
+        return WorldData(*(getattr(self, k).to(device) for k in ("z", "c", "image", "depth", "person")))
+
 
 # Render chunk `k`: CHUNK_IDS people with `photos` photos each; seeds derive from (seed, k) so chunks are independent.
 def render_chunk(k: int, photos: int, seed: int, resolution: int, supersample: int = 1) -> dict[str, torch.Tensor]:
@@ -54,18 +58,34 @@ def render_chunk(k: int, photos: int, seed: int, resolution: int, supersample: i
 
 # Render (or resume rendering) a data set of n_ids people into folder/chunk_XXXX.pt.
 def render_dataset(folder: Path, n_ids: int, photos: int, seed: int, supersample: int = 1, resolution: int = 64,
-                   progress: bool = True) -> None:
+                   progress: bool = True, workers: int = 1) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     n_chunks = -(-n_ids // CHUNK_IDS)
-    for k in tqdm(range(n_chunks), desc=f"render {folder.name}", disable=not progress):
-        path = folder / f"chunk_{k:04d}.pt"
-        if path.exists():
-            continue
-        chunk = render_chunk(k, photos, seed, resolution, supersample)
-        tmp = path.with_suffix(".tmp")
-        torch.save(chunk, tmp)
-        tmp.rename(path)  # a killed render never leaves a chunk that looks complete
+    todo = [(folder, k, photos, seed, resolution, supersample) for k in range(n_chunks)
+            if not (folder / f"chunk_{k:04d}.pt").exists()]
+    bar = tqdm(total=n_chunks, initial=n_chunks - len(todo), desc=f"render {folder.name}", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        # Chunks are independent and seeded by their index: the same files whatever the number of workers.
+        import multiprocessing
+        with multiprocessing.get_context("spawn").Pool(workers, torch.set_num_threads, (1,)) as pool:
+            for _ in pool.imap_unordered(_render_chunk_file, todo):
+                bar.update(1)
+    else:
+        for job in todo:
+            _render_chunk_file(job)
+            bar.update(1)
+    bar.close()
+
+
+# One chunk rendered and written (a pool worker's job: picklable arguments, nothing returned).
+def _render_chunk_file(job: tuple) -> None:
+    folder, k, photos, seed, resolution, supersample = job
+    path = folder / f"chunk_{k:04d}.pt"
+    chunk = render_chunk(k, photos, seed, resolution, supersample)
+    tmp = path.with_suffix(f".{k}.tmp")
+    torch.save(chunk, tmp)
+    tmp.rename(path)  # a killed render never leaves a chunk that looks complete
 
 
 # Load every finished chunk of a folder (possibly while rendering continues).
@@ -83,9 +103,20 @@ def load_dataset(folder: Path) -> WorldData:
 def save_checkpoint(path: Path, tensors: dict, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,
                     history: list) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({**tensors, "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
-                "gen": gen.get_state()}, tmp)
+    torch.save(_on_cpu({**tensors, "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
+                        "gen": gen.get_state()}), tmp)
     tmp.rename(path)
+
+
+# Every tensor of a nested dict / list on the CPU: a checkpoint written by a GPU run opens on a machine without one.
+def _on_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 # The state of a checkpoint written by save_checkpoint, with the RNG already restored; the caller loads its networks
@@ -93,7 +124,7 @@ def save_checkpoint(path: Path, tensors: dict, opt: torch.optim.Optimizer, gen: 
 def load_checkpoint(path: Path, gen: torch.Generator) -> dict | None:
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True, map_location="cpu")
     gen.set_state(state["gen"])
     state["history"] = json.loads(state["history"])
     return state

@@ -45,20 +45,21 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
                   resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int = 4,
                   lambda_id: float = 0.5,
                   data_dir: Path | None = None, heldout_dir: Path | None = None, ckpt_every: int = 200,
-                  eval_every: int = 500, refresh_every: int = 500, log=print) -> dict:
+                  eval_every: int = 500, refresh_every: int = 500, device: str = "cpu", log=print) -> dict:
     from tqdm import tqdm
     from guide_core.world.data import load_checkpoint, load_dataset, save_checkpoint
     from guide_core.world.generator import load_world_generator
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(generator_dir).parent
-    data = load_dataset(data_dir or root / "data" / "train")
-    heldout = load_dataset(heldout_dir or root / "data" / "heldout")
-    G = load_world_generator(torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)["G"])
+    data = load_dataset(data_dir or root / "data" / "train").to(device)
+    heldout = load_dataset(heldout_dir or root / "data" / "heldout").to(device)
+    G = load_world_generator(torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)["G"]).to(device)
     w_avg = G.backbone.mapping.w_avg.clone()
     idnet = _load_identity(identity_dir)
+    idnet = idnet.to(device) if idnet is not None else None
     torch.manual_seed(seed)
-    enc = WorldEncoder(G.backbone.num_ws)
+    enc = WorldEncoder(G.backbone.num_ws).to(device)
     opt = torch.optim.Adam(enc.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     step, history = 0, []
@@ -78,13 +79,13 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
         # The generator may still be training: follow its newest checkpoint so the codes stay the ones it renders.
         if step % refresh_every == 0 and generator_ckpt.stat().st_mtime != seen_mtime:
             seen_mtime = generator_ckpt.stat().st_mtime
-            G = load_world_generator(torch.load(generator_ckpt, weights_only=True)["G"])
+            G = load_world_generator(torch.load(generator_ckpt, weights_only=True)["G"]).to(device)
             w_avg = G.backbone.mapping.w_avg.clone()
             codes = _codes(G, data)
         enc.train()
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        idx = torch.randint(0, len(data), (batch,), generator=gen)
+        idx = torch.randint(0, len(data), (batch,), generator=gen).to(device)
         x = data.images(idx)
         pred = enc(x) + w_avg
         loss = F.mse_loss(pred, codes[idx]) * 10
@@ -136,7 +137,7 @@ def evaluate_encoder(enc: WorldEncoder, G, w_avg: torch.Tensor, idnet: IdentityN
                      n: int = 32) -> dict[str, float]:
     from guide_core.world.generator import psnr
     enc.eval()
-    idx = torch.arange(min(n, len(data)))
+    idx = torch.arange(min(n, len(data)), device=data.z.device)
     x = data.images(idx)
     ws = enc(x) + w_avg
     image = G.synthesis(ws, data.c[idx], noise_mode="const", deterministic=True)["image"]

@@ -91,7 +91,7 @@ def evaluate_generator(G: TriPlaneGenerator, data: WorldData, n: int = 64, batch
     G.eval()
     values, raw_values = [], []
     for i in range(0, min(n, len(data)), batch):
-        idx = torch.arange(i, min(i + batch, n, len(data)))
+        idx = torch.arange(i, min(i + batch, n, len(data)), device=data.z.device)
         out = G(data.z[idx], data.c[idx], noise_mode="const", deterministic=True)
         target = data.images(idx)
         values.append(psnr(out["image"], target))
@@ -119,7 +119,7 @@ def multiview_psnr(G: TriPlaneGenerator, n_people: int = 6, yaws: tuple[float, .
 # The world's perceptual loss during training: the identity net the run started with (kept in the generator's own
 # checkpoint, since the identity net is later retrained on this generator's renders), else the one in identity_dir
 # when trained, else None.
-def _perceptual(identity_dir: Path | None, resumed: dict | None = None):
+def _perceptual(identity_dir: Path | None, resumed: dict | None = None, device: str = "cpu"):
     from guide_core.world.identity import WorldPerceptual, load_identity_net
     if resumed is not None and "perceptual_net" in resumed:
         net_state, config = resumed["perceptual_net"], resumed["perceptual_config"]
@@ -129,7 +129,7 @@ def _perceptual(identity_dir: Path | None, resumed: dict | None = None):
     else:
         return None
     net = load_identity_net(net_state, json.loads(config)).requires_grad_(False)
-    return WorldPerceptual(net)
+    return WorldPerceptual(net).to(device)
 
 
 def _perceptual_state(perceptual) -> dict:
@@ -181,7 +181,8 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
                     resume: bool = False, lr: float = 2e-3, identity_dir: Path | None = None,
                     plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
                     ckpt_every: int = 100, eval_every: int = 500,
-                    coarse_fraction: float = 0.3, polish_steps: int = 0, polish_lr: float = 2e-4, log=print) -> dict:
+                    coarse_fraction: float = 0.3, polish_steps: int = 0, polish_lr: float = 2e-4, device: str = "cpu",
+                    log=print) -> dict:
     from tqdm import tqdm
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,24 +197,24 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         if saved != asked:
             raise ValueError(f"{ckpt} holds a generator with {saved}, not {asked}: resume it with those or train into "
                              "another folder")
-    G = build_generator(seed, plane_resolution, mapping_layers)
+    G = build_generator(seed, plane_resolution, mapping_layers).to(device)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     if state is not None:
         G.load_state_dict(state["G"])
         opt.load_state_dict(state["opt"])
         step, history = state["step"], state["history"]
         log(f"resumed generator training at step {step}")
-    heldout = load_dataset(heldout_dir)
-    data = load_dataset(data_dir)
-    perceptual = _perceptual(identity_dir, state)
+    heldout = load_dataset(heldout_dir).to(device)
+    data = load_dataset(data_dir).to(device)
+    perceptual = _perceptual(identity_dir, state, device)
     total = steps + polish_steps
     bar = tqdm(total=total, initial=step, desc="generator", mininterval=10)
     t0 = time.time()
     while step < total:
         polishing = step >= steps
         if step % 500 == 0:
-            data = load_dataset(data_dir)
-            perceptual = perceptual or _perceptual(identity_dir)
+            data = load_dataset(data_dir).to(device)
+            perceptual = perceptual or _perceptual(identity_dir, device=device)
         G.train()
         # Coarse-to-fine: the first part of training renders the volume at half resolution (4x fewer rays; the
         # super-resolution input is resized to 32 px either way), then at the full neural rendering resolution.
@@ -225,7 +226,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
             rate = lr * min(1.0, (step + 1) / 200) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
         for group in opt.param_groups:
             group["lr"] = rate
-        idx = torch.randint(0, len(data), (batch,), generator=gen)
+        idx = torch.randint(0, len(data), (batch,), generator=gen).to(device)
         loss, parts = generator_loss(G, data, idx, None if polishing else perceptual,
                                      pixel="mse" if polishing else "l1")
         opt.zero_grad(set_to_none=True)

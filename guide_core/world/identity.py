@@ -92,26 +92,27 @@ class WorldPerceptual(nn.Module):
 
 # Random shifts, scales, blur and colour jitter: the network must see generator outputs (blurrier, slightly misplaced).
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    b = x.shape[0]
+    # The random draws come from the CPU generator (the same augmentations on any device), then move to x's device.
+    b, dev = x.shape[0], x.device
     scale = 1 + (torch.rand(b, generator=gen) - 0.5) * 0.12
     shift = (torch.rand(b, 2, generator=gen) - 0.5) * 0.12
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = scale
     theta[:, 1, 1] = scale
     theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     sigma = torch.rand(b, generator=gen) * 1.2
     kernel_x = torch.arange(-2, 3, dtype=torch.float32)
     k = torch.exp(-kernel_x[None] ** 2 / (2 * sigma[:, None].clamp(min=0.05) ** 2))
-    k = k / k.sum(1, keepdim=True)
+    k = (k / k.sum(1, keepdim=True)).to(dev)
     blurred = F.conv2d(F.pad(x.reshape(1, b * 3, *x.shape[-2:]), (2, 2, 0, 0), mode="replicate"),
                        k.repeat_interleave(3, 0)[:, None, None, :], groups=b * 3)
     blurred = F.conv2d(F.pad(blurred, (0, 0, 2, 2), mode="replicate"), k.repeat_interleave(3, 0)[:, None, :, None],
                        groups=b * 3)
     x = blurred.reshape(x.shape)
-    gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2
-    bias = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.1
+    gain = (1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2).to(dev)
+    bias = ((torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.1).to(dev)
     return (x * gain + bias).clamp(-1, 1)
 
 
@@ -169,7 +170,9 @@ def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, s
 @torch.no_grad()
 def _photo_embeddings(net: IdentityNet, data: WorldData, n: int | None = None, batch: int = 256) -> torch.Tensor:
     n = len(data) if n is None else min(n, len(data))
-    return torch.cat([net(data.images(torch.arange(i, min(i + batch, n)))) for i in range(0, n, batch)])
+    device = next(net.parameters()).device
+    return torch.cat([net(data.images(torch.arange(i, min(i + batch, n))).to(device)).cpu()
+                      for i in range(0, n, batch)])
 
 
 # The similarity that a fraction `far` of impostor pairs exceed (torch.quantile refuses inputs of 16M or more).
@@ -219,7 +222,7 @@ def render_verification(net: IdentityNet, G: nn.Module, data: WorldData, n: int 
 def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 3000, batch: int = 128, seed: int = 0,
                    resume: bool = False, lr: float = 2e-3, margin: float = 0.3, scale: float = 32.0,
                    generator_dir: Path | None = None, generator_mix: float = 0.25, lambda_pair: float = LAMBDA_PAIR,
-                   ckpt_every: int = 200, eval_every: int = 500, log=print) -> dict:
+                   ckpt_every: int = 200, eval_every: int = 500, device: str = "cpu", log=print) -> dict:
     from tqdm import tqdm
     if not 0 <= generator_mix <= 0.5:  # every render's photo sits in the photo part of the batch
         raise ValueError(f"generator_mix must be within [0, 0.5], got {generator_mix}")
@@ -231,8 +234,8 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
     n_classes = int(data.person.max()) + 1
     renders = _cached_generator_renders(generator_dir, data, out, seed, log) if generator_dir is not None else None
     n_renders = int(batch * generator_mix) if renders is not None else 0
-    net = IdentityNet()
-    classes = nn.Parameter(torch.randn(n_classes, net.config["embed_dim"]) * 0.01)
+    net = IdentityNet().to(device)
+    classes = nn.Parameter((torch.randn(n_classes, net.config["embed_dim"]) * 0.01).to(device))
     opt = torch.optim.AdamW(list(net.parameters()) + [classes], lr=lr, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(seed)
     step, history = 0, []
@@ -259,7 +262,7 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
         if n_renders:
             x = torch.cat([x, renders[0][ridx].float() / 127.5 - 1])
             label = torch.cat([label, data.person[renders[1][ridx]]])
-        x = augment(x, gen)
+        x, label = augment(x.to(device), gen), label.to(device)
         emb = F.normalize(net.head(net.features(x)[-1]), dim=1)
         cos = emb @ F.normalize(classes, dim=1).T
         logits = scale * (cos - margin * F.one_hot(label, n_classes))
