@@ -18,6 +18,7 @@ CONFIG_LABELS: dict[str, tuple[str, bool]] = {
     "alpha_max": ("α_max (adjacency radius)", False),
     "n_adj": ("N_a (adjacent latents per step)", False),
     "n_glob": ("N_g (global latents per step)", False),
+    "n_glob_near": ("N_near (of N_g: people nearest to w_u; not in the paper)", True),
     "lambda_l2": ("λ_L2 (tri-plane L2)", True),
     "lambda_per": ("λ_per (perceptual)", True),
     "lambda_id": ("λ_id (identity)", True),

@@ -38,6 +38,8 @@ RUN_FORMAT = "guide-run/1"
 RUN_JSON = "run.json"
 DELTA_FILE = "delta.safetensors"
 TRAINABLE_PREFIX = "backbone.synthesis."
+# Random people drawn per iteration among which LTUConfig.n_glob_near picks the ones nearest to w_u.
+NEAR_POOL = 64
 
 
 # Every setting of one unlearning, with the paper's defaults in one place (GUIDE Sec. 4, "Implementation details").
@@ -56,6 +58,9 @@ class LTUConfig:
                                                     "range": (0.0, 1.0)})
     n_adj: int = field(default=2, metadata={"help": "N_a: adjacent latents per iteration", "range": (0, 8)})
     n_glob: int = field(default=2, metadata={"help": "N_g: random latents for the global loss", "range": (0, 8)})
+    n_glob_near: int = field(default=0, metadata={
+        "help": "how many of the N_g global latents (at most all N_g) are the random people nearest to w_u (of NEAR_POOL "
+                "drawn, outside the adjacency radius) instead of uniformly random ones; 0 = the paper", "range": (0, 8)})
     lambda_adj: float = field(default=1.0, metadata={"help": "weight of the adjacency loss", "range": (0.0, 5.0)})
     lambda_glob: float = field(default=1.0, metadata={"help": "weight of the global preservation loss",
                                                       "range": (0.0, 5.0)})
@@ -79,6 +84,7 @@ class LTUConfig:
     def validate(self) -> "LTUConfig":
         checks = [("iters", self.iters >= 1, "must be >= 1"), ("lr", self.lr > 0, "must be > 0"),
                   ("n_adj", self.n_adj >= 0, "must be >= 0"), ("n_glob", self.n_glob >= 0, "must be >= 0"),
+                  ("n_glob_near", self.n_glob_near >= 0, "must be >= 0"),
                   ("alpha_max", self.alpha_max >= 0, "must be >= 0"),
                   ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
                   ("truncation_psi", 0 <= self.truncation_psi <= 1, "must be in [0, 1]"),
@@ -135,7 +141,8 @@ class LTUDraws:
     yaw: float
     z_adj: torch.Tensor  # [N, N_a, z_dim]
     alpha: torch.Tensor  # [N, N_a]
-    z_glob: torch.Tensor  # [N_g, z_dim]
+    z_glob: torch.Tensor  # [N_g - N_near, z_dim]
+    z_pool: torch.Tensor  # [NEAR_POOL or 0, z_dim]: candidates for the N_near global latents nearest to w_u
 
 
 # Draw one iteration's randomness from a CPU generator (device-independent streams -> the same run on CPU and GPU).
@@ -143,8 +150,11 @@ def sample_draws(gen: torch.Generator, cfg: LTUConfig, n_sources: int, z_dim: in
     yaw = float((torch.rand(1, generator=gen, dtype=torch.float64) * 2 - 1).item() * cfg.yaw_range)
     z_adj = torch.randn(n_sources, cfg.n_adj, z_dim, generator=gen)
     alpha = torch.rand(n_sources, cfg.n_adj, generator=gen) * cfg.alpha_max
-    z_glob = torch.randn(cfg.n_glob, z_dim, generator=gen)
-    return LTUDraws(yaw=yaw, z_adj=z_adj, alpha=alpha, z_glob=z_glob)
+    n_near = min(cfg.n_glob_near, cfg.n_glob)
+    z_glob = torch.randn(cfg.n_glob - n_near, z_dim, generator=gen)
+    # Drawn last and only when asked: runs at n_glob_near = 0 keep the random stream they always had.
+    z_pool = torch.randn(NEAR_POOL, z_dim, generator=gen) if n_near else torch.zeros(0, z_dim)
+    return LTUDraws(yaw=yaw, z_adj=z_adj, alpha=alpha, z_glob=z_glob, z_pool=z_pool)
 
 
 # The identity-free networks an LTU step needs; the bundle supplies them, the loss functions only see this.
@@ -168,6 +178,23 @@ def adjacent_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: torch.Tensor,
     direction = w_r - w_u
     delta = alpha.view(-1, 1, 1) * direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1)
     return w_u + delta, w_t + delta
+
+
+# The global loss's latents: N_g - N_near random people, plus (n_glob_near, not in the paper) the N_near people of a
+# random pool nearest to any source in w but outside the adjacency radius alpha_max. The edit spreads to w-neighbours
+# of the source (README, "The embedded default world"): uniformly random latents rarely land near w_u, so the people
+# an unlearning damages most are the ones the paper's global loss almost never sees.
+def global_latents(G_s: torch.nn.Module, w_u: torch.Tensor, draws: LTUDraws, nets: LossNets,
+                   cfg: LTUConfig) -> torch.Tensor:
+    dev = w_u.device
+    w_glob = map_latents(G_s, draws.z_glob.to(dev), nets.cond_c, cfg.truncation_psi)
+    if draws.z_pool.shape[0] == 0:
+        return w_glob
+    pool = map_latents(G_s, draws.z_pool.to(dev), nets.cond_c, cfg.truncation_psi)
+    distance = torch.cdist(pool.flatten(1), w_u.flatten(1)).min(dim=1).values
+    distance = distance.masked_fill(distance <= cfg.alpha_max, math.inf)
+    nearest = distance.topk(min(cfg.n_glob_near, cfg.n_glob), largest=False).indices
+    return torch.cat([w_glob, pool[nearest]])
 
 
 # Per-pair local unlearning loss (GUIDE Sec. 3.3): lambda_L2 * MSE of the tri-planes + lambda_per * LPIPS of the
@@ -226,7 +253,7 @@ def ltu_losses(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.Tensor, w_
     src_t = w_t.repeat_interleave(n_adj, dim=0)
     w_r_adj = map_latents(G_s, draws.z_adj.reshape(n * n_adj, -1).to(dev), nets.cond_c, cfg.truncation_psi)
     w_u_adj, w_t_adj = adjacent_codes(src_u, src_t, w_r_adj, draws.alpha.reshape(-1).to(dev))
-    w_glob = map_latents(G_s, draws.z_glob.to(dev), nets.cond_c, cfg.truncation_psi)
+    w_glob = global_latents(G_s, w_u, draws, nets, cfg)
     pairs = n + n * n_adj
     ws_u = torch.cat([w_u, w_u_adj, w_glob])
     cams = c.expand(ws_u.shape[0], -1)
@@ -275,8 +302,7 @@ def ltu_losses_reference(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.
             row.append(pair(code_u, code_t)[0])
         adj_terms.append(torch.cat(row) if row else w_u.new_zeros(0))
     glob = w_u.new_zeros(())
-    for k in range(draws.z_glob.shape[0]):
-        w_r = map_latents(G_s, draws.z_glob[k:k + 1].to(dev), nets.cond_c, cfg.truncation_psi)
+    for w_r in global_latents(G_s, w_u, draws, nets, cfg).split(1):
         x_u = G_u.synthesis(w_r, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
         with torch.no_grad():
             x_s = G_s.synthesis(w_r, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]

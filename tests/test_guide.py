@@ -115,6 +115,36 @@ def test_config_validation_and_round_trip():
         LTUConfig(lambda_id=-1).validate()
     with pytest.raises(ValueError, match="unknown LTUConfig setting"):
         LTUConfig.from_dict({"alpha": 3})
+    with pytest.raises(ValueError, match="n_glob_near = -1 must be >= 0"):
+        LTUConfig(n_glob_near=-1).validate()
+
+
+# n_glob_near: the global loss's last N_near latents are the pool's people nearest to w_u outside the adjacency
+# radius; the others stay uniformly random, and at 0 the draws are the paper's.
+def test_global_latents_add_the_nearest_people_outside_the_adjacency_radius(bundle, w_u):
+    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+    paper = sample_draws(torch.Generator().manual_seed(0), LTUConfig(n_glob=3), 1, bundle.z_dim)
+    assert paper.z_pool.shape[0] == 0
+    draws = sample_draws(torch.Generator().manual_seed(0), LTUConfig(n_glob=3, n_glob_near=2), 1, bundle.z_dim)
+    assert torch.equal(draws.z_glob, paper.z_glob[:1]) and draws.z_pool.shape[0] == guide.NEAR_POOL
+    pool = guide.map_latents(bundle.G, draws.z_pool, bundle.cond_c, 1.0)
+    distance = (pool - w_u).flatten(1).norm(dim=1).sort().values
+    radius = float(distance[5] + distance[6]) / 2  # the 6 nearest lie inside the adjacency radius
+    cfg = LTUConfig(n_glob=3, n_glob_near=2, alpha_max=radius)
+    chosen = guide.global_latents(bundle.G, w_u, draws, nets, cfg)
+    assert chosen.shape == (3, *w_u.shape[1:])
+    assert_close(chosen[0], guide.map_latents(bundle.G, draws.z_glob, bundle.cond_c, 1.0)[0], 0, "random latent")
+    near = (chosen[1:] - w_u).flatten(1).norm(dim=1)
+    assert_close(near, distance[6:8], 1e-4, "distances of the chosen people")
+    capped_cfg = LTUConfig(n_glob=1, n_glob_near=3, alpha_max=radius)  # N_near is at most N_g
+    capped = sample_draws(torch.Generator().manual_seed(0), capped_cfg, 1, bundle.z_dim)
+    assert capped.z_glob.shape[0] == 0
+    capped_pool = (guide.map_latents(bundle.G, capped.z_pool, bundle.cond_c, 1.0) - w_u).flatten(1).norm(dim=1)
+    one = guide.global_latents(bundle.G, w_u, capped, nets, capped_cfg)
+    assert_close((one - w_u).flatten(1).norm(dim=1), capped_pool[capped_pool > radius].min()[None], 1e-4,
+                 "distance of the one global latent")
+    assert torch.equal(guide.global_latents(bundle.G, w_u, paper, nets, LTUConfig(n_glob=3)),
+                       guide.map_latents(bundle.G, paper.z_glob, bundle.cond_c, 1.0))
 
 
 # ---- batched == reference ----------------------------------------------------------------------------------------
@@ -123,7 +153,8 @@ def test_config_validation_and_round_trip():
 def test_batched_losses_equal_one_at_a_time(bundle, w_u, n_sources):
     cfg = LTUConfig(deterministic_render=True)
     if n_sources == 2:  # two identities at once, one adjacent and one global latent each
-        cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=1)
+        # ... and (n_glob_near) one global latent picked as the pool's nearest to either source
+        cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=2, n_glob_near=1)
         w_u = torch.cat([w_u, bundle.w_avg_code()[None] - 0.5 * (w_u - bundle.w_avg_code()[None])])
     w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
     G_u = copy.deepcopy(bundle.G)
