@@ -1,8 +1,9 @@
 # Does GUIDE erase a person in the embedded default world, on a CPU, in minutes? (issue 5, "the point of it all")
 # One world person's reference photo is inverted by the world encoder and unlearned with Latent Target Unlearning
-# (GUIDE, Seo et al. CVPR 2024) at the world's default settings (bundle.extras["ltu_defaults"]: fewer iterations and
-# more preservation weight than the paper, see guide_core/world/bundle.py); then identity similarities are measured
-# with the world identity net (NOT ArcFace: this world's own network, see weights/default/MODEL_CARD.md):
+# (GUIDE, Seo et al. CVPR 2024) at the world's default settings (bundle.extras["ltu_defaults"]: fewer, larger steps,
+# more preservation weight than the paper and global latents near w_u, see guide_core/world/bundle.py); then identity
+# similarities are measured with the world identity net (NOT ArcFace: this world's own network, see
+# weights/default/MODEL_CARD.md):
 #   source:  cos(id(G(w_u) frontal), id(photo)) before (G_s) and after (G_u) — should fall from >= 0.9 to <= 0.3;
 #   others:  the same for three other photos of the person (their own inverted codes) — should fall too;
 #   far:     paper-style ID between G_s and G_u renders (11 yaws, pitch -0.2) of random people far from the source

@@ -11,7 +11,7 @@
 # Deliberate differences: noise_mode "const" (the official run uses random per-layer noise, which would make G_s's
 # target planes differ every call; const noise makes them a constant that is computed once), and one batched
 # forward per generator per iteration instead of one call per image (`ltu_losses_reference` keeps the one-at-a-time
-# formulation; tests prove both give the same loss).
+# formulation; tests prove both give the same loss). One addition, off by default: `n_glob_near` (global_latents).
 from __future__ import annotations
 
 import copy
