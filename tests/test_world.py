@@ -484,9 +484,8 @@ def test_parallel_rendering_writes_the_serial_files(tmp_path):
 # machine without a GPU with the same weights.
 @pytest.mark.gpu
 def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
-    from guide_core.world.data import render_dataset
+    from guide_core.world.data import load_dataset, render_dataset
     from guide_core.world.generator import evaluate_generator, load_world_generator, train_generator
-    from guide_core.world.data import load_dataset
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
