@@ -64,6 +64,7 @@ def _train(args: argparse.Namespace) -> int:
     else:  # another process is rendering: train on the chunks as they appear
         _wait_for_chunks()
     out = Path(args.out) if args.out else RUNS / args.network
+    batch = {"batch": args.batch} if args.batch else {}  # absent: each trainer's own default
     if args.network == "identity":
         from guide_core.world.identity import train_identity
         # Two stages: before the generator exists, photos only (its perceptual loss needs this net); once trained,
@@ -74,20 +75,17 @@ def _train(args: argparse.Namespace) -> int:
                                           f"(weight {args.lambda_pair:g})" if trained else " only"))
         result = train_identity(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 3000,
                                 seed=args.seed, resume=args.resume, generator_dir=generator_dir,
-                                generator_mix=args.generator_mix, lambda_pair=args.lambda_pair, device=args.device,
-                                **({"batch": args.batch} if args.batch else {}))
+                                generator_mix=args.generator_mix, lambda_pair=args.lambda_pair, device=args.device, **batch)
     elif args.network == "generator":
         from guide_core.world.generator import train_generator
         result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 17000,
                                  seed=args.seed, resume=args.resume, identity_dir=RUNS / "identity",
                                  plane_resolution=args.plane_resolution, mapping_layers=args.mapping_layers,
-                                 polish_steps=args.polish_steps, device=args.device,
-                                 **({"batch": args.batch} if args.batch else {}))
+                                 polish_steps=args.polish_steps, device=args.device, **batch)
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
-                               steps=args.steps or 16000, seed=args.seed, resume=args.resume, device=args.device,
-                               **({"batch": args.batch} if args.batch else {}))
+                               steps=args.steps or 16000, seed=args.seed, resume=args.resume, device=args.device, **batch)
     print(result)
     return 0
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ class WorldData:
 
     # The same rows on another device (a GPU run keeps the whole set there: no copy per step).
     def to(self, device) -> "WorldData":
-        return WorldData(*(getattr(self, k).to(device) for k in ("z", "c", "image", "depth", "person")))
+        return WorldData(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 # Render chunk `k`: CHUNK_IDS people with `photos` photos each; seeds derive from (seed, k) so chunks are independent.
