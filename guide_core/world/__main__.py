@@ -75,7 +75,8 @@ def _train(args: argparse.Namespace) -> int:
                                           f"(weight {args.lambda_pair:g})" if trained else " only"))
         result = train_identity(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 3000,
                                 seed=args.seed, resume=args.resume, generator_dir=generator_dir,
-                                generator_mix=args.generator_mix, lambda_pair=args.lambda_pair, device=args.device, **batch)
+                                generator_mix=args.generator_mix, lambda_pair=args.lambda_pair, device=args.device,
+                                **batch)
     elif args.network == "generator":
         from guide_core.world.generator import train_generator
         result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 17000,
@@ -85,7 +86,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
-                               steps=args.steps or 16000, seed=args.seed, resume=args.resume, device=args.device, **batch)
+                               steps=args.steps or 16000, seed=args.seed, resume=args.resume, device=args.device,
+                               **batch)
     print(result)
     return 0
 
