@@ -94,7 +94,7 @@ def load_dataset(folder: Path) -> WorldData:
     if not paths:
         raise FileNotFoundError(f"no rendered chunks in {folder}; run `python -m guide_core.world render-data`")
     parts = [torch.load(p, weights_only=True) for p in paths]
-    return WorldData(*(torch.cat([p[key] for p in parts]) for key in ("z", "c", "image", "depth", "person")))
+    return WorldData(*(torch.cat([p[f.name] for p in parts]) for f in fields(WorldData)))
 
 
 # Training checkpoints of the world's networks: the networks' tensors (`tensors`, e.g. {"G": state_dict}), optimiser,
