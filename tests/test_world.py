@@ -324,15 +324,15 @@ def test_generator_training_resumes_from_its_checkpoint(tmp_path):
 # resumes only as what it is, and loads back as what it is.
 def test_generator_architecture_is_kept_by_its_checkpoint(tmp_path):
     from guide_core.world.data import render_dataset
-    from guide_core.world.generator import (load_world_generator, mapping_layers_of, plane_resolution_of,
+    from guide_core.world.generator import (generator_from_checkpoint, mapping_layers_of, plane_resolution_of,
                                             train_generator)
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
                   ckpt_every=1, eval_every=1, coarse_fraction=0.0, log=lambda m: None)
     train_generator(steps=1, plane_resolution=128, mapping_layers=6, **kwargs)
-    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["G"]
-    assert plane_resolution_of(state) == 128 and mapping_layers_of(state) == 6
-    G = load_world_generator(state)
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert plane_resolution_of(ckpt["G"]) == 128 and mapping_layers_of(ckpt["G"]) == 6
+    G = generator_from_checkpoint(ckpt)
     assert G.backbone.synthesis.img_resolution == 128 and G.backbone.num_ws == 12
     assert G.backbone.mapping.num_layers == 6
     with pytest.raises(ValueError, match="128² tri-planes and a 6-layer mapping, not 64² tri-planes"):
@@ -479,12 +479,43 @@ def test_parallel_rendering_writes_the_serial_files(tmp_path):
         assert diff == 0, f"{key}: max difference {diff}"
 
 
+# The world's parameters depend on z's length, which EG3D's mapping network divides away (normalize_z): world
+# generators read z as it is, the choice travels with the weights (config), and configs saved before the option
+# (the v5 weights) load with EG3D's normalisation.
+def test_world_generator_reads_the_length_of_z(tmp_path):
+    from guide_core.world.data import render_dataset
+    from guide_core.world.generator import (build_generator, generator_config, generator_from_checkpoint,
+                                            load_world_generator, train_generator)
+    from guide_core.world.heads import params_from_z, random_z
+    z, c = random_z(4, 0), torch.zeros(4, 25)
+    assert (params_from_z(1.2 * z).identity - params_from_z(z).identity).abs().max() > 1e-3
+    G = build_generator()
+    state, config = G.state_dict(), generator_config(G)
+    assert config["init_kwargs"]["mapping_kwargs"]["normalize_z"] is False
+    with torch.no_grad():
+        for G2, scale_free in ((load_world_generator(state, json.loads(json.dumps(config))), False),
+                               (load_world_generator(state, {}), True)):
+            diff = (G2.mapping(1.2 * z, c) - G2.mapping(z, c)).abs().max().item()
+            assert (diff < 1e-5) == scale_free, f"normalize_z={G2.backbone.mapping.normalize_z}: max diff {diff:.2e}"
+    # A run started with EG3D's normalisation goes on without it, and its checkpoint says so.
+    render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
+    messages: list[str] = []
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
+                  coarse_fraction=0.0, log=messages.append)
+    saved = lambda: generator_from_checkpoint(torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True))
+    train_generator(steps=1, normalize_z=True, **kwargs)
+    assert saved().backbone.mapping.normalize_z is True
+    train_generator(steps=2, resume=True, **kwargs)
+    assert "z normalisation off from step 1" in messages
+    assert saved().backbone.mapping.normalize_z is False
+
+
 # Training on a GPU (`train generator --device cuda`) resumes from its checkpoint, and the checkpoint opens on a
 # machine without a GPU with the same weights.
 @pytest.mark.gpu
 def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
     from guide_core.world.data import load_dataset, render_dataset
-    from guide_core.world.generator import evaluate_generator, load_world_generator, train_generator
+    from guide_core.world.generator import evaluate_generator, generator_from_checkpoint, train_generator
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
@@ -496,8 +527,8 @@ def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
     tensors = [v for v in state["G"].values()] + [t for s in state["opt"]["state"].values() for t in s.values()]
     assert all(t.device.type == "cpu" for t in tensors if isinstance(t, torch.Tensor))
     data = load_dataset(tmp_path / "data")
-    on_gpu = evaluate_generator(load_world_generator(state["G"]).cuda(), data.to("cuda"), n=8)["psnr"]
-    on_cpu = evaluate_generator(load_world_generator(state["G"]), data, n=8)["psnr"]
+    on_gpu = evaluate_generator(generator_from_checkpoint(state).cuda(), data.to("cuda"), n=8)["psnr"]
+    on_cpu = evaluate_generator(generator_from_checkpoint(state), data, n=8)["psnr"]
     assert abs(on_gpu - on_cpu) < 0.05, (on_gpu, on_cpu)
 
 
@@ -505,7 +536,7 @@ def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
 def test_encoder_training_learns_codes_and_resumes(tmp_path):
     from guide_core.world.data import load_dataset, render_dataset
     from guide_core.world.encoder import WorldEncoder, _codes, load_world_encoder, train_encoder
-    from guide_core.world.generator import load_world_generator, train_generator
+    from guide_core.world.generator import generator_from_checkpoint, train_generator
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     train_generator(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "generator", steps=1,
                     batch=2, coarse_fraction=0.0, log=lambda m: None)
@@ -519,7 +550,7 @@ def test_encoder_training_learns_codes_and_resumes(tmp_path):
     assert "resumed encoder training at step 15" in messages and state["step"] == 30
     adam_steps = {float(v["step"]) for v in state["opt"]["state"].values()}
     assert adam_steps == {30.0}, f"optimiser restarted: Adam steps {adam_steps}"
-    G = load_world_generator(torch.load(tmp_path / "generator" / "ckpt.pt", weights_only=True)["G"])
+    G = generator_from_checkpoint(torch.load(tmp_path / "generator" / "ckpt.pt", weights_only=True))
     data = load_dataset(tmp_path / "data")
     codes, x = _codes(G, data), data.images(torch.arange(len(data)))
     torch.manual_seed(0)

@@ -91,9 +91,10 @@ class FullyConnectedLayer(nn.Module):
 class MappingNetwork(nn.Module):
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
                  embed_features: int | None = None, layer_features: int | None = None, activation: str = "lrelu",
-                 lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.998):
+                 lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.998, normalize_z: bool = True):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.normalize_z = normalize_z
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
         if embed_features is None:
@@ -117,7 +118,7 @@ class MappingNetwork(nn.Module):
         if self.z_dim > 0:
             if z.ndim != 2 or z.shape[1] != self.z_dim:
                 raise ValueError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
-            x = normalize_2nd_moment(z.to(torch.float32))
+            x = normalize_2nd_moment(z.to(torch.float32)) if self.normalize_z else z.to(torch.float32)
         if self.c_dim > 0:
             if c.ndim != 2 or c.shape[1] != self.c_dim:
                 raise ValueError(f"c must be [N, {self.c_dim}], got {list(c.shape)}")

@@ -82,7 +82,8 @@ def _train(args: argparse.Namespace) -> int:
         result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, steps=args.steps or 17000,
                                  seed=args.seed, resume=args.resume, identity_dir=RUNS / "identity",
                                  plane_resolution=args.plane_resolution, mapping_layers=args.mapping_layers,
-                                 polish_steps=args.polish_steps, device=args.device, **batch)
+                                 polish_steps=args.polish_steps, normalize_z=args.normalize_z, device=args.device,
+                                 **batch)
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="generator only: tri-plane resolution (EG3D: 256; the shipped world: 64)")
     train.add_argument("--mapping-layers", type=int, default=MAPPING_LAYERS,
                        help="generator only: depth of the mapping network (StyleGAN: 8; the shipped world: 4)")
+    train.add_argument("--normalize-z", action="store_true",
+                       help="generator only: divide z by its RMS before the mapping, as EG3D does (the world's "
+                            "parameters depend on z's length, so by default z goes in as it is)")
     train.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
                        help="generator only: steps after --steps with MSE and no perceptual loss (train_generator)")
     train.add_argument("--lambda-pair", type=float, default=LAMBDA_PAIR,

@@ -76,7 +76,8 @@ def _load_states() -> dict[str, tuple[dict[str, torch.Tensor], dict]]:
     out = {}
     ckpt = RUNS_DIR / "generator" / "ckpt.pt"
     if ckpt.exists():
-        out["generator"] = (torch.load(ckpt, weights_only=True)["G"], {})
+        state = torch.load(ckpt, weights_only=True)
+        out["generator"] = (state["G"], json.loads(state.get("config", "{}")))
     ckpt = RUNS_DIR / "identity" / "ckpt.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
@@ -100,7 +101,7 @@ def load_world_nets(device: str = "cpu") -> dict[str, torch.nn.Module]:
             f"the default world's {', '.join(missing)} weights are missing: expected {WEIGHTS_DIR}/*.safetensors "
             f"(shipped with the repository) or training checkpoints in {RUNS_DIR}; train them with "
             "`python -m guide_core.world train identity` / `train generator` and `python -m guide_core.world export`")
-    nets = {"G": load_world_generator(states["generator"][0]).to(device),
+    nets = {"G": load_world_generator(*states["generator"]).to(device),
             "identity": load_identity_net(*states["identity"]).to(device)}
     if "encoder" in states:
         nets["encoder"] = load_world_encoder(*states["encoder"]).to(device)

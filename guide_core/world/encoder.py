@@ -48,13 +48,13 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
                   eval_every: int = 500, refresh_every: int = 500, device: str = "cpu", log=print) -> dict:
     from tqdm import tqdm
     from guide_core.world.data import load_checkpoint, load_dataset, save_checkpoint
-    from guide_core.world.generator import load_world_generator
+    from guide_core.world.generator import generator_from_checkpoint
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(generator_dir).parent
     data = load_dataset(data_dir or root / "data" / "train").to(device)
     heldout = load_dataset(heldout_dir or root / "data" / "heldout").to(device)
-    G = load_world_generator(torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)["G"]).to(device)
+    G = generator_from_checkpoint(torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)).to(device)
     w_avg = G.backbone.mapping.w_avg.clone()
     idnet = _load_identity(identity_dir)
     idnet = idnet.to(device) if idnet is not None else None
@@ -79,7 +79,7 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
         # The generator may still be training: follow its newest checkpoint so the codes stay the ones it renders.
         if step % refresh_every == 0 and generator_ckpt.stat().st_mtime != seen_mtime:
             seen_mtime = generator_ckpt.stat().st_mtime
-            G = load_world_generator(torch.load(generator_ckpt, weights_only=True)["G"]).to(device)
+            G = generator_from_checkpoint(torch.load(generator_ckpt, weights_only=True)).to(device)
             w_avg = G.backbone.mapping.w_avg.clone()
             codes = _codes(G, data)
         enc.train()

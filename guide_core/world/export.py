@@ -28,8 +28,8 @@ def _save(state: dict[str, torch.Tensor], config: dict, name: str, out: Path) ->
 def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     from guide_core.world.data import load_dataset
     from guide_core.world.encoder import evaluate_encoder, load_world_encoder
-    from guide_core.world.generator import (GENERATOR_KWARGS, NEURAL_RENDERING_RESOLUTION,
-                                            evaluate_generator, load_world_generator, multiview_psnr)
+    from guide_core.world.generator import (evaluate_generator, generator_config, generator_from_checkpoint,
+                                            multiview_psnr)
     from guide_core.world.identity import load_identity_net, render_verification, verification_tar
     runs, out = Path(runs), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,17 +47,12 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     G = None
     if (runs / "generator" / "ckpt.pt").exists():
         state = torch.load(runs / "generator" / "ckpt.pt", weights_only=True)
-        G = load_world_generator(state["G"])
-        plane_resolution = G.backbone.synthesis.img_resolution
-        mapping_layers = G.backbone.mapping.num_layers
-        metrics["generator"] = {"steps": state["step"], "plane_resolution": plane_resolution,
-                                "mapping_layers": mapping_layers,
+        G = generator_from_checkpoint(state)
+        metrics["generator"] = {"steps": state["step"], "plane_resolution": G.backbone.synthesis.img_resolution,
+                                "mapping_layers": G.backbone.mapping.num_layers,
+                                "normalize_z": G.backbone.mapping.normalize_z,
                                 **evaluate_generator(G, heldout, n=64), **multiview_psnr(G)}
-        init_kwargs = {**GENERATOR_KWARGS, "mapping_kwargs": {**GENERATOR_KWARGS["mapping_kwargs"],
-                                                              "num_layers": mapping_layers}}
-        config = {"init_kwargs": init_kwargs, "plane_resolution": plane_resolution,
-                  "neural_rendering_resolution": NEURAL_RENDERING_RESOLUTION}
-        _save(G.state_dict(), config, "generator", out)
+        _save(G.state_dict(), generator_config(G), "generator", out)
         if idnet is not None:
             metrics["identity"].update(render_verification(idnet, G, heldout))
     if G is not None and (runs / "encoder" / "ckpt.pt").exists():
@@ -89,7 +84,9 @@ def _generator_architecture(gen: dict) -> str:
     mapping_layers = gen.get("mapping_layers", MAPPING_LAYERS)
     r = k["rendering_kwargs"]
     sr = " and ".join(str(w) for w in WorldSuperresolution2X.widths)
-    return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} / w {k['w_dim']}, mapping "
+    # metrics.json files written before the option are EG3D's: z divided by its RMS.
+    z_input = "divided by its RMS as in EG3D" if gen.get("normalize_z", True) else "as it is (not RMS-normalised)"
+    return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} ({z_input}) / w {k['w_dim']}, mapping "
             f"{mapping_layers} layers, channel_base {k['channel_base']} / channel_max "
             f"{k['channel_max']}, tri-planes {plane_resolution}² (EG3D: 256²), {r['depth_resolution']}+"
             f"{r['depth_resolution_importance']} depth samples, neural rendering {NEURAL_RENDERING_RESOLUTION}², "

@@ -150,7 +150,7 @@ def generator_renders(G: nn.Module, data: WorldData, per_person: int = 2, seed: 
 # or the rows differ from the cached ones).
 def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, seed: int,
                               log=print) -> tuple[torch.Tensor, torch.Tensor]:
-    from guide_core.world.generator import load_world_generator
+    from guide_core.world.generator import generator_from_checkpoint
     state = torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)
     cache = out / "generator_renders.pt"
     rows = render_rows(data, seed=seed)
@@ -159,7 +159,7 @@ def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, s
         if int(cached["generator_step"]) == state["step"] and torch.equal(cached["person"], data.person[rows]):
             return cached["image"], rows
     log(f"rendering the generator (step {state['step']}) for the identity net")
-    images, rows = generator_renders(load_world_generator(state["G"]), data, seed=seed)
+    images, rows = generator_renders(generator_from_checkpoint(state), data, seed=seed)
     tmp = cache.with_suffix(".tmp")
     torch.save({"image": images, "person": data.person[rows], "generator_step": torch.tensor(state["step"])}, tmp)
     tmp.rename(cache)
