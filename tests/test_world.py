@@ -406,7 +406,7 @@ def test_generator_checkpoint_keeps_its_perceptual_net(tmp_path):
 # Stage two of the identity net sees the generator's renders, each G's picture of one training photo (its z and camera).
 def test_identity_net_trains_on_generator_renders_of_its_photos(tmp_path):
     from guide_core.world.data import load_dataset, render_dataset, save_checkpoint
-    from guide_core.world.generator import build_generator
+    from guide_core.world.generator import build_generator, generator_config
     from guide_core.world.identity import generator_renders, train_identity
     render_dataset(tmp_path / "data", 32, 3, seed=5, progress=False)
     data = load_dataset(tmp_path / "data")
@@ -421,8 +421,8 @@ def test_identity_net_trains_on_generator_renders_of_its_photos(tmp_path):
     err = ((expected.clamp(-1, 1) + 1) * 127.5 - images[5].float()).abs().max().item()
     assert err <= 1.0, f"render 5 is not G's picture of photo {int(rows[5])} (max diff {err})"
     (tmp_path / "generator").mkdir()
-    save_checkpoint(tmp_path / "generator" / "ckpt.pt", {"G": G.state_dict()}, torch.optim.Adam(G.parameters()),
-                    torch.Generator(), 7, [])
+    saved = {"G": G.state_dict(), "config": json.dumps(generator_config(G))}
+    save_checkpoint(tmp_path / "generator" / "ckpt.pt", saved, torch.optim.Adam(G.parameters()), torch.Generator(), 7, [])
     train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "identity", steps=2, batch=16,
                    generator_dir=tmp_path / "generator", generator_mix=0.25, eval_every=2, log=lambda m: None)
     cache = torch.load(tmp_path / "identity" / "generator_renders.pt", weights_only=True)
@@ -433,16 +433,15 @@ def test_identity_net_trains_on_generator_renders_of_its_photos(tmp_path):
 
 # The pair term pulls a render's embedding onto the embedding of the photo it renders (beyond the shared class).
 def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
-    import json
     from guide_core.world.data import load_dataset, render_dataset, save_checkpoint
-    from guide_core.world.generator import build_generator
+    from guide_core.world.generator import build_generator, generator_config
     from guide_core.world.identity import load_identity_net, render_rows, train_identity
     render_dataset(tmp_path / "data", 32, 3, seed=5, progress=False)
     data = load_dataset(tmp_path / "data")
     G = build_generator(0).eval()
     (tmp_path / "generator").mkdir()
-    save_checkpoint(tmp_path / "generator" / "ckpt.pt", {"G": G.state_dict()}, torch.optim.Adam(G.parameters()),
-                    torch.Generator(), 7, [])
+    saved = {"G": G.state_dict(), "config": json.dumps(generator_config(G))}
+    save_checkpoint(tmp_path / "generator" / "ckpt.pt", saved, torch.optim.Adam(G.parameters()), torch.Generator(), 7, [])
     pair_similarity = {}
     for weight in (0.0, 20.0):
         out = tmp_path / f"identity_{weight:g}"
