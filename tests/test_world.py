@@ -422,7 +422,8 @@ def test_identity_net_trains_on_generator_renders_of_its_photos(tmp_path):
     assert err <= 1.0, f"render 5 is not G's picture of photo {int(rows[5])} (max diff {err})"
     (tmp_path / "generator").mkdir()
     saved = {"G": G.state_dict(), "config": json.dumps(generator_config(G))}
-    save_checkpoint(tmp_path / "generator" / "ckpt.pt", saved, torch.optim.Adam(G.parameters()), torch.Generator(), 7, [])
+    save_checkpoint(tmp_path / "generator" / "ckpt.pt", saved, torch.optim.Adam(G.parameters()), torch.Generator(),
+                    7, [])
     train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "identity", steps=2, batch=16,
                    generator_dir=tmp_path / "generator", generator_mix=0.25, eval_every=2, log=lambda m: None)
     cache = torch.load(tmp_path / "identity" / "generator_renders.pt", weights_only=True)
@@ -441,7 +442,8 @@ def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
     G = build_generator(0).eval()
     (tmp_path / "generator").mkdir()
     saved = {"G": G.state_dict(), "config": json.dumps(generator_config(G))}
-    save_checkpoint(tmp_path / "generator" / "ckpt.pt", saved, torch.optim.Adam(G.parameters()), torch.Generator(), 7, [])
+    save_checkpoint(tmp_path / "generator" / "ckpt.pt", saved, torch.optim.Adam(G.parameters()), torch.Generator(),
+                    7, [])
     pair_similarity = {}
     for weight in (0.0, 20.0):
         out = tmp_path / f"identity_{weight:g}"

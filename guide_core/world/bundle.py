@@ -65,6 +65,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 # State dicts + configs of the three networks, from weights/default/ or else from the newest training checkpoints.
 def _load_states() -> dict[str, tuple[dict[str, torch.Tensor], dict]]:
+    from guide_core.world.generator import checkpoint_config
     if (WEIGHTS_DIR / "generator.safetensors").exists():
         out = {}
         for name in ("generator", "identity", "encoder"):
@@ -77,7 +78,7 @@ def _load_states() -> dict[str, tuple[dict[str, torch.Tensor], dict]]:
     ckpt = RUNS_DIR / "generator" / "ckpt.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
-        out["generator"] = (state["G"], json.loads(state.get("config", "{}")))
+        out["generator"] = (state["G"], checkpoint_config(state))
     ckpt = RUNS_DIR / "identity" / "ckpt.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)

@@ -57,13 +57,18 @@ GENERATOR_KWARGS: dict = {
 }
 
 
+# GENERATOR_KWARGS (a deep copy) with the mapping options a world generator may vary.
+def _init_kwargs(mapping_layers: int, normalize_z: bool) -> dict:
+    kwargs = json.loads(json.dumps(GENERATOR_KWARGS))
+    kwargs["mapping_kwargs"].update(num_layers=mapping_layers, normalize_z=normalize_z)
+    return kwargs
+
+
 # A fresh world generator (seeded initialisation).
 def build_generator(seed: int = 0, plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
                     normalize_z: bool = NORMALIZE_Z) -> TriPlaneGenerator:
     torch.manual_seed(seed)
-    kwargs = json.loads(json.dumps(GENERATOR_KWARGS))
-    kwargs["mapping_kwargs"].update(num_layers=mapping_layers, normalize_z=normalize_z)
-    G = TriPlaneGenerator(**kwargs, plane_resolution=plane_resolution)
+    G = TriPlaneGenerator(**_init_kwargs(mapping_layers, normalize_z), plane_resolution=plane_resolution)
     G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION
     return G
 
@@ -87,11 +92,14 @@ def mapping_layers_of(state: dict[str, torch.Tensor]) -> int:
 # The JSON config saved beside a world generator's weights (weights/default/generator.json, training checkpoints).
 def generator_config(G: TriPlaneGenerator) -> dict:
     mapping = G.backbone.mapping
-    init_kwargs = {**GENERATOR_KWARGS, "mapping_kwargs": {**GENERATOR_KWARGS["mapping_kwargs"],
-                                                          "num_layers": mapping.num_layers,
-                                                          "normalize_z": mapping.normalize_z}}
-    return {"init_kwargs": init_kwargs, "plane_resolution": G.backbone.synthesis.img_resolution,
+    return {"init_kwargs": _init_kwargs(mapping.num_layers, mapping.normalize_z),
+            "plane_resolution": G.backbone.synthesis.img_resolution,
             "neural_rendering_resolution": NEURAL_RENDERING_RESOLUTION}
+
+
+# The generator config inside a training checkpoint ({} for one written before checkpoints carried it).
+def checkpoint_config(ckpt: dict) -> dict:
+    return json.loads(ckpt.get("config", "{}"))
 
 
 # Whether a saved world generator divides z by its RMS: configs written before the option are EG3D's (yes).
@@ -226,7 +234,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         log(f"resumed generator training at step {step}")
         # Same weights either way: a run trained with EG3D's normalisation goes on without it (README: +0.4 dB in
         # 500 steps on the 8-layer run).
-        if normalize_z_of(json.loads(state.get("config", "{}"))) != normalize_z:
+        if normalize_z_of(checkpoint_config(state)) != normalize_z:
             log(f"z normalisation {'on' if normalize_z else 'off'} from step {step}")
     heldout = load_dataset(heldout_dir).to(device)
     data = load_dataset(data_dir).to(device)
@@ -284,4 +292,4 @@ def load_world_generator(state: dict[str, torch.Tensor], config: dict) -> TriPla
 
 # The generator of a training checkpoint (runs/world/generator/ckpt.pt, loaded).
 def generator_from_checkpoint(ckpt: dict) -> TriPlaneGenerator:
-    return load_world_generator(ckpt["G"], json.loads(ckpt.get("config", "{}")))
+    return load_world_generator(ckpt["G"], checkpoint_config(ckpt))
