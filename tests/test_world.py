@@ -318,6 +318,29 @@ def test_generator_training_resumes_from_its_checkpoint(tmp_path):
     assert adam_steps == {4.0}, f"optimiser restarted: Adam steps {adam_steps}"
     history = json.loads(last["history"])
     assert [h["step"] for h in history] == [2, 4] and history[0] == json.loads(first["history"])[0]
+    # The resumed call changed the schedule (4 steps, not 2): a second leg, which the model card lists.
+    legs = json.loads(last["legs"])
+    assert [(leg["from_step"], leg["steps"], leg["polish_steps"]) for leg in legs] == [(0, 2, 0), (2, 4, 0)]
+
+
+# The model card lists the calls a generator was trained with, and the learning rate a resumed, longer polish
+# restarted at (the cosine of the new length at the step it resumed from).
+def test_model_card_lists_the_generator_legs():
+    from guide_core.world.export import model_card
+    leg = {"steps": 17000, "lr": 2e-3, "polish_lr": 2e-4, "batch": 8}
+    legs = [{"from_step": 0, "polish_steps": 3000, "normalize_z": True, **leg},
+            {"from_step": 20000, "polish_steps": 9000, "normalize_z": False, **leg},
+            {"from_step": 26000, "polish_steps": 15000, "normalize_z": False, **leg, "batch": 16}]
+    card = model_card({"generator": {"steps": 32000, "psnr": 24.0, "legs": legs}})
+    line = next(line for line in card.splitlines() if "generator's calls" in line)
+    assert "steps 0–20,000: `--steps 17000 --polish-steps 3000 --normalize-z`" in line
+    # 2e-4 * (1 + cos(pi * 3000 / 9000)) / 2 = 1.5e-4; 2e-4 * (1 + cos(pi * 9000 / 15000)) / 2 = 6.9e-5
+    assert "20,000–26,000: `--resume --steps 17000 --polish-steps 9000` (polish learning rate back up to 1.5e-04; z " \
+           "read as it is from here)" in line
+    assert "26,000–32,000: `--resume --steps 17000 --polish-steps 15000 --batch 16` (polish learning rate back up " \
+           "to 6.9e-05)" in line
+    assert "15,000 steps here" in card
+    assert "generator's calls" not in model_card({"generator": {"steps": 22000, "psnr": 23.4}})
 
 
 # A generator trained at another tri-plane resolution (the road to sharper eyes and glasses) or mapping depth saves,

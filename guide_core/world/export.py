@@ -50,7 +50,7 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
         G = generator_from_checkpoint(state)
         metrics["generator"] = {"steps": state["step"], "plane_resolution": G.backbone.synthesis.img_resolution,
                                 "mapping_layers": G.backbone.mapping.num_layers,
-                                "normalize_z": G.backbone.mapping.normalize_z,
+                                "normalize_z": G.backbone.mapping.normalize_z, "legs": json.loads(state.get("legs", "[]")),
                                 **evaluate_generator(G, heldout, n=64), **multiview_psnr(G)}
         _save(G.state_dict(), generator_config(G), "generator", out)
         if idnet is not None:
@@ -93,6 +93,34 @@ def _generator_architecture(gen: dict) -> str:
             f"super-resolution 2X to {k['img_resolution']}² with blocks of {sr} channels")
 
 
+# The `train generator` calls the shipped generator went through (the checkpoint's legs), as one sentence.
+def _generator_legs(gen: dict) -> str:
+    import math
+    from guide_core.world.generator import MAPPING_LAYERS
+    legs = gen.get("legs") or []
+    if not legs:
+        return ""
+    default = {"lr": 2e-3, "polish_lr": 2e-4, "batch": 8}
+    parts = []
+    for i, leg in enumerate(legs):
+        end = legs[i + 1]["from_step"] if i + 1 < len(legs) else gen.get("steps", leg["steps"] + leg["polish_steps"])
+        flags = ([] if i == 0 else ["--resume"]) + [f"--steps {leg['steps']}", f"--polish-steps {leg['polish_steps']}"]
+        flags += [f"--{k.replace('_', '-')} {leg[k]:g}" for k in default if leg.get(k, default[k]) != default[k]]
+        if i == 0 and gen.get("mapping_layers", MAPPING_LAYERS) != MAPPING_LAYERS:
+            flags.append(f"--mapping-layers {gen['mapping_layers']}")
+        flags += ["--normalize-z"] if leg["normalize_z"] else []
+        note = []
+        k = leg["from_step"] - leg["steps"]
+        if i > 0 and k > 0:  # a longer polish resumed mid-way restarts its cosine at this rate
+            rate = leg["polish_lr"] * 0.5 * (1 + math.cos(math.pi * k / leg["polish_steps"]))
+            note.append(f"polish learning rate back up to {rate:.1e}")
+        if i > 0 and leg["normalize_z"] != legs[i - 1]["normalize_z"]:
+            note.append("z " + ("divided by its RMS" if leg["normalize_z"] else "read as it is") + " from here")
+        parts.append(f"steps {leg['from_step']:,}–{end:,}: `{' '.join(flags)}`" + (f" ({'; '.join(note)})" if note
+                                                                                   else ""))
+    return "  The shipped generator's calls: " + "; ".join(parts) + ".\n"
+
+
 # The model card, written from the measured metrics so that its numbers are always those of the shipped files.
 def model_card(metrics: dict) -> str:
     from guide_core.world.data import DATASETS
@@ -101,6 +129,7 @@ def model_card(metrics: dict) -> str:
     train, heldout = DATASETS["train"], DATASETS["heldout"]
     ident, gen, enc = (metrics.get(k, {}) for k in ("identity", "generator", "encoder"))
     mix = f"{ident['generator_mix']:.0%}" if ident.get("generator_mix") else "a fraction"
+    polish = gen["steps"] - gen["legs"][0]["steps"] if gen.get("legs") else POLISH_STEPS
     bars = {"identity TAR >= 0.95": ident.get("tar", 0) >= 0.95, "generator PSNR >= 24 dB": gen.get("psnr", 0) >= 24,
             "encoder re-render PSNR >= 22 dB": enc.get("rerender_psnr", 0) >= 22,
             "encoder identity similarity >= 0.8": enc.get("id_similarity", 0) >= 0.8}
@@ -138,10 +167,10 @@ comparable only with each other, never with the paper's FFHQ numbers.
   shift/scale/blur/colour jitter. Only the generator's perceptual loss uses this net (kept in its checkpoint).
 - `train generator`: supervised, L1(image 64²) + L1(raw 32²) + L1(depth on the head) + world perceptual,
   Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network. Then
-  a polish phase (`--polish-steps`, {POLISH_STEPS:,} steps here): squared error (x{MSE_WEIGHT:g}) on image and raw
+  a polish phase (`--polish-steps`, {polish:,} steps here): squared error (x{MSE_WEIGHT:g}) on image and raw
   render instead of L1, no perceptual term, Adam 2e-4 cosine to zero; PSNR scores squared error, and L1 + perceptual
   place an uncertain edge sharp instead of at its mean.
-- `train identity` again (stage 2, the shipped net, from scratch): as stage 1, but {mix} of every batch are the
+{_generator_legs(gen)}- `train identity` again (stage 2, the shipped net, from scratch): as stage 1, but {mix} of every batch are the
   trained generator's renders of the training people (2 per person, their z and camera), each next to the photo it
   renders, with a term (weight {ident.get("lambda_pair", 0):g}) pulling the render's embedding onto its photo's. The
   photos-only net scored the generator's own render of a held-out photo's z at 0.60-0.67 to that photo, below two

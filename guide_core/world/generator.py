@@ -236,6 +236,13 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         # 500 steps on the 8-layer run).
         if normalize_z_of(checkpoint_config(state)) != normalize_z:
             log(f"z normalisation {'on' if normalize_z else 'off'} from step {step}")
+    # Each call's schedule from the step it started at: a resumed run may change it (a longer polish restarts the
+    # learning rate), and the model card says how the shipped weights were trained.
+    legs = json.loads(state.get("legs", "[]")) if state is not None else []
+    leg = {"steps": steps, "polish_steps": polish_steps, "lr": lr, "polish_lr": polish_lr, "batch": batch,
+           "normalize_z": normalize_z}
+    if not legs or {k: v for k, v in legs[-1].items() if k != "from_step"} != leg:
+        legs.append({"from_step": step, **leg})
     heldout = load_dataset(heldout_dir).to(device)
     data = load_dataset(data_dir).to(device)
     perceptual = _perceptual(identity_dir, state, device)
@@ -277,7 +284,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
             log(json.dumps(history[-1]))
         if step % ckpt_every == 0 or step == total:
             save_checkpoint(ckpt, {"G": G.state_dict(), "config": json.dumps(generator_config(G)),
-                                   **_perceptual_state(perceptual)}, opt, gen, step, history)
+                                   "legs": json.dumps(legs), **_perceptual_state(perceptual)}, opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 
