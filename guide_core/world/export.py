@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -50,7 +51,8 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
         G = generator_from_checkpoint(state)
         metrics["generator"] = {"steps": state["step"], "plane_resolution": G.backbone.synthesis.img_resolution,
                                 "mapping_layers": G.backbone.mapping.num_layers,
-                                "normalize_z": G.backbone.mapping.normalize_z, "legs": json.loads(state.get("legs", "[]")),
+                                "normalize_z": G.backbone.mapping.normalize_z,
+                                "legs": json.loads(state.get("legs", "[]")),
                                 **evaluate_generator(G, heldout, n=64), **multiview_psnr(G)}
         _save(G.state_dict(), generator_config(G), "generator", out)
         if idnet is not None:
@@ -95,7 +97,6 @@ def _generator_architecture(gen: dict) -> str:
 
 # The `train generator` calls the shipped generator went through (the checkpoint's legs), as one sentence.
 def _generator_legs(gen: dict) -> str:
-    import math
     from guide_core.world.generator import MAPPING_LAYERS
     legs = gen.get("legs") or []
     if not legs:
