@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -97,7 +96,7 @@ def _generator_architecture(gen: dict) -> str:
 
 # The `train generator` calls the shipped generator went through (the checkpoint's legs), as one sentence.
 def _generator_legs(gen: dict) -> str:
-    from guide_core.world.generator import MAPPING_LAYERS
+    from guide_core.world.generator import MAPPING_LAYERS, learning_rate
     legs = gen.get("legs") or []
     if not legs:
         return ""
@@ -113,7 +112,7 @@ def _generator_legs(gen: dict) -> str:
         note = []
         k = leg["from_step"] - leg["steps"]
         if i > 0 and k > 0:  # a longer polish resumed mid-way restarts its cosine at this rate
-            rate = leg["polish_lr"] * 0.5 * (1 + math.cos(math.pi * k / leg["polish_steps"]))
+            rate = learning_rate(leg["from_step"], leg["steps"], leg["polish_steps"], leg["lr"], leg["polish_lr"])
             note.append(f"polish learning rate back up to {rate:.1e}")
         if i > 0 and leg["normalize_z"] != legs[i - 1]["normalize_z"]:
             note.append("z " + ("divided by its RMS" if leg["normalize_z"] else "read as it is") + " from here")

@@ -200,6 +200,15 @@ def generator_loss(G: TriPlaneGenerator, data: WorldData, idx: torch.Tensor, per
     return loss, parts
 
 
+# The learning rate at `step` of a schedule: main phase warm-up, then cosine decay to a tenth; polish phase warm-up,
+# then cosine decay to zero (a longer polish resumed mid-way restarts at this rate).
+def learning_rate(step: int, steps: int, polish_steps: int, lr: float, polish_lr: float) -> float:
+    if step >= steps:
+        k = step - steps
+        return polish_lr * min(1.0, (k + 1) / 200) * 0.5 * (1 + math.cos(math.pi * k / polish_steps))
+    return lr * min(1.0, (step + 1) / 200) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
+
+
 # Supervised training with checkpoints (resumable); reloads the data folder as background rendering adds chunks.
 # Two phases. Main (`steps`): L1 + perceptual, cosine decay from `lr` to a tenth. Polish (`polish_steps` more):
 # MSE without the perceptual term at a small learning rate decaying to zero. PSNR scores the squared error, and under
@@ -258,13 +267,8 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         # Coarse-to-fine: the first part of training renders the volume at half resolution (4x fewer rays; the
         # super-resolution input is resized to 32 px either way), then at the full neural rendering resolution.
         G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION // (2 if step < coarse_steps else 1)
-        if polishing:  # warm-up, then cosine decay to zero
-            k = step - steps
-            rate = polish_lr * min(1.0, (k + 1) / 200) * 0.5 * (1 + math.cos(math.pi * k / polish_steps))
-        else:  # warm-up, then cosine decay to a tenth
-            rate = lr * min(1.0, (step + 1) / 200) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
         for group in opt.param_groups:
-            group["lr"] = rate
+            group["lr"] = learning_rate(step, steps, polish_steps, lr, polish_lr)
         idx = torch.randint(0, len(data), (batch,), generator=gen).to(device)
         loss, parts = generator_loss(G, data, idx, None if polishing else perceptual,
                                      pixel="mse" if polishing else "l1")
