@@ -105,11 +105,12 @@ def _generator_legs(gen: dict) -> str:
     for i, leg in enumerate(legs):
         end = legs[i + 1]["from_step"] if i + 1 < len(legs) else gen.get("steps", leg["steps"] + leg["polish_steps"])
         flags = ([] if i == 0 else ["--resume"]) + [f"--steps {leg['steps']}", f"--polish-steps {leg['polish_steps']}"]
-        flags += [f"--{k.replace('_', '-')} {leg[k]:g}" for k in default if leg.get(k, default[k]) != default[k]]
+        flags += [f"--batch {leg['batch']}"] if leg.get("batch", default["batch"]) != default["batch"] else []
         if i == 0 and gen.get("mapping_layers", MAPPING_LAYERS) != MAPPING_LAYERS:
             flags.append(f"--mapping-layers {gen['mapping_layers']}")
         flags += ["--normalize-z"] if leg["normalize_z"] else []
-        note = []
+        # The CLI has no learning-rate flags: rates other than train_generator's defaults are named, not flagged.
+        note = [f"{k.replace('_', ' ')} {leg[k]:g}" for k in ("lr", "polish_lr") if leg.get(k, default[k]) != default[k]]
         k = leg["from_step"] - leg["steps"]
         if i > 0 and k > 0:  # a longer polish resumed mid-way restarts its cosine at this rate
             rate = learning_rate(leg["from_step"], leg["steps"], leg["polish_steps"], leg["lr"], leg["polish_lr"])
