@@ -134,16 +134,20 @@ def _load_identity(identity_dir: Path) -> IdentityNet | None:
 # Held-out inversion quality: re-render PSNR (same camera as the photo) and identity similarity to the photo.
 @torch.no_grad()
 def evaluate_encoder(enc: WorldEncoder, G, w_avg: torch.Tensor, idnet: IdentityNet | None, data,
-                     n: int = 32) -> dict[str, float]:
+                     n: int = 32, batch: int = 64) -> dict[str, float]:
     from guide_core.world.generator import psnr
     enc.eval()
-    idx = torch.arange(min(n, len(data)), device=data.z.device)
-    x = data.images(idx)
-    ws = enc(x) + w_avg
-    image = G.synthesis(ws, data.c[idx], noise_mode="const", deterministic=True)["image"]
-    result = {"rerender_psnr": psnr(image, x).mean().item()}
+    values, similarities = [], []
+    for i in range(0, min(n, len(data)), batch):
+        idx = torch.arange(i, min(i + batch, n, len(data)), device=data.z.device)
+        x = data.images(idx)
+        image = G.synthesis(enc(x) + w_avg, data.c[idx], noise_mode="const", deterministic=True)["image"]
+        values.append(psnr(image, x))
+        if idnet is not None:
+            similarities.append((idnet(image) * idnet(x)).sum(1))
+    result = {"rerender_psnr": torch.cat(values).mean().item(), "n": len(torch.cat(values))}
     if idnet is not None:
-        result["id_similarity"] = (idnet(image) * idnet(x)).sum(1).mean().item()
+        result["id_similarity"] = torch.cat(similarities).mean().item()
     return result
 
 

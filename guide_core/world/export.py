@@ -52,7 +52,7 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
                                 "mapping_layers": G.backbone.mapping.num_layers,
                                 "normalize_z": G.backbone.mapping.normalize_z,
                                 "legs": json.loads(state.get("legs", "[]")),
-                                **evaluate_generator(G, heldout, n=64), **multiview_psnr(G)}
+                                **evaluate_generator(G, heldout, n=len(heldout)), **multiview_psnr(G)}
         _save(G.state_dict(), generator_config(G), "generator", out)
         if idnet is not None:
             metrics["identity"].update(render_verification(idnet, G, heldout))
@@ -61,7 +61,8 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
         config = json.loads(state["config"])
         enc = load_world_encoder(state["enc"], config)
         w_avg = G.backbone.mapping.w_avg
-        metrics["encoder"] = {"steps": state["step"], **evaluate_encoder(enc, G, w_avg, idnet, heldout, n=64)}
+        metrics["encoder"] = {"steps": state["step"],
+                              **evaluate_encoder(enc, G, w_avg, idnet, heldout, n=len(heldout))}
         _save(enc.state_dict(), config, "encoder", out)
     total = sum(p.stat().st_size for p in out.glob("*.safetensors")) / 2 ** 20
     metrics["total_size_mb"] = round(total, 2)
@@ -72,9 +73,14 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     return metrics
 
 
-def _fmt(metrics: dict, net: str, key: str, digits: int = 3) -> str:
+def _fmt(metrics: dict, net: str, key: str, digits: int = 3, unit: str = "") -> str:
     value = metrics.get(net, {}).get(key)
-    return "not trained yet" if value is None else f"{value:.{digits}f}"
+    return "not trained yet" if value is None else f"{value:.{digits}f}{unit}"
+
+
+# On how many held-out photos a metric was measured (metrics.json files written before the count: not said).
+def _on(net: dict) -> str:
+    return f" on {net['n']:,} photos" if "n" in net else ""
 
 
 # One line on the generator's architecture, from the constants it is built with.
@@ -188,9 +194,9 @@ comparable only with each other, never with the paper's FFHQ numbers.
 | identity | TAR at FAR 1 % | {_fmt(metrics, "identity", "tar")} | ≥ 0.95 |
 | identity | similarity of two photos of one person / of the generator's render of a photo's z to that photo | {_fmt(metrics, "identity", "genuine_mean")} / {_fmt(metrics, "identity", "render_similarity")} | (no bar) |
 | identity | render-vs-photo TAR at FAR 1 % (impostors: a render and another person's photo) / impostor mean | {_fmt(metrics, "identity", "render_tar")} / {_fmt(metrics, "identity", "render_impostor_mean")} | (no bar) |
-| generator | PSNR vs procedural render (64 px, random poses) | {_fmt(metrics, "generator", "psnr", 2)} dB | ≥ 24 dB |
-| generator | PSNR per yaw −0.5 / 0 / +0.5 (6 people, anti-aliased targets) | {_fmt(metrics, "generator", "psnr_yaw-0.50", 2)} / {_fmt(metrics, "generator", "psnr_yaw+0.00", 2)} / {_fmt(metrics, "generator", "psnr_yaw+0.50", 2)} dB | alike across yaws |
-| encoder | re-render PSNR | {_fmt(metrics, "encoder", "rerender_psnr", 2)} dB | ≥ 22 dB |
+| generator | PSNR vs procedural render (64 px, random poses){_on(gen)} | {_fmt(metrics, "generator", "psnr", 2, " dB")} | ≥ 24 dB |
+| generator | PSNR per yaw −0.5 / 0 / +0.5 (6 people, anti-aliased targets) | {_fmt(metrics, "generator", "psnr_yaw-0.50", 2)} / {_fmt(metrics, "generator", "psnr_yaw+0.00", 2)} / {_fmt(metrics, "generator", "psnr_yaw+0.50", 2, " dB")} | alike across yaws |
+| encoder | re-render PSNR{_on(enc)} | {_fmt(metrics, "encoder", "rerender_psnr", 2, " dB")} | ≥ 22 dB |
 | encoder | identity similarity of re-render to photo | {_fmt(metrics, "encoder", "id_similarity")} | ≥ 0.8 |
 
 Limitations: 64 px, stylised heads (SDF primitives, painted eyes/brows/lips), one background colour; the identity
