@@ -102,11 +102,13 @@ def _generator_architecture(gen: dict) -> str:
 
 # The `train generator` calls the shipped generator went through (the checkpoint's legs), as one sentence.
 def _generator_legs(gen: dict) -> str:
-    from guide_core.world.generator import MAPPING_LAYERS, learning_rate
+    import inspect
+    from guide_core.world.generator import MAPPING_LAYERS, learning_rate, train_generator
     legs = gen.get("legs") or []
     if not legs:
         return ""
-    default = {"lr": 2e-3, "polish_lr": 2e-4, "batch": 8}
+    default = {k: p.default for k, p in inspect.signature(train_generator).parameters.items()
+               if k in ("lr", "polish_lr", "batch")}
     parts = []
     for i, leg in enumerate(legs):
         end = legs[i + 1]["from_step"] if i + 1 < len(legs) else gen.get("steps", leg["steps"] + leg["polish_steps"])
