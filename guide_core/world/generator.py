@@ -32,8 +32,8 @@ NEURAL_RENDERING_RESOLUTION = 32
 # synthesis blocks).
 PLANE_RESOLUTION = 64
 # Layers of the mapping network (StyleGAN's 8). The mapping is where this world's PSNR is lost (one w fitted per person
-# beats mapping(z) by 2-3 dB on unseen views, README); at 8 layers it ended 0.1-0.15 dB above 4 with z normalised and
-# 0.6 dB above once z went in as it is. Still a training option, read back from saved weights.
+# beats mapping(z) by 2-3 dB on unseen views, README); at 8 layers it ended 0.1-0.15 dB above 4 with z normalised, and
+# reading z as it is, with longer polishing, reached 23.95 dB (the 4-layer v5 net: 23.36). Read back from saved weights.
 MAPPING_LAYERS = 8
 # Whether the mapping network divides z by its RMS first, as EG3D's does. The world's z -> parameters map
 # (heads.params_from_z) reads z's length too, so that division loses a common stretch of all 37 parameters (about
@@ -212,8 +212,8 @@ def learning_rate(step: int, steps: int, polish_steps: int, lr: float, polish_lr
 # Supervised training with checkpoints (resumable); reloads the data folder as background rendering adds chunks.
 # Two phases. Main (`steps`): L1 + perceptual, cosine decay from `lr` to a tenth. Polish (`polish_steps` more):
 # MSE without the perceptual term at a small learning rate decaying to zero. PSNR scores the squared error, and under
-# L1 + perceptual the net draws an uncertain edge sharp but misplaced; MSE moves it to the mean (the 4-layer generator shipped
-# before: 23.07 dB after 17,000 main steps, where L1 had stopped gaining; 23.38 dB after 5,000 polish steps).
+# L1 + perceptual the net draws an uncertain edge sharp but misplaced; MSE moves it to the mean (the 4-layer v5
+# generator: 23.07 dB after 17,000 main steps, where L1 had stopped gaining; 23.38 dB after 5,000 polish steps).
 def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 17000, batch: int = 8, seed: int = 0,
                     resume: bool = False, lr: float = 2e-3, identity_dir: Path | None = None,
                     plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
