@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--plane-resolution", type=int, default=PLANE_RESOLUTION,
                        help="generator only: tri-plane resolution (EG3D: 256; the shipped world: 64)")
     train.add_argument("--mapping-layers", type=int, default=MAPPING_LAYERS,
-                       help="generator only: depth of the mapping network (StyleGAN and the world's default: 8; the v5 weights: 4)")
+                       help="generator only: depth of the mapping network (StyleGAN and the world's default: 8; "
+                            "the v5 weights: 4)")
     train.add_argument("--normalize-z", action="store_true",
                        help="generator only: divide z by its RMS before the mapping, as EG3D does (the world's "
                             "parameters depend on z's length, so by default z goes in as it is)")
