@@ -617,3 +617,42 @@ def test_encoder_training_learns_codes_and_resumes(tmp_path):
         before = (untrained(x) + state["w_avg"] - codes).square().mean().item()
         after = (trained(x) + state["w_avg"] - codes).square().mean().item()
     assert after < 0.6 * before, f"code error {before:.4f} -> {after:.4f}"
+
+
+# `train-all` (issue 5 on one GPU within a time budget) sizes the generator and encoder steps from measured step
+# times: the generator gets its share split into main and polish phases, the encoder stops at its default length and
+# leaves the rest to the generator, and a budget already spent is refused.
+def test_world_plan_sizes_steps_from_measured_step_times():
+    from guide_core.world.pipeline import ENCODER_MAX_STEPS, ENCODER_SHARE, MAIN_FRACTION, WorldPlan, size_plan
+    plan = size_plan(WorldPlan("cuda", 9), seconds=1000, generator_step_s=0.1, encoder_step_s=0.02)
+    assert plan.encoder_steps == int(1000 * ENCODER_SHARE / 0.02) == 10000
+    total = plan.generator_steps + plan.polish_steps
+    assert total == 8000 and plan.generator_steps == int(8000 * MAIN_FRACTION)
+    capped = size_plan(WorldPlan("cuda", 9), seconds=1000, generator_step_s=0.1, encoder_step_s=0.001)
+    assert capped.encoder_steps == ENCODER_MAX_STEPS
+    assert capped.generator_steps + capped.polish_steps == int((1000 - ENCODER_MAX_STEPS * 0.001) / 0.1) == 9840
+    assert "train generator --steps 5600 --polish-steps 2400 --batch 32 --device cuda" in plan.commands()
+    with pytest.raises(ValueError, match="no time left"):
+        size_plan(WorldPlan("cuda", 1), seconds=-5, generator_step_s=0.1, encoder_step_s=0.02)
+
+
+# The whole chain on a tiny world within a budget (CPU): each network is trained for exactly the planned steps, the
+# second identity stage sees the generator's renders, and the plan is saved as the run printed it.
+def test_train_world_runs_its_plan_within_the_budget(tmp_path):
+    from guide_core.world.pipeline import WorldPlan, train_world
+    plan = WorldPlan("cpu", 0.6, generator_batch=2, encoder_batch=8, identity_steps=4)
+    result = train_world(tmp_path, plan, datasets={"train": (32, 2, 5, 1), "heldout": (32, 2, 6, 1)}, log=lambda m: None)
+    assert plan.generator_steps > 0 and plan.polish_steps > 0 and plan.encoder_steps > 0
+    assert json.loads((tmp_path / "plan.json").read_text()) == result["plan"]
+    load = lambda name: torch.load(tmp_path / name / "ckpt.pt", weights_only=True)
+    assert load("generator")["step"] == plan.generator_steps + plan.polish_steps
+    assert load("encoder")["step"] == plan.encoder_steps
+    assert float(load("identity")["generator_mix"]) > 0 and load("identity")["step"] == 4
+    assert result["seconds"] < 0.6 * 60 * 1.5, result["seconds"]  # sized to the budget, not a multiple of it
+
+
+def test_train_all_dry_run_prints_the_plan(capsys):
+    from guide_core.world.__main__ import main
+    assert main(["train-all", "--dry-run", "--minutes", "12", "--generator-batch", "48"]) == 0
+    printed = json.loads(capsys.readouterr().out.split("\n}")[0] + "}")
+    assert printed["minutes"] == 12 and printed["generator_batch"] == 48 and printed["device"] == "cuda"

@@ -3,6 +3,7 @@
 #   python -m guide_core.world train {identity,generator,encoder} [--steps N] [--resume] [--seed 0] [--out DIR]
 #                                    [--device cuda] [--batch N]
 #   (order: identity, generator, identity again — now with the generator's renders —, encoder, export)
+#   python -m guide_core.world train-all --device cuda --minutes 9   (all of the above within a time budget)
 #   python -m guide_core.world export
 #   python -m guide_core.world render --out DIR
 # Every step is seeded and resumable; long trainings are meant to run in the background (nice, few threads).
@@ -93,6 +94,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_all(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+    from guide_core.world.pipeline import WorldPlan, train_world
+    plan = WorldPlan(args.device, args.minutes, args.generator_batch, args.encoder_batch)
+    if args.dry_run:
+        print(json.dumps({**asdict(plan), "runs": str(RUNS), "workers": args.workers}, indent=2))
+        print("generator, polish and encoder steps are sized on the device from measured step times")
+        return 0
+    torch.set_num_threads(max(1, args.workers))
+    result = train_world(RUNS, plan, workers=args.workers)
+    print(json.dumps(result, indent=2))
+    print("\n".join(["repeat one network at a time with:"] + [f"  python -m guide_core.world {c}" for c in plan.commands()]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m guide_core.world", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="generator only: steps after --steps with MSE and no perceptual loss (train_generator)")
     train.add_argument("--lambda-pair", type=float, default=LAMBDA_PAIR,
                        help="identity only: weight of the loss pulling a render's embedding onto its own photo's")
+    everything = sub.add_parser("train-all", help="the whole chain (data, identity, generator, identity stage 2, "
+                                "encoder) within a wall-clock budget; generator and encoder steps are sized from their "
+                                "step times measured first on the device (meant for a GPU)")
+    everything.add_argument("--device", default="cuda", help="torch device to train on")
+    everything.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget of the whole chain")
+    everything.add_argument("--workers", type=int, default=1, help="data-rendering processes")
+    everything.add_argument("--generator-batch", type=int, default=32)
+    everything.add_argument("--encoder-batch", type=int, default=64)
+    everything.add_argument("--dry-run", action="store_true", help="print the resolved plan and stop")
     export = sub.add_parser("export", help="write weights/default/*.safetensors + JSON configs from the checkpoints")
     export.add_argument("--runs", default=str(RUNS))
     render = sub.add_parser("render", help="write example renders (PNG) of random people")
@@ -138,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train":
         return _train(args)
+    if args.command == "train-all":
+        return _train_all(args)
     if args.command == "export":
         from guide_core.world.export import export_weights
         print(export_weights(Path(args.runs)))

@@ -42,7 +42,7 @@ class WorldEncoder(nn.Module):
 # Encoder training: code regression on rendered photos (+ re-render L1 and identity loss through the frozen generator
 # every k steps).
 def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int = 6000, batch: int = 32, seed: int = 0,
-                  resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int = 4,
+                  resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int | None = None,
                   lambda_id: float = 0.5,
                   data_dir: Path | None = None, heldout_dir: Path | None = None, ckpt_every: int = 200,
                   eval_every: int = 500, refresh_every: int = 500, device: str = "cpu", log=print) -> dict:
@@ -51,6 +51,7 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
     from guide_core.world.generator import generator_from_checkpoint
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    rerender_batch = rerender_batch or batch // 8 or 1  # an eighth of the batch (4 at the default 32)
     root = Path(generator_dir).parent
     data = load_dataset(data_dir or root / "data" / "train").to(device)
     heldout = load_dataset(heldout_dir or root / "data" / "heldout").to(device)

@@ -166,6 +166,10 @@ def _perceptual_state(perceptual) -> dict:
     return {"perceptual_net": perceptual.net.state_dict(), "perceptual_config": json.dumps(perceptual.net.config)}
 
 
+def _chunks(folder: Path) -> int:
+    return len(list(Path(folder).glob("chunk_*.pt")))
+
+
 # Steps of the polish phase of the shipped generator (train_generator).
 POLISH_STEPS = 5000
 # Weight of the squared error in the polish phase: 10 * MSE is about the size of the L1 term it replaces.
@@ -254,6 +258,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         legs.append({"from_step": step, **leg})
     heldout = load_dataset(heldout_dir).to(device)
     data = load_dataset(data_dir).to(device)
+    chunks = _chunks(data_dir)
     perceptual = _perceptual(identity_dir, state, device)
     total = steps + polish_steps
     bar = tqdm(total=total, initial=step, desc="generator", mininterval=10)
@@ -261,7 +266,8 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     while step < total:
         polishing = step >= steps
         if step % 500 == 0:
-            data = load_dataset(data_dir).to(device)
+            if _chunks(data_dir) != chunks:  # background rendering added some
+                data, chunks = load_dataset(data_dir).to(device), _chunks(data_dir)
             perceptual = perceptual or _perceptual(identity_dir, device=device)
         G.train()
         # Coarse-to-fine: the first part of training renders the volume at half resolution (4x fewer rays; the

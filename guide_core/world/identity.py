@@ -118,8 +118,9 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 # G's picture of data rows `rows`: their z through the mapping network, rendered from their own cameras.
 def _render_rows(G: nn.Module, data: WorldData, rows: torch.Tensor) -> torch.Tensor:
-    return G.synthesis(G.mapping(data.z[rows], data.c[rows]), data.c[rows], noise_mode="const",
-                       deterministic=True)["image"]
+    device = next(G.parameters()).device  # data may sit on the CPU while G renders on a GPU
+    z, c = data.z[rows].to(device), data.c[rows].to(device)
+    return G.synthesis(G.mapping(z, c), c, noise_mode="const", deterministic=True)["image"]
 
 
 # The data rows the identity net sees rendered by the generator: `per_person` of each person's photos, seeded.
@@ -142,14 +143,15 @@ def generator_renders(G: nn.Module, data: WorldData, per_person: int = 2, seed: 
     rows = render_rows(data, per_person, seed)
     images = []
     for i in tqdm(range(0, len(rows), batch), desc="generator renders", mininterval=10):
-        images.append(((_render_rows(G, data, rows[i:i + batch]).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        image = _render_rows(G, data, rows[i:i + batch]).cpu()
+        images.append(((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
     return torch.cat(images), rows
 
 
 # The renders of the generator checkpoint in `generator_dir`, cached in `out` (re-rendered when the checkpoint's step
 # or the rows differ from the cached ones).
-def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, seed: int,
-                              log=print) -> tuple[torch.Tensor, torch.Tensor]:
+def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, seed: int, log=print,
+                              device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     from guide_core.world.generator import generator_from_checkpoint
     state = torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)
     cache = out / "generator_renders.pt"
@@ -159,7 +161,7 @@ def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, s
         if int(cached["generator_step"]) == state["step"] and torch.equal(cached["person"], data.person[rows]):
             return cached["image"], rows
     log(f"rendering the generator (step {state['step']}) for the identity net")
-    images, rows = generator_renders(generator_from_checkpoint(state), data, seed=seed)
+    images, rows = generator_renders(generator_from_checkpoint(state).to(device), data, seed=seed)
     tmp = cache.with_suffix(".tmp")
     torch.save({"image": images, "person": data.person[rows], "generator_step": torch.tensor(state["step"])}, tmp)
     tmp.rename(cache)
@@ -232,7 +234,7 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
     data = load_dataset(data_dir)
     heldout = load_dataset(heldout_dir)
     n_classes = int(data.person.max()) + 1
-    renders = _cached_generator_renders(generator_dir, data, out, seed, log) if generator_dir is not None else None
+    renders = _cached_generator_renders(generator_dir, data, out, seed, log, device) if generator_dir is not None else None
     n_renders = int(batch * generator_mix) if renders is not None else 0
     net = IdentityNet().to(device)
     classes = nn.Parameter((torch.randn(n_classes, net.config["embed_dim"]) * 0.01).to(device))
