@@ -374,6 +374,19 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert (out / "MODEL_CARD.md").read_text() == model_card(metrics)
     assert "on 96 photos" in model_card(metrics)
+    # A session whose runs/ folder is gone goes on from the exported weights: same step, legs and tensors, new Adam.
+    messages: list[str] = []
+    train_generator(runs / "data" / "train", runs / "data" / "heldout", tmp_path / "again", steps=2, polish_steps=2,
+                    batch=2, coarse_fraction=0.0, init_from=out, log=messages.append)
+    assert any("starting from the exported generator" in m for m in messages), messages
+    state = torch.load(tmp_path / "again" / "ckpt.pt", weights_only=True)
+    assert state["step"] == 4
+    legs = json.loads(state["legs"])
+    assert legs[0] == metrics["generator"]["legs"][0] and legs[1]["from_step"] == 2 and legs[1]["init_from"] == str(out)
+    moved = max((state["G"][k] - v).abs().max().item() for k, v in shipped.items() if not k.endswith("w_avg"))
+    assert 0 < moved < 1e-4, moved  # two polish steps at the warm-up rate (1e-6), not a fresh network
+    assert f"steps 2–4: `--init-from {out} --steps 2 --polish-steps 2 --batch 2`" in model_card(
+        {"generator": {"steps": 4, "legs": legs}})
 
 
 # A generator trained at another tri-plane resolution (the road to sharper eyes and glasses) or mapping depth saves,

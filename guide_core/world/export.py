@@ -112,7 +112,8 @@ def _generator_legs(gen: dict) -> str:
     parts = []
     for i, leg in enumerate(legs):
         end = legs[i + 1]["from_step"] if i + 1 < len(legs) else gen.get("steps", leg["steps"] + leg["polish_steps"])
-        flags = ([] if i == 0 else ["--resume"]) + [f"--steps {leg['steps']}", f"--polish-steps {leg['polish_steps']}"]
+        start = [f"--init-from {leg['init_from']}"] if "init_from" in leg else [] if i == 0 else ["--resume"]
+        flags = start + [f"--steps {leg['steps']}", f"--polish-steps {leg['polish_steps']}"]
         flags += [f"--batch {leg['batch']}"] if leg.get("batch", default["batch"]) != default["batch"] else []
         if i == 0 and gen.get("mapping_layers", MAPPING_LAYERS) != MAPPING_LAYERS:
             flags.append(f"--mapping-layers {gen['mapping_layers']}")

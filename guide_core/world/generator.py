@@ -223,7 +223,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
                     plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
                     ckpt_every: int = 100, eval_every: int = 500,
                     coarse_fraction: float = 0.3, polish_steps: int = 0, polish_lr: float = 2e-4, device: str = "cpu",
-                    normalize_z: bool = NORMALIZE_Z, log=print) -> dict:
+                    normalize_z: bool = NORMALIZE_Z, init_from: Path | None = None, log=print) -> dict:
     from tqdm import tqdm
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +232,10 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     step, history = 0, []
     ckpt = out / "ckpt.pt"
     state = load_checkpoint(ckpt, gen) if resume else None
+    exported = state is None and init_from is not None
+    if exported:
+        state = exported_generator_state(Path(init_from))
+        log(f"starting from the exported generator in {init_from} (step {state['step']}, fresh optimiser)")
     if state is not None:
         saved = (f"{plane_resolution_of(state['G'])}² tri-planes and a {mapping_layers_of(state['G'])}-layer mapping")
         asked = f"{plane_resolution}² tri-planes and a {mapping_layers}-layer mapping"
@@ -242,7 +246,8 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     if state is not None:
         G.load_state_dict(state["G"])
-        opt.load_state_dict(state["opt"])
+        if "opt" in state:  # exported weights carry none: Adam starts afresh (the learning-rate warm-up covers it)
+            opt.load_state_dict(state["opt"])
         step, history = state["step"], state["history"]
         log(f"resumed generator training at step {step}")
         # Same weights either way: a run trained with EG3D's normalisation goes on without it (README: +0.4 dB in
@@ -254,8 +259,8 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     legs = json.loads(state.get("legs", "[]")) if state is not None else []
     leg = {"steps": steps, "polish_steps": polish_steps, "lr": lr, "polish_lr": polish_lr, "batch": batch,
            "normalize_z": normalize_z}
-    if not legs or {k: v for k, v in legs[-1].items() if k != "from_step"} != leg:
-        legs.append({"from_step": step, **leg})
+    if not legs or {k: v for k, v in legs[-1].items() if k not in ("from_step", "init_from")} != leg or exported:
+        legs.append({"from_step": step, **leg, **({"init_from": str(init_from)} if exported else {})})
     heldout = load_dataset(heldout_dir).to(device)
     data = load_dataset(data_dir).to(device)
     chunks = _chunks(data_dir)
@@ -297,6 +302,19 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
                                    "legs": json.dumps(legs), **_perceptual_state(perceptual)}, opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
+
+
+# Exported generator weights (weights/default/generator.safetensors + .json, metrics.json) as the start of a training
+# run: the tensors, config, step and training legs; no optimiser state. Sessions whose runs/ folder is gone go on
+# from what was shipped.
+def exported_generator_state(weights_dir: Path) -> dict:
+    from safetensors.torch import load_file
+    path = weights_dir / "generator.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"no exported generator in {weights_dir} (generator.safetensors)")
+    metrics = json.loads((weights_dir / "metrics.json").read_text()).get("generator", {})
+    return {"G": load_file(str(path)), "config": (weights_dir / "generator.json").read_text(),
+            "step": int(metrics.get("steps", 0)), "history": [], "legs": json.dumps(metrics.get("legs", []))}
 
 
 # A generator from a saved state dict and its config (generator_config; {} for one saved without it).
