@@ -249,7 +249,8 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         if "opt" in state:  # exported weights carry none: Adam starts afresh (the learning-rate warm-up covers it)
             opt.load_state_dict(state["opt"])
         step, history = state["step"], state["history"]
-        log(f"resumed generator training at step {step}")
+        if not exported:
+            log(f"resumed generator training at step {step}")
         # Same weights either way: a run trained with EG3D's normalisation goes on without it (README: +0.4 dB in
         # 500 steps on the 8-layer run).
         if normalize_z_of(checkpoint_config(state)) != normalize_z:
