@@ -387,6 +387,15 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
     assert 0 < moved < 1e-4, moved  # two polish steps at the warm-up rate (1e-6), not a fresh network
     assert f"steps 2–4: `--init-from {out} --steps 2 --polish-steps 2 --batch 2`" in model_card(
         {"generator": {"steps": 4, "legs": legs}})
+    messages.clear()
+    train_encoder(tmp_path / "encoder_again", runs / "generator", tmp_path / "no_identity_run", steps=4, batch=4,
+                  init_from=out, log=messages.append)
+    assert any("starting from the exported encoder" in m for m in messages), messages
+    state = torch.load(tmp_path / "encoder_again" / "ckpt.pt", weights_only=True)
+    encoder = load_file(str(out / "encoder.safetensors"))
+    trained = [k for k in encoder if "running_" not in k and "num_batches" not in k]  # not the batch-norm statistics
+    moved = max((state["enc"][k] - encoder[k]).abs().max().item() for k in trained)
+    assert state["step"] == 4 and 0 < moved < 5e-3, (state["step"], moved)  # two steps at the cosine's 5e-4
 
 
 # A generator trained at another tri-plane resolution (the road to sharper eyes and glasses) or mapping depth saves,

@@ -89,7 +89,7 @@ def _train(args: argparse.Namespace) -> int:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
                                steps=args.steps or 16000, seed=args.seed, resume=args.resume, device=args.device,
-                               **batch)
+                               init_from=args.init_from or None, **batch)
     print(result)
     return 0
 
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="generator only: divide z by its RMS before the mapping, as EG3D does (the world's "
                             "parameters depend on z's length, so by default z goes in as it is)")
     train.add_argument("--init-from", default="",
-                       help="generator only: start from exported weights (e.g. weights/default: their step count and "
-                            "legs, a fresh optimiser) when OUT has no checkpoint to resume")
+                       help="generator and encoder: start from exported weights (e.g. weights/default: their step "
+                            "count, a fresh optimiser) when OUT has no checkpoint to resume")
     train.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
                        help="generator only: steps after --steps with MSE and no perceptual loss (train_generator)")
     train.add_argument("--lambda-pair", type=float, default=LAMBDA_PAIR,

@@ -128,3 +128,14 @@ def load_checkpoint(path: Path, gen: torch.Generator) -> dict | None:
     gen.set_state(state["gen"])
     state["history"] = json.loads(state["history"])
     return state
+
+
+# One exported network (weights/default/<name>.safetensors + .json, its metrics.json section) read back to go on
+# training it: tensors, config text and metrics. Sessions whose runs/ folder is gone go on from what was shipped.
+def load_exported(weights_dir: Path, name: str) -> tuple[dict[str, torch.Tensor], str, dict]:
+    from safetensors.torch import load_file
+    path = Path(weights_dir) / f"{name}.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"no exported {name} in {weights_dir} ({path.name})")
+    metrics = json.loads((Path(weights_dir) / "metrics.json").read_text()).get(name, {})
+    return load_file(str(path)), (Path(weights_dir) / f"{name}.json").read_text(), metrics

@@ -45,9 +45,10 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
                   resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int | None = None,
                   lambda_id: float = 0.5,
                   data_dir: Path | None = None, heldout_dir: Path | None = None, ckpt_every: int = 200,
-                  eval_every: int = 500, refresh_every: int = 500, device: str = "cpu", log=print) -> dict:
+                  eval_every: int = 500, refresh_every: int = 500, device: str = "cpu", init_from: Path | None = None,
+                  log=print) -> dict:
     from tqdm import tqdm
-    from guide_core.world.data import load_checkpoint, load_dataset, save_checkpoint
+    from guide_core.world.data import load_checkpoint, load_dataset, load_exported, save_checkpoint
     from guide_core.world.generator import generator_from_checkpoint
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,10 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
     G = generator_from_checkpoint(torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)).to(device)
     w_avg = G.backbone.mapping.w_avg.clone()
     idnet = _load_identity(identity_dir)
+    if idnet is None and init_from is not None and (Path(init_from) / "identity.safetensors").exists():
+        from guide_core.world.identity import load_identity_net
+        tensors, config, _ = load_exported(Path(init_from), "identity")
+        idnet = load_identity_net(tensors, json.loads(config)).requires_grad_(False)
     idnet = idnet.to(device) if idnet is not None else None
     torch.manual_seed(seed)
     enc = WorldEncoder(G.backbone.num_ws).to(device)
@@ -71,6 +76,14 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
         opt.load_state_dict(state["opt"])
         step, history = state["step"], state["history"]
         log(f"resumed encoder training at step {step}")
+    elif init_from is not None:
+        # Exported weights carry no optimiser state: Adam starts afresh at the cosine's rate for their step count.
+        tensors, config, metrics = load_exported(Path(init_from), "encoder")
+        if json.loads(config) != enc.config:
+            raise ValueError(f"the encoder in {init_from} is a {json.loads(config)}, not a {enc.config}")
+        enc.load_state_dict(tensors)
+        step = int(metrics.get("steps", 0))
+        log(f"starting from the exported encoder in {init_from} (step {step}, fresh optimiser)")
     bar = tqdm(total=steps, initial=step, desc="encoder", mininterval=10)
     t0 = time.time()
     generator_ckpt = Path(generator_dir) / "ckpt.pt"

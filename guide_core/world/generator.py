@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from guide_core.eg3d import TriPlaneGenerator
 from guide_core.eg3d.superresolution import SUPERRESOLUTION_MODULES, SuperresolutionHybrid2X
-from guide_core.world.data import WorldData, load_checkpoint, load_dataset, save_checkpoint
+from guide_core.world.data import WorldData, load_checkpoint, load_dataset, load_exported, save_checkpoint
 from guide_core.world.heads import Z_DIM
 
 
@@ -305,17 +305,12 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     return history[-1] if history else {}
 
 
-# Exported generator weights (weights/default/generator.safetensors + .json, metrics.json) as the start of a training
-# run: the tensors, config, step and training legs; no optimiser state. Sessions whose runs/ folder is gone go on
-# from what was shipped.
+# Exported generator weights as the start of a training run (train_generator's checkpoint layout without optimiser
+# state): tensors, config, step count and training legs.
 def exported_generator_state(weights_dir: Path) -> dict:
-    from safetensors.torch import load_file
-    path = weights_dir / "generator.safetensors"
-    if not path.exists():
-        raise FileNotFoundError(f"no exported generator in {weights_dir} (generator.safetensors)")
-    metrics = json.loads((weights_dir / "metrics.json").read_text()).get("generator", {})
-    return {"G": load_file(str(path)), "config": (weights_dir / "generator.json").read_text(),
-            "step": int(metrics.get("steps", 0)), "history": [], "legs": json.dumps(metrics.get("legs", []))}
+    tensors, config, metrics = load_exported(weights_dir, "generator")
+    return {"G": tensors, "config": config, "step": int(metrics.get("steps", 0)), "history": [],
+            "legs": json.dumps(metrics.get("legs", []))}
 
 
 # A generator from a saved state dict and its config (generator_config; {} for one saved without it).
