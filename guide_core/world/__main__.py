@@ -106,7 +106,9 @@ def _train_all(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.workers))
     result = train_world(RUNS, plan, workers=args.workers)
     print(json.dumps(result, indent=2))
-    print("\n".join(["repeat one network at a time with:"] + [f"  python -m guide_core.world {c}" for c in plan.commands()]))
+    print("repeat one network at a time with:")
+    for command in plan.commands():
+        print(f"  python -m guide_core.world {command}")
     return 0
 
 

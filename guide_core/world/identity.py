@@ -234,7 +234,8 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
     data = load_dataset(data_dir)
     heldout = load_dataset(heldout_dir)
     n_classes = int(data.person.max()) + 1
-    renders = _cached_generator_renders(generator_dir, data, out, seed, log, device) if generator_dir is not None else None
+    renders = (_cached_generator_renders(generator_dir, data, out, seed, log, device) if generator_dir is not None
+               else None)
     n_renders = int(batch * generator_mix) if renders is not None else 0
     net = IdentityNet().to(device)
     classes = nn.Parameter((torch.randn(n_classes, net.config["embed_dim"]) * 0.01).to(device))
