@@ -663,7 +663,8 @@ def test_world_plan_sizes_steps_from_measured_step_times():
 def test_train_world_runs_its_plan_within_the_budget(tmp_path):
     from guide_core.world.pipeline import WorldPlan, train_world
     plan = WorldPlan("cpu", 0.6, generator_batch=2, encoder_batch=8, identity_steps=4)
-    result = train_world(tmp_path, plan, datasets={"train": (32, 2, 5, 1), "heldout": (32, 2, 6, 1)}, log=lambda m: None)
+    tiny = {"train": (32, 2, 5, 1), "heldout": (32, 2, 6, 1)}
+    result = train_world(tmp_path, plan, datasets=tiny, log=lambda m: None)
     assert plan.generator_steps > 0 and plan.polish_steps > 0 and plan.encoder_steps > 0
     assert json.loads((tmp_path / "plan.json").read_text()) == result["plan"]
     load = lambda name: torch.load(tmp_path / name / "ckpt.pt", weights_only=True)

@@ -99,7 +99,8 @@ def measure_step_times(data, perceptual, plan: WorldPlan, n: int = 20) -> tuple[
             pred = enc(x)
             loss = pred.square().mean()
             if k == 0:
-                loss = loss + (G.synthesis(pred[:rerender], data.c[idx[:rerender]])["image"] - x[:rerender]).abs().mean()
+                image = G.synthesis(pred[:rerender], data.c[idx[:rerender]])["image"]
+                loss = loss + (image - x[:rerender]).abs().mean()
             enc_opt.zero_grad(set_to_none=True)
             loss.backward()
             enc_opt.step()
