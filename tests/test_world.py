@@ -396,6 +396,17 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
     trained = [k for k in encoder if "running_" not in k and "num_batches" not in k]  # not the batch-norm statistics
     moved = max((state["enc"][k] - encoder[k]).abs().max().item() for k in trained)
     assert state["step"] == 4 and 0 < moved < 5e-3, (state["step"], moved)  # two steps at the cosine's 5e-4
+    # A generator exported alone keeps the exported identity net and encoder: re-measured with it, marked as kept.
+    import shutil
+    (tmp_path / "alone" / "generator").mkdir(parents=True)
+    shutil.copy(runs / "generator" / "ckpt.pt", tmp_path / "alone" / "generator" / "ckpt.pt")
+    (tmp_path / "alone" / "data").symlink_to(runs / "data")
+    kept = export_weights(tmp_path / "alone", out)
+    assert kept["identity"]["kept_from_export"] and kept["encoder"]["kept_from_export"]
+    assert {k: kept["identity"][k] for k in ("steps", "tar", "generator_mix")} == {
+        k: metrics["identity"][k] for k in ("steps", "tar", "generator_mix")}
+    assert abs(kept["encoder"]["rerender_psnr"] - metrics["encoder"]["rerender_psnr"]) < 1e-4, (kept, metrics)
+    assert "kept from the previous export" in (out / "MODEL_CARD.md").read_text()
 
 
 # A generator trained at another tri-plane resolution (the road to sharper eyes and glasses) or mapping depth saves,

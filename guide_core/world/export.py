@@ -36,13 +36,11 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     heldout = load_dataset(runs / "data" / "heldout")
     metrics: dict = {}
     idnet = None
-    if (runs / "identity" / "ckpt.pt").exists():
-        state = torch.load(runs / "identity" / "ckpt.pt", weights_only=True)
-        config = json.loads(state["config"])
-        idnet = load_identity_net(state["net"], config)
-        metrics["identity"] = {"steps": state["step"], "generator_mix": float(state.get("generator_mix", 0.0)),
-                               "lambda_pair": float(state.get("lambda_pair", 0.0)),
-                               **verification_tar(idnet, heldout, far=0.01)}
+    identity = _trained(runs, out, "identity", "net")
+    if identity is not None:
+        tensors, config, facts = identity
+        idnet = load_identity_net(tensors, config)
+        metrics["identity"] = {**facts, **verification_tar(idnet, heldout, far=0.01)}
         _save(idnet.state_dict(), config, "identity", out)
     G = None
     if (runs / "generator" / "ckpt.pt").exists():
@@ -56,13 +54,12 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
         _save(G.state_dict(), generator_config(G), "generator", out)
         if idnet is not None:
             metrics["identity"].update(render_verification(idnet, G, heldout))
-    if G is not None and (runs / "encoder" / "ckpt.pt").exists():
-        state = torch.load(runs / "encoder" / "ckpt.pt", weights_only=True)
-        config = json.loads(state["config"])
-        enc = load_world_encoder(state["enc"], config)
+    encoder = _trained(runs, out, "encoder", "enc") if G is not None else None
+    if encoder is not None:
+        tensors, config, facts = encoder
+        enc = load_world_encoder(tensors, config)
         w_avg = G.backbone.mapping.w_avg
-        metrics["encoder"] = {"steps": state["step"],
-                              **evaluate_encoder(enc, G, w_avg, idnet, heldout, n=len(heldout))}
+        metrics["encoder"] = {**facts, **evaluate_encoder(enc, G, w_avg, idnet, heldout, n=len(heldout))}
         _save(enc.state_dict(), config, "encoder", out)
     total = sum(p.stat().st_size for p in out.glob("*.safetensors")) / 2 ** 20
     metrics["total_size_mb"] = round(total, 2)
@@ -73,9 +70,36 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     return metrics
 
 
+# A network's weights, config and training facts (steps; the identity net's generator mix and pair weight): from its
+# training checkpoint under `runs`, else the copy already exported in `out` (a session whose runs/ folder is gone, or
+# a generator retrained alone), re-measured like a new one and marked as kept. None when there is neither.
+def _trained(runs: Path, out: Path, name: str, key: str) -> tuple[dict, dict, dict] | None:
+    from guide_core.world.data import load_exported
+    ckpt = runs / name / "ckpt.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        tensors, config, facts = state[key], json.loads(state["config"]), {"steps": state["step"]}
+        recorded = {k: float(v) for k, v in state.items() if k in ("generator_mix", "lambda_pair")}
+    elif (out / f"{name}.safetensors").exists():
+        tensors, text, metrics = load_exported(out, name)
+        config, facts = json.loads(text), {"steps": metrics.get("steps", 0), "kept_from_export": True}
+        recorded = {k: v for k, v in metrics.items() if k in ("generator_mix", "lambda_pair")}
+    else:
+        return None
+    if name == "identity":
+        facts.update({"generator_mix": 0.0, "lambda_pair": 0.0, **recorded})
+    return tensors, config, facts
+
+
 def _fmt(metrics: dict, net: str, key: str, digits: int = 3, unit: str = "") -> str:
     value = metrics.get(net, {}).get(key)
     return "not trained yet" if value is None else f"{value:.{digits}f}{unit}"
+
+
+# The trained-steps cell of the card: a network kept from the previous export was trained against that generator.
+def _steps(net: dict) -> str:
+    kept = " (kept from the previous export: trained with its generator, re-measured with this one)"
+    return f"{net.get('steps', '-')}" + (kept if net.get("kept_from_export") else "")
 
 
 # On how many held-out photos a metric was measured (metrics.json files written before the count: not said).
@@ -159,8 +183,8 @@ the training data are procedural renders, no photos of real people were used.
 | file | role in GUIDE | architecture | trained steps |
 |---|---|---|---|
 | `generator.safetensors` | EG3D generator G_s | {_generator_architecture(gen)} | {gen.get("steps", "-")} |
-| `identity.safetensors` | ArcFace (ID loss) and CurricularFace (ID metric) | residual CNN 16-32-64-128, 128-d unit embedding, CosFace (s 32, m 0.3) | {ident.get("steps", "-")} |
-| `encoder.safetensors` | GOAE encoder | residual CNN 32-64-96-128 -> w+ offset from w_avg (shared w + per-row refinement) | {enc.get("steps", "-")} |
+| `identity.safetensors` | ArcFace (ID loss) and CurricularFace (ID metric) | residual CNN 16-32-64-128, 128-d unit embedding, CosFace (s 32, m 0.3) | {_steps(ident)} |
+| `encoder.safetensors` | GOAE encoder | residual CNN 32-64-96-128 -> w+ offset from w_avg (shared w + per-row refinement) | {_steps(enc)} |
 
 **The world's perceptual and FID features are its own.** The LPIPS role is played by the identity net's channel-
 normalised feature maps (`WorldPerceptual`), the Inception role by its 128-d pre-normalisation embedding
