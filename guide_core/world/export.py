@@ -116,7 +116,7 @@ def _generator_architecture(gen: dict) -> str:
     r = k["rendering_kwargs"]
     sr = " and ".join(str(w) for w in WorldSuperresolution2X.widths)
     # metrics.json files written before the option are EG3D's: z divided by its RMS.
-    z_input = "divided by its RMS as in EG3D" if gen.get("normalize_z", True) else "as it is (not RMS-normalised)"
+    z_input = "divided by its RMS as in EG3D" if gen.get("normalize_z", True) else "read as it is, not RMS-normalised"
     return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} ({z_input}) / w {k['w_dim']}, mapping "
             f"{mapping_layers} layers, channel_base {k['channel_base']} / channel_max "
             f"{k['channel_max']}, tri-planes {plane_resolution}² (EG3D: 256²), {r['depth_resolution']}+"
@@ -169,8 +169,8 @@ def model_card(metrics: dict) -> str:
             "encoder identity similarity >= 0.8": enc.get("id_similarity", 0) >= 0.8}
     missed = [name for name, ok in bars.items() if not ok]
     status = ("all bars met." if not missed else "INTERIM weights, bars not yet met: " + "; ".join(missed)
-              + ". Training continues (`python -m guide_core.world train generator --resume`, then `train identity`, "
-              "`train encoder --resume`, `export`).")
+              + ". Training continues (`python -m guide_core.world train generator --resume`, or `--init-from "
+              "weights/default` without a runs/ folder, then `train identity`, `train encoder --resume`, `export`).")
     return f"""# The embedded default world — model card
 
 Status: {status}
