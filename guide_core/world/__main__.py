@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "step times measured first on the device (meant for a GPU)")
     everything.add_argument("--device", default="cuda", help="torch device to train on")
     everything.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget of the whole chain")
-    everything.add_argument("--workers", type=int, default=1, help="data-rendering processes")
+    everything.add_argument("--workers", type=int, default=1, help="data-rendering processes (and torch CPU threads)")
     everything.add_argument("--generator-batch", type=int, default=32)
     everything.add_argument("--encoder-batch", type=int, default=64)
     everything.add_argument("--dry-run", action="store_true", help="print the resolved plan and stop")
