@@ -396,6 +396,10 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
     trained = [k for k in encoder if "running_" not in k and "num_batches" not in k]  # not the batch-norm statistics
     moved = max((state["enc"][k] - encoder[k]).abs().max().item() for k in trained)
     assert state["step"] == 4 and 0 < moved < 5e-3, (state["step"], moved)  # two steps at the cosine's 5e-4
+    from guide_core.world.encoder import _load_identity
+    identity = _load_identity(tmp_path / "no_identity_run", out)  # the identity loss's net: the exported one
+    exported_identity = load_file(str(out / "identity.safetensors"))
+    assert all(torch.equal(v.float(), exported_identity[k]) for k, v in identity.state_dict().items())
     # A generator exported alone keeps the exported identity net and encoder: re-measured with it, marked as kept.
     import shutil
     (tmp_path / "alone" / "generator").mkdir(parents=True)

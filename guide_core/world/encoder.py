@@ -39,6 +39,11 @@ class WorldEncoder(nn.Module):
         return offset
 
 
+# Photos re-rendered through the generator on a re-render step: an eighth of the batch (4 at the default 32).
+def default_rerender_batch(batch: int) -> int:
+    return batch // 8 or 1
+
+
 # Encoder training: code regression on rendered photos (+ re-render L1 and identity loss through the frozen generator
 # every k steps).
 def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int = 6000, batch: int = 32, seed: int = 0,
@@ -52,17 +57,13 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
     from guide_core.world.generator import generator_from_checkpoint
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rerender_batch = rerender_batch or batch // 8 or 1  # an eighth of the batch (4 at the default 32)
+    rerender_batch = rerender_batch or default_rerender_batch(batch)
     root = Path(generator_dir).parent
     data = load_dataset(data_dir or root / "data" / "train").to(device)
     heldout = load_dataset(heldout_dir or root / "data" / "heldout").to(device)
     G = generator_from_checkpoint(torch.load(Path(generator_dir) / "ckpt.pt", weights_only=True)).to(device)
     w_avg = G.backbone.mapping.w_avg.clone()
-    idnet = _load_identity(identity_dir)
-    if idnet is None and init_from is not None and (Path(init_from) / "identity.safetensors").exists():
-        from guide_core.world.identity import load_identity_net
-        tensors, config, _ = load_exported(Path(init_from), "identity")
-        idnet = load_identity_net(tensors, json.loads(config)).requires_grad_(False)
+    idnet = _load_identity(identity_dir, init_from)
     idnet = idnet.to(device) if idnet is not None else None
     torch.manual_seed(seed)
     enc = WorldEncoder(G.backbone.num_ws).to(device)
@@ -136,13 +137,20 @@ def _codes(G, data) -> torch.Tensor:
     return torch.cat([G.mapping(data.z[i:i + 512], data.c[i:i + 512]) for i in range(0, len(data), 512)])
 
 
-def _load_identity(identity_dir: Path) -> IdentityNet | None:
-    path = Path(identity_dir) / "ckpt.pt"
-    if not path.exists():
-        return None
+# The identity net of the encoder's identity loss: the training checkpoint in identity_dir, else the one exported in
+# `exported` (a run started from exported weights without a runs/ folder), else None (no identity loss).
+def _load_identity(identity_dir: Path, exported: Path | None = None) -> IdentityNet | None:
+    from guide_core.world.data import load_exported
     from guide_core.world.identity import load_identity_net
-    state = torch.load(path, weights_only=True)
-    return load_identity_net(state["net"], json.loads(state["config"])).requires_grad_(False)
+    path = Path(identity_dir) / "ckpt.pt"
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        net_state, config = state["net"], state["config"]
+    elif exported is not None and (Path(exported) / "identity.safetensors").exists():
+        net_state, config, _ = load_exported(Path(exported), "identity")
+    else:
+        return None
+    return load_identity_net(net_state, json.loads(config)).requires_grad_(False)
 
 
 # Held-out inversion quality: re-render PSNR (same camera as the photo) and identity similarity to the photo.

@@ -272,8 +272,9 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     while step < total:
         polishing = step >= steps
         if step % 500 == 0:
-            if _chunks(data_dir) != chunks:  # background rendering added some
-                data, chunks = load_dataset(data_dir).to(device), _chunks(data_dir)
+            rendered = _chunks(data_dir)
+            if rendered != chunks:  # background rendering added some
+                data, chunks = load_dataset(data_dir).to(device), rendered
             perceptual = perceptual or _perceptual(identity_dir, device=device)
         G.train()
         # Coarse-to-fine: the first part of training renders the volume at half resolution (4x fewer rays; the

@@ -73,7 +73,7 @@ def _seconds_per_step(step, n: int, device: str) -> float:
 # Measured seconds per training step of the generator (full neural-rendering resolution, perceptual loss on: its
 # dearest phase) and of the encoder (averaged over one re-render cycle), on throwaway networks.
 def measure_step_times(data, perceptual, plan: WorldPlan, n: int = 20) -> tuple[float, float]:
-    from guide_core.world.encoder import WorldEncoder
+    from guide_core.world.encoder import WorldEncoder, default_rerender_batch
     from guide_core.world.generator import build_generator, generator_loss
     G = build_generator(seed=12345).to(plan.device)
     opt = torch.optim.Adam(G.parameters(), lr=1e-5)
@@ -90,7 +90,7 @@ def measure_step_times(data, perceptual, plan: WorldPlan, n: int = 20) -> tuple[
     G.requires_grad_(False)
     enc = WorldEncoder(G.backbone.num_ws).to(plan.device)
     enc_opt = torch.optim.Adam(enc.parameters(), lr=1e-5)
-    rerender = plan.encoder_batch // 8 or 1
+    rerender = default_rerender_batch(plan.encoder_batch)
 
     def encoder_cycle():  # one re-render step and three code-only steps, as train_encoder does
         for k in range(4):
