@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from guide_core.world.data import CHUNK_IDS, DATASETS
-from guide_core.world.generator import MAPPING_LAYERS, PLANE_RESOLUTION, POLISH_STEPS
+from guide_core.world.generator import CHANNEL_BASE, CHANNEL_MAX, MAPPING_LAYERS, PLANE_RESOLUTION, POLISH_STEPS
 from guide_core.world.identity import LAMBDA_PAIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +84,8 @@ def _train(args: argparse.Namespace) -> int:
                                  seed=args.seed, resume=args.resume, identity_dir=RUNS / "identity",
                                  plane_resolution=args.plane_resolution, mapping_layers=args.mapping_layers,
                                  polish_steps=args.polish_steps, normalize_z=args.normalize_z, device=args.device,
-                                 init_from=args.init_from or None, **batch)
+                                 init_from=args.init_from or None, channel_base=args.channel_base,
+                                 channel_max=args.channel_max, widen=args.widen, **batch)
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
@@ -143,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--init-from", default="",
                        help="generator and encoder: start from exported weights (e.g. weights/default: their step "
                             "count, a fresh optimiser) when OUT has no checkpoint to resume")
+    train.add_argument("--channel-base", type=int, default=CHANNEL_BASE,
+                       help="generator only: synthesis width, EG3D's channel_base (a block at resolution r has "
+                            "min(base // r, max) channels)")
+    train.add_argument("--channel-max", type=int, default=CHANNEL_MAX,
+                       help="generator only: synthesis width cap, EG3D's channel_max")
+    train.add_argument("--widen", action="store_true",
+                       help="generator only: grow a resumed or --init-from generator to the widths above; it draws "
+                            "the same pictures at first and trains into the new channels")
     train.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
                        help="generator only: steps after --steps with MSE and no perceptual loss (train_generator)")
     train.add_argument("--lambda-pair", type=float, default=LAMBDA_PAIR,

@@ -40,12 +40,17 @@ MAPPING_LAYERS = 8
 # +-12 %): its best guess renders at only 32.6 dB from the truth, and a generator trained with it stalls lower
 # (README). World generators read z as it is; saved configs without the key are EG3D's (the v5 weights).
 NORMALIZE_Z = False
+# Synthesis widths (EG3D's channel_base / channel_max): the block at resolution r has min(base // r, max) channels, so
+# 1024 / 64 gives 64 channels up to 16², 32 at 32² and 16 at 64². `train generator --channel-base --channel-max
+# --widen` grows a trained generator to larger widths without changing what it draws (widen_state).
+CHANNEL_BASE = 1024
+CHANNEL_MAX = 64
 # Constructor arguments of the world's generator (the original's init_kwargs layout).
 GENERATOR_KWARGS: dict = {
     "z_dim": Z_DIM, "c_dim": 25, "w_dim": 512, "img_resolution": 64, "img_channels": 3, "sr_num_fp16_res": 0,
     # lr_multiplier 0.25 instead of StyleGAN's 0.01: supervised regression has no GAN instability to damp.
     "mapping_kwargs": {"num_layers": MAPPING_LAYERS, "lr_multiplier": 0.25, "normalize_z": NORMALIZE_Z},
-    "channel_base": 1024, "channel_max": 64, "num_fp16_res": 0, "conv_clamp": None,
+    "channel_base": CHANNEL_BASE, "channel_max": CHANNEL_MAX, "num_fp16_res": 0, "conv_clamp": None,
     "rendering_kwargs": {
         "image_resolution": 64, "disparity_space_sampling": False, "clamp_mode": "softplus",
         "superresolution_module": "WorldSuperresolution2X", "c_gen_conditioning_zero": True, "gpc_reg_prob": 0.0,
@@ -57,18 +62,22 @@ GENERATOR_KWARGS: dict = {
 }
 
 
-# GENERATOR_KWARGS (a deep copy) with the mapping options a world generator may vary.
-def _init_kwargs(mapping_layers: int, normalize_z: bool) -> dict:
+# GENERATOR_KWARGS (a deep copy) with the mapping options and synthesis widths a world generator may vary.
+def _init_kwargs(mapping_layers: int, normalize_z: bool, channel_base: int = CHANNEL_BASE,
+                 channel_max: int = CHANNEL_MAX) -> dict:
     kwargs = json.loads(json.dumps(GENERATOR_KWARGS))
     kwargs["mapping_kwargs"].update(num_layers=mapping_layers, normalize_z=normalize_z)
+    kwargs.update(channel_base=channel_base, channel_max=channel_max)
     return kwargs
 
 
 # A fresh world generator (seeded initialisation).
 def build_generator(seed: int = 0, plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
-                    normalize_z: bool = NORMALIZE_Z) -> TriPlaneGenerator:
+                    normalize_z: bool = NORMALIZE_Z, channel_base: int = CHANNEL_BASE,
+                    channel_max: int = CHANNEL_MAX) -> TriPlaneGenerator:
     torch.manual_seed(seed)
-    G = TriPlaneGenerator(**_init_kwargs(mapping_layers, normalize_z), plane_resolution=plane_resolution)
+    G = TriPlaneGenerator(**_init_kwargs(mapping_layers, normalize_z, channel_base, channel_max),
+                          plane_resolution=plane_resolution)
     G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION
     return G
 
@@ -89,10 +98,49 @@ def mapping_layers_of(state: dict[str, torch.Tensor]) -> int:
     return len(layers)
 
 
+# The synthesis widths (channel_base, channel_max) a saved generator was built with, from its blocks' channel counts
+# (min(base // r, max) at resolution r; when no block is below the maximum, any base from max * r_last up fits).
+def synthesis_channels_of(state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    last = plane_resolution_of(state)
+    channels = {r: state[f"backbone.synthesis.b{r}.conv1.weight"].shape[0]
+                for r in (2 ** i for i in range(2, int(math.log2(last)) + 1))}
+    channel_max = max(channels.values())
+    narrower = [r * c for r, c in channels.items() if c < channel_max]
+    return (min(narrower) if narrower else channel_max * last), channel_max
+
+
+# The weights of a wider generator (channel_base / channel_max) that draws exactly what `state` draws (growth as in
+# Net2Net, Chen et al. ICLR 2016): each synthesis layer keeps its weights, its new output channels start from the
+# fresh initialisation of `seed`, and every weight reading a new channel starts at zero, so the new channels add
+# nothing until training moves those weights. Demodulation is unchanged by zero weights; the tRGB layers, which are not
+# demodulated, scale their kept weights by sqrt(new / old inputs) to cancel their larger fan-in gain.
+def widen_state(state: dict[str, torch.Tensor], channel_base: int, channel_max: int, normalize_z: bool,
+                seed: int = 0) -> dict[str, torch.Tensor]:
+    fresh = build_generator(seed, plane_resolution_of(state), mapping_layers_of(state), normalize_z, channel_base,
+                            channel_max).state_dict()
+    wide = {}
+    for key, old in state.items():
+        new = fresh[key].clone()
+        if new.shape == old.shape:
+            wide[key] = old.clone()
+            continue
+        if new.ndim != old.ndim or any(n < o for n, o in zip(new.shape, old.shape)):
+            raise ValueError(f"cannot widen {key} from {list(old.shape)} to {list(new.shape)}: the new widths "
+                             f"({channel_base} / {channel_max}) are narrower than the saved generator's")
+        if old.ndim == 4:  # [out, in, k, k]: kept outputs must not read the new inputs
+            new[:old.shape[0], old.shape[1]:] = 0
+            if key.endswith("torgb.weight"):
+                old = old * math.sqrt(new.shape[1] / old.shape[1])
+        new[tuple(slice(0, n) for n in old.shape)] = old
+        wide[key] = new
+    return wide
+
+
 # The JSON config saved beside a world generator's weights (weights/default/generator.json, training checkpoints).
 def generator_config(G: TriPlaneGenerator) -> dict:
     mapping = G.backbone.mapping
-    return {"init_kwargs": _init_kwargs(mapping.num_layers, mapping.normalize_z),
+    widths = synthesis_channels_of(G.state_dict())
+    return {"init_kwargs": _init_kwargs(mapping.num_layers, mapping.normalize_z, *widths),
             "plane_resolution": G.backbone.synthesis.img_resolution,
             "neural_rendering_resolution": NEURAL_RENDERING_RESOLUTION}
 
@@ -170,6 +218,9 @@ def _chunks(folder: Path) -> int:
     return len(list(Path(folder).glob("chunk_*.pt")))
 
 
+# Keys of a training leg that mark how it started rather than its schedule: a run resumed with the same schedule
+# continues that leg.
+LEG_MARKS = ("init_from", "widened_to")
 # Steps of the polish phase of the shipped generator (train_generator).
 POLISH_STEPS = 5000
 # Weight of the squared error in the polish phase: 10 * MSE is about the size of the L1 term it replaces.
@@ -223,13 +274,14 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
                     plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
                     ckpt_every: int = 100, eval_every: int = 500,
                     coarse_fraction: float = 0.3, polish_steps: int = 0, polish_lr: float = 2e-4, device: str = "cpu",
-                    normalize_z: bool = NORMALIZE_Z, init_from: Path | None = None, log=print) -> dict:
+                    normalize_z: bool = NORMALIZE_Z, init_from: Path | None = None, channel_base: int = CHANNEL_BASE,
+                    channel_max: int = CHANNEL_MAX, widen: bool = False, log=print) -> dict:
     from tqdm import tqdm
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     coarse_steps = int(steps * coarse_fraction)
     gen = torch.Generator().manual_seed(seed)
-    step, history = 0, []
+    step, history, widened = 0, [], False
     ckpt = out / "ckpt.pt"
     state = load_checkpoint(ckpt, gen) if resume else None
     exported = state is None and init_from is not None
@@ -242,7 +294,18 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         if saved != asked:
             raise ValueError(f"{ckpt} holds a generator with {saved}, not {asked}: resume it with those or train into "
                              "another folder")
-    G = build_generator(seed, plane_resolution, mapping_layers, normalize_z).to(device)
+        widths = synthesis_channels_of(state["G"])
+        if widths != (channel_base, channel_max):
+            if not widen:
+                raise ValueError(f"the saved generator has synthesis widths {widths[0]} / {widths[1]}, not "
+                                 f"{channel_base} / {channel_max}: pass those, or widen=True (--widen) to grow it")
+            state["G"] = widen_state(state["G"], channel_base, channel_max, normalize_z_of(checkpoint_config(state)),
+                                     seed)
+            state.pop("opt", None)  # Adam's moments do not fit the new shapes; the warm-up covers a fresh start
+            log(f"widened the synthesis from {widths[0]} / {widths[1]} to {channel_base} / {channel_max} "
+                "(same pictures; the new channels start silent)")
+            widened = True
+    G = build_generator(seed, plane_resolution, mapping_layers, normalize_z, channel_base, channel_max).to(device)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     if state is not None:
         G.load_state_dict(state["G"])
@@ -260,8 +323,10 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     legs = json.loads(state.get("legs", "[]")) if state is not None else []
     leg = {"steps": steps, "polish_steps": polish_steps, "lr": lr, "polish_lr": polish_lr, "batch": batch,
            "normalize_z": normalize_z}
-    if not legs or {k: v for k, v in legs[-1].items() if k not in ("from_step", "init_from")} != leg or exported:
-        legs.append({"from_step": step, **leg, **({"init_from": str(init_from)} if exported else {})})
+    marks = {**({"init_from": str(init_from)} if exported else {}),
+             **({"widened_to": [channel_base, channel_max]} if widened else {})}
+    if not legs or {k: v for k, v in legs[-1].items() if k not in ("from_step", *LEG_MARKS)} != leg or marks:
+        legs.append({"from_step": step, **leg, **marks})
     heldout = load_dataset(heldout_dir).to(device)
     data = load_dataset(data_dir).to(device)
     chunks = _chunks(data_dir)
@@ -317,7 +382,8 @@ def exported_generator_state(weights_dir: Path) -> dict:
 # A generator from a saved state dict and its config (generator_config; {} for one saved without it).
 def load_world_generator(state: dict[str, torch.Tensor], config: dict) -> TriPlaneGenerator:
     G = build_generator(plane_resolution=plane_resolution_of(state), mapping_layers=mapping_layers_of(state),
-                        normalize_z=normalize_z_of(config))
+                        normalize_z=normalize_z_of(config), channel_base=synthesis_channels_of(state)[0],
+                        channel_max=synthesis_channels_of(state)[1])
     G.load_state_dict(state)
     return G.eval().requires_grad_(False)
 
