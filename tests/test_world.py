@@ -438,6 +438,56 @@ def test_generator_architecture_is_kept_by_its_checkpoint(tmp_path):
             of({"encoder.weight": torch.zeros(1)})
 
 
+# Widening (train_generator's widen, `--widen`): a trained generator grows wider synthesis blocks and draws the same
+# pictures at first; the checkpoint keeps the new widths, its leg says where it grew, and narrower widths fail.
+def test_widened_generator_draws_the_same_pictures_and_trains_on(tmp_path):
+    from guide_core.world.cameras import camera_params
+    from guide_core.world.data import render_dataset
+    from guide_core.world.export import model_card
+    from guide_core.world.generator import (build_generator, generator_config, generator_from_checkpoint,
+                                            load_world_generator, synthesis_channels_of, train_generator, widen_state)
+    from guide_core.world.heads import random_z
+    G = build_generator(3, mapping_layers=2)
+    with torch.no_grad():  # non-zero biases and noise strengths (fresh ones are zero), so that every kept weight counts
+        for name, p in G.named_parameters():
+            if name.endswith(("bias", "noise_strength")):
+                p.add_(0.1 * torch.randn_like(p))
+    wide = load_world_generator(widen_state(G.state_dict(), 2048, 128, normalize_z=False), generator_config(G))
+    assert synthesis_channels_of(G.state_dict()) == (1024, 64)
+    assert synthesis_channels_of(wide.state_dict()) == (2048, 128)
+    assert [getattr(wide.backbone.synthesis, f"b{r}").conv1.weight.shape[0] for r in (4, 8, 16, 32, 64)] == [
+        128, 128, 128, 64, 32]
+    z, c = random_z(3, 7), camera_params(torch.tensor([-0.4, 0.0, 0.4]), torch.zeros(3))
+    fresh = build_generator(3, mapping_layers=2, channel_base=2048, channel_max=128)
+    a, b, f = (net.eval()(z, c, noise_mode="const", deterministic=True) for net in (G, wide, fresh))
+    for key in ("image", "image_raw", "image_depth"):
+        diff = (a[key] - b[key]).abs().max().item()
+        assert diff < 1e-4, f"{key}: widened generator differs by up to {diff}"
+    assert (a["image"] - f["image"]).abs().max() > 0.1, "a fresh wide generator should draw something else"
+    with pytest.raises(ValueError, match="narrower than the saved generator's"):
+        widen_state(wide.state_dict(), 1024, 64, normalize_z=False)
+    render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
+    messages: list[str] = []
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
+                  ckpt_every=1, eval_every=1, coarse_fraction=0.0, mapping_layers=2, log=messages.append)
+    train_generator(steps=1, **kwargs)
+    with pytest.raises(ValueError, match="synthesis widths 1024 / 64, not 2048 / 128"):
+        train_generator(steps=3, resume=True, channel_base=2048, channel_max=128, **kwargs)
+    train_generator(steps=3, resume=True, channel_base=2048, channel_max=128, widen=True, **kwargs)
+    assert any("widened the synthesis from 1024 / 64 to 2048 / 128" in m for m in messages), messages
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == 3 and synthesis_channels_of(ckpt["G"]) == (2048, 128)
+    assert synthesis_channels_of(generator_from_checkpoint(ckpt).state_dict()) == (2048, 128)
+    legs = json.loads(ckpt["legs"])
+    assert (legs[-1]["from_step"], legs[-1]["widened_from"], legs[-1]["widened_to"]) == (1, [1024, 64], [2048, 128])
+    card = model_card({"generator": {"steps": 3, "mapping_layers": 2, "channel_base": 2048, "channel_max": 128,
+                                     "legs": legs}})
+    assert "steps 0–1: `--steps 1 --polish-steps 0 --batch 2 --mapping-layers 2`" in card
+    assert ("steps 1–3: `--resume --steps 3 --polish-steps 0 --batch 2 --channel-base 2048 --channel-max 128 "
+            "--widen`") in card
+    assert "channel_base 2048 / channel_max 128" in card
+
+
 # The polish phase (train_generator's polish_steps) follows the main phase in the same checkpoint: squared image
 # error at MSE_WEIGHT instead of L1, no perceptual term, and a learning rate that warms up again from near zero.
 def test_generator_polish_phase_switches_to_squared_error(tmp_path):

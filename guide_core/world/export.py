@@ -29,7 +29,7 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     from guide_core.world.data import load_dataset
     from guide_core.world.encoder import evaluate_encoder, load_world_encoder
     from guide_core.world.generator import (evaluate_generator, generator_config, generator_from_checkpoint,
-                                            multiview_psnr)
+                                            multiview_psnr, synthesis_channels_of)
     from guide_core.world.identity import load_identity_net, render_verification, verification_tar
     runs, out = Path(runs), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,6 +49,7 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
         metrics["generator"] = {"steps": state["step"], "plane_resolution": G.backbone.synthesis.img_resolution,
                                 "mapping_layers": G.backbone.mapping.num_layers,
                                 "normalize_z": G.backbone.mapping.normalize_z,
+                                **dict(zip(("channel_base", "channel_max"), synthesis_channels_of(state["G"]))),
                                 "legs": json.loads(state.get("legs", "[]")),
                                 **evaluate_generator(G, heldout, n=len(heldout)), **multiview_psnr(G)}
         _save(G.state_dict(), generator_config(G), "generator", out)
@@ -112,14 +113,14 @@ def _generator_architecture(gen: dict) -> str:
     from guide_core.world.generator import (GENERATOR_KWARGS as k, MAPPING_LAYERS, NEURAL_RENDERING_RESOLUTION,
                                             PLANE_RESOLUTION, WorldSuperresolution2X)
     plane_resolution = gen.get("plane_resolution", PLANE_RESOLUTION)
+    widths = (gen.get("channel_base", k["channel_base"]), gen.get("channel_max", k["channel_max"]))
     mapping_layers = gen.get("mapping_layers", MAPPING_LAYERS)
     r = k["rendering_kwargs"]
     sr = " and ".join(str(w) for w in WorldSuperresolution2X.widths)
     # metrics.json files written before the option are EG3D's: z divided by its RMS.
     z_input = "divided by its RMS as in EG3D" if gen.get("normalize_z", True) else "read as it is, not RMS-normalised"
     return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} ({z_input}) / w {k['w_dim']}, mapping "
-            f"{mapping_layers} layers, channel_base {k['channel_base']} / channel_max "
-            f"{k['channel_max']}, tri-planes {plane_resolution}² (EG3D: 256²), {r['depth_resolution']}+"
+            f"{mapping_layers} layers, channel_base {widths[0]} / channel_max {widths[1]}, tri-planes {plane_resolution}² (EG3D: 256²), {r['depth_resolution']}+"
             f"{r['depth_resolution_importance']} depth samples, neural rendering {NEURAL_RENDERING_RESOLUTION}², "
             f"super-resolution 2X to {k['img_resolution']}² with blocks of {sr} channels")
 
@@ -127,8 +128,12 @@ def _generator_architecture(gen: dict) -> str:
 # The `train generator` calls the shipped generator went through (the checkpoint's legs), as one sentence.
 def _generator_legs(gen: dict) -> str:
     import inspect
-    from guide_core.world.generator import MAPPING_LAYERS, learning_rate, train_generator
+    from guide_core.world.generator import CHANNEL_BASE, CHANNEL_MAX, MAPPING_LAYERS, learning_rate, train_generator
     legs = gen.get("legs") or []
+    # The widths the first leg built: the shipped ones, unless a later leg widened the generator.
+    widened = [leg for leg in legs if "widened_to" in leg]
+    first_widths = tuple(widened[0]["widened_from"]) if widened else (gen.get("channel_base", CHANNEL_BASE),
+                                                                     gen.get("channel_max", CHANNEL_MAX))
     if not legs:
         return ""
     default = {k: p.default for k, p in inspect.signature(train_generator).parameters.items()
@@ -141,6 +146,10 @@ def _generator_legs(gen: dict) -> str:
         flags += [f"--batch {leg['batch']}"] if leg.get("batch", default["batch"]) != default["batch"] else []
         if i == 0 and gen.get("mapping_layers", MAPPING_LAYERS) != MAPPING_LAYERS:
             flags.append(f"--mapping-layers {gen['mapping_layers']}")
+        if i == 0 and first_widths != (CHANNEL_BASE, CHANNEL_MAX):
+            flags += [f"--channel-base {first_widths[0]}", f"--channel-max {first_widths[1]}"]
+        if "widened_to" in leg:
+            flags += [f"--channel-base {leg['widened_to'][0]}", f"--channel-max {leg['widened_to'][1]}", "--widen"]
         flags += ["--normalize-z"] if leg["normalize_z"] else []
         # The CLI has no learning-rate flags: rates other than train_generator's defaults are named, not flagged.
         note = [f"{k.replace('_', ' ')} {leg[k]:g}" for k in ("lr", "polish_lr") if leg.get(k, default[k]) != default[k]]

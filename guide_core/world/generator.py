@@ -220,7 +220,7 @@ def _chunks(folder: Path) -> int:
 
 # Keys of a training leg that mark how it started rather than its schedule: a run resumed with the same schedule
 # continues that leg.
-LEG_MARKS = ("init_from", "widened_to")
+LEG_MARKS = ("init_from", "widened_from", "widened_to")
 # Steps of the polish phase of the shipped generator (train_generator).
 POLISH_STEPS = 5000
 # Weight of the squared error in the polish phase: 10 * MSE is about the size of the L1 term it replaces.
@@ -324,7 +324,7 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
     leg = {"steps": steps, "polish_steps": polish_steps, "lr": lr, "polish_lr": polish_lr, "batch": batch,
            "normalize_z": normalize_z}
     marks = {**({"init_from": str(init_from)} if exported else {}),
-             **({"widened_to": [channel_base, channel_max]} if widened else {})}
+             **({"widened_from": list(widths), "widened_to": [channel_base, channel_max]} if widened else {})}
     if not legs or {k: v for k, v in legs[-1].items() if k not in ("from_step", *LEG_MARKS)} != leg or marks:
         legs.append({"from_step": step, **leg, **marks})
     heldout = load_dataset(heldout_dir).to(device)
