@@ -130,10 +130,12 @@ def _generator_legs(gen: dict) -> str:
     import inspect
     from guide_core.world.generator import CHANNEL_BASE, CHANNEL_MAX, MAPPING_LAYERS, learning_rate, train_generator
     legs = gen.get("legs") or []
-    # The widths the first leg built: the shipped ones, unless a later leg widened the generator.
+    # The widths the first leg built: the shipped ones, unless a later leg widened the generator. Every call names
+    # the architecture it continues (a resumed or --init-from run refuses other widths or depths).
     widened = [leg for leg in legs if "widened_to" in leg]
-    first_widths = tuple(widened[0]["widened_from"]) if widened else (gen.get("channel_base", CHANNEL_BASE),
-                                                                     gen.get("channel_max", CHANNEL_MAX))
+    widths = tuple(widened[0]["widened_from"]) if widened else (gen.get("channel_base", CHANNEL_BASE),
+                                                               gen.get("channel_max", CHANNEL_MAX))
+    mapping_layers = gen.get("mapping_layers", MAPPING_LAYERS)
     if not legs:
         return ""
     default = {k: p.default for k, p in inspect.signature(train_generator).parameters.items()
@@ -144,12 +146,11 @@ def _generator_legs(gen: dict) -> str:
         start = [f"--init-from {leg['init_from']}"] if "init_from" in leg else [] if i == 0 else ["--resume"]
         flags = start + [f"--steps {leg['steps']}", f"--polish-steps {leg['polish_steps']}"]
         flags += [f"--batch {leg['batch']}"] if leg.get("batch", default["batch"]) != default["batch"] else []
-        if i == 0 and gen.get("mapping_layers", MAPPING_LAYERS) != MAPPING_LAYERS:
-            flags.append(f"--mapping-layers {gen['mapping_layers']}")
-        if i == 0 and first_widths != (CHANNEL_BASE, CHANNEL_MAX):
-            flags += [f"--channel-base {first_widths[0]}", f"--channel-max {first_widths[1]}"]
-        if "widened_to" in leg:
-            flags += [f"--channel-base {leg['widened_to'][0]}", f"--channel-max {leg['widened_to'][1]}", "--widen"]
+        flags += [f"--mapping-layers {mapping_layers}"] if mapping_layers != MAPPING_LAYERS else []
+        widths = tuple(leg.get("widened_to", widths))
+        if widths != (CHANNEL_BASE, CHANNEL_MAX):
+            flags += [f"--channel-base {widths[0]}", f"--channel-max {widths[1]}"]
+        flags += ["--widen"] if "widened_to" in leg else []
         flags += ["--normalize-z"] if leg["normalize_z"] else []
         # The CLI has no learning-rate flags: rates other than train_generator's defaults are named, not flagged.
         note = [f"{k.replace('_', ' ')} {leg[k]:g}" for k in ("lr", "polish_lr") if leg.get(k, default[k]) != default[k]]

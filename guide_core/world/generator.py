@@ -381,9 +381,9 @@ def exported_generator_state(weights_dir: Path) -> dict:
 
 # A generator from a saved state dict and its config (generator_config; {} for one saved without it).
 def load_world_generator(state: dict[str, torch.Tensor], config: dict) -> TriPlaneGenerator:
+    channel_base, channel_max = synthesis_channels_of(state)
     G = build_generator(plane_resolution=plane_resolution_of(state), mapping_layers=mapping_layers_of(state),
-                        normalize_z=normalize_z_of(config), channel_base=synthesis_channels_of(state)[0],
-                        channel_max=synthesis_channels_of(state)[1])
+                        normalize_z=normalize_z_of(config), channel_base=channel_base, channel_max=channel_max)
     G.load_state_dict(state)
     return G.eval().requires_grad_(False)
 
