@@ -139,9 +139,10 @@ def load_bundle(device: str = "cpu"):
         description="embedded tiny world: procedural 3D heads, 64 px tri-plane generator, world identity net "
                     "(perceptual / ID / FID features are the world's own, see weights/default/MODEL_CARD.md)",
         # 160 LTU iterations instead of the paper's 1000 (lr 3e-4 instead of 1e-4 to make up for it), so a run
-        # takes about 2.3 minutes on 2 CPU cores (200 until the v7 generator, whose wider synthesis costs 1.4x); N_g 4 and lambda_glob 5 instead of 2 and 1, because the world's
-        # perceptual distance (identity-net features, not LPIPS) is smaller for the same change: at the paper's
-        # weights unrelated people kept only 0.58 identity similarity. 3 of the 4 global latents are the random
+        # takes about 2.3 minutes on 2 CPU cores (200 until the v7 generator, whose wider synthesis costs 1.4x an
+        # iteration); N_g 4 and lambda_glob 5 instead of 2 and 1, because the world's perceptual distance
+        # (identity-net features, not LPIPS) is smaller for the same change: at the paper's weights unrelated people
+        # kept only 0.58 identity similarity. 3 of the 4 global latents are the random
         # people nearest to w_u (n_glob_near, not in the paper): the edit spreads to w-neighbours, which uniformly
         # random latents rarely are (README, "The embedded default world"). alpha_max 7.5 instead of 15 (whole-code
         # norm, as UFO's d: here |w - w_avg| ~ 22, two random people ~ 31 apart, the nearest of 256 ~ 19). Measured

@@ -120,7 +120,8 @@ def _generator_architecture(gen: dict) -> str:
     # metrics.json files written before the option are EG3D's: z divided by its RMS.
     z_input = "divided by its RMS as in EG3D" if gen.get("normalize_z", True) else "read as it is, not RMS-normalised"
     return (f"`guide_core.eg3d.TriPlaneGenerator`: z {k['z_dim']} ({z_input}) / w {k['w_dim']}, mapping "
-            f"{mapping_layers} layers, channel_base {widths[0]} / channel_max {widths[1]}, tri-planes {plane_resolution}² (EG3D: 256²), {r['depth_resolution']}+"
+            f"{mapping_layers} layers, channel_base {widths[0]} / channel_max {widths[1]}, tri-planes "
+            f"{plane_resolution}² (EG3D: 256²), {r['depth_resolution']}+"
             f"{r['depth_resolution_importance']} depth samples, neural rendering {NEURAL_RENDERING_RESOLUTION}², "
             f"super-resolution 2X to {k['img_resolution']}² with blocks of {sr} channels")
 
