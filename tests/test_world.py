@@ -331,8 +331,12 @@ def test_model_card_lists_the_generator_legs():
     legs = [{"from_step": 0, "polish_steps": 3000, "normalize_z": True, **leg},
             {"from_step": 20000, "polish_steps": 9000, "normalize_z": False, **leg},
             {"from_step": 26000, "polish_steps": 15000, "normalize_z": False, **leg, "batch": 16}]
+
+    def calls(card: str) -> str:  # the card's line listing the generator's training calls
+        return next(line for line in card.splitlines() if "generator's calls" in line)
+
     card = model_card({"generator": {"steps": 32000, "psnr": 24.0, "legs": legs}})
-    line = next(line for line in card.splitlines() if "generator's calls" in line)
+    line = calls(card)
     assert "steps 0–20,000: `--steps 17000 --polish-steps 3000 --normalize-z`" in line
     # 2e-4 * (1 + cos(pi * 3000 / 9000)) / 2 = 1.5e-4; 2e-4 * (1 + cos(pi * 9000 / 15000)) / 2 = 6.9e-5
     assert "20,000–26,000: `--resume --steps 17000 --polish-steps 9000` (polish learning rate back up to 1.5e-04; z " \
@@ -341,9 +345,8 @@ def test_model_card_lists_the_generator_legs():
            "to 6.9e-05)" in line
     assert "15,000 steps here" in card
     # A resumed call repeats the architecture it continues, which a resume would otherwise refuse.
-    card = model_card({"generator": {"steps": 32000, "mapping_layers": 4, "legs": [
-        legs[0], {**legs[1], "widened_from": [1024, 64], "widened_to": [4096, 128]}, legs[2]]}})
-    line = next(line for line in card.splitlines() if "generator's calls" in line)
+    line = calls(model_card({"generator": {"steps": 32000, "mapping_layers": 4, "legs": [
+        legs[0], {**legs[1], "widened_from": [1024, 64], "widened_to": [4096, 128]}, legs[2]]}}))
     assert "0–20,000: `--steps 17000 --polish-steps 3000 --mapping-layers 4 --normalize-z`" in line
     assert "20,000–26,000: `--resume --steps 17000 --polish-steps 9000 --mapping-layers 4 --channel-base 4096 " \
            "--channel-max 128 --widen`" in line
