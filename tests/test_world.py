@@ -352,6 +352,11 @@ def test_model_card_lists_the_generator_legs():
            "--channel-max 128 --widen`" in line
     assert "26,000–32,000: `--resume --steps 17000 --polish-steps 15000 --batch 16 --mapping-layers 4 " \
            "--channel-base 4096 --channel-max 128`" in line
+    # Learning rates other than train_generator's defaults are flags of the call that used them.
+    line = calls(model_card({"generator": {"steps": 42000, "legs": [legs[0], {**legs[1], "lr": 1e-3},
+                                                                     {**legs[2], "steps": 35000, "polish_lr": 3e-4}]}}))
+    assert "20,000–26,000: `--resume --steps 17000 --polish-steps 9000 --lr 0.001` (polish" in line
+    assert "26,000–42,000: `--resume --steps 35000 --polish-steps 15000 --batch 16 --polish-lr 0.0003`" in line
     assert "generator's calls" not in model_card({"generator": {"steps": 22000, "psnr": 23.4}})
 
 
@@ -756,3 +761,19 @@ def test_train_all_dry_run_prints_the_plan(capsys):
     assert main(["train-all", "--dry-run", "--minutes", "12", "--generator-batch", "48"]) == 0
     printed = json.loads(capsys.readouterr().out.split("\n}")[0] + "}")
     assert printed["minutes"] == 12 and printed["generator_batch"] == 48 and printed["device"] == "cuda"
+
+
+# `train generator --lr --polish-lr` reach train_generator (the model card names them as these flags); unset, the
+# trainer's defaults.
+def test_train_generator_cli_passes_the_learning_rates(monkeypatch, tmp_path):
+    import guide_core.world.__main__ as cli
+    import guide_core.world.generator as generator
+    calls = []
+    monkeypatch.setattr(cli, "_rendering_elsewhere", lambda: False)
+    monkeypatch.setattr(cli, "_render_data", lambda which, workers=1: None)
+    monkeypatch.setattr(generator, "train_generator", lambda *a, **kw: calls.append(kw) or {})
+    args = ["train", "generator", "--out", str(tmp_path), "--steps", "10", "--polish-steps", "5"]
+    assert cli.main(args + ["--lr", "1e-3", "--polish-lr", "3e-4"]) == 0
+    assert cli.main(args) == 0
+    assert (calls[0]["lr"], calls[0]["polish_lr"]) == (1e-3, 3e-4)
+    assert (calls[1]["lr"], calls[1]["polish_lr"]) == (generator.LR, generator.POLISH_LR) == (2e-3, 2e-4)

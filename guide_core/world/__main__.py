@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from guide_core.world.data import CHUNK_IDS, DATASETS
-from guide_core.world.generator import CHANNEL_BASE, CHANNEL_MAX, MAPPING_LAYERS, PLANE_RESOLUTION, POLISH_STEPS
+from guide_core.world.generator import (CHANNEL_BASE, CHANNEL_MAX, LR, MAPPING_LAYERS, PLANE_RESOLUTION, POLISH_LR,
+                                        POLISH_STEPS)
 from guide_core.world.identity import LAMBDA_PAIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +86,8 @@ def _train(args: argparse.Namespace) -> int:
                                  plane_resolution=args.plane_resolution, mapping_layers=args.mapping_layers,
                                  polish_steps=args.polish_steps, normalize_z=args.normalize_z, device=args.device,
                                  init_from=args.init_from or None, channel_base=args.channel_base,
-                                 channel_max=args.channel_max, widen=args.widen, **batch)
+                                 channel_max=args.channel_max, widen=args.widen, lr=args.lr,
+                                 polish_lr=args.polish_lr, **batch)
     else:
         from guide_core.world.encoder import train_encoder
         result = train_encoder(out, generator_dir=RUNS / "generator", identity_dir=RUNS / "identity",
@@ -154,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                             "the same pictures at first and trains into the new channels")
     train.add_argument("--polish-steps", type=int, default=POLISH_STEPS,
                        help="generator only: steps after --steps with MSE and no perceptual loss (train_generator)")
+    train.add_argument("--lr", type=float, default=LR,
+                       help="generator only: Adam's peak learning rate in the main phase, cosine to a tenth "
+                            "(default %(default)g)")
+    train.add_argument("--polish-lr", type=float, default=POLISH_LR,
+                       help="generator only: Adam's peak learning rate in the polish phase, cosine to zero "
+                            "(default %(default)g)")
     train.add_argument("--lambda-pair", type=float, default=LAMBDA_PAIR,
                        help="identity only: weight of the loss pulling a render's embedding onto its own photo's")
     everything = sub.add_parser("train-all", help="the whole chain (data, identity, generator, identity stage 2, "

@@ -153,8 +153,9 @@ def _generator_legs(gen: dict) -> str:
             flags += [f"--channel-base {widths[0]}", f"--channel-max {widths[1]}"]
         flags += ["--widen"] if "widened_to" in leg else []
         flags += ["--normalize-z"] if leg["normalize_z"] else []
-        # The CLI has no learning-rate flags: rates other than train_generator's defaults are named, not flagged.
-        note = [f"{k.replace('_', ' ')} {leg[k]:g}" for k in ("lr", "polish_lr") if leg.get(k, default[k]) != default[k]]
+        flags += [f"--{k.replace('_', '-')} {leg[k]:g}" for k in ("lr", "polish_lr")
+                  if leg.get(k, default[k]) != default[k]]
+        note = []
         k = leg["from_step"] - leg["steps"]
         if i > 0 and k > 0:  # a longer polish resumed mid-way restarts its cosine at this rate
             rate = learning_rate(leg["from_step"], leg["steps"], leg["polish_steps"], leg["lr"], leg["polish_lr"])

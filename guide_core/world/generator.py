@@ -223,6 +223,9 @@ def _chunks(folder: Path) -> int:
 LEG_MARKS = ("init_from", "widened_from", "widened_to")
 # Steps of the polish phase of the shipped generator (train_generator).
 POLISH_STEPS = 5000
+# Adam's peak learning rates of the main and polish phases (train_generator; `train generator --lr --polish-lr`).
+LR = 2e-3
+POLISH_LR = 2e-4
 # Weight of the squared error in the polish phase: 10 * MSE is about the size of the L1 term it replaces.
 MSE_WEIGHT = 10.0
 
@@ -270,10 +273,10 @@ def learning_rate(step: int, steps: int, polish_steps: int, lr: float, polish_lr
 # L1 + perceptual the net draws an uncertain edge sharp but misplaced; MSE moves it to the mean (the 4-layer v5
 # generator: 23.07 dB after 17,000 main steps, where L1 had stopped gaining; 23.38 dB after 5,000 polish steps).
 def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 17000, batch: int = 8, seed: int = 0,
-                    resume: bool = False, lr: float = 2e-3, identity_dir: Path | None = None,
+                    resume: bool = False, lr: float = LR, identity_dir: Path | None = None,
                     plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
                     ckpt_every: int = 100, eval_every: int = 500,
-                    coarse_fraction: float = 0.3, polish_steps: int = 0, polish_lr: float = 2e-4, device: str = "cpu",
+                    coarse_fraction: float = 0.3, polish_steps: int = 0, polish_lr: float = POLISH_LR, device: str = "cpu",
                     normalize_z: bool = NORMALIZE_Z, init_from: Path | None = None, channel_base: int = CHANNEL_BASE,
                     channel_max: int = CHANNEL_MAX, widen: bool = False, log=print) -> dict:
     from tqdm import tqdm
