@@ -212,10 +212,10 @@ comparable only with each other, never with the paper's FFHQ numbers.
 - `train identity` (stage 1): CosFace on the training people's photos, AdamW 2e-3 cosine, batch 128,
   shift/scale/blur/colour jitter. Only the generator's perceptual loss uses this net (kept in its checkpoint).
 - `train generator`: supervised, L1(image 64²) + L1(raw 32²) + L1(depth on the head) + world perceptual,
-  Adam 2e-3, batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping network. Then
-  a polish phase (`--polish-steps`, {polish:,} steps here): squared error (x{MSE_WEIGHT:g}) on image and raw
-  render instead of L1, no perceptual term, Adam 2e-4 cosine to zero; PSNR scores squared error, and L1 + perceptual
-  place an uncertain edge sharp instead of at its mean.
+  Adam 2e-3 (`--lr`), batch 8, first 30 % of the steps at 16² neural rendering; w_avg tracked by the mapping
+  network. Then a polish phase (`--polish-steps`, {polish:,} steps here): squared error (x{MSE_WEIGHT:g}) on image
+  and raw render instead of L1, no perceptual term, Adam 2e-4 (`--polish-lr`) cosine to zero; PSNR scores squared
+  error, and L1 + perceptual place an uncertain edge sharp instead of at its mean.
 {_generator_legs(gen)}- `train identity` again (stage 2, the shipped net, from scratch): as stage 1, but {mix} of every batch are the
   trained generator's renders of the training people (2 per person, their z and camera), each next to the photo it
   renders, with a term (weight {ident.get("lambda_pair", 0):g}) pulling the render's embedding onto its photo's. The
