@@ -769,6 +769,7 @@ def test_train_generator_cli_passes_the_learning_rates(monkeypatch, tmp_path):
     import guide_core.world.__main__ as cli
     import guide_core.world.generator as generator
     calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the CLI's --threads would outlast this test
     monkeypatch.setattr(cli, "_rendering_elsewhere", lambda: False)
     monkeypatch.setattr(cli, "_render_data", lambda which, workers=1: None)
     monkeypatch.setattr(generator, "train_generator", lambda *a, **kw: calls.append(kw) or {})

@@ -275,8 +275,8 @@ def learning_rate(step: int, steps: int, polish_steps: int, lr: float, polish_lr
 def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 17000, batch: int = 8, seed: int = 0,
                     resume: bool = False, lr: float = LR, identity_dir: Path | None = None,
                     plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
-                    ckpt_every: int = 100, eval_every: int = 500,
-                    coarse_fraction: float = 0.3, polish_steps: int = 0, polish_lr: float = POLISH_LR, device: str = "cpu",
+                    ckpt_every: int = 100, eval_every: int = 500, coarse_fraction: float = 0.3,
+                    polish_steps: int = 0, polish_lr: float = POLISH_LR, device: str = "cpu",
                     normalize_z: bool = NORMALIZE_Z, init_from: Path | None = None, channel_base: int = CHANNEL_BASE,
                     channel_max: int = CHANNEL_MAX, widen: bool = False, log=print) -> dict:
     from tqdm import tqdm
