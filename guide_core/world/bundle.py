@@ -142,11 +142,11 @@ def load_bundle(device: str = "cpu"):
         # takes about 2.3 minutes on 2 CPU cores (200 until the v7 generator, whose wider synthesis costs 1.4x an
         # iteration); N_g 4 and lambda_glob 5 instead of 2 and 1, because the world's perceptual distance
         # (identity-net features, not LPIPS) is smaller for the same change: at the paper's weights unrelated people
-        # kept only 0.58 identity similarity. 3 of the 4 global latents are the random
-        # people nearest to w_u (n_glob_near, not in the paper): the edit spreads to w-neighbours, which uniformly
-        # random latents rarely are (README, "The embedded default world"). alpha_max 7.5 instead of 15 (whole-code
-        # norm, as UFO's d: here |w - w_avg| ~ 22, two random people ~ 31 apart, the nearest of 256 ~ 19). Measured
-        # with benchmarks/world_erasure.py, persons 0-5 (README). The CLI and studio start here.
+        # kept only 0.58 identity similarity. 3 of the 4 global latents are the random people nearest to w_u
+        # (n_glob_near, not in the paper): the edit spreads to w-neighbours, which uniformly random latents rarely
+        # are (README, "The embedded default world"). alpha_max 7.5 instead of 15 (whole-code norm, as UFO's d:
+        # here |w - w_avg| ~ 22, two random people ~ 31 apart, the nearest of 256 ~ 19). Measured with
+        # benchmarks/world_erasure.py, persons 0-5 (README). The CLI and studio start here.
         extras={"photo": world_photo, "world": True,
                 "ltu_defaults": {"iters": 160, "preview_every": 20, "lr": 3e-4, "n_glob": 4, "n_glob_near": 3,
                                  "lambda_glob": 5.0, "alpha_max": 7.5}})
