@@ -205,7 +205,9 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `unlearn`")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--model", default=None, help="override the model recorded in run.json")
-    parser.add_argument("--n-fid", type=int, default=5000, help="samples per generator for FID (paper: 5000)")
+    parser.add_argument("--n-fid", type=int, default=None,
+                        help="samples per generator for FID (default: the paper's 5000 on a GPU; on a CPU 500 for "
+                             "models up to 128 px, 64 for 512 px models)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the FID latents and cameras")
     parser.add_argument("--others", nargs="*", default=None, metavar="PHOTO",
                         help="other photos of the person (default: the codes stored in the run)")
@@ -228,8 +230,12 @@ def _eval_run(args: argparse.Namespace) -> int:
     else:
         stored = record.get("extra", {}).get("w_others")
         w_others = torch.tensor(stored, dtype=torch.float32) if stored else None
-    result = metrics.evaluate(bundle, G_u, w_u, w_others, n_fid=args.n_fid, seed=args.seed,
-                              real_stats=args.real_stats)
+    n_fid = metrics.default_n_fid(bundle) if args.n_fid is None else args.n_fid
+    if args.n_fid is None and n_fid != metrics.N_FID_PAPER:
+        print(f"FID on {n_fid} samples per generator on {bundle.device} (the paper uses {metrics.N_FID_PAPER}: "
+              f"pass --n-fid {metrics.N_FID_PAPER} to match it)", file=sys.stderr)
+    result = metrics.evaluate(bundle, G_u, w_u, w_others, n_fid=n_fid, seed=args.seed, real_stats=args.real_stats,
+                              progress=True)
     values = result.to_dict()
     if not args.no_save:
         update_run(args.run_dir, metrics=values)
@@ -290,7 +296,8 @@ def _audit_run(args: argparse.Namespace) -> int:
 
     record, bundle, G_u = _load_run_dir(args)
     photo = _aligned_photo(bundle, _audit_photo(args, record))
-    result = metrics.erasure_audit(bundle, G_u, photo, None, steps=args.steps, lr=args.lr, seed=args.seed)
+    result = metrics.erasure_audit(bundle, G_u, photo, None, steps=args.steps, lr=args.lr, seed=args.seed,
+                                   progress=True)
     values = result.to_dict()
     if not args.no_save:
         update_run(args.run_dir, metrics={"audit": {k: values[k] for k in

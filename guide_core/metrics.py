@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +26,27 @@ if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
 
 N_VIEWS = 11
+# FID samples per generator: the paper's count on a GPU; on a CPU a count that finishes in minutes, not hours.
+N_FID_PAPER = 5000
+N_FID_CPU_SMALL = 500   # models rendering at most 128 px (the embedded world)
+N_FID_CPU_LARGE = 64    # full-size models (512 px EG3D): each sample costs seconds on a CPU
 YAW_RANGE = math.pi / 12
 PITCH = -0.2
+
+
+# The FID sample count used when none is given: the paper's 5,000 on a GPU, fewer on a CPU (by output size).
+def default_n_fid(bundle: "ModelBundle") -> int:
+    if torch.device(bundle.device).type != "cpu":
+        return N_FID_PAPER
+    return N_FID_CPU_SMALL if int(bundle.G.img_resolution) <= 128 else N_FID_CPU_LARGE
+
+
+# A tqdm bar on stderr for one long stage, or a context that does nothing (library calls stay quiet by default).
+def stage_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
 
 
 # The official evaluation views: yaw = linspace(-pi/12, pi/12, 11), pitch -0.2 from frontal.
@@ -35,7 +56,7 @@ def view_yaws(n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE) -> torch.Ten
 
 # Renders of codes [N, num_ws, 512] at each view: [N * n_views, 3, H, W] (code-major), deterministic rendering.
 def render_views(bundle: "ModelBundle", G: torch.nn.Module, ws: torch.Tensor, yaws: torch.Tensor, pitch: float,
-                 batch: int = 16) -> torch.Tensor:
+                 batch: int = 16, bar=None) -> torch.Tensor:
     codes = ws.repeat_interleave(len(yaws), dim=0)
     cams = bundle.camera(yaws, pitch).repeat(ws.shape[0], 1)
     out = []
@@ -43,15 +64,19 @@ def render_views(bundle: "ModelBundle", G: torch.nn.Module, ws: torch.Tensor, ya
         for i in range(0, codes.shape[0], batch):
             out.append(G.synthesis(codes[i:i + batch], cams[i:i + batch], noise_mode="const",
                                    deterministic=True)["image"])
+            if bar is not None:
+                bar.update(len(out[-1]))
     return torch.cat(out)
 
 
 # Identity similarity per code between G_s and G_u renders over the evaluation views: [N] (mean over views).
 def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Module, ws: torch.Tensor,
-                  n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE, pitch: float = PITCH) -> torch.Tensor:
+                  n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE, pitch: float = PITCH,
+                  progress: str | None = None) -> torch.Tensor:
     yaws = view_yaws(n_views, yaw_range)
-    before = render_views(bundle, G_s, ws, yaws, pitch)
-    after = render_views(bundle, G_u, ws, yaws, pitch)
+    with stage_bar(2 * ws.shape[0] * len(yaws), progress or "", progress is not None) as bar:
+        before = render_views(bundle, G_s, ws, yaws, pitch, bar=bar)
+        after = render_views(bundle, G_u, ws, yaws, pitch, bar=bar)
     with torch.no_grad():
         cos = (bundle.id_metric_net.embed(before) * bundle.id_metric_net.embed(after)).sum(dim=1)
     return cos.view(ws.shape[0], len(yaws)).mean(dim=1).cpu()
@@ -60,7 +85,7 @@ def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Mod
 # Features of n generator samples: z ~ N(0, I) and yaw ~ U(-pi/12, pi/12) from a seeded generator (identical for G_s
 # and G_u), mapping on the frontal camera with psi = 1, pitch -0.2 (official evaluate_fid.py).
 def sample_features(bundle: "ModelBundle", G: torch.nn.Module, n: int, seed: int = 0, batch: int = 16,
-                    yaw_range: float = YAW_RANGE, pitch: float = PITCH) -> np.ndarray:
+                    yaw_range: float = YAW_RANGE, pitch: float = PITCH, progress: str | None = None) -> np.ndarray:
     if bundle.feature_net is None:
         raise RuntimeError(f"model {bundle.name!r} has no feature network: FID is not computable")
     if n < 2:
@@ -69,13 +94,15 @@ def sample_features(bundle: "ModelBundle", G: torch.nn.Module, n: int, seed: int
     z = torch.randn(n, bundle.z_dim, generator=gen)
     yaw = (torch.rand(n, generator=gen) * 2 - 1) * yaw_range
     feats = []
-    with torch.no_grad():
+    with torch.no_grad(), stage_bar(n, progress or "", progress is not None) as bar:
         for i in range(0, n, batch):
             zb = z[i:i + batch].to(bundle.device)
             ws = G.mapping(zb, bundle.cond_c.expand(zb.shape[0], -1), truncation_psi=1.0)
             images = G.synthesis(ws, bundle.camera(yaw[i:i + batch], pitch), noise_mode="const",
                                  deterministic=True)["image"]
             feats.append(bundle.feature_net(images).double().cpu().numpy())
+            if bar is not None:
+                bar.update(len(zb))
     return np.concatenate(feats)
 
 
@@ -134,24 +161,31 @@ _SOURCE_FEATURES: dict[tuple[int, str, int, int], np.ndarray] = {}
 
 
 # Features of the source generator G_s for FID (cached, see above).
-def source_features(bundle: "ModelBundle", n: int, seed: int) -> np.ndarray:
+def source_features(bundle: "ModelBundle", n: int, seed: int, progress: bool = False) -> np.ndarray:
     key = (id(bundle.G), bundle.name, n, seed)
     if key not in _SOURCE_FEATURES:
-        _SOURCE_FEATURES[key] = sample_features(bundle, bundle.G, n, seed)
+        _SOURCE_FEATURES[key] = sample_features(bundle, bundle.G, n, seed,
+                                                progress="FID samples of G_s" if progress else None)
     return _SOURCE_FEATURES[key]
 
 
 # FID_pre (GUIDE Sec. 5): G_s vs G_u on the same z and cameras.
-def fid_pre(bundle: "ModelBundle", G_u: torch.nn.Module, n: int = 5000, seed: int = 0) -> float:
-    return fid_from_features(source_features(bundle, n, seed), sample_features(bundle, G_u, n, seed))
+# features_u: G_u's features when already computed (evaluate shares them with dFID_real).
+def fid_pre(bundle: "ModelBundle", G_u: torch.nn.Module, n: int = N_FID_PAPER, seed: int = 0,
+            progress: bool = False, features_u: np.ndarray | None = None) -> float:
+    if features_u is None:
+        features_u = sample_features(bundle, G_u, n, seed, progress="FID samples of G_u" if progress else None)
+    return fid_from_features(source_features(bundle, n, seed, progress), features_u)
 
 
 # dFID_real (GUIDE Sec. 5): FID(real, G_u) - FID(real, G_s); > 0 means G_u drifted away from real faces.
-def delta_fid_real(bundle: "ModelBundle", G_u: torch.nn.Module, real_stats: str | Path, n: int = 5000,
-                   seed: int = 0) -> float:
+def delta_fid_real(bundle: "ModelBundle", G_u: torch.nn.Module, real_stats: str | Path, n: int = N_FID_PAPER,
+                   seed: int = 0, progress: bool = False, features_u: np.ndarray | None = None) -> float:
     mu_r, sigma_r = load_real_stats(real_stats)
-    fid_s = frechet_distance(mu_r, sigma_r, *feature_statistics(source_features(bundle, n, seed)))
-    fid_u = frechet_distance(mu_r, sigma_r, *feature_statistics(sample_features(bundle, G_u, n, seed)))
+    if features_u is None:
+        features_u = sample_features(bundle, G_u, n, seed, progress="FID samples of G_u" if progress else None)
+    fid_s = frechet_distance(mu_r, sigma_r, *feature_statistics(source_features(bundle, n, seed, progress)))
+    fid_u = frechet_distance(mu_r, sigma_r, *feature_statistics(features_u))
     return fid_u - fid_s
 
 
@@ -173,21 +207,27 @@ class Metrics:
 
 
 # Evaluate G_u against the bundle's G_s: ID on w_u, ID_others on the other codes, FID_pre and dFID_real on n samples.
+# n_fid None: default_n_fid(bundle). progress: one tqdm bar on stderr per stage (renders, FID samples).
 def evaluate(bundle: "ModelBundle", G_u: torch.nn.Module, w_u: torch.Tensor, others: torch.Tensor | None = None,
-             n_fid: int = 5000, seed: int = 0, real_stats: str | Path | None = None) -> Metrics:
+             n_fid: int | None = N_FID_PAPER, seed: int = 0, real_stats: str | Path | None = None,
+             progress: bool = False) -> Metrics:
+    n_fid = default_n_fid(bundle) if n_fid is None else int(n_fid)
     metrics = Metrics(n_fid=n_fid, seed=seed, feature_note=bundle.feature_note)
-    metrics.id = float(id_similarity(bundle, bundle.G, G_u, w_u.to(bundle.device)).mean())
+    metrics.id = float(id_similarity(bundle, bundle.G, G_u, w_u.to(bundle.device),
+                                     progress="ID renders" if progress else None).mean())
     if others is not None and len(others):
-        metrics.id_others = float(id_similarity(bundle, bundle.G, G_u, others.to(bundle.device)).mean())
+        metrics.id_others = float(id_similarity(bundle, bundle.G, G_u, others.to(bundle.device),
+                                                progress="ID_others renders" if progress else None).mean())
     else:
         metrics.notes.append("id_others: no other photos of the person were given")
     if bundle.feature_net is None or n_fid < 2:
         metrics.notes.append("fid: no feature network" if bundle.feature_net is None else "fid: n_fid < 2")
         return metrics
-    metrics.fid_pre = fid_pre(bundle, G_u, n_fid, seed)
+    features_u = sample_features(bundle, G_u, n_fid, seed, progress="FID samples of G_u" if progress else None)
+    metrics.fid_pre = fid_pre(bundle, G_u, n_fid, seed, progress, features_u=features_u)
     stats = real_stats if real_stats is not None else bundle.real_stats
     if stats is not None:
-        metrics.delta_fid_real = delta_fid_real(bundle, G_u, stats, n_fid, seed)
+        metrics.delta_fid_real = delta_fid_real(bundle, G_u, stats, n_fid, seed, progress, features_u=features_u)
     else:
         metrics.notes.append("delta_fid_real: no real-image statistics file for this model")
     return metrics
@@ -219,7 +259,7 @@ def _to_resolution(x: torch.Tensor, size: int) -> torch.Tensor:
 # every `check_every` steps (and at both ends) score identity similarity to the photo with the metric network.
 def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
                        steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0,
-                       check_every: int = 10) -> AttackResult:
+                       check_every: int = 10, progress: str | None = None) -> AttackResult:
     if steps < 0:
         raise ValueError(f"audit steps must be >= 0, got {steps}")
     torch.manual_seed(seed)
@@ -240,6 +280,7 @@ def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.T
 
     history: list[dict[str, float]] = []
     best, best_step, start = -2.0, 0, None
+    bar = stage_bar(steps, progress or "", progress is not None)
     for step in range(steps + 1):
         image = G.synthesis(w, c, noise_mode="const", deterministic=True)["image"]
         checked = step % check_every == 0 or step == steps
@@ -258,6 +299,10 @@ def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.T
         optimizer.step()
         if checked:
             history[-1]["loss"] = float(loss.detach())
+        if progress is not None:
+            bar.update(1)
+    if progress is not None:
+        bar.close()
     return AttackResult(best_id=best, final_id=history[-1]["id"], start_id=float(start), best_step=best_step,
                         history=history)
 
@@ -285,13 +330,15 @@ class AuditResult:
 
 # Run the re-inversion audit for a photo (aligned, [-1, 1]); the start code is the encoder's when the bundle has one.
 def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tensor, w_start: torch.Tensor | None = None,
-                  steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0) -> AuditResult:
+                  steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0,
+                  progress: bool = False) -> AuditResult:
     photo = photo.unsqueeze(0) if photo.ndim == 3 else photo
     if w_start is None:
         w_start, start = bundle.invert(photo), "encoder"
     else:
         start = "given code"
     kwargs = dict(steps=steps, lr=lr, lambda_l2=lambda_l2, seed=seed)
-    before = reinversion_attack(bundle, bundle.G, photo, w_start, **kwargs)
-    after = reinversion_attack(bundle, G_u, photo, w_start, **kwargs)
+    before = reinversion_attack(bundle, bundle.G, photo, w_start, **kwargs,
+                                progress="attack on G_s" if progress else None)
+    after = reinversion_attack(bundle, G_u, photo, w_start, **kwargs, progress="attack on G_u" if progress else None)
     return AuditResult(before=before, after=after, steps=steps, start=start)

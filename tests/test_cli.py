@@ -86,6 +86,19 @@ def test_eval_table_and_saved_metrics(run_dir, capsys):
     assert guide.read_run(run_dir)["metrics"]["n_fid"] == 6
 
 
+def test_eval_default_sample_count_on_cpu_is_printed_with_progress(run_dir, capsys, monkeypatch):
+    from guide_core import metrics
+    small = bundle_module.load_bundle(MODEL, "cpu")
+    assert metrics.default_n_fid(small) == metrics.N_FID_CPU_SMALL  # 32 px world on the CPU
+    monkeypatch.setattr(metrics, "N_FID_CPU_SMALL", 5)  # the rule, not its value, is under test: keep it fast
+    code, out, err = run_cli(["eval", str(run_dir), "--json", "--device", "cpu", "--no-save"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_fid"] == 5
+    assert "FID on 5 samples per generator on cpu" in err and "--n-fid 5000" in err
+    for stage in ("ID renders", "ID_others renders", "FID samples of G_u"):  # one tqdm bar per long stage
+        assert stage in err, f"no progress bar for {stage!r} in {err!r}"
+
+
 def test_audit_json(run_dir, capsys):
     code, out, err = run_cli(["audit", str(run_dir), "--json", "--steps", "2", "--device", "cpu", "--no-save"],
                              capsys)
