@@ -251,7 +251,8 @@ def ltu_losses(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.Tensor, w_
     dev = w_u.device
     src_u = w_u.repeat_interleave(n_adj, dim=0)
     src_t = w_t.repeat_interleave(n_adj, dim=0)
-    w_r_adj = map_latents(G_s, draws.z_adj.reshape(n * n_adj, -1).to(dev), nets.cond_c, cfg.truncation_psi)
+    w_r_adj = map_latents(G_s, draws.z_adj.reshape(n * n_adj, draws.z_adj.shape[-1]).to(dev), nets.cond_c,
+                          cfg.truncation_psi)
     w_u_adj, w_t_adj = adjacent_codes(src_u, src_t, w_r_adj, draws.alpha.reshape(-1).to(dev))
     w_glob = global_latents(G_s, w_u, draws, nets, cfg)
     pairs = n + n * n_adj
@@ -259,12 +260,14 @@ def ltu_losses(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.Tensor, w_
     cams = c.expand(ws_u.shape[0], -1)
     with torch.no_grad():
         fresh = torch.cat([w_t_adj, w_glob])
-        planes_fresh = G_s.get_planes(fresh, noise_mode=cfg.noise_mode)
+        # With N_a = N_g = 0 (the paper's local-only baseline) there is nothing fresh: the synthesis takes no empty batch.
+        planes_fresh = G_s.get_planes(fresh, noise_mode=cfg.noise_mode) if len(fresh) else planes_t[:0]
         planes_s = torch.cat([planes_t, planes_fresh])
         if image_t is None:
             x_s = render(G_s, planes_s, torch.cat([w_t, fresh]), cams, cfg)
         else:  # fixed camera + deterministic rendering: G_s's render of w_t is a constant
-            x_s = torch.cat([image_t, render(G_s, planes_fresh, fresh, cams[n:], cfg)])
+            x_fresh = render(G_s, planes_fresh, fresh, cams[n:], cfg) if len(fresh) else image_t[:0]
+            x_s = torch.cat([image_t, x_fresh])
     planes_u = G_u.get_planes(ws_u, noise_mode=cfg.noise_mode)
     x_u = render(G_u, planes_u, ws_u, cams, cfg)
     terms, parts = local_loss(planes_u[:pairs], planes_s[:pairs], x_u[:pairs], x_s[:pairs], nets, cfg)
@@ -302,7 +305,8 @@ def ltu_losses_reference(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.
             row.append(pair(code_u, code_t)[0])
         adj_terms.append(torch.cat(row) if row else w_u.new_zeros(0))
     glob = w_u.new_zeros(())
-    for w_r in global_latents(G_s, w_u, draws, nets, cfg).split(1):
+    w_glob = global_latents(G_s, w_u, draws, nets, cfg)
+    for w_r in w_glob.split(1) if len(w_glob) else ():  # an empty tensor still splits into one empty chunk
         x_u = G_u.synthesis(w_r, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
         with torch.no_grad():
             x_s = G_s.synthesis(w_r, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]

@@ -394,3 +394,24 @@ def test_batched_equals_reference_on_the_eg3d_layout(fixtures_dir):
 def test_an_unlearning_runs_once(short_run):
     with pytest.raises(RuntimeError, match="already run"):
         next(short_run.run())
+
+
+# The paper's baseline (w_t = w̄, local loss alone: N_a = N_g = 0) through both formulations and the target cache:
+# no adjacency or global term, the same local loss.
+def test_local_only_baseline_without_adjacent_or_global_codes(bundle, w_u):
+    cfg = LTUConfig(d=0.0, n_adj=0, n_glob=0, deterministic_render=True, yaw_range=0.0)
+    w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
+    assert_close(w_t, bundle.w_avg.expand_as(w_t), 1e-6, "baseline target")
+    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+    draws = sample_draws(torch.Generator().manual_seed(0), cfg, 1, 512)
+    c = bundle.camera(draws.yaw, cfg.pitch)
+    with torch.no_grad():
+        planes_t = bundle.G.get_planes(w_t)
+        image_t = guide.render(bundle.G, planes_t, w_t, c, cfg)
+        batched = ltu_losses(bundle.G, bundle.G, w_u, w_t, planes_t, draws, nets, cfg, c, image_t=image_t)[1]
+        reference = ltu_losses_reference(bundle.G, bundle.G, w_u, w_t, draws, nets, cfg, c)[1]
+    assert float(batched["adjacency"]) == 0.0 and float(batched["global"]) == 0.0
+    assert float(batched["local"]) > 0.0
+    assert_close(batched["total"], batched["local"], 0.0, "total = local")
+    for key in batched:
+        assert_close(batched[key], reference[key], 1e-5, f"loss {key}")
