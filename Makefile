@@ -12,7 +12,7 @@ else
 TORCH  := torch==2.9.1 torchvision==0.24.1
 endif
 
-.PHONY: install run test test-all browser bench clean
+.PHONY: install run test test-all browser bench weights clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test-all: install
 
 bench: install
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+# Every weight file of the paper's bundle, one command. Licences are printed first; NVIDIA's EG3D licence is
+# non-commercial and must be accepted: GUIDE_ACCEPT_LICENCE=1 make weights
+weights: install
+	$(PY) -m guide_core weights fetch --all
 
 clean:
 	rm -rf $(VENV)

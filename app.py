@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     from demo.app import build_app, fetch_released_weights, launch_kwargs
 
-    if on_space:
+    if on_space or os.environ.get("GUIDE_HF_REPO"):  # a host's mirror of the released weights: fetch it at start
         fetch_released_weights()
     build_app().launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # No analytics calls home, before gradio is imported anywhere (issue 6: nothing reaches the internet at start).
@@ -35,21 +36,25 @@ def launch_kwargs() -> dict:
                 allowed_paths=[str(EXAMPLES_DIR)])
 
 
-# On a Hugging Face Space: fetch the released weights through the weights manager at start-up (GUIDE_SPACE_MODELS,
-# comma-separated bundle names; default the paper's generator). A failure is printed and the app falls back to the
-# embedded world, so a Space without network access or licences still starts.
+# At start-up on a Hugging Face Space (or wherever GUIDE_HF_REPO names a host's mirror): fetch every file of the
+# released bundles (GUIDE_SPACE_MODELS, comma-separated; default the paper's generator) through guide_core.hub. With
+# GUIDE_HF_REPO set every file comes from that repository, the generator as the converted .safetensors that
+# `weights publish` put there (files its preload_from_hub already placed in the Hugging Face cache are copied, not
+# downloaded). The EG3D licence must be accepted by the host (GUIDE_ACCEPT_LICENCE=1). A failure is printed and the
+# app falls back to the embedded world, so a Space without network access or an accepted licence still starts.
 def fetch_released_weights(models: str | None = None) -> list[str]:
-    from guide_core import bundle, weights
+    from guide_core import hub, weights
 
-    wanted = (models or os.environ.get("GUIDE_SPACE_MODELS", "eg3d-ffhq-rebalanced")).split(",")
+    wanted = (models or os.environ.get("GUIDE_SPACE_MODELS", hub.DEFAULT_MODEL)).split(",")
     failures = []
     for model in filter(None, (m.strip() for m in wanted)):
-        names = [bundle.EG3D_MODELS.get(model, (model, ""))[0], *bundle.NET_WEIGHTS.values()]
-        for name in names:
-            try:
-                weights.fetch(name, progress=False)
-            except Exception as error:  # noqa: BLE001 - report every missing file, keep starting
-                failures.append(f"{name}: {error}")
+        try:
+            report = hub.fetch_all(model, progress=False, out=sys.stdout)
+        except weights.WeightsError as error:  # an unknown model or a licence not accepted: nothing was fetched
+            failures.append(f"{model}: {error}")
+            continue
+        failures += [f"{name}: {why}" for name, why in report.failed.items()]
+        failures += [f"{name} (optional): {why}" for name, why in report.optional_failed.items()]
     for line in failures:
         print(f"[guide studio] weight not fetched: {line}")
     return failures

@@ -11,7 +11,10 @@ COMMANDS = {
     "unlearn": ("guide_core.cli", "unlearn", "erase one identity from a generator (Latent Target Unlearning)"),
     "eval": ("guide_core.cli", "evaluate", "ID / ID_others / FID_pre / dFID_real of a run directory"),
     "audit": ("guide_core.cli", "audit", "re-inversion attack on an unlearned generator"),
-    "weights": ("guide_core.weights", "cli", "status | fetch NAME | verify of the weight files"),
+    "import": ("guide_core.cli", "import_run", "make a run directory of a generator unlearned by another tool "
+                                              "(e.g. the official GUIDE unlearn.py's last.pkl)"),
+    "weights": ("guide_core.weights", "cli", "status | fetch NAME | fetch --all | verify | path | publish of the "
+                                             "weight files"),
     "convert-eg3d": ("guide_core.eg3d.convert", "cli", "convert an official EG3D .pkl to .safetensors + JSON"),
 }
 

@@ -172,6 +172,23 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu") -> Mo
     raise ValueError(f"unknown model {name!r}; known models: {known} (or a path to a generator file)")
 
 
+# The weight name that fills a released generator: guide's converted .safetensors of it when installed (the same
+# weights with no pickle to read; `weights publish` and a host's mirror provide it), else the original pickle. Only a
+# manifest entry that declares itself converted from this very generator qualifies.
+def released_generator_name(generator_name: str) -> str:
+    from guide_core import weights
+
+    for name, item in weights.manifest().items():
+        if item.get("converted_from") == generator_name and weights.is_installed(name):
+            return name
+    return generator_name
+
+
+# Every weight name a released model needs, its generator resolved as above (what "installed" means for a model).
+def required_weights(model: str) -> list[str]:
+    return [released_generator_name(EG3D_MODELS.get(model, (model, ""))[0]), *NET_WEIGHTS.values()]
+
+
 # Resolve every weight file a released-model bundle needs; one error names all that are missing.
 def _require_all(names: dict[str, str]) -> dict[str, Path]:
     from guide_core import weights
@@ -201,7 +218,7 @@ def _released_bundle(name: str, generator_name: str | None, generator_path: Path
 
     needed = dict(NET_WEIGHTS)
     if generator_name is not None:
-        needed = {"generator": generator_name, **needed}
+        needed = {"generator": released_generator_name(generator_name), **needed}
     files = _require_all(needed)
     G = weights.load_generator(files.get("generator", generator_path), device=device)
     w_avg = weights.w_avg(G, generator_name or str(generator_path))
@@ -253,7 +270,8 @@ class InceptionFeatures(torch.nn.Module):
         except ImportError:
             raise RuntimeError("Inception features need the pytorch-fid package (pip install pytorch-fid==0.3.0)") \
                 from None
-        state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
+        from guide_core.weights import load_torch_state_dict
+        state = load_torch_state_dict(weights_path)
         original = fid_inception.load_state_dict_from_url
         fid_inception.load_state_dict_from_url = lambda *args, **kwargs: state
         try:

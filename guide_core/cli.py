@@ -1,5 +1,6 @@
-# The three GUIDE commands of `python -m guide_core`: unlearn (UFO + Latent Target Unlearning of one photo's identity,
-# GUIDE Sec. 3), eval (ID / ID_others / FID_pre / dFID_real, GUIDE Sec. 5) and audit (re-inversion attack).
+# The GUIDE commands of `python -m guide_core`: unlearn (UFO + Latent Target Unlearning of one photo's identity,
+# GUIDE Sec. 3), eval (ID / ID_others / FID_pre / dFID_real, GUIDE Sec. 5), audit (re-inversion attack) and import
+# (a generator unlearned by another tool becomes a run that eval and audit measure).
 # Every LTUConfig field becomes an `unlearn` flag, so a default lives only in guide_core.guide.LTUConfig.
 # Expected failures (no face, missing weights, bad run directory, bad settings) print one line on stderr, exit code 2.
 from __future__ import annotations
@@ -30,7 +31,10 @@ class Command:
 
 # Failures a user can fix (bad input, missing files or weights, no face): everything else keeps its traceback.
 def _expected(exc: BaseException) -> bool:
-    kinds: list[type] = [ValueError, OSError, RuntimeError, LookupError]
+    import pickle
+
+    # UnpicklingError: a checkpoint refused by the restricted reader (its message names what was refused).
+    kinds: list[type] = [ValueError, OSError, RuntimeError, LookupError, pickle.UnpicklingError]
     for module, name in (("guide_core.faces", "FaceError"), ("guide_core.weights", "WeightsError")):
         try:
             kinds.append(getattr(__import__(module, fromlist=[name]), name))
@@ -313,3 +317,76 @@ def _audit_run(args: argparse.Namespace) -> int:
 
 
 audit = Command(_audit_arguments, _audit_run)
+
+
+# ---- import ----------------------------------------------------------------------------------------------------------
+
+# Flags of `import`: a generator unlearned elsewhere, the photo it erased, and the model it was made from.
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    from guide_core.guide import LTUConfig
+
+    parser.add_argument("generator", help="the unlearned generator: the official GUIDE unlearn.py's last.pkl "
+                                          "({'G_ema': ...}), any EG3D network pickle, or guide's .safetensors")
+    parser.add_argument("--image", required=True, help="the photo whose identity it erased")
+    parser.add_argument("--out", required=True, help="run directory to create (delta.safetensors + run.json)")
+    parser.add_argument("--model", default="eg3d-ffhq-rebalanced", help="the generator it was unlearned from")
+    parser.add_argument("--others", nargs="*", default=[], metavar="PHOTO",
+                        help="other photos of the same person (for ID_others)")
+    parser.add_argument("--d", type=float, default=LTUConfig().d, help="the UFO distance it was made with (for w_t)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _common(parser)
+
+
+# The tensors of an unlearned generator file, by state_dict name: an EG3D network pickle (read safely, G_ema) or
+# guide's .safetensors. Only the tensors are taken: they load onto the base model, whose architecture they must have.
+def _generator_tensors(path: Path) -> dict:
+    from guide_core.eg3d.io import CheckpointError, read_generator_pickle
+    from guide_core.weights import load_safetensors
+
+    if not path.is_file():
+        raise FileNotFoundError(f"generator {path} does not exist")
+    if path.suffix.lower() == ".pkl":
+        return dict(read_generator_pickle(path).state_dict)
+    if path.suffix.lower() == ".safetensors":
+        return load_safetensors(path)[0]
+    raise CheckpointError(f"{path}: unknown generator format {path.suffix!r}; expected .pkl or .safetensors")
+
+
+# Turn an unlearned generator from another tool into a guide run, so `eval` and `audit` measure it like guide's own:
+# it must have the base model's exact architecture; the tensors that differ become the run's delta.
+def _import_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from guide_core.bundle import load_bundle
+    from guide_core.eg3d.legacy import TRAINING_ONLY_BUFFERS
+    from guide_core.guide import LTUConfig, Unlearning, changed_tensors, save_run, sha256_file
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"run directory {out} already exists and is not empty (use --overwrite)")
+    bundle = load_bundle(args.model, _device(args.device))
+    tensors = {k: v for k, v in _generator_tensors(Path(args.generator)).items()
+               if k.rsplit(".", 1)[-1] not in TRAINING_ONLY_BUFFERS}
+    base = bundle.G.state_dict()
+    strange = sorted(set(base) ^ set(tensors)) + [k for k in base if k in tensors and base[k].shape != tensors[k].shape]
+    if strange:
+        raise ValueError(f"{args.generator} is not an unlearned copy of model {args.model!r}: its architecture differs "
+                         f"({len(strange)} tensors, e.g. {', '.join(strange[:3])})")
+    _, w_u, source = _photo_code(bundle, args.image)
+    others = [_photo_code(bundle, p) for p in args.others]
+    source["others"] = [info for _, _, info in others]
+    run = Unlearning(bundle, w_u, cfg=LTUConfig(d=args.d), source=source)
+    with torch.no_grad():
+        run.G_u.load_state_dict({k: v.to(base[k].dtype) for k, v in tensors.items()})
+    run.completed = True  # made elsewhere: guide ran no iteration of it (steps_done 0)
+    run.extra["imported_from"] = {"path": str(Path(args.generator).resolve()), "sha256": sha256_file(args.generator),
+                                  "changed_tensors": len(changed_tensors(run.G_u, bundle.G))}
+    if others:
+        run.extra["w_others"] = torch.cat([w for _, w, _ in others]).cpu().tolist()
+    save_run(out, run, overwrite=args.overwrite)
+    print(f"imported {args.generator} as run {out} ({run.extra['imported_from']['changed_tensors']} tensors differ "
+          f"from {args.model}); next: python -m guide_core eval {out}")
+    return 0
+
+
+import_run = Command(_import_arguments, _import_run)

@@ -1,6 +1,8 @@
 # Weights manager: the manifest of every file guide can use, where each lives, safe fetching (resumable, hash-verified,
 # atomic), safe loading (no code from checkpoints ever runs), the generator entry point, and w̄ (the mean latent of
-# GUIDE's UFO target, Seo et al. CVPR 2024 §3.2). Nothing here touches the network unless `fetch` is called.
+# GUIDE's UFO target, Seo et al. CVPR 2024 §3.2). Nothing here touches the network unless `fetch` is called. Where
+# files come from (Hugging Face, HTTP, Google Drive), licence acceptance, `fetch --all` and `publish` live in
+# guide_core.hub.
 from __future__ import annotations
 
 import argparse
@@ -50,6 +52,20 @@ class FetchError(WeightsError, RuntimeError):
 # Nothing says where a file can be downloaded from (manual download needed, or --url / --hf-repo).
 class NoSourceError(FetchError):
     """Raised by `fetch` when neither arguments, environment nor manifest give a source."""
+
+
+# No connection to a download host at all (offline, DNS failure, firewall): nothing was downloaded.
+class OfflineError(FetchError):
+    """Raised when a host cannot be reached; `host` names it (host:port)."""
+
+    def __init__(self, message: str, host: str | None = None):
+        super().__init__(message)
+        self.host = host
+
+
+# A file whose licence must be accepted first (the NVIDIA EG3D licence): nothing was downloaded.
+class LicenceNotAcceptedError(WeightsError):
+    """Raised before downloading a file whose manifest entry has license_accept, until the licence is accepted."""
 
 
 # The downloaded (or installed) bytes are not the expected file.
@@ -129,7 +145,8 @@ def is_installed(name: str) -> bool:
 # The environment variable names that override a name's download source (e.g. GUIDE_URL_IR_SE50).
 def env_names(name: str) -> dict[str, str]:
     key = re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-    return {"url": f"GUIDE_URL_{key}", "hf_repo": f"GUIDE_HF_REPO_{key}", "hf_filename": f"GUIDE_HF_FILENAME_{key}"}
+    return {"url": f"GUIDE_URL_{key}", "hf_repo": f"GUIDE_HF_REPO_{key}", "hf_filename": f"GUIDE_HF_FILENAME_{key}",
+            "gdrive": f"GUIDE_GDRIVE_{key}"}
 
 
 # The human instructions for a missing file: where it goes, the command that fetches it, where it comes from.
@@ -142,8 +159,13 @@ def install_steps(name: str) -> list[str]:
                 f"source: {source}"]
     envs = env_names(name)
     steps = [f"put {item['file']} at {target}"]
-    if item.get("url") or item.get("hf_repo"):
-        steps.append(f"or run: python -m guide_core weights fetch {name}")
+    if item.get("converted_from"):
+        original = entry(item["converted_from"])["file"]
+        steps.append(f"or convert the original: python -m guide_core convert-eg3d {path_of(item['converted_from'])} "
+                     f"{target}  (or fetch {original}: python -m guide_core weights fetch {item['converted_from']})")
+    elif item.get("sources") or item.get("url") or item.get("hf_repo"):
+        steps.append(f"or run: python -m guide_core weights fetch {name}" +
+                     ("  (its licence must be accepted: add --accept-licence)" if item.get("license_accept") else ""))
     else:
         steps.append(f"or run: python -m guide_core weights fetch {name} --url URL  (or --hf-repo OWNER/REPO; "
                      f"or set {envs['url']} / {envs['hf_repo']})")
@@ -300,9 +322,9 @@ def status(check_hashes: bool = False) -> list[WeightStatus]:
         path = path_of(name)
         installed = is_installed(name)
         shipped = bool(item.get("shipped"))
-        part = path.with_name(path.name + ".part")
-        if not installed and not shipped and part.is_file():
-            verdict, size = "partial", part.stat().st_size      # an interrupted fetch: the same command resumes it
+        partial = _partial_size(path) if not installed and not shipped else None
+        if partial is not None:
+            verdict, size = "partial", partial      # an interrupted fetch: the same command resumes it
         elif not installed:
             verdict, size = "missing", item.get("size")
         elif shipped:
@@ -316,6 +338,18 @@ def status(check_hashes: bool = False) -> list[WeightStatus]:
             license=item.get("license", ""), kind=item.get("kind", ""), shipped=shipped,
             hint="" if installed else install_hint(name)))
     return rows
+
+
+# Bytes of an interrupted download of `path` (its `.part`, or gdown's partial file in the staging folder), else None.
+def _partial_size(path: Path) -> int | None:
+    part = path.with_name(path.name + ".part")
+    if part.is_file():
+        return part.stat().st_size
+    from guide_core.hub import incoming_dir
+
+    staging = incoming_dir(path)
+    found = [p for p in staging.glob("*") if p.is_file()] if staging.is_dir() else []
+    return sum(p.stat().st_size for p in found) if found else None
 
 
 # The result of verifying one name.
@@ -389,31 +423,15 @@ def _progress_bar(total: int | None, desc: str, enabled: bool = True, initial: i
     return _Silent()
 
 
-# Where to download a name from: arguments > environment > manifest.
-def resolve_source(name: str, url: str | None = None, hf_repo: str | None = None,
-                   hf_filename: str | None = None) -> dict[str, str]:
-    item = entry(name)
-    envs = env_names(name)
-    if url:
-        return {"url": url}
-    if hf_repo:
-        return {"hf_repo": hf_repo, "hf_filename": hf_filename or os.environ.get(envs["hf_filename"]) or
-                item.get("hf_filename") or item["file"]}
-    if os.environ.get(envs["url"]):
-        return {"url": os.environ[envs["url"]]}
-    if os.environ.get(envs["hf_repo"]):
-        return {"hf_repo": os.environ[envs["hf_repo"]],
-                "hf_filename": os.environ.get(envs["hf_filename"]) or item.get("hf_filename") or item["file"]}
-    if item.get("url"):
-        return {"url": item["url"]}
-    if item.get("hf_repo"):
-        return {"hf_repo": item["hf_repo"], "hf_filename": item.get("hf_filename") or item["file"]}
-    raise NoSourceError(f"no download source known for {name!r} ({item['file']}). {install_hint(name)}")
-
-
-# Download a name into weights_dir(): resumable via `<file>.part`, SHA-256 checked, renamed into place atomically.
+# Download a name into weights_dir(): each source of its chain in turn (guide_core.hub), every one landing as
+# `<file>.part`, SHA-256 checked, renamed into place atomically. A source that fails or delivers the wrong bytes
+# (deleted) hands over to the next; the error names every attempt. Files whose licence needs acceptance are refused
+# until it is accepted (accept_licence=True or GUIDE_ACCEPT_LICENCE=1).
 def fetch(name: str, url: str | None = None, hf_repo: str | None = None, hf_filename: str | None = None, *,
-          force: bool = False, progress: bool = True, timeout: float = 60.0) -> Path:
+          gdrive: str | None = None, force: bool = False, progress: bool = True, timeout: float = 60.0,
+          accept_licence: bool | None = None, sources: str | list[str] | None = None) -> Path:
+    from guide_core import hub
+
     item = entry(name)
     if item.get("shipped"):
         raise FetchError(f"{name!r} is not downloaded: {install_hint(name)}")
@@ -424,16 +442,22 @@ def fetch(name: str, url: str | None = None, hf_repo: str | None = None, hf_file
             return target
         raise HashMismatchError(f"{target} is installed but its SHA-256 {result.sha256} does not match the known hash; "
                                 f"remove it or run `python -m guide_core weights fetch {name} --force`")
-    source = resolve_source(name, url, hf_repo, hf_filename)
+    chain = hub.sources_for(name, url=url, hf_repo=hf_repo, hf_filename=hf_filename, gdrive=gdrive, kinds=sources)
+    if not chain:
+        chosen = f" after {hub.ENV_SOURCES}/--sources={sources or os.environ.get(hub.ENV_SOURCES)}" \
+            if (sources or os.environ.get(hub.ENV_SOURCES)) and item.get("sources") else ""
+        raise NoSourceError(f"no download source known for {name!r} ({item['file']}){chosen}. {install_hint(name)}")
+    hub.require_licence([name], accept_licence)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    if "url" in source:
-        _download_http(source["url"], part, progress=progress, timeout=timeout)
-        origin = source["url"]
-    else:
-        _download_hf(source["hf_repo"], source["hf_filename"], part)
-        origin = f"hf://{source['hf_repo']}/{source['hf_filename']}"
-    return _install_part(name, part, target, origin, progress=progress)
+    failures: list[tuple[dict, Exception]] = []
+    for source in chain:
+        try:
+            origin = hub.download(source, part, progress=progress, timeout=timeout)
+            return _install_part(name, part, target, origin, progress=progress)
+        except (FetchError, HashMismatchError) as exc:
+            failures.append((source, exc))
+    raise hub.combined_error(name, failures)
 
 
 # Stream a URL into `part`, continuing an earlier partial download with an HTTP Range request.
@@ -449,6 +473,11 @@ def _download_http(url: str, part: Path, progress: bool, timeout: float) -> None
         headers["Range"] = f"bytes={have}-"
     try:
         response = requests.get(url, headers=headers, stream=True, timeout=timeout)
+    except requests.ConnectionError as exc:  # no answer at all: offline, DNS, firewall, proxy
+        from guide_core.hub import network_reason
+
+        host = re.sub(r"^https?://([^/]+).*$", r"\1", url)
+        raise OfflineError(f"could not reach {host} for {url} ({network_reason(exc)})", host=host) from None
     except requests.RequestException as exc:
         raise FetchError(f"could not reach {url}: {exc}") from exc
     with response:
@@ -503,20 +532,6 @@ def _lock(handle) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         raise FetchError(f"{handle.name} is being written by another fetch; wait for it to finish") from exc
-
-
-# Download one file of a Hugging Face repository into a private temp dir, then move it next to the target as `.part`.
-def _download_hf(repo: str, filename: str, part: Path) -> None:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise FetchError("huggingface_hub is not installed; `pip install huggingface_hub` or use --url") from exc
-    with tempfile.TemporaryDirectory(prefix=".hf-", dir=part.parent) as tmp:
-        try:
-            local = hf_hub_download(repo_id=repo, filename=filename, local_dir=tmp)
-        except Exception as exc:  # huggingface_hub raises many types (HTTP, offline, gated, missing entry)
-            raise FetchError(f"Hugging Face download of {repo}/{filename} failed: {exc}") from exc
-        os.replace(local, part)
 
 
 # Check a finished `.part` and move it into place; a bad one is deleted, never renamed.
@@ -755,7 +770,7 @@ def _save_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metad
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# CLI: python -m guide_core weights status | fetch NAME | verify [NAME]
+# CLI: python -m guide_core weights status | fetch NAME | fetch --all | verify [NAME] | path NAME | publish --repo R
 # ---------------------------------------------------------------------------------------------------------------------
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -767,18 +782,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_status = sub.add_parser("status", help="table of every weight file (exit 1 when something is missing)")
     p_status.add_argument("--check", action="store_true", help="hash installed files now (slow for large files)")
     p_status.add_argument("--json", action="store_true", help="print the rows as JSON")
-    p_fetch = sub.add_parser("fetch", help="download NAME (resumable, hash-verified, atomic)")
-    p_fetch.add_argument("name")
-    p_fetch.add_argument("--url", help="download from this http(s) URL instead of the manifest's")
-    p_fetch.add_argument("--hf-repo", help="download from this Hugging Face repository (owner/name)")
+    p_fetch = sub.add_parser("fetch", help="download NAME, or with --all every file of a model bundle (resumable, "
+                                           "hash-verified, atomic)")
+    p_fetch.add_argument("name", nargs="?")
+    p_fetch.add_argument("--all", action="store_true",
+                         help="every file the --model bundle needs (generator, networks, optional w̄ / FID "
+                              "statistics)")
+    p_fetch.add_argument("--model", default="eg3d-ffhq-rebalanced", help="bundle whose files --all fetches")
+    p_fetch.add_argument("--accept-licence", "--accept-license", dest="accept_licence", action="store_true",
+                         help="accept the licences that must be accepted before download (NVIDIA's EG3D licence: "
+                              "non-commercial); same as GUIDE_ACCEPT_LICENCE=1")
+    p_fetch.add_argument("--url", help="download from this http(s) URL instead of the manifest's sources")
+    p_fetch.add_argument("--hf-repo", help="download from this Hugging Face repository (owner/name); with --all, "
+                                           "every file comes from it (a host's mirror, like GUIDE_HF_REPO)")
     p_fetch.add_argument("--hf-filename", help="file name inside --hf-repo (default: the manifest's file name)")
+    p_fetch.add_argument("--gdrive", metavar="ID_OR_LINK",
+                         help="download this Google Drive file (id or link) with gdown")
+    p_fetch.add_argument("--sources", help="source kinds to try, in order, e.g. hf,url (default: all: hf,url,gdrive; "
+                                           "or GUIDE_SOURCES)")
     p_fetch.add_argument("--force", action="store_true", help="download again even when installed")
+    p_fetch.add_argument("--quiet", action="store_true", help="no progress bars")
     p_verify = sub.add_parser("verify", help="hash installed files against the known hashes (exit 1 on a mismatch)")
     p_verify.add_argument("name", nargs="?")
     p_verify.add_argument("--record", action="store_true",
                           help="pin the hash of installed files that have none yet (files downloaded by hand)")
     p_path = sub.add_parser("path", help="print where NAME is (exit 1 when it is missing)")
     p_path.add_argument("name")
+    p_pub = sub.add_parser("publish", help="convert the EG3D pickle to .safetensors and upload every file of a "
+                                           "bundle to your own Hugging Face model repository (for a Space)")
+    p_pub.add_argument("--repo", required=True,
+                       help="your Hugging Face model repository, OWNER/NAME (created if absent)")
+    p_pub.add_argument("--model", default="eg3d-ffhq-rebalanced", help="bundle whose files are uploaded")
+    p_pub.add_argument("--dry-run", action="store_true",
+                       help="print what would be converted and uploaded; touch nothing")
+    p_pub.add_argument("--private", action="store_true", help="create the repository private")
+    p_pub.add_argument("--token", help="Hugging Face token with write access (default: `hf auth login` / HF_TOKEN)")
+    p_pub.add_argument("--add", action="append", default=[], metavar="FILE",
+                       help="upload this file too (e.g. the EG3D LICENSE.txt); repeatable")
+    p_pub.add_argument("--accept-licence", "--accept-license", dest="accept_licence", action="store_true",
+                       help="accept the licences of the files redistributed (same as GUIDE_ACCEPT_LICENCE=1)")
 
 
 # Human-readable byte count.
@@ -818,6 +860,8 @@ def _print_status(rows: list[WeightStatus], out=None) -> None:
             console.print(f"  [bold]{row.name}[/] ({row.file})", highlight=False)
             for step in install_steps(row.name):
                 console.print(f"      {step}", highlight=False, markup=False)
+        console.print("everything the paper's bundle needs, in one command: python -m guide_core weights fetch --all "
+                      "--accept-licence", highlight=False, markup=False)
 
 
 # Entry point of `python -m guide_core weights ...`.
@@ -834,8 +878,12 @@ def main(args: argparse.Namespace) -> int:
                 return EXIT_PROBLEM
             return EXIT_OK if all(r.installed for r in rows) else EXIT_PROBLEM
         if action == "fetch":
-            path = fetch(args.name, url=args.url, hf_repo=args.hf_repo, hf_filename=args.hf_filename, force=args.force)
-            print(f"{args.name}: {path} ({_cached_verdict(args.name, path)})")   # hashed during the fetch
+            return _main_fetch(args)
+        if action == "publish":
+            from guide_core import hub
+
+            hub.publish(args.repo, model=args.model, dry_run=args.dry_run, token=args.token, private=args.private,
+                        accept_licence=args.accept_licence, extra=args.add)
             return EXIT_OK
         if action == "verify":
             results = verify(args.name, progress=True)
@@ -855,8 +903,46 @@ def main(args: argparse.Namespace) -> int:
             path = require(args.name)
             print(path)
             return EXIT_OK
-    except WeightsError as exc:  # a name or source the user must fix is a usage error; the rest are file problems
+    except WeightsError as exc:  # a name, source or licence to fix is a usage error; the rest are file problems
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, (UnknownWeightsError, NoSourceError)) else EXIT_PROBLEM
-    print(f"error: unknown action {action!r}; use status, fetch, verify or path", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, (UnknownWeightsError, NoSourceError, LicenceNotAcceptedError)) \
+            else EXIT_PROBLEM
+    except KeyboardInterrupt:
+        print("interrupted: what was downloaded is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"error: unknown action {action!r}; use status, fetch, verify, path or publish", file=sys.stderr)
     return EXIT_USAGE
+
+
+# `weights fetch NAME` (licence printed first) or `weights fetch --all` (licences of every file first, one line per
+# file after, one line in all when no host answers).
+def _main_fetch(args: argparse.Namespace) -> int:
+    from guide_core import hub
+
+    if args.all == bool(args.name):
+        print("error: give a weights NAME or --all (not both)", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.all:
+        print(f"licence of {args.name}: {hub.licence_line(args.name)}")
+        path = fetch(args.name, url=args.url, hf_repo=args.hf_repo, hf_filename=args.hf_filename, gdrive=args.gdrive,
+                     force=args.force, progress=not args.quiet, accept_licence=args.accept_licence,
+                     sources=args.sources)
+        print(f"{args.name}: {path} ({_cached_verdict(args.name, path)})")   # hashed during the fetch
+        return EXIT_OK
+    if args.url or args.gdrive or args.hf_filename:
+        print("error: --url, --gdrive and --hf-filename name one file; with --all use --hf-repo or --sources",
+              file=sys.stderr)
+        return EXIT_USAGE
+    report = hub.fetch_all(args.model, host_repo=args.hf_repo, accept_licence=args.accept_licence,
+                           kinds=args.sources, progress=not args.quiet, force=args.force)
+    if report.offline:
+        print(f"error: offline: cannot reach {', '.join(report.offline_hosts) or 'any download host'}; nothing was "
+              f"downloaded (check the network or proxy, then run the same command again)", file=sys.stderr)
+        return EXIT_PROBLEM
+    for name, why in report.optional_failed.items():
+        print(f"optional {name} not fetched: {why}", file=sys.stderr)
+    for name, why in report.failed.items():
+        print(f"error: {name} not fetched: {why}", file=sys.stderr)
+    if report.ok:
+        print(f"all files of {args.model} are installed in {weights_dir()}")
+    return EXIT_OK if report.ok else EXIT_PROBLEM

@@ -213,3 +213,67 @@ def test_default_world_end_to_end(tmp_path, capsys):
     assert values["id"] is not None and values["id_others"] is not None and values["fid_pre"] is not None
     code, text, err = run_cli(["audit", str(out), "--json", "--steps", "1", "--device", "cpu"], capsys)
     assert code == 0, err
+
+
+# A generator unlearned elsewhere (here: guide's .safetensors of a changed copy) becomes a run eval measures; the
+# delta holds exactly the changed tensors; another architecture is refused.
+def test_import_of_a_foreign_unlearned_generator(tmp_path, capsys):
+    from guide_core.eg3d.io import save_generator
+
+    base = bundle_module.load_bundle(MODEL, "cpu").G
+    G_u = __import__("copy").deepcopy(base)
+    with torch.no_grad():
+        G_u.backbone.synthesis.b4.conv1.weight.add_(0.05)
+    save_generator(G_u, tmp_path / "foreign.safetensors")
+    photo = make_photo(tmp_path / "p.png")
+    out = tmp_path / "imported"
+    code, text, err = run_cli(["import", str(tmp_path / "foreign.safetensors"), "--image", str(photo), "--out",
+                               str(out), "--model", MODEL, "--device", "cpu"], capsys)
+    assert code == 0, err
+    record = guide.read_run(out)
+    assert record["delta"]["keys"] == ["backbone.synthesis.b4.conv1.weight"]
+    assert record["extra"]["imported_from"]["changed_tensors"] == 1 and record["steps_done"] == 0
+    loaded = guide.load_run(out, bundle_module.load_bundle(MODEL, "cpu"))
+    assert guide.state_fingerprint(loaded) == guide.state_fingerprint(G_u)
+    code, text, err = run_cli(["eval", str(out), "--json", "--n-fid", "4", "--device", "cpu", "--no-save"], capsys)
+    assert code == 0, err and json.loads(text)["id"] < 1.0
+    other = bundle_module.random_bundle("small", seed=0)
+    other.G.backbone.synthesis.b4.conv1.weight = torch.nn.Parameter(torch.zeros(2, 2, 3, 3))
+    save_generator(other.G, tmp_path / "wrong.safetensors")
+    code, _, err = run_cli(["import", str(tmp_path / "wrong.safetensors"), "--image", str(photo), "--out",
+                            str(tmp_path / "x"), "--model", MODEL, "--device", "cpu"], capsys)
+    assert code == 2 and "architecture" in err and not (tmp_path / "x").exists()
+
+
+# The official GUIDE unlearn.py's last.pkl ({"G_ema": ...}, persistent-class records) imports the same way; a pickle
+# that names a global outside the allowlist is refused in one line and writes nothing.
+def test_import_of_the_official_last_pkl_and_a_hostile_one(tmp_path, capsys):
+    import copy
+    import os
+    import pickle
+
+    from tests import released_files
+
+    base = bundle_module.load_bundle(MODEL, "cpu").G
+    G_u = copy.deepcopy(base)
+    with torch.no_grad():
+        G_u.backbone.synthesis.b8.conv0.weight.mul_(1.1)
+    released_files.write_guide_unlearned(tmp_path / "last.pkl", G_u)
+    photo = make_photo(tmp_path / "p.png")
+    code, _, err = run_cli(["import", str(tmp_path / "last.pkl"), "--image", str(photo), "--out",
+                            str(tmp_path / "run"), "--model", MODEL, "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert guide.read_run(tmp_path / "run")["delta"]["keys"] == ["backbone.synthesis.b8.conv0.weight"]
+    code, out, err = run_cli(["audit", str(tmp_path / "run"), "--json", "--steps", "2", "--device", "cpu",
+                              "--no-save"], capsys)
+    assert code == 0, err and "best_id_after" in json.loads(out)
+
+    class Hostile:
+        def __reduce__(self):
+            return os.system, ("true",)
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"G_ema": Hostile()}))
+    code, _, err = run_cli(["import", str(tmp_path / "evil.pkl"), "--image", str(photo), "--out",
+                            str(tmp_path / "evil"), "--model", MODEL, "--device", "cpu"], capsys)
+    assert code == 2 and "system" in err and len(err.strip().splitlines()) == 1 and "weights_only" not in err
+    assert not (tmp_path / "evil").exists()

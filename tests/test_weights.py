@@ -1,5 +1,6 @@
 # Weights manager tests: downloads against a local HTTP server on 127.0.0.1 (Range support, corruption, cut streams),
-# status/require on temp weights dirs, safe loading (pickled code refused), w̄ sources. No traffic leaves 127.0.0.1.
+# the real huggingface_hub client against the same server answering the Hub's resolve route, status/require on temp
+# weights dirs, safe loading (pickled code refused), w̄ sources. No traffic leaves 127.0.0.1.
 from __future__ import annotations
 
 import hashlib
@@ -21,24 +22,58 @@ from guide_core.__main__ import main as cli_main
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"          # ~1 MiB, not a multiple of the chunk size
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+COMMIT = "0123456789abcdef0123456789abcdef01234567"   # the repository revision the fake Hub reports
 
 
 # A local file server: per-path bytes and behaviour, HTTP Range, and a log of what each request asked and received.
+# Every answer also carries the headers huggingface_hub reads from the Hub's `/{repo}/resolve/{revision}/{file}` route
+# (X-Repo-Commit, ETag, Content-Length; never the Xet headers), so the real client can download from it too.
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):  # keep pytest output clean
         pass
 
+    # A 404, named like the Hub names a missing file on its resolve route.
+    def _missing(self):
+        # The Hub names the kind of 404 in X-Error-Code; huggingface_hub turns it into its own error types.
+        self.send_response(404)
+        if "/resolve/" in self.path:
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    # The metadata request huggingface_hub makes before a download.
+    def do_HEAD(self):
+        server = self.server
+        server.log.append({"method": "HEAD", "path": self.path, "range": None})
+        spec = server.files.get(self.path.split("?")[0])
+        if spec is None:
+            self._missing()
+            return
+        self.send_response(200)
+        self._file_headers(spec["data"])
+        self.send_header("Content-Length", str(len(spec["data"])))
+        self.end_headers()
+
+    # The headers the Hub's resolve route sends for a regular (non-Xet) file.
+    def _file_headers(self, data):
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+
     def do_GET(self):
         server = self.server
-        spec = server.files.get(self.path)
+        spec = server.files.get(self.path.split("?")[0])
         if spec is None:
-            self.send_error(404)
+            server.log.append({"method": "GET", "path": self.path, "range": None})
+            self._missing()
             return
         data, mode = spec["data"], spec.get("mode", "good")
         asked = self.headers.get("Range")
-        server.log.append({"path": self.path, "range": asked})
+        server.log.append({"method": "GET", "path": self.path, "range": asked})
         start = 0
         if asked and mode != "ignore-range":
             start = int(re.match(r"bytes=(\d+)-", asked).group(1))
@@ -53,17 +88,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
+        self._file_headers(data)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         half = len(body) // 2
         self.wfile.write(body[:half])
         self.wfile.flush()
         if server.midstream is not None:
             server.midstream()
-        if mode == "cut":
+        if mode in ("cut", "cut-once"):
             # Promise the whole body, deliver half, hang up: what a dropped connection looks like.
             server.log[-1]["sent"] = half
+            if mode == "cut-once":
+                spec["mode"] = "good"
             self.close_connection = True
             self.connection.shutdown(2)
             return
@@ -76,7 +113,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.files, httpd.log, httpd.midstream = {}, [], None
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield httpd
@@ -91,7 +128,6 @@ def wdir(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(folder))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     entries = {
@@ -222,22 +258,71 @@ def test_source_from_environment_and_missing_source(server, wdir, monkeypatch):
         W.fetch("manual", url="file:///etc/passwd", progress=False, force=True)
 
 
-def test_hugging_face_source_goes_through_temp_dir(wdir, monkeypatch):
-    import huggingface_hub
+# The real huggingface_hub client pointed at the local server: HF_ENDPOINT is read by guide_core.hub when it
+# downloads; the client's import-time settings (offline flag, cache folder, implicit token) are set for this test.
+@pytest.fixture
+def hub(server, wdir, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
 
-    calls = []
+    monkeypatch.setenv("HF_ENDPOINT", server.base)
+    monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return server
 
-    def fake_download(repo_id, filename, local_dir, **kwargs):   # stands in for the Hub: no network in tests
-        calls.append((repo_id, filename, Path(local_dir).parent == wdir))
-        out = Path(local_dir) / filename
-        out.write_bytes(PAYLOAD)
-        return str(out)
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    path = W.fetch("known", hf_repo="someone/weights", progress=False)
-    assert calls == [("someone/weights", "known.bin", True)]
-    assert path.read_bytes() == PAYLOAD and W.verify("known")[0].verdict == "sha256"
-    assert [p.name for p in wdir.iterdir() if p.name.startswith(".hf-")] == []
+# Serve bytes at the Hub's resolve route of repo/filename on the main branch.
+def _serve_hub(server, repo, filename, data=PAYLOAD, mode="good"):
+    server.files[f"/{repo}/resolve/main/{filename}"] = {"data": data, "mode": mode}
+
+
+def test_hugging_face_download_with_the_real_client(hub, wdir):
+    _serve_hub(hub, "someone/weights", "sub/known.bin")
+    path = W.fetch("known", hf_repo="someone/weights", hf_filename="sub/known.bin", progress=False)
+    assert path == wdir / "known.bin" and path.read_bytes() == PAYLOAD and W.verify("known")[0].verdict == "sha256"
+    assert [(e["method"], e["path"]) for e in hub.log if e["path"] != "/"] == [
+        ("HEAD", "/someone/weights/resolve/main/sub/known.bin"), ("GET", "/someone/weights/resolve/main/sub/known.bin")]
+    assert [p.name for p in wdir.iterdir() if p.name.startswith((".hf-", ".incoming"))] == []
+    assert not (wdir / "known.bin.part").exists()
+
+
+def test_hugging_face_cut_stream_is_resumed_by_the_client(hub, wdir, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    # The client writes in chunks of DOWNLOAD_CHUNK_SIZE (10 MB): smaller chunks let a 1 MB test file be cut mid-way.
+    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", 64 << 10)
+    _serve_hub(hub, "someone/weights", "known.bin", mode="cut-once")
+    assert W.fetch("known", hf_repo="someone/weights", progress=False).read_bytes() == PAYLOAD
+    gets = [e for e in hub.log if e["method"] == "GET" and e["path"] != "/"]
+    assert len(gets) == 2 and gets[0]["range"] is None and gets[0]["sent"] < len(PAYLOAD)
+    resumed_at = int(re.match(r"bytes=(\d+)-$", gets[1]["range"]).group(1))
+    assert 0 < resumed_at <= gets[0]["sent"] and gets[1]["sent"] == len(PAYLOAD) - resumed_at
+
+
+def test_hugging_face_wrong_bytes_are_rejected_and_removed(hub, wdir):
+    _serve_hub(hub, "someone/weights", "known.bin", data=PAYLOAD[::-1])
+    with pytest.raises(W.HashMismatchError, match="corrupt or not the expected file"):
+        W.fetch("known", hf_repo="someone/weights", progress=False)
+    assert sorted(p.name for p in wdir.iterdir()) == []
+
+
+def test_hugging_face_missing_file_and_unreachable_hub(hub, wdir, monkeypatch):
+    with pytest.raises(W.FetchError, match="someone/weights on http://127.0.0.1:\\d+ has no file known.bin") as info:
+        W.fetch("known", hf_repo="someone/weights", progress=False)
+    assert not isinstance(info.value, W.OfflineError) and "\n" not in str(info.value)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(W.OfflineError, match="cannot reach the Hugging Face Hub at http://127.0.0.1") as info:
+        W.fetch("known", hf_repo="someone/weights", progress=False)
+    assert "\n" not in str(info.value) and list(wdir.iterdir()) == []
+
+
+# A local port with nothing listening: connecting to it fails at once, like a machine without network.
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -309,8 +394,11 @@ def test_cli_exit_codes_and_offline_listing(tmp_path, monkeypatch, capsys, serve
     assert {r["name"] for r in rows if not r["installed"]} >= {"goae", "vgg16"}
     assert cli_main(["weights", "fetch", "nope"]) == 2
     assert "known names" in capsys.readouterr().err
-    assert cli_main(["weights", "fetch", "goae"]) == 2                  # no URL known for GOAE: says how to proceed
-    assert "--url" in capsys.readouterr().err
+    monkeypatch.setenv("GUIDE_SOURCES", "url")                          # GOAE is on Google Drive only: no URL source
+    assert cli_main(["weights", "fetch", "goae"]) == 2
+    err = capsys.readouterr().err
+    assert "no download source known for 'goae'" in err and "GUIDE_SOURCES" in err
+    monkeypatch.delenv("GUIDE_SOURCES")
     assert cli_main(["weights", "path", "goae"]) == 1
     url = _serve(server, "encoder_FFHQ.pt")
     assert cli_main(["weights", "fetch", "goae", "--url", url]) == 0

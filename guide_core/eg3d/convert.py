@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from guide_core.eg3d.io import CheckpointError, build_generator, save_generator
-from guide_core.eg3d.legacy import UnsafePickleError, load_generator_checkpoint
+from guide_core.eg3d.io import CheckpointError, generator_from_checkpoint, read_generator_pickle, save_generator
+from guide_core.eg3d.legacy import UnsafePickleError
+
+# Exit codes: 1 a file that cannot be read or written, 2 a bad command line, 3 a pickle refused as unsafe.
+EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 1, 2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,20 +20,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="read and check the pickle, print what would be written")
 
 
+# A message on one line, whatever the exception text holds.
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() != ".safetensors":
         print(f"error: output must end in .safetensors, got {args.output}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
-        ckpt = load_generator_checkpoint(args.input)
-        G = build_generator(ckpt.init_kwargs, ckpt.state_dict, ckpt.neural_rendering_resolution,
-                            ckpt.rendering_kwargs, source=f"{args.input} [{ckpt.entry}]")
+        ckpt = read_generator_pickle(args.input)
+        G = generator_from_checkpoint(ckpt, args.input)
     except UnsafePickleError as exc:
-        print(f"refused: {args.input}: {exc}", file=sys.stderr)
-        return 3
-    except (OSError, CheckpointError, ValueError, EOFError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(f"refused: {args.input}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (OSError, CheckpointError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     n_params = sum(v.numel() for v in ckpt.state_dict.values())
     sr = str(ckpt.rendering_kwargs.get("superresolution_module", "?")).rsplit(".", 1)[-1]
     print(f"{args.input}: {ckpt.entry}, {len(ckpt.state_dict)} tensors, {n_params / 1e6:.2f} M values, "
@@ -41,6 +48,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"dry run: would write {args.output} ({n_params * 4 / 2**20:.1f} MiB float32) and {json_path}")
         print(json.dumps({"init_kwargs": ckpt.init_kwargs}, indent=1, sort_keys=True, default=str)[:2000])
         return 0
-    save_generator(G, args.output)
+    try:
+        save_generator(G, args.output)
+    except OSError as exc:
+        print(f"error: cannot write {args.output}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     print(f"wrote {args.output} and {json_path}")
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import pickle
 import tempfile
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from guide_core.eg3d.legacy import UnsafePickleError, load_generator_checkpoint
+from guide_core.eg3d.legacy import GeneratorCheckpoint, UnsafePickleError, load_generator_checkpoint
 from guide_core.eg3d.triplane import TriPlaneGenerator
 
 FORMAT_VERSION = 1
@@ -30,7 +29,7 @@ def build_generator(init_kwargs: dict, state_dict: dict[str, torch.Tensor], neur
                     rendering_kwargs: dict | None = None, source: str = "checkpoint") -> TriPlaneGenerator:
     try:
         G = TriPlaneGenerator(**copy.deepcopy(init_kwargs))
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{source}: cannot build TriPlaneGenerator from its init_kwargs: {exc}") from exc
     expected = G.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -84,6 +83,30 @@ def _read_safetensors_config(path: Path) -> dict:
     return config
 
 
+# Read an original EG3D network pickle (training snapshot, released checkpoint or GUIDE's unlearned {'G_ema': ...})
+# into a GeneratorCheckpoint. UnsafePickleError for a refused file; CheckpointError, one line, for any other bad file
+# (truncated, corrupt, not a pickle, not a generator): unpickling untrusted bytes can fail in any way, all are reported.
+def read_generator_pickle(path: str | os.PathLike) -> GeneratorCheckpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: generator checkpoint not found")
+    try:
+        return load_generator_checkpoint(path)
+    except UnsafePickleError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read the network pickle: {detail}") from exc
+
+
+# Build the generator a GeneratorCheckpoint describes (the source names the file and its entry in errors).
+def generator_from_checkpoint(ckpt: GeneratorCheckpoint, source: str | os.PathLike) -> TriPlaneGenerator:
+    return build_generator(ckpt.init_kwargs, ckpt.state_dict, ckpt.neural_rendering_resolution,
+                           ckpt.rendering_kwargs, source=f"{source} [{ckpt.entry}]")
+
+
 # Load a generator (eval mode) from an original EG3D .pkl or from guide's .safetensors (+ JSON config).
 def load_generator_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> TriPlaneGenerator:
     path = Path(path)
@@ -91,14 +114,7 @@ def load_generator_file(path: str | os.PathLike, device: str | torch.device = "c
         raise CheckpointError(f"{path}: generator checkpoint not found")
     suffix = path.suffix.lower()
     if suffix == ".pkl":
-        try:
-            ckpt = load_generator_checkpoint(path)
-        except UnsafePickleError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError) as exc:
-            raise CheckpointError(f"{path}: cannot read the network pickle: {exc}") from exc
-        G = build_generator(ckpt.init_kwargs, ckpt.state_dict, ckpt.neural_rendering_resolution,
-                            ckpt.rendering_kwargs, source=f"{path} [{ckpt.entry}]")
+        G = generator_from_checkpoint(read_generator_pickle(path), path)
     elif suffix == ".safetensors":
         config = _read_safetensors_config(path)
         try:

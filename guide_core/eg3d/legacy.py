@@ -2,14 +2,17 @@
 # Those files normally load by *executing* Python source stored inside them. Here every global the pickle names is
 # looked up in an allowlist of inert stand-ins: persistent-class records are kept as data (class name, source text,
 # state) and never executed, torch tensors are rebuilt through torch.load(weights_only=True), and anything else
-# (os.system, builtins.eval, ...) raises UnsafePickleError before it can be called.
+# (os.system, builtins.eval, ...) raises UnsafePickleError before it can be called. Refusals are worded here, naming
+# the global or the tensor storage, never passing on torch's advice to turn its check off.
 from __future__ import annotations
 
 import codecs
 import collections
 import io
+import logging
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,6 +30,11 @@ _CLASS_REFERENCE_MODULES = (
 _TORCH_NN_PREFIX = "torch.nn.modules."
 _NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray")
 _PERSISTENT_VERSION = 6  # torch_utils.persistence format version of the released checkpoints
+# Buffers the original training loop registers on G (and so on G_ema, its deep copy) that no forward pass reads: the
+# per-dimension std of the dataset's camera labels. Real snapshots carry them; the generator architecture does not.
+TRAINING_ONLY_BUFFERS = frozenset({"dataset_label_std"})
+
+log = logging.getLogger(__name__)
 
 
 # Raised when a pickle names a global outside the allowlist (the pickle is refused, nothing is executed).
@@ -93,13 +101,121 @@ def _persistent_record(meta: dict) -> PersistentRecord:
                             version=int(version), state=dict(state))
 
 
-# Replacement for torch.storage._load_from_bytes: the bytes are a legacy torch.save stream, read with weights_only.
-def _storage_from_bytes(data: bytes):
+# Globals a plain torch tensor file may name (storage types, tensor rebuilders, dtypes, OrderedDict): anything else
+# in a tensor payload is what made torch's weights-only reader refuse it, and is named in our refusal.
+def _is_tensor_global(module: str, name: str) -> bool:
+    if module == "torch" or module.startswith("torch."):
+        return True
+    return (module, name) in (("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
+                              ("builtins", "slice"), ("builtins", "bytearray"))
+
+
+# Raised inside the scanner below to stop at the first global a tensor file has no business naming.
+class _ForeignGlobal(Exception):
+    pass
+
+
+# Accepts every pickle operation and does nothing, so the scanner can walk a whole pickle without building anything.
+class _Inert:
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Inert()
+
+    def __setitem__(self, key, value):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+    def add(self, value):
+        pass
+
+
+# Unpickler that only reads: tensor globals become _Inert, the first other global is reported, nothing is executed.
+class _GlobalScanner(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if _is_tensor_global(module, name):
+            return _Inert
+        raise _ForeignGlobal(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        return _Inert()
+
+
+# The first global outside plain tensor data in a torch file (zip or legacy stream, as bytes or a path), or None.
+# Used to say in our own words why torch's weights-only reader refused a file; it never builds any object.
+def foreign_global(source: bytes | str | Path) -> str | None:
+    def scan(stream: BinaryIO) -> str | None:
+        for _ in range(8):  # a legacy torch.save stream is five pickles, then raw storage bytes
+            try:
+                _GlobalScanner(stream).load()
+            except _ForeignGlobal as found:
+                return str(found)
+            except Exception:  # the end of the pickles, raw bytes, or a corrupt stream: nothing more to name
+                return None
+        return None
+
+    try:
+        opened = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+        with opened as f:
+            if not zipfile.is_zipfile(f):
+                f.seek(0)
+                return scan(f)
+            with zipfile.ZipFile(f) as archive:
+                for member in archive.namelist():
+                    if member.endswith(".pkl"):
+                        with archive.open(member) as pickled:
+                            found = scan(io.BytesIO(pickled.read()))
+                        if found is not None:
+                            return found
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    return None
+
+
+# Why torch.load(weights_only=True) could not read a tensor file, in our words: the global it refused (named by
+# scanning the file, nothing built), a refusal of other content, or corruption; never torch's own advice text.
+def tensor_file_refusal(source: bytes | str | Path, error: BaseException) -> str:
+    culprit = foreign_global(source)
+    if culprit is not None:
+        return f"it names the global {culprit}, which plain tensor data never needs; it was not loaded and nothing " \
+               "in it was run"
+    if _is_weights_only_refusal(error):
+        return "it holds content that plain tensor data never contains; it was not loaded and nothing in it was run"
+    return f"the file is truncated or not a torch tensor file ({type(error).__name__})"
+
+
+# True when torch.load(weights_only=True) failed because it refused content, not because the bytes were corrupt.
+def _is_weights_only_refusal(exc: BaseException) -> bool:
+    return isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower()
+
+
+# Read one legacy tensor-storage payload (torch.storage._load_from_bytes' argument) with weights_only; a refusal
+# becomes UnsafePickleError naming the storage and the global in our words, a corrupt payload an UnpicklingError.
+def _storage_from_bytes(data: bytes, index: int = 0):
     if not isinstance(data, (bytes, bytearray)):
-        raise UnsafePickleError("storage payload is not bytes")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notice, once per tensor
-        return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+        raise UnsafePickleError(f"tensor storage #{index} is not stored as bytes ({type(data).__name__}); refused")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notice, once per tensor
+            return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if _is_weights_only_refusal(exc) or foreign_global(bytes(data)) is not None:
+            raise UnsafePickleError(f"refused tensor storage #{index} ({len(data)} bytes): "
+                                    f"{tensor_file_refusal(bytes(data), exc)}") from None
+        raise pickle.UnpicklingError(f"tensor storage #{index} ({len(data)} bytes) is corrupt "
+                                     f"({type(exc).__name__})") from None
 
 
 # copyreg._reconstructor for protocol-0/1 pickles, limited to our stand-ins.
@@ -134,15 +250,24 @@ _TORCH_REBUILDERS = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v
 _ALLOWED_BUILTINS = {"set": set, "frozenset": frozenset, "object": object, "slice": slice, "complex": complex}
 
 
-# pickle.Unpickler whose find_class answers only from the allowlist above.
+# pickle.Unpickler whose find_class answers only from the allowlist above; tensor storages are numbered in the order
+# they are read, so a refusal can say which one.
 class RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: BinaryIO):
+        super().__init__(file)
+        self.storages_read = 0
+
+    def _load_storage(self, data: bytes):
+        self.storages_read += 1
+        return _storage_from_bytes(data, self.storages_read)
+
     def find_class(self, module: str, name: str):
         if (module, name) == ("torch_utils.persistence", "_reconstruct_persistent_obj"):
             return _persistent_record
         if module == "torch._utils" and name in _TORCH_REBUILDERS and hasattr(torch._utils, name):
             return getattr(torch._utils, name)
         if (module, name) == ("torch.storage", "_load_from_bytes"):
-            return _storage_from_bytes
+            return self._load_storage
         if (module, name) in (("collections", "OrderedDict"), ("typing", "OrderedDict")):
             return collections.OrderedDict
         if (module, name) == ("dnnlib.util", "EasyDict") or (module, name) == ("dnnlib", "EasyDict"):
@@ -164,7 +289,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module in _CLASS_REFERENCE_MODULES or module.startswith(_TORCH_NN_PREFIX)) and name.isidentifier():
             return _record_class(f"{module}.{name}")
         raise UnsafePickleError(f"refused global {module}.{name}: not on the allowlist of the EG3D pickle reader "
-                                "(the file may be malicious or not an EG3D network pickle)")
+                                "(the file may be malicious or not an EG3D network pickle); nothing in it was run")
 
 
 # Unpickle an EG3D network pickle into plain data (dicts, tensors, PersistentRecord / ModuleRecord trees).
@@ -223,7 +348,8 @@ def plain(value: Any) -> Any:
     return value
 
 
-# One network of the pickle ('G', 'G_ema' or 'D') as data: class, constructor kwargs, weights, extra attributes.
+# One network of the pickle ('G', 'G_ema' or 'D') as data: class, constructor kwargs, weights, extra attributes, and
+# the record itself (for attributes of its submodules).
 @dataclass
 class NetworkRecord:
     class_name: str
@@ -231,8 +357,10 @@ class NetworkRecord:
     init_kwargs: dict
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     attributes: dict = field(default_factory=dict, repr=False)
+    record: Any = field(default=None, repr=False)
 
 
+# A top-level entry must be a persistent-class record (how the original pickles its networks).
 def _network_record(node: Any, entry: str) -> NetworkRecord:
     if not isinstance(node, PersistentRecord):
         raise pickle.UnpicklingError(f"entry {entry!r} is not a persistent network record ({_name_of(node)})")
@@ -240,10 +368,11 @@ def _network_record(node: Any, entry: str) -> NetworkRecord:
     attributes = {k: v for k, v in state.items() if not k.startswith("_") and k != "training"}
     return NetworkRecord(class_name=node.class_name, init_args=plain(list(state.get("_init_args") or ())),
                          init_kwargs=plain(dict(state.get("_init_kwargs") or {})), state_dict=record_state_dict(node),
-                         attributes=attributes)
+                         attributes=attributes, record=node)
 
 
-# Read the 'G', 'G_ema' and 'D' networks of an original training snapshot / released checkpoint.
+# Read the 'G', 'G_ema' and 'D' networks of an original training snapshot / released checkpoint, or of the file the
+# official GUIDE unlearn.py writes ({'G_ema': generator} only).
 def load_network_records(file: str | Path | BinaryIO) -> dict[str, NetworkRecord]:
     data = safe_load_pickle(file)
     if not isinstance(data, dict):
@@ -254,7 +383,8 @@ def load_network_records(file: str | Path | BinaryIO) -> dict[str, NetworkRecord
     return records
 
 
-# Everything needed to rebuild the generator: constructor kwargs, weights and the two runtime attributes.
+# Everything needed to rebuild the generator: constructor kwargs, weights, the two runtime attributes, and one line per
+# adjustment made to what the file holds (dropped training-only buffers, sr_antialias taken from the module).
 @dataclass
 class GeneratorCheckpoint:
     entry: str
@@ -262,9 +392,44 @@ class GeneratorCheckpoint:
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     neural_rendering_resolution: int
     rendering_kwargs: dict
+    notes: list[str] = field(default_factory=list)
 
 
-# G_ema (the weights the paper's results use), else G, as a GeneratorCheckpoint.
+# The training loop's extra buffers on the generator's top level are not part of the architecture: drop them, noted.
+def _drop_training_buffers(state_dict: dict[str, torch.Tensor], entry: str) -> list[str]:
+    dropped = [f"{k} {list(state_dict.pop(k).shape)}" for k in [k for k in state_dict if k in TRAINING_ONLY_BUFFERS]]
+    if not dropped:
+        return []
+    return [f"{entry}: dropped the training-only buffer{'s' if len(dropped) > 1 else ''} {', '.join(dropped)} "
+            "(registered by the training loop, read by no forward pass)"]
+
+
+# The super-resolution module renders with its own `sr_antialias` attribute; the original reads it from the pickled
+# module, so that value wins over rendering_kwargs (and fills it where older snapshots lack the key).
+def _sr_antialias_from_module(rec: NetworkRecord, init_kwargs: dict, rendering_kwargs: dict, entry: str) -> list[str]:
+    children = (_state_of(rec.record) or {}).get("_modules") or {}
+    sr_state = _state_of(children.get("superresolution")) or {}
+    value = sr_state.get("sr_antialias")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if not isinstance(value, bool):
+        return []
+    targets = {"rendering_kwargs": rendering_kwargs}
+    if isinstance(init_kwargs.get("rendering_kwargs"), dict):
+        targets["init_kwargs.rendering_kwargs"] = init_kwargs["rendering_kwargs"]
+    missing = [label for label, kwargs in targets.items() if "sr_antialias" not in kwargs]
+    differ = [f"{label} ({kwargs['sr_antialias']})" for label, kwargs in targets.items()
+              if "sr_antialias" in kwargs and bool(kwargs["sr_antialias"]) != value]
+    for kwargs in targets.values():
+        kwargs["sr_antialias"] = value
+    if not missing and not differ:
+        return []
+    problems = ([f"missing from {' and '.join(missing)}"] if missing else []) + \
+        ([f"different in {' and '.join(differ)}"] if differ else [])
+    return [f"{entry}: sr_antialias {'; '.join(problems)}: using the super-resolution module's own value {value}"]
+
+
+# G_ema (the weights the paper's results use), else G, as a GeneratorCheckpoint; each adjustment is logged as one line.
 def load_generator_checkpoint(file: str | Path | BinaryIO) -> GeneratorCheckpoint:
     records = load_network_records(file)
     entry = "G_ema" if "G_ema" in records else "G"
@@ -277,6 +442,15 @@ def load_generator_checkpoint(file: str | Path | BinaryIO) -> GeneratorCheckpoin
         raise pickle.UnpicklingError(f"{entry} was built with positional arguments {rec.init_args}; expected keywords")
     init_kwargs = rec.init_kwargs
     rendering_kwargs = plain(rec.attributes.get("rendering_kwargs", init_kwargs.get("rendering_kwargs", {})))
+    if not isinstance(rendering_kwargs, dict):
+        raise pickle.UnpicklingError(f"{entry}.rendering_kwargs is a {type(rendering_kwargs).__name__}, not a dict")
     resolution = rec.attributes.get("neural_rendering_resolution", 64)
-    return GeneratorCheckpoint(entry=entry, init_kwargs=init_kwargs, state_dict=rec.state_dict,
-                               neural_rendering_resolution=int(plain(resolution)), rendering_kwargs=rendering_kwargs)
+    state_dict = dict(rec.state_dict)
+    notes = _drop_training_buffers(state_dict, entry)
+    notes += _sr_antialias_from_module(rec, init_kwargs, rendering_kwargs, entry)
+    name = str(file) if isinstance(file, (str, Path)) else getattr(file, "name", "network pickle")
+    for note in notes:
+        log.warning("%s: %s", name, note)
+    return GeneratorCheckpoint(entry=entry, init_kwargs=init_kwargs, state_dict=state_dict,
+                               neural_rendering_resolution=int(plain(resolution)), rendering_kwargs=rendering_kwargs,
+                               notes=notes)

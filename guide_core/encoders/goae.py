@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from guide_core.eg3d.legacy import tensor_file_refusal
+
 from .swin_v2 import SwinFeatures, SwinTransformerV2, SwinV2Config
 
 # EG3D's W+ has 14 rows (7 synthesis resolutions x 2 style inputs); GOAE splits them 1 (base) + 3 + 3 + 7.
@@ -253,8 +255,9 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         return _as_state_dict(load_file(str(path)), str(path))
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # pickles that need code, truncated or foreign files
-        raise GOAEWeightsError(f"{path}: cannot be read as plain tensor data with weights_only=True ({err})") from err
+    except Exception as err:  # pickles that need code, truncated or foreign files: said in our words, not torch's
+        raise GOAEWeightsError(f"{path}: cannot be read as plain tensor data with weights_only=True "
+                               f"({tensor_file_refusal(path, err)})") from None
     return _as_state_dict(obj, str(path))
 
 

@@ -9,6 +9,8 @@ from typing import Union
 import torch
 from torch import nn
 
+from guide_core.eg3d.legacy import tensor_file_refusal
+
 from .backbone import IRBackbone
 from .preprocess import arcface_align, eg3d_crop_face_input, idloss_face_input
 
@@ -69,9 +71,10 @@ def read_state_dict(source: StateSource, what: str = "identity network") -> dict
         else:
             try:
                 state = torch.load(str(path), map_location="cpu", weights_only=True)
-            except Exception as error:  # an unpickling refusal or a corrupt file: say which file
+            except Exception as error:  # an unpickling refusal or a corrupt file: say which file, in our words
                 raise IdentityCheckpointError(f"cannot read {what} checkpoint {path} as a plain tensor file "
-                                              f"(torch.load weights_only=True): {error}") from error
+                                              f"(torch.load weights_only=True): {tensor_file_refusal(path, error)}"
+                                              ) from None
         if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
             state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -84,8 +87,22 @@ def read_state_dict(source: StateSource, what: str = "identity network") -> dict
     return state
 
 
-# Load `state` into `model` with strict matching, first listing every missing, unexpected or mis-shaped key.
+# torch's BatchNorm counts batches in `num_batches_tracked` (version 2 of its state); checkpoints saved before that
+# (the released IR-SE50 among them) lack the counters, and torch's own loading of a state dict without version
+# metadata fills each missing one with 0. Same here, for every BatchNorm of `model` that tracks running statistics.
+def fill_batchnorm_counters(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = dict(state)
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and module.track_running_stats:
+            state.setdefault(f"{name}.num_batches_tracked" if name else "num_batches_tracked",
+                             torch.tensor(0, dtype=torch.long))
+    return state
+
+
+# Load `state` into `model` with strict matching, first listing every missing, unexpected or mis-shaped key
+# (missing BatchNorm counters are filled first, as torch does).
 def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    state = fill_batchnorm_counters(model, state)
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
