@@ -740,9 +740,10 @@ def test_world_plan_sizes_steps_from_measured_step_times():
         size_plan(WorldPlan("cuda", 1), seconds=-5, generator_step_s=0.1, encoder_step_s=0.02)
 
 
-# The whole chain on a tiny world within a budget (CPU): each network is trained for exactly the planned steps, the
-# second identity stage sees the generator's renders, and the plan is saved as the run printed it.
-def test_train_world_runs_its_plan_within_the_budget(tmp_path):
+# The whole chain on a tiny world (CPU): each network is trained for exactly the planned steps (the budget's sizing is
+# the test above; wall time is never asserted), the second identity stage sees the generator's renders, and the plan
+# is saved as the run printed it.
+def test_train_world_runs_its_plan(tmp_path):
     from guide_core.world.pipeline import WorldPlan, train_world
     plan = WorldPlan("cpu", 0.6, generator_batch=2, encoder_batch=8, identity_steps=4)
     tiny = {"train": (32, 2, 5, 1), "heldout": (32, 2, 6, 1)}
@@ -753,7 +754,6 @@ def test_train_world_runs_its_plan_within_the_budget(tmp_path):
     assert load("generator")["step"] == plan.generator_steps + plan.polish_steps
     assert load("encoder")["step"] == plan.encoder_steps
     assert float(load("identity")["generator_mix"]) > 0 and load("identity")["step"] == 4
-    assert result["seconds"] < 0.6 * 60 * 1.5, result["seconds"]  # sized to the budget, not a multiple of it
 
 
 def test_train_all_dry_run_prints_the_plan(capsys):
