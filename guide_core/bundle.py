@@ -177,11 +177,10 @@ def load_bundle(name: str = "default", device: str | torch.device = "cpu") -> Mo
 # manifest entry that declares itself converted from this very generator qualifies.
 def released_generator_name(generator_name: str) -> str:
     from guide_core import weights
+    from guide_core.hub import converted_name
 
-    for name, item in weights.manifest().items():
-        if item.get("converted_from") == generator_name and weights.is_installed(name):
-            return name
-    return generator_name
+    converted = converted_name(generator_name)
+    return converted if converted is not None and weights.is_installed(converted) else generator_name
 
 
 # Every weight name a released model needs, its generator resolved as above (what "installed" means for a model).

@@ -618,10 +618,7 @@ def convert_generator(upload: Upload, progress_out: TextIO | None = None) -> Pat
         raise W.UnsafeCheckpointError(f"cannot convert {upload.convert_from}: {one_line(exc)}") from None
     save_generator(G, upload.path)
     digest = W.sha256_file(upload.path)
-    data = W._read_hashes()
-    data["recorded"][upload.name] = {"file": upload.path.name, "sha256": digest, "size": upload.path.stat().st_size,
-                                     "source": f"converted from {upload.convert_from.name}", "recorded_at": W._now()}
-    W._write_hashes(data)
+    W.record_hash(upload.name, upload.path, digest, f"converted from {upload.convert_from.name}")
     W._remember_check(upload.name, upload.path, digest)
     upload.convert_from = None
     return upload.path

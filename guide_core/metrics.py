@@ -169,12 +169,18 @@ def source_features(bundle: "ModelBundle", n: int, seed: int, progress: bool = F
     return _SOURCE_FEATURES[key]
 
 
+# Features of the unlearned generator G_u (never cached: its weights change between calls).
+def unlearned_features(bundle: "ModelBundle", G_u: torch.nn.Module, n: int, seed: int,
+                       progress: bool = False) -> np.ndarray:
+    return sample_features(bundle, G_u, n, seed, progress="FID samples of G_u" if progress else None)
+
+
 # FID_pre (GUIDE Sec. 5): G_s vs G_u on the same z and cameras.
 # features_u: G_u's features when already computed (evaluate shares them with dFID_real).
 def fid_pre(bundle: "ModelBundle", G_u: torch.nn.Module, n: int = N_FID_PAPER, seed: int = 0,
             progress: bool = False, features_u: np.ndarray | None = None) -> float:
     if features_u is None:
-        features_u = sample_features(bundle, G_u, n, seed, progress="FID samples of G_u" if progress else None)
+        features_u = unlearned_features(bundle, G_u, n, seed, progress)
     return fid_from_features(source_features(bundle, n, seed, progress), features_u)
 
 
@@ -183,7 +189,7 @@ def delta_fid_real(bundle: "ModelBundle", G_u: torch.nn.Module, real_stats: str 
                    seed: int = 0, progress: bool = False, features_u: np.ndarray | None = None) -> float:
     mu_r, sigma_r = load_real_stats(real_stats)
     if features_u is None:
-        features_u = sample_features(bundle, G_u, n, seed, progress="FID samples of G_u" if progress else None)
+        features_u = unlearned_features(bundle, G_u, n, seed, progress)
     fid_s = frechet_distance(mu_r, sigma_r, *feature_statistics(source_features(bundle, n, seed, progress)))
     fid_u = frechet_distance(mu_r, sigma_r, *feature_statistics(features_u))
     return fid_u - fid_s
@@ -223,7 +229,7 @@ def evaluate(bundle: "ModelBundle", G_u: torch.nn.Module, w_u: torch.Tensor, oth
     if bundle.feature_net is None or n_fid < 2:
         metrics.notes.append("fid: no feature network" if bundle.feature_net is None else "fid: n_fid < 2")
         return metrics
-    features_u = sample_features(bundle, G_u, n_fid, seed, progress="FID samples of G_u" if progress else None)
+    features_u = unlearned_features(bundle, G_u, n_fid, seed, progress)
     metrics.fid_pre = fid_pre(bundle, G_u, n_fid, seed, progress, features_u=features_u)
     stats = real_stats if real_stats is not None else bundle.real_stats
     if stats is not None:

@@ -383,12 +383,16 @@ def record(name: str) -> VerifyResult:
     result = verify_one(name)
     if result.verdict != "no reference":
         return result
-    item = entry(name)
-    data = _read_hashes()
-    data["recorded"][name] = {"file": item["file"], "sha256": result.sha256, "size": Path(result.path).stat().st_size,
-                              "source": "recorded by hand (weights verify --record)", "recorded_at": _now()}
-    _write_hashes(data)
+    record_hash(name, Path(result.path), result.sha256, "recorded by hand (weights verify --record)")
     return VerifyResult(name, result.path, "recorded", result.sha256)
+
+
+# Pin a file's hash in the local record (trust on first use): later fetches and `verify` compare against it.
+def record_hash(name: str, path: Path, digest: str, source: str) -> None:
+    data = _read_hashes()
+    data["recorded"][name] = {"file": path.name, "sha256": digest, "size": path.stat().st_size, "source": source,
+                              "recorded_at": _now()}
+    _write_hashes(data)
 
 
 # UTC timestamp for the hash record.
@@ -548,11 +552,7 @@ def _install_part(name: str, part: Path, target: Path, origin: str, progress: bo
                                 f"(got SHA-256 {digest}, {size} bytes; expected {expected}); it was deleted")
     os.replace(part, target)
     if verdict == "no reference":
-        # Trust on first use: later fetches and `verify` compare against this hash.
-        data = _read_hashes()
-        data["recorded"][name] = {"file": item["file"], "sha256": digest, "size": size, "source": origin,
-                                  "recorded_at": _now()}
-        _write_hashes(data)
+        record_hash(name, target, digest, origin)
     _remember_check(name, target, digest)
     return target
 
