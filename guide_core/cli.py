@@ -116,24 +116,37 @@ def _aligned_photo(bundle, path: str):
     return aligned if not hasattr(aligned, "convert") else pil_to_tensor(aligned)
 
 
-# Photo path -> (aligned crop [1,3,H,W], absolute w+ [1,num_ws,512] from the bundle's encoder, {path, sha256}).
-def _photo_code(bundle, path: str):
-    from guide_core.guide import sha256_file
+# Photo path -> (aligned crop [1,3,H,W], absolute w+ [1,num_ws,512] from the bundle's encoder, its run.json record).
+def _photo_code(bundle, path: str, name: str | None = None):
+    from guide_core.runs import photo_record
 
     image = _aligned_photo(bundle, path)
     w = bundle.invert(image)
-    return image, w, {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+    return image, w, photo_record(path, name)
 
 
 # ---- unlearn ---------------------------------------------------------------------------------------------------------
 
-# Flags of `unlearn`: photo, run directory, world, other photos, and every LTUConfig setting.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+# Flags of `unlearn`: photos (one identity each, or a folder per person), run directory, world, the run to continue
+# from, and every LTUConfig setting.
 def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True, help="photo of the identity to erase")
+    parser.add_argument("--image", nargs="+", default=[], metavar="PHOTO",
+                        help="photo(s) of the identities to erase: each photo is one person, all forgotten in one run")
+    parser.add_argument("--images-dir", default=None, metavar="DIR",
+                        help="one folder per person (DIR/PERSON/*.jpg): the first photo of each folder (by name) is "
+                             "unlearned, the others are that person's other photos (ID_others)")
     parser.add_argument("--out", required=True, help="run directory to create (delta.safetensors + run.json)")
-    parser.add_argument("--model", default="default", help="world: default, eg3d-ffhq, eg3d-ffhq-rebalanced or a path")
+    parser.add_argument("--model", default=None,
+                        help="world: default, eg3d-ffhq, eg3d-ffhq-rebalanced or a path (default: the base run's "
+                             "model, else default)")
     parser.add_argument("--others", nargs="*", default=[], metavar="PHOTO",
-                        help="other photos of the same person (for ID_others)")
+                        help="other photos of the same person, with a single --image (for ID_others)")
+    parser.add_argument("--base-run", default=None, metavar="RUN",
+                        help="continue from this run's unlearned generator (sequential unlearning); metrics still "
+                             "compare against the original model at the root of the chain")
     parser.add_argument("--dry-run", action="store_true", help="align, invert and print the plan; train nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--no-eval", dest="skip_eval", action="store_true",
@@ -142,50 +155,121 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser)
 
 
-# Align + invert the photo, UFO target, Latent Target Unlearning with a progress bar, ID numbers, atomic save.
+# The photos of a folder, sorted by name (the first one is the person's source photo).
+def _photos_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+# The identities `unlearn` was asked to forget: [(name, source photo, other photos)], checked before any model loads.
+def _identities(args: argparse.Namespace) -> list[tuple[str, Path, list[Path]]]:
+    people = [(Path(p).stem, Path(p), []) for p in args.image]
+    if args.others:
+        if len(people) != 1 or args.images_dir:
+            raise ValueError("--others belongs to a single --image; for several people give each one a folder with "
+                             "--images-dir DIR (DIR/PERSON/*.jpg: the first photo is unlearned, the rest are others)")
+        people[0][2].extend(Path(p) for p in args.others)
+    if args.images_dir:
+        root = Path(args.images_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--images-dir {root} is not a folder")
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+        if not folders:
+            loose = _photos_in(root)
+            raise ValueError(f"--images-dir {root} has no person folders" + (
+                f" ({len(loose)} photos lie directly in it): put each person's photos in a folder of their own, "
+                f"DIR/PERSON/*.jpg" if loose else ": expected DIR/PERSON/*.jpg"))
+        for folder in folders:
+            photos = _photos_in(folder)
+            if not photos:
+                raise ValueError(f"{folder} holds no photo ({', '.join(PHOTO_SUFFIXES)})")
+            people.append((folder.name, photos[0], photos[1:]))
+    if not people:
+        raise ValueError("nothing to forget: give --image PHOTO [PHOTO ...] or --images-dir DIR")
+    for _, photo, others in people:
+        for path in (photo, *others):
+            if not path.is_file():
+                raise FileNotFoundError(f"photo {path} does not exist")
+    return people
+
+
+# The parent run of `--base-run`: (its record, its G_u, what the new run records about it); the chain's root model
+# must be the loaded one (load_run checks the fingerprint and every parent still on disk).
+def _base_run(args: argparse.Namespace, bundle):
+    from guide_core.runs import base_run_record, load_run, read_run
+
+    if not args.base_run:
+        return None, None, None
+    record = read_run(args.base_run)
+    if not record.get("completed"):
+        raise ValueError(f"base run {args.base_run} did not complete ({record.get('steps_done')} of "
+                         f"{record['config']['iters']} iterations); continue only from a finished run")
+    G_parent = load_run(args.base_run, bundle)
+    return record, G_parent, base_run_record(args.base_run, record, G_parent)
+
+
+# Align + invert every photo, UFO targets, Latent Target Unlearning of all identities in one run (optionally
+# continuing from a base run) with a progress bar, ID numbers per identity, atomic save.
 def _unlearn_run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
     from guide_core import metrics
     from guide_core.bundle import load_bundle
-    from guide_core.guide import Unlearning, save_run, ufo_target
+    from guide_core.guide import Unlearning, ufo_target
+    from guide_core.runs import chain_sources, read_run, run_sources, save_run, source_record
 
     config_from_args(args)  # bad settings fail before any model is loaded
+    people = _identities(args)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite and not args.dry_run:
         raise FileExistsError(f"run directory {out} already exists and is not empty (use --overwrite)")
-    bundle = load_bundle(args.model, _device(args.device))
+    if args.base_run and out.resolve() == Path(args.base_run).resolve():
+        raise ValueError(f"--out {out} is the base run itself: write the continued run to a new folder")
+    model = args.model or (read_run(args.base_run)["model"] if args.base_run else "default")
+    bundle = load_bundle(model, _device(args.device))
     cfg = config_from_args(args, bundle.extras.get("ltu_defaults"))
-    _, w_u, source = _photo_code(bundle, args.image)
-    others = [_photo_code(bundle, p) for p in args.others]
-    w_others = torch.cat([w for _, w, _ in others]) if others else None
-    source["others"] = [info for _, _, info in others]
+    parent, G_parent, base_run = _base_run(args, bundle)
+    codes, sources = [], []
+    for name, photo, other_photos in people:
+        _, w, info = _photo_code(bundle, str(photo), name)
+        others = [(info_o, w_o) for _, w_o, info_o in (_photo_code(bundle, str(p)) for p in other_photos)]
+        codes.append(w)
+        sources.append(source_record(info["name"], info["sha256"], info["path"], others))
+    hashes = [s["sha256"] for s in sources]
+    if len(set(hashes)) != len(hashes):
+        raise ValueError("the same photo is given for two identities: each person needs a photo of their own")
+    w_u = torch.cat(codes)
     if args.dry_run:
         w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
-        plan = {"model": bundle.name, "device": str(bundle.device), "image": source, "config": cfg.to_dict(),
-                "|w_u - w_avg|": float((w_u - bundle.w_avg).flatten(1).norm(dim=1)[0]),
-                "|w_t - w_avg|": float((w_t - bundle.w_avg).flatten(1).norm(dim=1)[0]), "out": str(out)}
+        distance = lambda w: (w - bundle.w_avg).flatten(1).norm(dim=1).tolist()  # noqa: E731
+        identities = [{"name": s["name"], "photo": s["path"], "sha256": s["sha256"],
+                       "others": [o["path"] for o in s["others"]], "|w_u - w_avg|": du, "|w_t - w_avg|": dt}
+                      for s, du, dt in zip(sources, distance(w_u), distance(w_t))]
+        plan = {"model": bundle.name, "device": str(bundle.device), "identities": identities,
+                "base_run": args.base_run and str(Path(args.base_run).resolve()),
+                "forgotten_before": [s["name"] for s in chain_sources(parent)] if parent else [],
+                "config": cfg.to_dict(), "out": str(out)}
         print(json.dumps(plan, indent=1))
         return 0
-    unlearning = Unlearning(bundle, w_u, cfg=cfg, source=source)
-    if w_others is not None:
-        unlearning.extra["w_others"] = w_others.cpu().tolist()
-    with tqdm(total=cfg.iters, desc="unlearning", unit="it", file=sys.stderr) as bar:
+    unlearning = Unlearning(bundle, w_u, cfg=cfg, sources=sources, base=G_parent, base_run=base_run)
+    with tqdm(total=cfg.iters, desc=f"unlearning {len(sources)} identit{'y' if len(sources) == 1 else 'ies'}",
+              unit="it", file=sys.stderr) as bar:
         for progress in unlearning.run():
             if not progress.done:
                 bar.set_postfix({k: f"{progress.losses[k]:.4f}" for k in ("total", "local", "adjacency", "global")},
                                 refresh=False)
                 bar.update(1)
     if not args.skip_eval:
-        unlearning.metrics["id"] = float(metrics.id_similarity(bundle, bundle.G, unlearning.G_u, unlearning.w_u).mean())
-        if w_others is not None:
-            unlearning.metrics["id_others"] = float(
-                metrics.id_similarity(bundle, bundle.G, unlearning.G_u, w_others).mean())
+        chain = chain_sources({"sources": run_sources(unlearning), "base_run": base_run})
+        unlearning.metrics.update(metrics.identity_summary(metrics.identity_rows(bundle, unlearning.G_u, chain)))
     save_run(out, unlearning, overwrite=args.overwrite)
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in unlearning.metrics.items())
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in unlearning.metrics.items() if isinstance(v, float))
     summary = f"{unlearning.steps_done} iterations, {unlearning.seconds:.1f} s" + (f"; {shown}" if shown else "")
     print(f"saved {out} ({summary})")
+    rows = unlearning.metrics.get("per_identity", [])
+    for row in rows if len(rows) > 1 else []:
+        others = "" if row["id_others"] is None else f", ID_others {row['id_others']:.4f}"
+        print(f"  {row['name']}{' (earlier run)' if row['earlier'] else ''}: ID {row['id']:.4f}{others}")
     return 0
 
 
@@ -197,7 +281,7 @@ unlearn = Command(_unlearn_arguments, _unlearn_run)
 # Bundle + G_u + record of a run directory (the model recorded in the run unless --model overrides it).
 def _load_run_dir(args: argparse.Namespace):
     from guide_core.bundle import load_bundle
-    from guide_core.guide import load_run, read_run
+    from guide_core.runs import load_run, read_run
 
     record = read_run(args.run_dir)
     bundle = load_bundle(args.model or record["model"], _device(args.device))
@@ -214,32 +298,33 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "models up to 128 px, 64 for 512 px models)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the FID latents and cameras")
     parser.add_argument("--others", nargs="*", default=None, metavar="PHOTO",
-                        help="other photos of the person (default: the codes stored in the run)")
+                        help="other photos of the person, for a run of one identity (default: the codes stored in "
+                             "the run)")
     parser.add_argument("--real-stats", default=None, help=".npz {mu, sigma} or .npy real features for dFID_real")
     parser.add_argument("--no-save", action="store_true", help="do not write the metrics to run.json")
     _common(parser)
 
 
-# ID / ID_others / FID_pre / dFID_real of a run, printed as a table or one JSON object.
+# ID / ID_others (per identity, every identity of a chain included) / FID_pre / dFID_real of a run against the root
+# model, printed as a table or one JSON object.
 def _eval_run(args: argparse.Namespace) -> int:
-    import torch
-
     from guide_core import metrics
-    from guide_core.guide import run_codes, update_run
+    from guide_core.runs import chain_sources, update_run
 
     record, bundle, G_u = _load_run_dir(args)
-    w_u, _ = run_codes(record, bundle.device)
+    identities = chain_sources(record)
     if args.others is not None:
-        w_others = torch.cat([_photo_code(bundle, p)[1] for p in args.others]) if args.others else None
-    else:
-        stored = record.get("extra", {}).get("w_others")
-        w_others = torch.tensor(stored, dtype=torch.float32) if stored else None
+        if len(record["sources"]) != 1:
+            raise ValueError(f"--others names one person's photos, but run {args.run_dir} forgot "
+                             f"{len(record['sources'])} identities; their other photos are stored in the run")
+        codes = [_photo_code(bundle, p) for p in args.others]
+        identities[-1]["others"] = [{**info, "w": w[0].tolist()} for _, w, info in codes]
     n_fid = metrics.default_n_fid(bundle) if args.n_fid is None else args.n_fid
     if args.n_fid is None and n_fid != metrics.N_FID_PAPER:
         print(f"FID on {n_fid} samples per generator on {bundle.device} (the paper uses {metrics.N_FID_PAPER}: "
               f"pass --n-fid {metrics.N_FID_PAPER} to match it)", file=sys.stderr)
-    result = metrics.evaluate(bundle, G_u, w_u, w_others, n_fid=n_fid, seed=args.seed, real_stats=args.real_stats,
-                              progress=True)
+    result = metrics.evaluate(bundle, G_u, n_fid=n_fid, seed=args.seed, real_stats=args.real_stats, progress=True,
+                              identities=identities)
     values = result.to_dict()
     if not args.no_save:
         update_run(args.run_dir, metrics=values)
@@ -253,6 +338,12 @@ def _eval_run(args: argparse.Namespace) -> int:
     print(f"run {args.run_dir}  model {bundle.name}")
     for label, value in rows:
         print(f"  {label:<46} {'n/a' if value is None else f'{value:.4f}'}")
+    if len(values["per_identity"]) > 1:
+        print("  per identity (ID / ID_others against the original model):")
+        for row in values["per_identity"]:
+            others = "n/a" if row["id_others"] is None else f"{row['id_others']:.4f}"
+            print(f"    {row['name']:<30} {row['id']:.4f} / {others}"
+                  + (f"   (forgotten in earlier run {row['run'] + 1})" if row["earlier"] else ""))
     print(f"  FID features: {values['feature_note']} (n = {values['n_fid']}, seed {values['seed']})")
     for note in values["notes"]:
         print(f"  note: {note}")
@@ -267,7 +358,8 @@ evaluate = Command(_eval_arguments, _eval_run)
 # Flags of `audit`.
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `unlearn`")
-    parser.add_argument("--image", default=None, help="the source photo (default: the path recorded in run.json)")
+    parser.add_argument("--image", default=None,
+                        help="the source photo, for a run of one identity (default: the paths recorded in run.json)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--model", default=None, help="override the model recorded in run.json")
     parser.add_argument("--steps", type=int, default=200, help="attacker's optimisation steps")
@@ -277,42 +369,60 @@ def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
 
 
-# The photo an audit attacks: --image, else the recorded path when its SHA-256 still matches.
-def _audit_photo(args: argparse.Namespace, record: dict[str, Any]) -> str:
-    from guide_core.guide import sha256_file
+# A source's photo for the audit: the recorded path when its SHA-256 still matches, else None with the reason.
+def _recorded_photo(source: dict[str, Any]) -> tuple[str | None, str]:
+    from guide_core.weights import sha256_file
 
-    if args.image:
-        return args.image
-    source = record.get("source", {})
     path = source.get("path")
     if not path or not Path(path).is_file():
-        raise FileNotFoundError(f"the run's source photo {path or '(not recorded)'} is not available; pass --image")
-    recorded = source.get("sha256") or source.get("image_sha256")  # the studio records the hash as image_sha256
-    if recorded and sha256_file(path) != recorded:
-        raise ValueError(f"{path} changed since the run was made (SHA-256 differs); pass --image")
-    return path
+        return None, f"its photo {path or '(not recorded)'} is not available"
+    if source.get("sha256") and sha256_file(Path(path)) != source["sha256"]:
+        return None, f"{path} changed since the run was made (SHA-256 differs)"
+    return path, ""
 
 
-# Re-inversion attack against G_s and G_u from the encoder's code of the source photo.
+# Re-inversion attack against G_s and G_u for every identity the run (chain included) forgot whose photo is at hand;
+# the headline is the identity the attacker recovers best from G_u.
 def _audit_run(args: argparse.Namespace) -> int:
     from guide_core import metrics
-    from guide_core.guide import update_run
+    from guide_core.runs import chain_sources, update_run
 
     record, bundle, G_u = _load_run_dir(args)
-    photo = _aligned_photo(bundle, _audit_photo(args, record))
-    result = metrics.erasure_audit(bundle, G_u, photo, None, steps=args.steps, lr=args.lr, seed=args.seed,
-                                   progress=True)
-    values = result.to_dict()
+    identities = chain_sources(record)
+    if args.image:
+        if len(identities) != 1:
+            raise ValueError(f"--image names one photo, but run {args.run_dir} forgot {len(identities)} identities; "
+                             "the audit attacks each with the photo recorded for it")
+        photos = [(identities[0], args.image)]
+    else:
+        photos, missing = [], []
+        for source in identities:
+            path, why = _recorded_photo(source)
+            (photos.append((source, path)) if path else missing.append(f"{source['name']}: {why}"))
+        if not photos:
+            raise FileNotFoundError("no identity of the run can be attacked: " + "; ".join(missing)
+                                    + (" (pass --image)" if len(identities) == 1 else ""))
+        for line in missing:
+            print(f"skipped {line}", file=sys.stderr)
+    results = []
+    for source, path in photos:
+        result = metrics.erasure_audit(bundle, G_u, _aligned_photo(bundle, path), None, steps=args.steps, lr=args.lr,
+                                       seed=args.seed, progress=True)
+        results.append((source, result))
+    worst_source, worst = max(results, key=lambda item: item[1].after.best_id)
+    values = {**worst.to_dict(), "name": worst_source["name"],
+              "per_identity": [{"name": s["name"], "run": s["run"], **{k: r.to_dict()[k] for k in
+                                ("best_id_before", "best_id_after", "erased")}} for s, r in results]}
     if not args.no_save:
-        update_run(args.run_dir, metrics={"audit": {k: values[k] for k in
-                                                    ("best_id_before", "best_id_after", "erased", "steps")}})
+        update_run(args.run_dir, metrics={"audit": {k: values[k] for k in ("best_id_before", "best_id_after", "erased",
+                                                                           "steps", "name", "per_identity")}})
     if args.json:
         print(json.dumps(values))
         return 0
-    print(f"re-inversion attack on run {args.run_dir} ({args.steps} steps from the {result.start}'s code)")
-    print(f"  best identity similarity to the photo   before (G_s) {result.before.best_id:.4f}"
-          f"   after (G_u) {result.after.best_id:.4f}")
-    print(f"  erased fraction of the attacker's similarity: {result.erased:.3f}")
+    print(f"re-inversion attack on run {args.run_dir} ({args.steps} steps from the {worst.start}'s code)")
+    for source, result in results:
+        print(f"  {source['name']}: best identity similarity to the photo   before (G_s) {result.before.best_id:.4f}"
+              f"   after (G_u) {result.after.best_id:.4f}   erased fraction {result.erased:.3f}")
     return 0
 
 
@@ -359,7 +469,9 @@ def _import_run(args: argparse.Namespace) -> int:
 
     from guide_core.bundle import load_bundle
     from guide_core.eg3d.legacy import TRAINING_ONLY_BUFFERS
-    from guide_core.guide import LTUConfig, Unlearning, changed_tensors, save_run, sha256_file
+    from guide_core.guide import LTUConfig, Unlearning
+    from guide_core.runs import changed_tensors, save_run, source_record
+    from guide_core.weights import sha256_file
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -372,17 +484,16 @@ def _import_run(args: argparse.Namespace) -> int:
     if strange:
         raise ValueError(f"{args.generator} is not an unlearned copy of model {args.model!r}: its architecture differs "
                          f"({len(strange)} tensors, e.g. {', '.join(strange[:3])})")
-    _, w_u, source = _photo_code(bundle, args.image)
-    others = [_photo_code(bundle, p) for p in args.others]
-    source["others"] = [info for _, _, info in others]
-    run = Unlearning(bundle, w_u, cfg=LTUConfig(d=args.d), source=source)
+    _, w_u, info = _photo_code(bundle, args.image)
+    others = [(info_o, w_o) for _, w_o, info_o in (_photo_code(bundle, p) for p in args.others)]
+    source = source_record(info["name"], info["sha256"], info["path"], others)
+    run = Unlearning(bundle, w_u, cfg=LTUConfig(d=args.d), sources=[source])
     with torch.no_grad():
         run.G_u.load_state_dict({k: v.to(base[k].dtype) for k, v in tensors.items()})
     run.completed = True  # made elsewhere: guide ran no iteration of it (steps_done 0)
-    run.extra["imported_from"] = {"path": str(Path(args.generator).resolve()), "sha256": sha256_file(args.generator),
+    run.extra["imported_from"] = {"path": str(Path(args.generator).resolve()),
+                                  "sha256": sha256_file(Path(args.generator)),
                                   "changed_tensors": len(changed_tensors(run.G_u, bundle.G))}
-    if others:
-        run.extra["w_others"] = torch.cat([w for _, w, _ in others]).cpu().tolist()
     save_run(out, run, overwrite=args.overwrite)
     print(f"imported {args.generator} as run {out} ({run.extra['imported_from']['changed_tensors']} tensors differ "
           f"from {args.model}); next: python -m guide_core eval {out}")

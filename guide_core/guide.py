@@ -16,12 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,9 +29,6 @@ import torch
 if TYPE_CHECKING:  # the bundle module imports model code lazily; only its type is needed here
     from guide_core.bundle import ModelBundle
 
-RUN_FORMAT = "guide-run/1"
-RUN_JSON = "run.json"
-DELTA_FILE = "delta.safetensors"
 TRAINABLE_PREFIX = "backbone.synthesis."
 # Random people drawn per iteration among which LTUConfig.n_glob_near picks the ones nearest to w_u.
 NEAR_POOL = 64
@@ -57,10 +49,18 @@ class LTUConfig:
     lambda_id: float = field(default=0.1, metadata={"help": "weight of the identity (ArcFace) term",
                                                     "range": (0.0, 1.0)})
     n_adj: int = field(default=2, metadata={"help": "N_a: adjacent latents per iteration", "range": (0, 8)})
+    n_adj_sources: int = field(default=0, metadata={
+        "help": "when unlearning several identities at once: how many of them get their N_a adjacent latents in each "
+                "iteration, taking turns (0 = all of them every iteration, as the paper's single identity)",
+        "range": (0, 8)})
     n_glob: int = field(default=2, metadata={"help": "N_g: random latents for the global loss", "range": (0, 8)})
     n_glob_near: int = field(default=0, metadata={
         "help": "how many of the N_g global latents (at most all N_g) are the random people nearest to w_u (of NEAR_POOL "
                 "drawn, outside the adjacency radius) instead of uniformly random ones; 0 = the paper", "range": (0, 8)})
+    n_glob_forgotten: int = field(default=1, metadata={
+        "help": "in a run that continues from an earlier one: how many identities forgotten by the earlier runs join "
+                "the global latents each iteration, taking turns, so G_u keeps rendering them as the base run does",
+        "range": (0, 8)})
     lambda_adj: float = field(default=1.0, metadata={"help": "weight of the adjacency loss", "range": (0.0, 5.0)})
     lambda_glob: float = field(default=1.0, metadata={"help": "weight of the global preservation loss",
                                                       "range": (0.0, 5.0)})
@@ -85,6 +85,8 @@ class LTUConfig:
         checks = [("iters", self.iters >= 1, "must be >= 1"), ("lr", self.lr > 0, "must be > 0"),
                   ("n_adj", self.n_adj >= 0, "must be >= 0"), ("n_glob", self.n_glob >= 0, "must be >= 0"),
                   ("n_glob_near", self.n_glob_near >= 0, "must be >= 0"),
+                  ("n_adj_sources", self.n_adj_sources >= 0, "must be >= 0"),
+                  ("n_glob_forgotten", self.n_glob_forgotten >= 0, "must be >= 0"),
                   ("alpha_max", self.alpha_max >= 0, "must be >= 0"),
                   ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
                   ("truncation_psi", 0 <= self.truncation_psi <= 1, "must be in [0, 1]"),
@@ -139,22 +141,40 @@ def ufo_target(w_u: torch.Tensor, w_avg: torch.Tensor, d: float = 30.0) -> torch
 @dataclass
 class LTUDraws:
     yaw: float
-    z_adj: torch.Tensor  # [N, N_a, z_dim]
-    alpha: torch.Tensor  # [N, N_a]
+    z_adj: torch.Tensor  # [K, N_a, z_dim] for the K sources of adj_index
+    alpha: torch.Tensor  # [K, N_a]
     z_glob: torch.Tensor  # [N_g - N_near, z_dim]
     z_pool: torch.Tensor  # [NEAR_POOL or 0, z_dim]: candidates for the N_near global latents nearest to w_u
+    adj_index: torch.Tensor | None = None  # [K] sources that get adjacent latents this iteration; None = all N
+    w_forgotten: torch.Tensor | None = None  # [M, num_ws, w_dim] codes forgotten by earlier runs, kept as the base has them
+
+
+# K of n items taken in turns at iteration `step` (K consecutive ones in a cycle, so each gets the same share of the
+# iterations); None when K is 0 or covers them all.
+def in_turns(step: int, n: int, k: int) -> torch.Tensor | None:
+    if k == 0 or k >= n:
+        return None
+    return (torch.arange(k) + step * k) % n
+
+
+# The sources whose adjacency pairs iteration `step` computes: all of them, or (n_adj_sources = K < N) K of them in
+# turns, so a step costs K * N_a adjacency pairs instead of N * N_a.
+def adjacency_sources(step: int, n_sources: int, cfg: LTUConfig) -> torch.Tensor | None:
+    return in_turns(step, n_sources, cfg.n_adj_sources)
 
 
 # Draw one iteration's randomness from a CPU generator (device-independent streams -> the same run on CPU and GPU).
-def sample_draws(gen: torch.Generator, cfg: LTUConfig, n_sources: int, z_dim: int) -> LTUDraws:
+def sample_draws(gen: torch.Generator, cfg: LTUConfig, n_sources: int, z_dim: int, step: int = 0) -> LTUDraws:
     yaw = float((torch.rand(1, generator=gen, dtype=torch.float64) * 2 - 1).item() * cfg.yaw_range)
-    z_adj = torch.randn(n_sources, cfg.n_adj, z_dim, generator=gen)
-    alpha = torch.rand(n_sources, cfg.n_adj, generator=gen) * cfg.alpha_max
+    adj_index = adjacency_sources(step, n_sources, cfg)
+    n_adj_rows = n_sources if adj_index is None else len(adj_index)
+    z_adj = torch.randn(n_adj_rows, cfg.n_adj, z_dim, generator=gen)
+    alpha = torch.rand(n_adj_rows, cfg.n_adj, generator=gen) * cfg.alpha_max
     n_near = min(cfg.n_glob_near, cfg.n_glob)
     z_glob = torch.randn(cfg.n_glob - n_near, z_dim, generator=gen)
     # Drawn last and only when asked: runs at n_glob_near = 0 keep the random stream they always had.
     z_pool = torch.randn(NEAR_POOL, z_dim, generator=gen) if n_near else torch.zeros(0, z_dim)
-    return LTUDraws(yaw=yaw, z_adj=z_adj, alpha=alpha, z_glob=z_glob, z_pool=z_pool)
+    return LTUDraws(yaw=yaw, z_adj=z_adj, alpha=alpha, z_glob=z_glob, z_pool=z_pool, adj_index=adj_index)
 
 
 # The identity-free networks an LTU step needs; the bundle supplies them, the loss functions only see this.
@@ -183,18 +203,21 @@ def adjacent_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: torch.Tensor,
 # The global loss's latents: N_g - N_near random people, plus (n_glob_near, not in the paper) the N_near people of a
 # random pool nearest to any source in w but outside the adjacency radius alpha_max. The edit spreads to w-neighbours
 # of the source (README, "The embedded default world"): uniformly random latents rarely land near w_u, so the people
-# an unlearning damages most are the ones the paper's global loss almost never sees.
+# an unlearning damages most are the ones the paper's global loss almost never sees. Last, in a run that continues a
+# chain, the codes of identities forgotten by earlier runs (draws.w_forgotten): preserving the base's renders there
+# keeps them forgotten, where random latents alone let them drift back toward G_s.
 def global_latents(G_s: torch.nn.Module, w_u: torch.Tensor, draws: LTUDraws, nets: LossNets,
                    cfg: LTUConfig) -> torch.Tensor:
     dev = w_u.device
     w_glob = map_latents(G_s, draws.z_glob.to(dev), nets.cond_c, cfg.truncation_psi)
+    forgotten = draws.w_forgotten.to(dev) if draws.w_forgotten is not None else w_glob[:0]
     if draws.z_pool.shape[0] == 0:
-        return w_glob
+        return torch.cat([w_glob, forgotten])
     pool = map_latents(G_s, draws.z_pool.to(dev), nets.cond_c, cfg.truncation_psi)
     distance = torch.cdist(pool.flatten(1), w_u.flatten(1)).min(dim=1).values
     distance = distance.masked_fill(distance <= cfg.alpha_max, math.inf)
     nearest = distance.topk(min(cfg.n_glob_near, cfg.n_glob), largest=False).indices
-    return torch.cat([w_glob, pool[nearest]])
+    return torch.cat([w_glob, pool[nearest], forgotten])
 
 
 # Per-pair local unlearning loss (GUIDE Sec. 3.3): lambda_L2 * MSE of the tri-planes + lambda_per * LPIPS of the
@@ -247,15 +270,16 @@ def _combine(local_terms: torch.Tensor, adj_terms: torch.Tensor, glob: torch.Ten
 def ltu_losses(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.Tensor, w_t: torch.Tensor,
                planes_t: torch.Tensor, draws: LTUDraws, nets: LossNets, cfg: LTUConfig,
                c: torch.Tensor, image_t: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    n, n_adj = w_u.shape[0], draws.z_adj.shape[1]
+    n, (k, n_adj) = w_u.shape[0], draws.z_adj.shape[:2]
     dev = w_u.device
-    src_u = w_u.repeat_interleave(n_adj, dim=0)
-    src_t = w_t.repeat_interleave(n_adj, dim=0)
-    w_r_adj = map_latents(G_s, draws.z_adj.reshape(n * n_adj, draws.z_adj.shape[-1]).to(dev), nets.cond_c,
+    adj_u, adj_t = (w_u, w_t) if draws.adj_index is None else (w_u[draws.adj_index], w_t[draws.adj_index])
+    src_u = adj_u.repeat_interleave(n_adj, dim=0)
+    src_t = adj_t.repeat_interleave(n_adj, dim=0)
+    w_r_adj = map_latents(G_s, draws.z_adj.reshape(k * n_adj, draws.z_adj.shape[-1]).to(dev), nets.cond_c,
                           cfg.truncation_psi)
     w_u_adj, w_t_adj = adjacent_codes(src_u, src_t, w_r_adj, draws.alpha.reshape(-1).to(dev))
     w_glob = global_latents(G_s, w_u, draws, nets, cfg)
-    pairs = n + n * n_adj
+    pairs = n + k * n_adj
     ws_u = torch.cat([w_u, w_u_adj, w_glob])
     cams = c.expand(ws_u.shape[0], -1)
     with torch.no_grad():
@@ -272,7 +296,7 @@ def ltu_losses(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.Tensor, w_
     x_u = render(G_u, planes_u, ws_u, cams, cfg)
     terms, parts = local_loss(planes_u[:pairs], planes_s[:pairs], x_u[:pairs], x_s[:pairs], nets, cfg)
     glob = global_loss(x_u[pairs:], x_s[pairs:], nets)
-    return _combine(terms[:n], terms[n:].view(n, n_adj), glob, parts, n, cfg)
+    return _combine(terms[:n], terms[n:].view(k, n_adj), glob, parts, n, cfg)
 
 
 # The same losses formulated one image at a time, the way the official unlearn.py computes them (each code through
@@ -297,11 +321,13 @@ def ltu_losses_reference(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.
         term, parts = pair(w_u[i:i + 1], w_t[i:i + 1])
         local_terms.append(term)
         parts_list.append(parts)
-    for i in range(n):
+    adj_sources = range(n) if draws.adj_index is None else draws.adj_index.tolist()
+    for row_index, i in enumerate(adj_sources):
         row = []
         for j in range(n_adj):
-            w_r = map_latents(G_s, draws.z_adj[i, j:j + 1].to(dev), nets.cond_c, cfg.truncation_psi)
-            code_u, code_t = adjacent_codes(w_u[i:i + 1], w_t[i:i + 1], w_r, draws.alpha[i, j:j + 1].to(dev))
+            w_r = map_latents(G_s, draws.z_adj[row_index, j:j + 1].to(dev), nets.cond_c, cfg.truncation_psi)
+            code_u, code_t = adjacent_codes(w_u[i:i + 1], w_t[i:i + 1], w_r,
+                                            draws.alpha[row_index, j:j + 1].to(dev))
             row.append(pair(code_u, code_t)[0])
         adj_terms.append(torch.cat(row) if row else w_u.new_zeros(0))
     glob = w_u.new_zeros(())
@@ -345,22 +371,42 @@ def as_codes(w: torch.Tensor, num_ws: int, device: torch.device | str, name: str
     return w.to(device)
 
 
-# Latent Target Unlearning of one identity (GUIDE Sec. 3.3): holds G_s (frozen), G_u (a copy whose synthesis
-# backbone is trained), w_u, the UFO target w_t, the settings and the loss history; `.run()` yields Progress.
+# Latent Target Unlearning (GUIDE Sec. 3.3) of N identities at once: holds the frozen generator the run is held to
+# (G_s, or a previous run's G_u when unlearning one identity after another), G_u (a copy whose synthesis backbone is
+# trained), w_u [N, num_ws, 512], the UFO targets w_t, the settings and the loss history; `.run()` yields Progress.
+#   sources   one dict per identity for run.json: name, sha256, path, others ([{name, sha256, path, w}]) - the shape
+#             of guide_core.runs.source_record; the codes w_u / w_t are added from the tensors when the run is saved;
+#   base      the generator to start from and to preserve (default: the bundle's G_s);
+#   base_run  what run.json says about where `base` came from (guide_core.runs.base_run_record).
 class Unlearning:
     def __init__(self, bundle: "ModelBundle", w_u: torch.Tensor, w_t: torch.Tensor | None = None,
                  cfg: LTUConfig | None = None, cancel: threading.Event | None = None,
-                 trainable_prefix: str = TRAINABLE_PREFIX, source: dict[str, Any] | None = None):
+                 trainable_prefix: str = TRAINABLE_PREFIX, sources: list[dict[str, Any]] | None = None,
+                 base: torch.nn.Module | None = None, base_run: dict[str, Any] | None = None):
         self.bundle = bundle
         self.cfg = (cfg or LTUConfig()).validate()
         self.cancel = cancel
         self.device = bundle.device
-        self.G_s = bundle.G
+        self.G_s = bundle.G if base is None else base
         self.w_u = as_codes(w_u, bundle.num_ws, self.device, "w_u")
         self.w_t = (ufo_target(self.w_u, bundle.w_avg, self.cfg.d) if w_t is None
                     else as_codes(w_t, bundle.num_ws, self.device, "w_t"))
         if self.w_t.shape != self.w_u.shape:
             raise ValueError(f"w_t {tuple(self.w_t.shape)} does not match w_u {tuple(self.w_u.shape)}")
+        n = self.w_u.shape[0]
+        self.sources = [dict(s) for s in sources] if sources is not None else [{"name": f"identity {i + 1}"}
+                                                                               for i in range(n)]
+        if len(self.sources) != n:
+            raise ValueError(f"{len(self.sources)} source records for {n} codes w_u: give one per identity")
+        if base is not None and base_run is None:
+            raise ValueError("a run that starts from another generator needs its base_run record (where it came from)")
+        self.base_run = base_run
+        # Codes of every identity the chain behind `base` forgot (kept as `base` renders them: n_glob_forgotten).
+        from guide_core.runs import chain_links
+
+        forgotten = [s["w_u"] for link in chain_links({"base_run": base_run}) for s in link["sources"]]
+        self.w_forgotten = (torch.tensor(forgotten, dtype=torch.float32, device=self.device) if forgotten
+                            else None)
         self.trainable_prefix = trainable_prefix
         self.G_u = copy.deepcopy(self.G_s)
         names = [name for name, p in self.G_u.named_parameters() if name.startswith(trainable_prefix)]
@@ -369,14 +415,13 @@ class Unlearning:
         for name, p in self.G_u.named_parameters():
             p.requires_grad_(name.startswith(trainable_prefix))
         self.G_s.requires_grad_(False)
-        self.source = dict(source or {})
         self.history: list[dict[str, float]] = []
         self.steps_done = 0
         self.completed = False
         self.cancelled = False
         self.seconds = 0.0
         self.metrics: dict[str, Any] = {}
-        self.extra: dict[str, Any] = {}  # further JSON-able facts for run.json (e.g. the codes of other photos)
+        self.extra: dict[str, Any] = {}  # further JSON-able facts for run.json
         self._started = False
 
     # Frozen, constant work of a run: G_s's tri-planes at w_t (noise is const) -> computed once, never per iteration.
@@ -384,8 +429,9 @@ class Unlearning:
         with torch.no_grad():
             return self.G_s.get_planes(self.w_t, noise_mode=self.cfg.noise_mode)
 
-    # Frontal renders for the progress view: source G_s(w_u), target G_s(w_t), and the current G_u(w_u).
-    def previews(self, which: tuple[str, ...] = ("source", "target", "unlearned")) -> dict[str, np.ndarray]:
+    # Frontal renders of identity `index` for the progress view: source G_s(w_u), target G_s(w_t), current G_u(w_u).
+    def previews(self, which: tuple[str, ...] = ("source", "target", "unlearned"),
+                 index: int = 0) -> dict[str, np.ndarray]:
         c = self.bundle.camera(0.0, self.cfg.pitch)
         out: dict[str, np.ndarray] = {}
         with torch.no_grad():
@@ -394,7 +440,7 @@ class Unlearning:
                         "unlearned": (self.G_u, self.w_u)}[key]
                 was_training = G.training
                 G.eval()
-                image = G.synthesis(w[:1], c, noise_mode=self.cfg.noise_mode, deterministic=True)["image"][0]
+                image = G.synthesis(w[index:index + 1], c, noise_mode=self.cfg.noise_mode, deterministic=True)["image"][0]
                 G.train(was_training)
                 out[key] = to_uint8(image)
         return out
@@ -426,7 +472,10 @@ class Unlearning:
             if self.cancel is not None and self.cancel.is_set():
                 self.cancelled = True
                 break
-            draws = sample_draws(gen, cfg, self.w_u.shape[0], z_dim)
+            draws = sample_draws(gen, cfg, self.w_u.shape[0], z_dim, step)
+            if self.w_forgotten is not None and cfg.n_glob_forgotten:
+                turn = in_turns(step, len(self.w_forgotten), cfg.n_glob_forgotten)
+                draws.w_forgotten = self.w_forgotten if turn is None else self.w_forgotten[turn]
             c = self.bundle.camera(draws.yaw, cfg.pitch)
             total, losses = ltu_losses(self.G_u, self.G_s, self.w_u, self.w_t, planes_t, draws, nets, cfg, c,
                                        image_t=image_t)
@@ -461,178 +510,3 @@ class Unlearning:
 def unlearn(bundle: "ModelBundle", w_u: torch.Tensor, w_t: torch.Tensor | None = None, cfg: LTUConfig | None = None,
             cancel: threading.Event | None = None, **kwargs: Any) -> Iterator[Progress]:
     return Unlearning(bundle, w_u, w_t, cfg, cancel, **kwargs).run()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Run records: delta.safetensors (the NEW VALUES of the synthesis tensors that changed) + run.json, written into a
-# temporary sibling folder and renamed into place, so an interrupted write never leaves a complete-looking run.
-
-
-# SHA-256 of a file (the input photo is identified by its hash; the photo itself is never stored in the run).
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# Fingerprint of a generator's state: which base model a delta belongs to (keys, shapes and values).
-def state_fingerprint(G: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in sorted(G.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(tuple(value.shape)).encode())
-        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-# Versions of everything that shaped the numbers, stored in run.json.
-def versions() -> dict[str, str]:
-    import safetensors
-
-    import guide_core
-    return {"guide": guide_core.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "safetensors": safetensors.__version__, "python": sys.version.split()[0]}
-
-
-# The synthesis tensors of G_u that differ from G_s, under their state_dict names.
-def changed_tensors(G_u: torch.nn.Module, G_s: torch.nn.Module) -> dict[str, torch.Tensor]:
-    base = G_s.state_dict()
-    return {k: v.detach().cpu().contiguous() for k, v in G_u.state_dict().items()
-            if k in base and not torch.equal(v.detach().cpu(), base[k].detach().cpu())}
-
-
-# Everything run.json says about an unlearning (no tensors beyond the two codes).
-def run_record(unlearning: Unlearning, delta_keys: list[str]) -> dict[str, Any]:
-    return {"format": RUN_FORMAT, "model": unlearning.bundle.name,
-            "base_fingerprint": state_fingerprint(unlearning.G_s),
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "source": unlearning.source, "config": unlearning.cfg.to_dict(),
-            "trainable_prefix": unlearning.trainable_prefix, "steps_done": unlearning.steps_done,
-            "completed": unlearning.completed, "cancelled": unlearning.cancelled,
-            "train_seconds": round(unlearning.seconds, 3),
-            "final_losses": unlearning.history[-1] if unlearning.history else {},
-            "loss_history": unlearning.history,
-            "w_u": unlearning.w_u.detach().cpu().tolist(), "w_t": unlearning.w_t.detach().cpu().tolist(),
-            "metrics": unlearning.metrics, "extra": unlearning.extra, "versions": versions(),
-            "delta": {"file": DELTA_FILE, "kind": "new_values",
-                      "meaning": "G_u's values of the listed synthesis tensors; all others equal the base model",
-                      "keys": delta_keys}}
-
-
-# Write a folder atomically: fill a hidden temporary sibling, then rename it over `run_dir` (replacing an old run
-# only when `overwrite`). An exception or kill before the rename leaves only the hidden `.partial` folder.
-def _write_atomically(run_dir: Path, files: Callable[[Path], None], overwrite: bool) -> None:
-    run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"run directory {run_dir} already exists and is not empty (pass overwrite=True)")
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir.parent / f".{run_dir.name}.partial-{os.getpid()}-{threading.get_ident()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        files(tmp)
-        if run_dir.exists():
-            old = run_dir.parent / f".{run_dir.name}.old-{os.getpid()}"
-            os.replace(run_dir, old)
-            os.replace(tmp, run_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-# Save a run: delta.safetensors + run.json (run.json is written last inside the temporary folder).
-def save_run(run_dir: str | os.PathLike, unlearning: Unlearning, overwrite: bool = False) -> Path:
-    from safetensors.torch import save_file
-
-    delta = changed_tensors(unlearning.G_u, unlearning.G_s)
-    record = run_record(unlearning, sorted(delta))
-
-    # The run's files, written into the temporary folder; run.json last.
-    def files(folder: Path) -> None:
-        save_file(delta, str(folder / DELTA_FILE), metadata={"format": RUN_FORMAT, "kind": "new_values"})
-        record["delta"]["sha256"] = sha256_file(folder / DELTA_FILE)
-        (folder / RUN_JSON).write_text(json.dumps(record, indent=1))
-
-    _write_atomically(Path(run_dir), files, overwrite)
-    return Path(run_dir)
-
-
-# Read and check run.json; a folder without a complete record is not a run (clear error naming what is missing).
-def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / RUN_JSON
-    if not path.is_file() or not (run_dir / DELTA_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a complete guide run: it needs {RUN_JSON} and {DELTA_FILE}")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if record.get("format") != RUN_FORMAT:
-        raise ValueError(f"{path}: unknown run format {record.get('format')!r} (expected {RUN_FORMAT})")
-    return record
-
-
-# Replace run.json's metrics (and optional extra fields) atomically, e.g. after `guide eval`.
-def update_run(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    record = read_run(run_dir)
-    for key, value in fields.items():
-        record[key] = {**record.get(key, {}), **value} if isinstance(value, dict) else value
-    tmp = run_dir / f".{RUN_JSON}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, run_dir / RUN_JSON)
-    return record
-
-
-# The unlearned generator G_u of a saved run, rebuilt on `bundle`'s base model (which must be the run's base).
-def load_run(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Module:
-    from safetensors.torch import load_file
-
-    record = read_run(run_dir)
-    fingerprint = state_fingerprint(bundle.G)
-    if record["base_fingerprint"] != fingerprint:
-        if record["model"] == bundle.name:
-            raise ValueError(f"the weights of model {bundle.name!r} changed since run {run_dir} was made; a run only "
-                             "loads onto the exact base generator it was made on")
-        raise ValueError(f"run {run_dir} was made on model {record['model']!r}, whose weights differ from the loaded "
-                         f"model {bundle.name!r}; load it with --model {record['model']}")
-    delta_path = Path(run_dir) / DELTA_FILE
-    expected_sha = record["delta"].get("sha256")
-    if expected_sha and sha256_file(delta_path) != expected_sha:
-        raise ValueError(f"{delta_path} does not match the SHA-256 recorded in run.json (file changed or truncated)")
-    delta = load_file(str(delta_path))
-    G_u = copy.deepcopy(bundle.G)
-    state = G_u.state_dict()
-    for key, value in delta.items():
-        if key not in state:
-            raise ValueError(f"{delta_path}: tensor {key!r} does not exist in model {bundle.name!r}")
-        if state[key].shape != value.shape:
-            raise ValueError(f"{delta_path}: {key} has shape {tuple(value.shape)}, the model's is "
-                             f"{tuple(state[key].shape)}")
-        state[key].copy_(value.to(state[key]))
-    return G_u.eval().requires_grad_(False)
-
-
-# The codes stored in a run: (w_u, w_t) as [N, num_ws, 512] tensors on `device`.
-def run_codes(record: dict[str, Any], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor(record["w_u"], dtype=torch.float32, device=device),
-            torch.tensor(record["w_t"], dtype=torch.float32, device=device))
-
-
-# A full original-layout generator state_dict of a run's G_u for other EG3D tools: `out` (.safetensors, every tensor
-# under the original TriPlaneGenerator key names) plus the generator config in its metadata and a sibling .json
-# (guide_core.eg3d.io.save_generator, which writes both atomically).
-def export_state_dict(run_dir: str | os.PathLike, bundle: "ModelBundle", out: str | os.PathLike) -> Path:
-    from guide_core.eg3d.io import save_generator
-
-    out = Path(out)
-    if out.suffix.lower() != ".safetensors":
-        raise ValueError(f"export target {out} must end in .safetensors")
-    return save_generator(load_run(run_dir, bundle), out)

@@ -4,6 +4,7 @@
 #               identity is gone.
 #   ID_others   the same for OTHER photos of the same person, inverted with the encoder: lower = the erasure
 #               generalises beyond the one photo used for unlearning.
+#   per identity  ID / ID_others of every identity a run (or a chain of runs) forgot, each against the root G_s.
 #   FID_pre     Frechet distance between G_s and G_u samples drawn from the same z and cameras (paper: 5,000 samples).
 #   dFID_real   FID(real, G_u) - FID(real, G_s) against a real-image statistics file {mu, sigma}.
 #   audit       an attacker re-inverts the source photo into a generator by optimising w+ (start: the encoder's code,
@@ -80,6 +81,38 @@ def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Mod
     with torch.no_grad():
         cos = (bundle.id_metric_net.embed(before) * bundle.id_metric_net.embed(after)).sum(dim=1)
     return cos.view(ws.shape[0], len(yaws)).mean(dim=1).cpu()
+
+
+# ID and ID_others of every identity forgotten (run.json source records with w_u, as runs.chain_sources lists them
+# for a chain), each against the root G_s: [{name, run, earlier, id, id_others, n_others}]. `earlier` marks the
+# identities of earlier runs of a chain, which must stay forgotten.
+def identity_rows(bundle: "ModelBundle", G_u: torch.nn.Module, identities: list[dict[str, Any]],
+                  progress: bool = False) -> list[dict[str, Any]]:
+    from guide_core.runs import other_codes
+
+    codes = torch.tensor([s["w_u"] for s in identities], dtype=torch.float32, device=bundle.device)
+    ids = id_similarity(bundle, bundle.G, G_u, codes, progress="ID renders" if progress else None).tolist()
+    latest = max(s.get("run", 0) for s in identities)
+    rows = []
+    for source, value in zip(identities, ids):
+        others = other_codes(source, bundle.device)
+        id_others = None if others is None else float(id_similarity(
+            bundle, bundle.G, G_u, others, progress=f"ID_others renders of {source['name']}" if progress else None
+        ).mean())
+        rows.append({"name": source["name"], "run": source.get("run", 0), "earlier": source.get("run", 0) < latest,
+                     "id": value, "id_others": id_others, "n_others": 0 if others is None else len(others)})
+    return rows
+
+
+# The headline numbers of identity_rows: id = mean over the latest run's identities, id_others = mean over all their
+# other photos (each photo counts once, as when they are pooled), plus the rows themselves.
+def identity_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    latest = [r for r in rows if not r["earlier"]]
+    n_others = sum(r["n_others"] for r in latest)
+    return {"id": sum(r["id"] for r in latest) / len(latest),
+            "id_others": (sum(r["id_others"] * r["n_others"] for r in latest if r["n_others"]) / n_others
+                          if n_others else None),
+            "per_identity": rows}
 
 
 # Features of n generator samples: z ~ N(0, I) and yaw ~ U(-pi/12, pi/12) from a seeded generator (identical for G_s
@@ -206,6 +239,7 @@ class Metrics:
     seed: int = 0
     feature_note: str = ""
     notes: list[str] = field(default_factory=list)
+    per_identity: list[dict[str, Any]] = field(default_factory=list)
 
     # JSON-able dict (the CLI's --json output and run.json's metrics).
     def to_dict(self) -> dict[str, Any]:
@@ -213,18 +247,25 @@ class Metrics:
 
 
 # Evaluate G_u against the bundle's G_s: ID on w_u, ID_others on the other codes, FID_pre and dFID_real on n samples.
-# n_fid None: default_n_fid(bundle). progress: one tqdm bar on stderr per stage (renders, FID samples).
-def evaluate(bundle: "ModelBundle", G_u: torch.nn.Module, w_u: torch.Tensor, others: torch.Tensor | None = None,
-             n_fid: int | None = N_FID_PAPER, seed: int = 0, real_stats: str | Path | None = None,
-             progress: bool = False) -> Metrics:
+# identities: run.json source records (runs.chain_sources) instead of w_u / others: ID and ID_others per identity,
+# the headline id / id_others over the latest run's. n_fid None: default_n_fid(bundle). progress: one tqdm bar on
+# stderr per stage (renders, FID samples).
+def evaluate(bundle: "ModelBundle", G_u: torch.nn.Module, w_u: torch.Tensor | None = None,
+             others: torch.Tensor | None = None, n_fid: int | None = N_FID_PAPER, seed: int = 0,
+             real_stats: str | Path | None = None, progress: bool = False,
+             identities: list[dict[str, Any]] | None = None) -> Metrics:
     n_fid = default_n_fid(bundle) if n_fid is None else int(n_fid)
     metrics = Metrics(n_fid=n_fid, seed=seed, feature_note=bundle.feature_note)
-    metrics.id = float(id_similarity(bundle, bundle.G, G_u, w_u.to(bundle.device),
-                                     progress="ID renders" if progress else None).mean())
-    if others is not None and len(others):
-        metrics.id_others = float(id_similarity(bundle, bundle.G, G_u, others.to(bundle.device),
-                                                progress="ID_others renders" if progress else None).mean())
+    if identities is not None:
+        summary = identity_summary(identity_rows(bundle, G_u, identities, progress))
+        metrics.id, metrics.id_others, metrics.per_identity = summary["id"], summary["id_others"], summary["per_identity"]
     else:
+        metrics.id = float(id_similarity(bundle, bundle.G, G_u, w_u.to(bundle.device),
+                                         progress="ID renders" if progress else None).mean())
+        if others is not None and len(others):
+            metrics.id_others = float(id_similarity(bundle, bundle.G, G_u, others.to(bundle.device),
+                                                    progress="ID_others renders" if progress else None).mean())
+    if metrics.id_others is None:
         metrics.notes.append("id_others: no other photos of the person were given")
     if bundle.feature_net is None or n_fid < 2:
         metrics.notes.append("fid: no feature network" if bundle.feature_net is None else "fid: n_fid < 2")

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from guide_core import bundle as bundle_module
-from guide_core import guide
+from guide_core import guide, runs
 from guide_core.__main__ import main
 
 MODEL = "random-small-clitest"
@@ -57,12 +57,13 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
 
 
 def test_unlearn_writes_a_complete_run(run_dir):
-    record = guide.read_run(run_dir)
+    record = runs.read_run(run_dir)
     assert record["model"] == MODEL and record["completed"] and record["steps_done"] == 3
     assert record["config"]["iters"] == 3 and record["config"]["d"] == 30.0  # flag given / default kept
-    assert len(record["source"]["sha256"]) == 64 and len(record["source"]["others"]) == 1
+    source, = record["sources"]
+    assert len(source["sha256"]) == 64 and len(source["others"]) == 1
     assert isinstance(record["metrics"]["id"], float) and isinstance(record["metrics"]["id_others"], float)
-    assert np.asarray(record["extra"]["w_others"]).shape == (1, len(record["w_u"][0]), 512)
+    assert np.asarray([o["w"] for o in source["others"]]).shape == (1, len(source["w_u"]), 512)
 
 
 def test_eval_json_keys_and_determinism(run_dir, capsys):
@@ -83,7 +84,7 @@ def test_eval_table_and_saved_metrics(run_dir, capsys):
     code, out, err = run_cli(["eval", str(run_dir), "--n-fid", "6", "--device", "cpu"], capsys)
     assert code == 0, err
     assert "ID (lower = identity erased)" in out and "FID features: random conv features" in out
-    assert guide.read_run(run_dir)["metrics"]["n_fid"] == 6
+    assert runs.read_run(run_dir)["metrics"]["n_fid"] == 6
 
 
 def test_eval_default_sample_count_on_cpu_is_printed_with_progress(run_dir, capsys, monkeypatch):
@@ -114,7 +115,8 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
                              capsys)
     assert code == 0, err
     plan = json.loads(out)
-    assert plan["|w_t - w_avg|"] == pytest.approx(30.0, rel=1e-4) and plan["config"]["alpha_max"] == 15.0
+    assert plan["identities"][0]["|w_t - w_avg|"] == pytest.approx(30.0, rel=1e-4)
+    assert plan["config"]["alpha_max"] == 15.0
     assert not (tmp_path / "r").exists()
 
 
@@ -145,7 +147,7 @@ def test_model_defaults_fill_missing_flags(tmp_path, capsys):
         assert run_cli([*base, "--out", str(tmp_path / "b"), "--iters", "1"], capsys)[0] == 0
     finally:
         bundle_module.unregister_model("random-small-defaults")
-    a, b = guide.read_run(tmp_path / "a"), guide.read_run(tmp_path / "b")
+    a, b = runs.read_run(tmp_path / "a"), runs.read_run(tmp_path / "b")
     assert (a["steps_done"], a["config"]["alpha_max"], a["config"]["d"]) == (2, 5.0, 30.0)
     assert (b["steps_done"], b["config"]["alpha_max"]) == (1, 5.0)
 
@@ -230,11 +232,11 @@ def test_import_of_a_foreign_unlearned_generator(tmp_path, capsys):
     code, text, err = run_cli(["import", str(tmp_path / "foreign.safetensors"), "--image", str(photo), "--out",
                                str(out), "--model", MODEL, "--device", "cpu"], capsys)
     assert code == 0, err
-    record = guide.read_run(out)
+    record = runs.read_run(out)
     assert record["delta"]["keys"] == ["backbone.synthesis.b4.conv1.weight"]
     assert record["extra"]["imported_from"]["changed_tensors"] == 1 and record["steps_done"] == 0
-    loaded = guide.load_run(out, bundle_module.load_bundle(MODEL, "cpu"))
-    assert guide.state_fingerprint(loaded) == guide.state_fingerprint(G_u)
+    loaded = runs.load_run(out, bundle_module.load_bundle(MODEL, "cpu"))
+    assert runs.state_fingerprint(loaded) == runs.state_fingerprint(G_u)
     code, text, err = run_cli(["eval", str(out), "--json", "--n-fid", "4", "--device", "cpu", "--no-save"], capsys)
     assert code == 0, err and json.loads(text)["id"] < 1.0
     other = bundle_module.random_bundle("small", seed=0)
@@ -263,7 +265,7 @@ def test_import_of_the_official_last_pkl_and_a_hostile_one(tmp_path, capsys):
     code, _, err = run_cli(["import", str(tmp_path / "last.pkl"), "--image", str(photo), "--out",
                             str(tmp_path / "run"), "--model", MODEL, "--device", "cpu"], capsys)
     assert code == 0, err
-    assert guide.read_run(tmp_path / "run")["delta"]["keys"] == ["backbone.synthesis.b8.conv0.weight"]
+    assert runs.read_run(tmp_path / "run")["delta"]["keys"] == ["backbone.synthesis.b8.conv0.weight"]
     code, out, err = run_cli(["audit", str(tmp_path / "run"), "--json", "--steps", "2", "--device", "cpu",
                               "--no-save"], capsys)
     assert code == 0, err and "best_id_after" in json.loads(out)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from guide_core import guide
+from guide_core import guide, runs
 from guide_core.__main__ import main as guide_main
 from tests import released_files
 
@@ -114,12 +114,12 @@ def test_unlearn_changes_the_full_size_generator(run_dir):
     from guide_core.bundle import load_bundle
     from guide_core.metrics import render_views
 
-    record = guide.read_run(run_dir)
+    record = runs.read_run(run_dir)
     assert record["model"] == MODEL and record["completed"] and record["steps_done"] == 2
     bundle = load_bundle(MODEL, "cpu")
     assert bundle.G.img_resolution == 512 and bundle.G.neural_rendering_resolution == 128
-    G_u = guide.load_run(run_dir, bundle)
-    w_u, _ = guide.run_codes(record)
+    G_u = runs.load_run(run_dir, bundle)
+    w_u, _ = runs.run_codes(record)
     yaws = torch.zeros(1)
     before, after = render_views(bundle, bundle.G, w_u, yaws, 0.0), render_views(bundle, G_u, w_u, yaws, 0.0)
     assert before.shape == (1, 3, 512, 512)
@@ -169,8 +169,8 @@ def test_studio_flow_at_full_size(weights_folder, photo):
     assert delta.is_file() and run_json.is_file() and "audit" in report.markdown
     record = json.loads(run_json.read_text())
     assert math.isfinite(record["metrics"]["id"]) and math.isfinite(record["metrics"]["fid_pre"])
-    G_u = guide.load_run(run_json.parent, handlers.get_bundle(MODEL))
-    assert guide.state_fingerprint(G_u) == guide.state_fingerprint(session.generator_u)
+    G_u = runs.load_run(run_json.parent, handlers.get_bundle(MODEL))
+    assert runs.state_fingerprint(G_u) == runs.state_fingerprint(session.generator_u)
 
 
 # What the official GUIDE unlearn.py writes ({"G_ema": ...} as last.pkl) imports as a run on the same base model,
@@ -179,12 +179,12 @@ def test_official_unlearned_file_imports_onto_the_released_model(run_dir, photo,
     from guide_core.bundle import load_bundle
 
     bundle = load_bundle(MODEL, "cpu")
-    G_u = guide.load_run(run_dir, bundle)
+    G_u = runs.load_run(run_dir, bundle)
     released_files.write_guide_unlearned(tmp_path / "last.pkl", G_u)
     out = tmp_path / "imported"
     code, text, err = cli(["import", str(tmp_path / "last.pkl"), "--image", str(photo), "--out", str(out),
                            "--model", MODEL, "--device", "cpu"], capsys)
     assert code == 0, err
-    record = guide.read_run(out)
-    assert sorted(record["delta"]["keys"]) == sorted(guide.read_run(run_dir)["delta"]["keys"])
-    assert guide.state_fingerprint(guide.load_run(out, bundle)) == guide.state_fingerprint(G_u)
+    record = runs.read_run(out)
+    assert sorted(record["delta"]["keys"]) == sorted(runs.read_run(run_dir)["delta"]["keys"])
+    assert runs.state_fingerprint(runs.load_run(out, bundle)) == runs.state_fingerprint(G_u)

@@ -11,10 +11,10 @@ import threading
 import pytest
 import torch
 
-from guide_core import guide
+from guide_core import guide, runs
 from guide_core.bundle import available_models, load_bundle, random_bundle
-from guide_core.guide import (LossNets, LTUConfig, Unlearning, load_run, ltu_losses, ltu_losses_reference, read_run,
-                              sample_draws, save_run, ufo_target)
+from guide_core.guide import LossNets, LTUConfig, Unlearning, ltu_losses, ltu_losses_reference, sample_draws, ufo_target
+from guide_core.runs import load_run, read_run, save_run
 from tests.util import assert_close
 
 # A short run that is long enough to halve the local distance on the small world (lr raised from the paper's 1e-4 so
@@ -67,7 +67,8 @@ def effect_holds(ratio: float, drift: float) -> bool:
 
 @pytest.fixture(scope="module")
 def short_run(bundle, w_u):
-    return Unlearning(bundle, w_u, cfg=LTUConfig(**SHORT), source={"path": "synthetic", "sha256": "0" * 64}).run_all()
+    source = runs.source_record("synthetic", sha256="0" * 64)
+    return Unlearning(bundle, w_u, cfg=LTUConfig(**SHORT), sources=[source]).run_all()
 
 
 # ---- UFO ---------------------------------------------------------------------------------------------------------
@@ -149,13 +150,19 @@ def test_global_latents_add_the_nearest_people_outside_the_adjacency_radius(bund
 
 # ---- batched == reference ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n_sources", [1, 2])
+@pytest.mark.parametrize("n_sources", [1, 2, 3])
 def test_batched_losses_equal_one_at_a_time(bundle, w_u, n_sources):
     cfg = LTUConfig(deterministic_render=True)
+    step = 0
     if n_sources == 2:  # two identities at once, one adjacent and one global latent each
         # ... and (n_glob_near) one global latent picked as the pool's nearest to either source
         cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=2, n_glob_near=1)
         w_u = torch.cat([w_u, bundle.w_avg_code()[None] - 0.5 * (w_u - bundle.w_avg_code()[None])])
+    if n_sources == 3:  # three identities, two of which take their adjacency turn at this step (sources 1 and 2)
+        cfg = LTUConfig(deterministic_render=True, n_adj=2, n_glob=1, n_adj_sources=2)
+        avg = bundle.w_avg_code()[None]
+        w_u = torch.cat([w_u, avg - 0.5 * (w_u - avg), avg + 0.7 * (w_u - avg).roll(1, dims=-1)])
+        step = 5
     w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
     G_u = copy.deepcopy(bundle.G)
     with torch.no_grad():  # move G_u off G_s so every loss term (global included) is non-zero
@@ -166,7 +173,9 @@ def test_batched_losses_equal_one_at_a_time(bundle, w_u, n_sources):
     for name, p in G_u.named_parameters():
         p.requires_grad_(name.startswith(guide.TRAINABLE_PREFIX))
     nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
-    draws = sample_draws(torch.Generator().manual_seed(0), cfg, n_sources, 512)
+    draws = sample_draws(torch.Generator().manual_seed(0), cfg, n_sources, 512, step)
+    if n_sources == 3:
+        assert draws.adj_index.tolist() == [1, 2] and draws.z_adj.shape[:2] == (2, 2)
     c = bundle.camera(draws.yaw, cfg.pitch)
     with torch.no_grad():
         planes_t = bundle.G.get_planes(w_t)
@@ -280,11 +289,11 @@ def test_run_record_round_trip(bundle, short_run, tmp_path):
     run_dir = save_run(tmp_path / "run", short_run)
     record = json.loads((run_dir / "run.json").read_text())
     assert record["model"] == "random-small" and record["config"] == short_run.cfg.to_dict()
-    assert record["source"]["sha256"] == "0" * 64 and record["completed"] is True
+    assert record["sources"][0]["sha256"] == "0" * 64 and record["completed"] is True
     assert record["delta"]["kind"] == "new_values"
     assert all(k.startswith(guide.TRAINABLE_PREFIX) for k in record["delta"]["keys"])
     assert set(record["versions"]) >= {"guide", "torch", "numpy"}
-    assert_close(torch.tensor(record["w_t"]), short_run.w_t, 0.0, "w_t in run.json")
+    assert_close(torch.tensor([s["w_t"] for s in record["sources"]]), short_run.w_t, 0.0, "w_t in run.json")
     G_u = load_run(run_dir, bundle)
     cams = bundle.camera(YAWS, -0.2)
     w = short_run.w_u.expand(3, -1, -1)
@@ -307,7 +316,7 @@ def test_interrupted_write_leaves_no_complete_run(short_run, tmp_path, monkeypat
     def killed(path):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(guide, "sha256_file", killed)
+    monkeypatch.setattr(runs, "sha256_file", killed)
     with pytest.raises(KeyboardInterrupt):
         save_run(tmp_path / "run", short_run)
     assert not (tmp_path / "run").exists()
@@ -323,7 +332,7 @@ def test_export_state_dict(bundle, short_run, tmp_path):
     from safetensors.torch import load_file
 
     run_dir = save_run(tmp_path / "run", short_run)
-    out = guide.export_state_dict(run_dir, bundle, tmp_path / "G_u.safetensors")
+    out = runs.export_state_dict(run_dir, bundle, tmp_path / "G_u.safetensors")
     exported = load_file(str(out))
     state = short_run.G_u.state_dict()
     assert set(exported) == set(state)
@@ -331,7 +340,7 @@ def test_export_state_dict(bundle, short_run, tmp_path):
         assert torch.equal(exported[key], value), key
     assert json.loads(out.with_suffix(".json").read_text())["init_kwargs"]["z_dim"] == 512
     with pytest.raises(ValueError, match="must end in .safetensors"):
-        guide.export_state_dict(run_dir, bundle, tmp_path / "G_u.pkl")
+        runs.export_state_dict(run_dir, bundle, tmp_path / "G_u.pkl")
 
 
 # ---- bundles --------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from guide_core import bundle as bundle_module
-from guide_core import guide
+from guide_core import guide, runs
 from tests.test_cli import make_photo
 
 MODEL = "random-small-papertable"
@@ -50,14 +50,14 @@ def test_paper_table_runs_both_methods_and_prints_published_numbers(paper_table,
     results = json.loads(text.strip().splitlines()[-1])
     for method in ("baseline", "guide"):
         assert all(isinstance(results[method][k], float) for k in ("id", "id_others", "fid_pre"))
-        record = guide.read_run(out / method)
-        assert record["completed"] and record["steps_done"] == 2 and len(record["source"]["others"]) == 4
-    baseline = guide.read_run(out / "baseline")["config"]
+        record = runs.read_run(out / method)
+        assert record["completed"] and record["steps_done"] == 2 and len(record["sources"][0]["others"]) == 4
+    baseline = runs.read_run(out / "baseline")["config"]
     assert baseline["d"] == 0 and baseline["n_adj"] == 0 and baseline["n_glob"] == 0  # w_t = w̄, local loss only
-    w_u, w_t = (torch.tensor(guide.read_run(out / "baseline")[k]) for k in ("w_u", "w_t"))
+    w_u, w_t = runs.run_codes(runs.read_run(out / "baseline"))
     w_avg = bundle_module.load_bundle(MODEL, "cpu").w_avg
     assert torch.allclose(w_t, w_avg.expand_as(w_t), atol=1e-6)
-    assert guide.read_run(out / "guide")["config"]["d"] == 30.0
+    assert runs.read_run(out / "guide")["config"]["d"] == 30.0
 
 
 def test_paper_table_dry_run_and_missing_photos(paper_table, tmp_path, capsys):
