@@ -85,17 +85,45 @@ def _device() -> str:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Per-visitor state (lives in gr.State): nothing in here is ever shared with another session.
+
+# Another photo of a listed person (ID_others in the paper): its file name, SHA-256, code and aligned crop.
+class OtherPhoto(NamedTuple):
+    name: str
+    sha256: str
+    w: torch.Tensor
+    aligned: Any
+
+
+# One person to forget: the photo they were inverted from, its codes, and what the Source tab shows of them.
+@dataclasses.dataclass
+class Identity:
+    name: str  # the uploaded file's name without its suffix (as the CLI names identities), made unique per session
+    sha256: str
+    file_name: str
+    aligned: Any  # guide_core.faces.AlignedFace (or the world's equivalent)
+    w_u: torch.Tensor
+    plane: Any  # plots.LatentPlane of this identity: the UFO picture's axes
+    detected: np.ndarray  # display copy of the photo with the detected box
+    inversion: np.ndarray  # display render G_s(w_u)
+    others: list[OtherPhoto] = dataclasses.field(default_factory=list)
+    w_t: torch.Tensor | None = None  # UFO target at the session's d
+    forgotten_in: int | None = None  # position (from 1) in the session's chain of the finished run that forgot it
+
+
+# A finished run that a later run continues from: its Unlearning and, once a later run needed it, its saved folder.
+@dataclasses.dataclass
+class ChainRun:
+    job: Any
+    run_dir: Path | None = None
+
+
 @dataclasses.dataclass
 class StudioSession:
     model: str | None = None
-    photo_name: str | None = None
-    photo_sha256: str | None = None
-    aligned: Any = None  # guide_core.faces.AlignedFace (or the world's equivalent)
-    w_u: torch.Tensor | None = None
+    identities: list[Identity] = dataclasses.field(default_factory=list)
+    selected: str | None = None  # name of the identity the Source and UFO tabs show
     d: float | None = None
-    w_t: torch.Tensor | None = None
-    plane: Any = None  # plots.LatentPlane of this source: the UFO picture's axes
-    others: list[tuple[str, torch.Tensor, np.ndarray]] = dataclasses.field(default_factory=list)
+    chain: list[ChainRun] = dataclasses.field(default_factory=list)  # finished runs, first to latest
     generator_u: Any = None  # this visitor's unlearned copy G_u; None until a run finishes or is cancelled
     job: Any = None  # the guide.Unlearning that produced generator_u (settings, codes, loss history)
     config: Any = None  # the LTUConfig of the last run
@@ -110,10 +138,24 @@ class StudioSession:
     def __deepcopy__(self, memo) -> "StudioSession":
         return StudioSession()
 
+    # The selected identity (None while none is listed).
+    @property
+    def current(self) -> Identity | None:
+        return next((i for i in self.identities if i.name == self.selected), None)
+
+    # The listed identity of that name (None when there is none).
+    def identity(self, name: str | None) -> Identity | None:
+        return next((i for i in self.identities if i.name == name), None)
+
     def forget_run(self) -> None:
         self.generator_u, self.job, self.config, self.steps, self.losses = None, None, None, [], {}
         self.run_state = "none"
         self.run_seconds = 0.0
+
+    # A new model: identities, runs and the unlearned generator all belong to the old one.
+    def reset(self, model: str | None) -> None:
+        self.model, self.identities, self.selected, self.chain = model, [], None, []
+        self.forget_run()
 
 
 def new_session() -> StudioSession:
@@ -128,11 +170,12 @@ def end_session(session: StudioSession | None) -> None:
 
     session.cancel.set()
     session.generator_u = session.job = None
+    session.chain = []
     shutil.rmtree(session.workdir, ignore_errors=True)
 
 
 def _need_source(session: StudioSession | None) -> StudioSession:
-    if session is None or session.w_u is None:
+    if session is None or not session.identities:
         raise gr.Error("Upload a photo (or pick an example) first: there is no source identity yet.")
     return session
 
@@ -157,16 +200,6 @@ def load_photo(path: str | Path | None):
     except FaceError as error:
         # The server's upload path means nothing to the visitor: name the file as they know it.
         raise gr.Error(f"{Path(path).name}: {str(error).replace(str(path), 'the file')}") from None
-
-
-def _sha256_of(path: str | Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # Draw the detected face box on a copy of the photo (display only).
@@ -333,6 +366,8 @@ class SourceOut(NamedTuple):
     inversion: np.ndarray | None
     target: np.ndarray | None
     ufo_plot: Any
+    identity: Any  # the identity selector: its choices and the selected name
+    identities: Any  # gallery of the listed identities: inversion and state
 
 
 class UFOOut(NamedTuple):
@@ -376,70 +411,193 @@ def start_session(session: StudioSession | None, model: str) -> tuple[StudioSess
     return session, f"Model **{model}** selected. Upload a photo or click an example."
 
 
-# Model switch: codes and the unlearned generator belong to the old model, so they are dropped.
+# Model switch: identities, codes and the unlearned generators belong to the old model, so they are dropped.
 @gpu
 def select_model(model: str, session: StudioSession | None):
     session = session or new_session()
     get_bundle(model)
     previous = session.model
-    session.model = model
-    session.aligned, session.w_u, session.w_t, session.others = None, None, None, []
-    session.forget_run()
-    note = f"Model **{model}** loaded." + (" Upload the photo again for this model." if previous else "")
+    session.reset(model)
+    note = f"Model **{model}** loaded." + (" Upload the photos again for this model." if previous else "")
     empty = plots.empty_figure("Upload a photo to see UFO's latent geometry.")
-    return session, note, weights_panel(), None, None, None, None, empty
+    return session, note, weights_panel(), None, None, None, None, empty, *identity_list(session)
 
 
-# Source photo -> detected face, aligned crop, w_u and its render, w_t at the current d and its render.
+# The state of a listed identity as the page names it.
+def _state_of(identity: Identity) -> str:
+    return f"forgotten in run {identity.forgotten_in}" if identity.forgotten_in else "to forget in the next run"
+
+
+# The identity selector and the gallery of listed identities (light: no render, the inversions are kept).
+def identity_list(session: StudioSession | None) -> tuple[Any, list[tuple[np.ndarray, str]]]:
+    identities = session.identities if session is not None else []
+    selector = gr.update(choices=[i.name for i in identities], value=session.selected if session else None)
+    return selector, [(i.inversion, f"{i.name} · {_state_of(i)}") for i in identities]
+
+
+# The Source tab for the selected identity (its detection, crop, inversion) and its UFO target at d.
+def _source_view(session: StudioSession, d: float, status: str) -> SourceOut:
+    identity = session.current
+    if identity is None:
+        return SourceOut(session, status, None, None, None, None,
+                         plots.empty_figure("Upload a photo to see UFO's latent geometry."), *identity_list(session))
+    ufo = change_d(d, session)
+    return SourceOut(session, status, identity.detected, np.asarray(_crop_of(identity.aligned)), identity.inversion,
+                     ufo.target, ufo.ufo_plot, *identity_list(session))
+
+
+# A name for a new identity: the file's stem, numbered when another listed identity already has it.
+def _unique_name(session: StudioSession, stem: str) -> str:
+    taken = {i.name for i in session.identities}
+    name, k = stem or "identity", 2
+    while name in taken:
+        name, k = f"{stem} ({k})", k + 1
+    return name
+
+
+# "1 identity", "3 identities".
+def _count(n: int) -> str:
+    return f"{n} identit{'y' if n == 1 else 'ies'}"
+
+
+# Source photo -> a new identity to forget: detected face, aligned crop, w_u and its render, w_t at the current d.
 @gpu
 def upload_photo(path: str | None, model: str, d: float, session: StudioSession | None) -> SourceOut:
+    from guide_core.weights import sha256_file
+
     session = session or new_session()
     if path is None:  # the photo was cleared: keep everything else as it is
-        return SourceOut(session, "Photo cleared.", None, None, None, gr.skip(), gr.skip())
+        return SourceOut(session, "Photo cleared.", None, None, None, gr.skip(), gr.skip(), gr.skip(), gr.skip())
     start = time.perf_counter()
     photo = load_photo(path)
     bundle = get_bundle(model)
+    sha256 = sha256_file(Path(path))
+    known = next((i for i in session.identities if i.sha256 == sha256), None) if session.model == model else None
+    if known is not None:
+        session.selected = known.name
+        return _source_view(session, d, f"This photo is already listed as **{known.name}** ({_state_of(known)}).")
     aligned = _align(bundle, photo)
     w_u = _invert(bundle, aligned)
-    session.model, session.aligned, session.w_u, session.others = model, aligned, w_u, []
-    session.photo_name, session.photo_sha256 = Path(path).name, _sha256_of(path)
-    session.forget_run()
-    session.plane = plots.LatentPlane(_samples(bundle), bundle.w_avg_code().cpu(), w_u)
-    ufo = change_d(d, session)
-    inversion = _show(_render(bundle, bundle.G, w_u))[0]
+    if session.model != model:
+        session.reset(model)
+    identity = Identity(name=_unique_name(session, Path(path).stem), sha256=sha256, file_name=Path(path).name,
+                        aligned=aligned, w_u=w_u,
+                        plane=plots.LatentPlane(_samples(bundle), bundle.w_avg_code().cpu(), w_u),
+                        detected=_with_box(photo, getattr(aligned, "box", None)),
+                        inversion=_show(_render(bundle, bundle.G, w_u))[0])
+    session.identities.append(identity)
+    session.selected = identity.name
     faces = getattr(aligned, "n_faces", 1)
     megapixels = photo.width * photo.height / 1e6
-    status = (f"Inverted **{session.photo_name}** ({photo.width}×{photo.height}, {megapixels:.1f} MP) in "
-              f"{time.perf_counter() - start:.2f} s."
+    status = (f"Inverted **{identity.file_name}** ({photo.width}×{photo.height}, {megapixels:.1f} MP) in "
+              f"{time.perf_counter() - start:.2f} s as identity **{identity.name}**."
               + (" A large photo: faces were searched on a reduced copy." if megapixels > LARGE_PHOTO_MP else "")
               + (f" {faces} faces found; the largest was used." if faces > 1 else "")
-              + " Next: choose d on the UFO tab, then Run.")
-    return SourceOut(session, status, _with_box(photo, getattr(aligned, "box", None)),
-                     np.asarray(_crop_of(aligned)), inversion, ufo.target, ufo.ufo_plot)
+              + f" {_count(len(session.identities))} listed. Next: choose d on the UFO tab, then Run"
+              + " (or upload another photo to forget that person too).")
+    return _source_view(session, d, status)
 
 
-# The UFO explorer: new d -> w_t = ufo_target(w_u, w̄, d), its render and the latent picture (light: < 1 s on CPU).
+# The identity selector: the Source and UFO tabs show the chosen identity (light: kept renders + the UFO picture).
+def select_identity(name: str | None, d: float, session: StudioSession | None) -> SourceOut:
+    session = _need_source(session)
+    identity = session.identity(name)
+    if identity is None:
+        raise gr.Error(f"No identity named {name!r} is listed.")
+    session.selected = identity.name
+    return _source_view(session, d, f"Showing **{identity.name}** ({_state_of(identity)}).")
+
+
+# Remove the selected identity from the list; one already forgotten stays forgotten in the generators built on it.
+def remove_identity(name: str | None, d: float, session: StudioSession | None) -> SourceOut:
+    session = _need_source(session)
+    identity = session.identity(name)
+    if identity is None:
+        raise gr.Error(f"No identity named {name!r} is listed.")
+    index = session.identities.index(identity)
+    session.identities.remove(identity)
+    if session.selected == identity.name:
+        rest = session.identities
+        session.selected = rest[min(index, len(rest) - 1)].name if rest else None
+    note = f"Removed **{identity.name}**; {_count(len(session.identities))} listed."
+    if identity.forgotten_in:
+        note += (f" It stays forgotten in the generator of run {identity.forgotten_in} and the runs after it: check "
+                 "“start over from the original model” to unlearn without it.")
+    return _source_view(session, d, note)
+
+
+# The UFO explorer: new d -> w_t = ufo_target(w_u, w̄, d) of every identity (one d per run), the selected one's render
+# and latent picture (light: < 1 s on CPU).
 def change_d(d: float, session: StudioSession | None) -> UFOOut:
     _, guide, _ = _lib()
     session = _need_source(session)
     bundle = get_bundle(session.model)
     w_avg = bundle.w_avg_code().detach().cpu()
     try:
-        w_t = guide.ufo_target(session.w_u, w_avg, float(d))
+        for identity in session.identities:
+            identity.w_t = guide.ufo_target(identity.w_u, w_avg, float(d))
     except ValueError as error:
         raise gr.Error(str(error)) from None
-    session.d, session.w_t = float(d), w_t
+    session.d = float(d)
+    shown = session.current or session.identities[-1]
     # The line runs from the source (d = −‖w_u − w̄‖ gives back w_u) through w̄ to the far end of the slider.
-    line_d = sorted({-session.plane.source_distance, *(float(v) for v in np.linspace(*d_range(), 19))})
-    line = [guide.ufo_target(session.w_u, w_avg, value) for value in line_d]
-    figure = plots.ufo_geometry(session.plane, w_avg, session.w_u, line, line_d, w_t, float(d))
-    return UFOOut(session, _show(_render(bundle, bundle.G, w_t))[0], figure)
+    line_d = sorted({-shown.plane.source_distance, *(float(v) for v in np.linspace(*d_range(), 19))})
+    line = [guide.ufo_target(shown.w_u, w_avg, value) for value in line_d]
+    figure = plots.ufo_geometry(shown.plane, w_avg, shown.w_u, line, line_d, shown.w_t, float(d))
+    return UFOOut(session, _show(_render(bundle, bundle.G, shown.w_t))[0], figure)
 
 
-# Latent Target Unlearning, streamed: status line, loss curves, previews; stops within one iteration on Cancel.
+# run.json's record of an identity (guide_core.runs.source_record): the uploaded photo is named by its file stem and
+# SHA-256 only (its server path means nothing outside this session), its other photos with their codes.
+def _source_record(identity: Identity) -> dict[str, Any]:
+    from guide_core import runs
+
+    others = [({"name": Path(o.name).stem, "sha256": o.sha256, "path": None}, o.w) for o in identity.others]
+    return runs.source_record(identity.name, identity.sha256, None, others)
+
+
+# Who the next run forgets and from which generator. Identities added since the last finished run are forgotten on
+# top of it (sequential unlearning); with nothing new, the latest run is run again (with the new settings) from the
+# generator it started from; `start_over` forgets every listed identity in one run from the original model.
+def _plan_run(session: StudioSession, start_over: bool) -> tuple[list[Identity], str]:
+    if start_over:
+        session.chain.clear()
+        for identity in session.identities:
+            identity.forgotten_in = None
+        return list(session.identities), "from the original model (start over)"
+    pending = [i for i in session.identities if i.forgotten_in is None]
+    if not pending:
+        latest = len(session.chain)
+        pending = [i for i in session.identities if i.forgotten_in == latest]
+        if not pending:
+            raise gr.Error("Nothing new to forget: every listed identity was forgotten in an earlier run. Upload a "
+                           "photo of someone else, or check “start over from the original model”.")
+        session.chain.pop()
+        for identity in pending:
+            identity.forgotten_in = None
+    if not session.chain:
+        return pending, "from the original model"
+    return pending, f"continuing from run {len(session.chain)}'s generator"
+
+
+# The generator a continued run starts from and its base_run record: the latest finished run, saved to
+# workdir/run-<k> the first time a later run needs it (run.json of the new run points there).
+def _base_of(session: StudioSession) -> tuple[Any, dict[str, Any] | None]:
+    from guide_core import runs
+
+    if not session.chain:
+        return None, None
+    parent = session.chain[-1]
+    if parent.run_dir is None:
+        parent.run_dir = runs.save_run(session.workdir / f"run-{len(session.chain)}", parent.job, overwrite=True)
+    return parent.job.G_u, runs.base_run_record(parent.run_dir, runs.read_run(parent.run_dir), parent.job.G_u)
+
+
+# Latent Target Unlearning of every identity the plan names in one run, streamed: status line, loss curves, previews;
+# stops within one iteration on Cancel. A finished run joins the session's chain; a cancelled one does not.
 @gpu_unlearn
 def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, Any],
-                   progress: Callable | None = None) -> Iterator[RunOut]:
+                   progress: Callable | None = None, *, start_over: bool = False) -> Iterator[RunOut]:
     _, guide, _ = _lib()
     session = _need_source(session)
     bundle = get_bundle(session.model)
@@ -448,12 +606,15 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
         cfg = dataclasses.replace(config_defaults(session.model), **values).validate()
     except (TypeError, ValueError) as error:
         raise gr.Error(f"Invalid setting: {error}") from None
+    members, origin = _plan_run(session, bool(start_over))
     session.forget_run()
     session.cancel.clear()
     session.run_state, session.config = "running", cfg
+    names = ", ".join(f"**{i.name}**" for i in members)
     try:
-        job = guide.Unlearning(bundle, session.w_u, None, cfg, cancel=session.cancel,
-                               source={"image_sha256": session.photo_sha256, "image_name": session.photo_name})
+        base, base_run = _base_of(session)
+        job = guide.Unlearning(bundle, torch.stack([i.w_u for i in members]), None, cfg, cancel=session.cancel,
+                               sources=[_source_record(i) for i in members], base=base, base_run=base_run)
         previews: Any = gr.skip()
         last_yield = 0.0
         for report in job.run():
@@ -465,7 +626,7 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
             if progress is not None:
                 progress((report.step, report.total), desc="unlearning", unit="iterations")
             if report.previews:
-                previews = _preview_gallery(report.previews, f"G_u(w_u) at iteration {report.step}")
+                previews = _preview_gallery(report.previews, members[0].name, f"at iteration {report.step}")
             now = time.perf_counter()
             if report.previews or now - last_yield > 0.5:  # stream about twice a second, and at every preview
                 last_yield = now
@@ -479,17 +640,25 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
         raise
     session.generator_u, session.job, session.run_seconds = job.G_u, job, job.seconds
     session.run_state = "cancelled" if job.cancelled else "finished"
+    if job.completed:
+        session.chain.append(ChainRun(job))
+        for identity in members:
+            identity.forgotten_in = len(session.chain)
     verb = "Cancelled after" if job.cancelled else "Finished"
+    where = (f"run {len(session.chain)}, {origin}" if job.completed else
+             f"{origin}; a cancelled run is not continued from")
     status = (f"{verb} {job.steps_done}/{cfg.iters} iterations in {job.seconds:.1f} s "
-              f"({job.seconds / max(job.steps_done, 1):.2f} s per iteration). The unlearned generator lives in this "
-              f"session only: compare views on the Multi-view tab.")
-    yield RunOut(session, status, plots.loss_curves(session.losses, session.steps),
-                 _preview_gallery(job.previews(), f"G_u(w_u) after {job.steps_done} iterations"))
+              f"({job.seconds / max(job.steps_done, 1):.2f} s per iteration): {names} ({where}). The unlearned "
+              f"generator lives in this session only: compare views on the Multi-view tab.")
+    gallery = [item for i, member in enumerate(members)
+               for item in _preview_gallery(job.previews(index=i), member.name, f"after {job.steps_done} iterations")]
+    yield RunOut(session, status, plots.loss_curves(session.losses, session.steps), gallery)
 
 
-def _preview_gallery(previews: dict[str, np.ndarray], unlearned_caption: str) -> list[tuple[np.ndarray, str]]:
-    return [(previews["source"], "source: G_s(w_u)"), (previews["target"], "target: G_s(w_t)"),
-            (previews["unlearned"], unlearned_caption)]
+# One identity's previews as gallery items captioned with its name.
+def _preview_gallery(previews: dict[str, np.ndarray], name: str, when: str) -> list[tuple[np.ndarray, str]]:
+    return [(previews["source"], f"{name} · source: G_s(w_u)"), (previews["target"], f"{name} · target: G_s(w_t)"),
+            (previews["unlearned"], f"{name} · G_u(w_u) {when}")]
 
 
 # Slider values arrive as floats; integer fields of LTUConfig get ints back.
@@ -510,17 +679,20 @@ def cancel_run(session: StudioSession | None) -> str:
     return "Cancelling: the run stops before its next iteration…"
 
 
-# Other photos of the same person: inverted once, shown before/after at the current view (ID_others in the paper).
+# Other photos of the selected person: inverted once, shown before/after at the current view (ID_others in the paper).
 @gpu
 def add_others(paths: list[str] | None, session: StudioSession | None):
+    from guide_core.weights import sha256_file
+
     session = _need_source(session)
+    identity = session.current or session.identities[-1]
     bundle = get_bundle(session.model)
     added, problems = [], []
     for path in paths or []:
         name = Path(path).name
         try:
             aligned = _align(bundle, load_photo(path))
-            session.others.append((name, _invert(bundle, aligned), aligned))
+            identity.others.append(OtherPhoto(name, sha256_file(Path(path)), _invert(bundle, aligned), aligned))
             added.append(name)
         except gr.Error as error:
             problems.append(f"{name}: {error.message}")
@@ -528,49 +700,67 @@ def add_others(paths: list[str] | None, session: StudioSession | None):
         raise gr.Error("None of the other photos could be used: " + "; ".join(problems))
     if problems:
         gr.Warning("Some photos were skipped: " + "; ".join(problems))
-    status = f"{len(session.others)} other photo(s) of the person." + (" Skipped: " + "; ".join(problems)
-                                                                      if problems else "")
+    status = (f"{len(identity.others)} other photo(s) of **{identity.name}**."
+              + (" Skipped: " + "; ".join(problems) if problems else ""))
     return session, status, render_view(0.0, 0.0, session).others
 
 
-# One camera: before (G_s) and after (G_u) at w_u and at each other photo's code. Light: one render batch each.
+# One camera: before (G_s) and after (G_u) of the selected identity, and in the gallery of every other listed identity
+# and every other photo, each labelled by name. Light: one render batch per generator.
 def render_view(yaw_deg: float, pitch_deg: float, session: StudioSession | None) -> ViewOut:
-    if session is None or session.w_u is None:
+    if session is None or not session.identities:
         return ViewOut(None, None, [])
     bundle = get_bundle(session.model)
-    codes = torch.stack([session.w_u] + [w for _, w, _ in session.others])
+    first = session.current or session.identities[-1]
+    people = [first] + [i for i in session.identities if i is not first]
+    labels = [f"{i.name}" for i in people[1:]] + [f"{i.name} · {o.name}" for i in people for o in i.others]
+    codes = torch.stack([i.w_u for i in people] + [o.w for i in people for o in i.others])
     before = _show(_render(bundle, bundle.G, codes, yaw_deg, pitch_deg))
     after = (_show(_render(bundle, session.generator_u, codes, yaw_deg, pitch_deg))
              if session.generator_u is not None else None)
     gallery = []
-    for i, (name, _, _) in enumerate(session.others, start=1):
-        gallery.append((before[i], f"{name}: before"))
+    for k, label in enumerate(labels, start=1):
+        gallery.append((before[k], f"{label}: before"))
         if after is not None:
-            gallery.append((after[i], f"{name}: after"))
+            gallery.append((after[k], f"{label}: after"))
     return ViewOut(before[0], after[0] if after is not None else None, gallery)
 
 
-# Orbit strip before/after and identity similarity of each view to the aligned photo (the ID metric's idea, per view).
+# Orbit strips before/after (one row per listed identity, in list order) and the identity similarity of each view to
+# that identity's aligned photo (the ID metric's idea, per view), and of each other photo's views after unlearning.
 @gpu
 def orbit(session: StudioSession | None) -> OrbitOut:
     session = _need_unlearned(session)
     bundle = get_bundle(session.model)
-    before = torch.cat([_render(bundle, bundle.G, session.w_u, yaw) for yaw in ORBIT_YAWS_DEG])
-    after = torch.cat([_render(bundle, session.generator_u, session.w_u, yaw) for yaw in ORBIT_YAWS_DEG])
-    reference = _embed(bundle, _photo_tensor(bundle, session.aligned))
-    series = {"before: G_s(w_u) vs photo": (_embed(bundle, before) @ reference.T).squeeze(1).tolist(),
-              "after: G_u(w_u) vs photo": (_embed(bundle, after) @ reference.T).squeeze(1).tolist()}
-    for name, w_other, aligned in session.others:
-        ref = _embed(bundle, _photo_tensor(bundle, aligned))
-        views = torch.cat([_render(bundle, session.generator_u, w_other, yaw) for yaw in ORBIT_YAWS_DEG])
-        series[f"after: {name} vs its photo"] = (_embed(bundle, views) @ ref.T).squeeze(1).tolist()
-    return OrbitOut(np.concatenate(_show(before), axis=1), np.concatenate(_show(after), axis=1),
-                    plots.identity_per_view(ORBIT_YAWS_DEG, series))
+    people = session.identities
+    codes = torch.stack([i.w_u for i in people])
+    # [N, yaws, 3, H, W]: every identity at every yaw, one render batch per yaw and generator.
+    before = torch.stack([_render(bundle, bundle.G, codes, yaw) for yaw in ORBIT_YAWS_DEG], dim=1)
+    after = torch.stack([_render(bundle, session.generator_u, codes, yaw) for yaw in ORBIT_YAWS_DEG], dim=1)
+    references = _embed(bundle, torch.cat([_photo_tensor(bundle, i.aligned) for i in people]))
+    n_yaws = len(ORBIT_YAWS_DEG)
+    sim_before = (_embed(bundle, before.flatten(0, 1)).view(len(people), n_yaws, -1) * references[:, None]).sum(-1)
+    sim_after = (_embed(bundle, after.flatten(0, 1)).view(len(people), n_yaws, -1) * references[:, None]).sum(-1)
+    series = {}
+    for k, identity in enumerate(people):
+        series[f"before: G_s(w_u) of {identity.name} vs photo"] = sim_before[k].tolist()
+        series[f"after: G_u(w_u) of {identity.name} vs photo"] = sim_after[k].tolist()
+        for other in identity.others:
+            ref = _embed(bundle, _photo_tensor(bundle, other.aligned))
+            views = torch.cat([_render(bundle, session.generator_u, other.w, yaw) for yaw in ORBIT_YAWS_DEG])
+            similarity = (_embed(bundle, views) @ ref.T).squeeze(1)
+            series[f"after: {identity.name} · {other.name} vs its photo"] = similarity.tolist()
+
+    # [N, yaws, 3, H, W] -> one image: a row of views per identity.
+    def strips(images: torch.Tensor) -> np.ndarray:
+        return np.concatenate([np.concatenate(_show(row), axis=1) for row in images], axis=0)
+
+    return OrbitOut(strips(before), strips(after), plots.identity_per_view(ORBIT_YAWS_DEG, series))
 
 
-# Identity clusters: identity embeddings of the source (and its other photos) and CLUSTER_OTHERS random people,
-# several views each, rendered by G_s and by G_u, projected together by t-SNE. Erasure = the source's "after"
-# points leave its "before" cluster while the other people's clusters stay put.
+# Identity clusters: identity embeddings of every listed identity (and their other photos) and CLUSTER_OTHERS random
+# people, several views each, rendered by G_s and by G_u, projected together by t-SNE. Erasure = each listed
+# identity's "after" points leave its "before" cluster while the other people's clusters stay put.
 @gpu
 def identity_clusters(session: StudioSession | None):
     session = _need_unlearned(session)
@@ -578,8 +768,10 @@ def identity_clusters(session: StudioSession | None):
     z = torch.randn(CLUSTER_OTHERS, bundle.z_dim, generator=torch.Generator().manual_seed(1234))
     with torch.no_grad():
         people = bundle.G.mapping(z.to(bundle.device), bundle.cond_c.expand(len(z), -1)).cpu()
-    codes = torch.cat([torch.stack([session.w_u] + [w for _, w, _ in session.others]), people])
-    names = ["source"] * (1 + len(session.others)) + [f"person {i + 1}" for i in range(CLUSTER_OTHERS)]
+    listed = [w for i in session.identities for w in [i.w_u, *(o.w for o in i.others)]]
+    codes = torch.cat([torch.stack(listed), people])
+    names = ([i.name for i in session.identities for _ in range(1 + len(i.others))]
+             + [f"random person {k + 1}" for k in range(CLUSTER_OTHERS)])
     images, labels, generators = [], [], []
     for generator_name, G in (("before", bundle.G), ("after", session.generator_u)):
         for yaw in CLUSTER_YAWS_DEG:
@@ -589,36 +781,71 @@ def identity_clusters(session: StudioSession | None):
     return plots.identity_clusters(_embed(bundle, torch.cat(images)), labels, generators)
 
 
-# Report: ID, ID_others, the preservation metric (with what its features are), the erasure audit; the run files.
+# A metric as the report's tables show it.
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# Report: ID and ID_others of every identity the chain of runs forgot (each against the original model), the
+# preservation metric (with what its features are), the erasure audit of every identity whose photo the session
+# holds; the latest run's files.
 @gpu
 def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPORT_FID_SAMPLES) -> ReportOut:
-    _, guide, metrics = _lib()
+    from guide_core import runs
+
+    _, _, metrics = _lib()
     session = _need_unlearned(session)
     bundle = get_bundle(session.model)
     job = session.job
-    others = torch.stack([w for _, w, _ in session.others]) if session.others else None
-    result = metrics.evaluate(bundle, session.generator_u, _codes(session.w_u), others, n_fid=n_fid)
+    held = {i.sha256: i for i in session.identities}
+    # Other photos added after the run still count: the records take the session's current ones.
+    job.sources = [_source_record(held[s["sha256"]]) if s.get("sha256") in held else s for s in job.sources]
+    identities = runs.chain_sources({"sources": runs.run_sources(job), "base_run": job.base_run})
+    for source in identities:
+        if source.get("sha256") in held:
+            source["others"] = _source_record(held[source["sha256"]])["others"]
+    result = metrics.evaluate(bundle, session.generator_u, n_fid=n_fid, identities=identities)
     values = result.to_dict()
-    audit = None
+    audits = []
     if int(audit_steps) > 0:
-        audit = metrics.erasure_audit(bundle, session.generator_u, _photo_tensor(bundle, session.aligned),
-                                      _codes(session.w_u), steps=int(audit_steps))
-        values["audit"] = audit.to_dict()
+        for source in identities:
+            person = held.get(source.get("sha256"))
+            if person is not None:
+                audits.append((source, metrics.erasure_audit(bundle, session.generator_u,
+                                                             _photo_tensor(bundle, person.aligned),
+                                                             _codes(person.w_u), steps=int(audit_steps))))
+    if audits:
+        worst_source, worst = max(audits, key=lambda item: item[1].after.best_id)
+        values["audit"] = {**worst.to_dict(), "name": worst_source["name"],
+                           "per_identity": [{"name": s["name"], "run": s["run"],
+                                             **{k: a.to_dict()[k] for k in ("best_id_before", "best_id_after",
+                                                                            "erased")}} for s, a in audits]}
     job.metrics = values
     run_dir = session.workdir / "run"
-    guide.save_run(run_dir, job, overwrite=True)
-    rows = [("ID (lower = identity gone; G_s vs G_u renders of w_u, 11 views)", result.id),
-            ("ID_others (other photos of the person)", result.id_others),
+    runs.save_run(run_dir, job, overwrite=True)
+    rows = [("ID (lower = identity gone; G_s vs G_u renders of w_u, 11 views; mean over this run's identities)",
+             result.id),
+            ("ID_others (other photos of this run's identities)", result.id_others),
             (f"FID_pre (G_s vs G_u, {result.n_fid} samples; preservation)", result.fid_pre),
             ("ΔFID_real", result.delta_fid_real)]
-    if audit is not None:
-        rows += [(f"audit: best identity reached by re-inversion into G_s ({audit.steps} steps)", audit.before.best_id),
-                 ("audit: best identity reached by re-inversion into G_u", audit.after.best_id),
-                 ("audit: fraction of the identity erased", audit.erased)]
+    if audits:
+        rows += [(f"audit: best identity reached by re-inversion into G_s ({worst.steps} steps, "
+                  f"{worst_source['name']}: the identity recovered best from G_u)", worst.before.best_id),
+                 ("audit: best identity reached by re-inversion into G_u", worst.after.best_id),
+                 ("audit: fraction of the identity erased", worst.erased)]
     lines = ["| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {'n/a' if value is None else f'{value:.4f}'} |" for name, value in rows]
+    lines += [f"| {name} | {_number(value)} |" for name, value in rows]
+    lines += ["", "| identity | forgotten in | ID | ID_others |", "|---|---|---|---|"]
+    for row in result.per_identity:
+        photos = f" ({row['n_others']} photo{'s' if row['n_others'] != 1 else ''})" if row["n_others"] else ""
+        lines.append(f"| {row['name']} | run {row['run'] + 1}{' (earlier run)' if row['earlier'] else ''} | "
+                     f"{_number(row['id'])} | {_number(row['id_others'])}{photos} |")
+    if audits:
+        lines += ["", "| identity | audit: best ID from G_s | audit: best ID from G_u | erased |", "|---|---|---|---|"]
+        lines += [f"| {s['name']} | {_number(a.before.best_id)} | {_number(a.after.best_id)} | {_number(a.erased)} |"
+                  for s, a in audits]
     notes = [f"Features: {result.feature_note or bundle.feature_note}."] + [f"{note}." for note in result.notes]
     state = "cancelled" if job.cancelled else "complete"
     markdown = "\n".join(lines) + "\n\n" + " ".join(notes) + (f"\n\nRun {state}: {job.steps_done}/{job.cfg.iters} "
                                                               f"iterations, {job.seconds:.1f} s.")
-    return ReportOut(markdown, [str(run_dir / guide.DELTA_FILE), str(run_dir / guide.RUN_JSON)])
+    return ReportOut(markdown, [str(run_dir / runs.DELTA_FILE), str(run_dir / runs.RUN_JSON)])

@@ -19,6 +19,8 @@ CONFIG_LABELS: dict[str, tuple[str, bool]] = {
     "n_adj": ("N_a (adjacent latents per step)", False),
     "n_glob": ("N_g (global latents per step)", False),
     "n_glob_near": ("N_near (of N_g: people nearest to w_u; not in the paper)", True),
+    "n_adj_sources": ("N_a sources (identities with adjacency pairs per step, 0 = all)", True),
+    "n_glob_forgotten": ("N_forgotten (identities of earlier runs kept forgotten per step)", True),
     "lambda_l2": ("λ_L2 (tri-plane L2)", True),
     "lambda_per": ("λ_per (perceptual)", True),
     "lambda_id": ("λ_id (identity)", True),
@@ -35,9 +37,10 @@ HEAVY = dict(concurrency_id="heavy", concurrency_limit=1)
 LIGHT = dict(concurrency_limit=None, show_progress="minimal", trigger_mode="always_last")
 INTRO = """
 # guide studio — generative identity unlearning
-Upload one photo; GUIDE (Seo et al., CVPR 2024) inverts it to **w_u**, picks a de-identified target **w_t** on the
-far side of the mean face (UFO), and fine-tunes a copy of the 3D generator so that w_u renders as w_t while every other
-face stays as it was. Your unlearned generator lives in **your session only**.
+Upload a photo of each person to forget; GUIDE (Seo et al., CVPR 2024) inverts each to **w_u**, picks a de-identified
+target **w_t** on the far side of the mean face (UFO), and fine-tunes a copy of the 3D generator so that every w_u
+renders as its w_t while every other face stays as it was. People added after a run are forgotten on top of it. Your
+unlearned generator lives in **your session only**.
 """
 
 
@@ -94,11 +97,18 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
 
         with gr.Tab("1 · Source"):
             with gr.Row():
-                photo = photo_input(sources=["upload", "webcam", "clipboard"], label="photo of the person to forget",
-                                    elem_id="photo", height=300)
+                photo = photo_input(sources=["upload", "webcam", "clipboard"],
+                                    label="photo of a person to forget (each photo adds one)", elem_id="photo",
+                                    height=300)
                 detected = gr.Image(label="detected face", interactive=False, height=300, elem_id="detected")
                 aligned = gr.Image(label="aligned crop", interactive=False, height=300, elem_id="aligned")
                 inversion = gr.Image(label="inversion: G_s(w_u)", interactive=False, height=300, elem_id="inversion")
+            with gr.Row():
+                identity = gr.Dropdown([], value=None, label="identities to forget: the tabs show the selected one",
+                                       elem_id="identity", scale=3)
+                remove = gr.Button("Remove the selected identity", elem_id="remove-identity", scale=1)
+            identities = gr.Gallery(label="listed identities: G_s(w_u) and state", columns=6, height=180,
+                                    elem_id="identities")
             if examples:
                 gr.Examples(examples=[[path] for path in examples], inputs=[photo], label="examples (renders of the "
                             "embedded world: people who do not exist)")
@@ -122,29 +132,36 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
                 with gr.Row():
                     for slider in advanced:
                         slider.render()
+            start_over = gr.Checkbox(False, label="start over from the original model (forget every listed identity "
+                                     "in one fresh run; otherwise identities added since the last run are forgotten "
+                                     "on top of it)", elem_id="start-over")
             with gr.Row():
                 run = gr.Button("Run unlearning", variant="primary", elem_id="run")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
             run_status = gr.Markdown("", elem_id="run-status")
             with gr.Row():
                 loss_plot = gr.Plot(label="losses", elem_id="loss-plot", scale=2)
-                previews = gr.Gallery(label="previews: source, target, G_u(w_u)", columns=3, height=260,
+                previews = gr.Gallery(label="previews per identity: source, target, G_u(w_u)", columns=3, height=260,
                                       elem_id="previews", scale=1)
 
         with gr.Tab("4 · Multi-view check"):
-            others = gr.File(file_count="multiple", label="other photos of the same person (optional)",
+            others = gr.File(file_count="multiple", label="other photos of the selected identity (optional)",
                              elem_id="others", type="filepath")
             with gr.Row():
                 yaw = gr.Slider(-45, 45, value=0, step=1, label="yaw (degrees)", elem_id="yaw")
                 pitch = gr.Slider(-25, 25, value=0, step=1, label="pitch (degrees)", elem_id="pitch")
             with gr.Row():
-                before = gr.Image(label="before: G_s(w_u)", interactive=False, height=256, elem_id="before")
-                after = gr.Image(label="after: G_u(w_u)", interactive=False, height=256, elem_id="after")
-            others_views = gr.Gallery(label="other photos: before | after at this view", columns=4, height=220,
-                                      elem_id="others-views")
+                before = gr.Image(label="before: G_s(w_u) of the selected identity", interactive=False, height=256,
+                                  elem_id="before")
+                after = gr.Image(label="after: G_u(w_u) of the selected identity", interactive=False, height=256,
+                                 elem_id="after")
+            others_views = gr.Gallery(label="the other identities and other photos: before | after at this view",
+                                      columns=4, height=220, elem_id="others-views")
             orbit_button = gr.Button("Orbit and identity per view", elem_id="orbit")
-            before_strip = gr.Image(label="orbit before (G_s)", interactive=False, elem_id="orbit-before")
-            after_strip = gr.Image(label="orbit after (G_u)", interactive=False, elem_id="orbit-after")
+            before_strip = gr.Image(label="orbit before (G_s): one row per identity, in list order", interactive=False,
+                                    elem_id="orbit-before")
+            after_strip = gr.Image(label="orbit after (G_u): one row per identity, in list order", interactive=False,
+                                   elem_id="orbit-after")
             id_plot = gr.Plot(label="identity per view", elem_id="id-plot")
 
         with gr.Tab("5 · Identity clusters"):
@@ -160,29 +177,34 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
                                 elem_id="downloads")
 
         # --- wiring -------------------------------------------------------------------------------------------------
+        source_outputs = [session, status, detected, aligned, inversion, target, ufo_plot, identity, identities]
+        views = dict(fn=handlers.render_view, inputs=[yaw, pitch, session], outputs=[before, after, others_views])
         app.load(handlers.start_session, inputs=[session, model], outputs=[session, status], **LIGHT)
         model.change(handlers.select_model, inputs=[model, session],
-                     outputs=[session, status, weights_md, detected, aligned, inversion, target, ufo_plot], **HEAVY)
-        photo.change(handlers.upload_photo, inputs=[photo, model, d, session],
-                     outputs=[session, status, detected, aligned, inversion, target, ufo_plot], **HEAVY
-                     ).then(handlers.render_view, inputs=[yaw, pitch, session], outputs=[before, after, others_views],
-                            **LIGHT)
+                     outputs=[session, status, weights_md, detected, aligned, inversion, target, ufo_plot, identity,
+                              identities], **HEAVY)
+        photo.change(handlers.upload_photo, inputs=[photo, model, d, session], outputs=source_outputs, **HEAVY
+                     ).then(**views, **LIGHT)
+        identity.input(handlers.select_identity, inputs=[identity, d, session], outputs=source_outputs, **LIGHT
+                       ).then(**views, **LIGHT)
+        remove.click(handlers.remove_identity, inputs=[identity, d, session], outputs=source_outputs, **LIGHT
+                     ).then(**views, **LIGHT)
         d.change(handlers.change_d, inputs=[d, session], outputs=[session, target, ufo_plot], **LIGHT)
         config_names = [*basic_names, *advanced_names]
 
         # Sliders arrive positionally; the handler takes them as a {LTUConfig field: value} mapping.
-        def run_from_sliders(session_value, d_value, *values, progress=gr.Progress()):
-            yield from handlers.run_unlearning(session_value, d_value, dict(zip(config_names, values)), progress)
+        def run_from_sliders(session_value, d_value, start_over_value, *values, progress=gr.Progress()):
+            yield from handlers.run_unlearning(session_value, d_value, dict(zip(config_names, values)), progress,
+                                               start_over=bool(start_over_value))
 
-        run_event = run.click(run_from_sliders, inputs=[session, d, *basic, *advanced],
+        run_event = run.click(run_from_sliders, inputs=[session, d, start_over, *basic, *advanced],
                               outputs=[session, run_status, loss_plot, previews], **HEAVY)
         cancel.click(handlers.cancel_run, inputs=[session], outputs=[run_status], queue=False)
         others.upload(handlers.add_others, inputs=[others, session], outputs=[session, status, others_views], **HEAVY)
         for slider in (yaw, pitch):
-            slider.change(handlers.render_view, inputs=[yaw, pitch, session],
-                           outputs=[before, after, others_views], **LIGHT)
-        run_event.then(handlers.render_view, inputs=[yaw, pitch, session], outputs=[before, after, others_views],
-                       **LIGHT)
+            slider.change(**views, **LIGHT)
+        run_event.then(**views, **LIGHT).then(handlers.identity_list, inputs=[session], outputs=[identity, identities],
+                                              **LIGHT)
         orbit_button.click(handlers.orbit, inputs=[session], outputs=[before_strip, after_strip, id_plot], **HEAVY)
         clusters_button.click(handlers.identity_clusters, inputs=[session], outputs=[clusters_plot], **HEAVY)
         report_button.click(handlers.report, inputs=[session, audit_steps], outputs=[report_md, downloads], **HEAVY)

@@ -110,11 +110,11 @@ def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int]) ->
     return _layout(fig, "Latent Target Unlearning losses")
 
 
-# Identity similarity to the source photo per camera view, before (G_s) and after (G_u) unlearning.
+# Identity similarity to each source photo per camera view, before (G_s) and after (G_u) unlearning.
 def identity_per_view(yaws_deg: Sequence[float], series: Mapping[str, Sequence[float]]) -> go.Figure:
     fig = _figure()
     for name, values in series.items():
-        dash = "solid" if "before" in name else "dash"
+        dash = "solid" if name.startswith("before") else "dash"
         fig.add_trace(go.Scatter(x=list(yaws_deg), y=list(values), mode="lines+markers", name=name,
                                  line=dict(dash=dash)))
     fig.add_hline(y=0.0, line=dict(color="grey", width=1))
@@ -124,7 +124,7 @@ def identity_per_view(yaws_deg: Sequence[float], series: Mapping[str, Sequence[f
 
 
 # t-SNE of identity embeddings: one scatter per generator (before / after), coloured by identity, so erasing the
-# source shows as its cluster dissolving while the other clusters stay put.
+# sources shows as their clusters dissolving while the other clusters stay put.
 def identity_clusters(embeddings, labels: Sequence[str], generators: Sequence[str], seed: int = 0) -> go.Figure:
     rows = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, dtype=np.float64)
     perplexity = float(max(2.0, min(30.0, (len(rows) - 1) / 3.0)))

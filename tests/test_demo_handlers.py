@@ -17,7 +17,7 @@ from PIL import Image
 
 from demo import handlers
 from guide_core import bundle as bundle_mod
-from guide_core import guide
+from guide_core import guide, runs
 
 TINY = "tiny-studio-test"
 
@@ -113,15 +113,15 @@ def uploaded(tiny_model, tmp_path):
     return out.session
 
 
-def run_to_end(session, d: float = 30.0, **settings):
-    updates = list(handlers.run_unlearning(session, d, settings))
+def run_to_end(session, d: float = 30.0, start_over: bool = False, **settings):
+    updates = list(handlers.run_unlearning(session, d, settings, start_over=start_over))
     assert updates, "the run produced no update"
     return updates
 
 
 def test_upload_shows_detection_crop_inversion_and_target(tiny_model, tmp_path):
     out = handlers.upload_photo(str(make_photo(tmp_path)), tiny_model, 30.0, None)
-    assert out.session.w_u is not None and out.session.w_u.shape == (6, 512)
+    assert out.session.current.w_u is not None and out.session.current.w_u.shape == (6, 512)
     assert out.detected.shape[2] == 3 and out.aligned.shape == (16, 16, 3)
     # 16 px renders are shown as 256 px blocks: every generated pixel is a 16x16 block of the displayed image.
     assert out.inversion.shape == (256, 256, 3) and out.target.shape == (256, 256, 3)
@@ -129,13 +129,13 @@ def test_upload_shows_detection_crop_inversion_and_target(tiny_model, tmp_path):
     assert "Inverted" in out.status
     # w_t is exactly guide's UFO target of w_u at d = 30 (no math in the UI: it only calls it).
     bundle = handlers.get_bundle(tiny_model)
-    expected = guide.ufo_target(out.session.w_u, bundle.w_avg_code().cpu(), 30.0)
-    assert torch.equal(out.session.w_t, expected)
+    expected = guide.ufo_target(out.session.current.w_u, bundle.w_avg_code().cpu(), 30.0)
+    assert torch.equal(out.session.current.w_t, expected)
 
 
 def test_d_slider_moves_the_target_and_marks_it(uploaded):
     near = handlers.change_d(0.0, uploaded)
-    w_t_at_zero = uploaded.w_t.clone()
+    w_t_at_zero = uploaded.current.w_t.clone()
     far = handlers.change_d(60.0, uploaded)
     diff = np.abs(near.target.astype(int) - far.target.astype(int)).max()
     assert diff > 0, "the target render did not change with d"
@@ -145,7 +145,7 @@ def test_d_slider_moves_the_target_and_marks_it(uploaded):
     # The picture's x axis is UFO's direction: w_t lies at x = −d, w̄ at 0, w_u at +‖w_u − w̄‖, all on y = 0.
     bundle = handlers.get_bundle(uploaded.model)
     points = {trace.name.split(" ")[0]: (trace.x[0], trace.y[0]) for trace in far.ufo_plot.data if len(trace.x) == 1}
-    distance = float((uploaded.w_u - bundle.w_avg_code().cpu()).norm())
+    distance = float((uploaded.current.w_u - bundle.w_avg_code().cpu()).norm())
     assert points["w_t"] == pytest.approx((-60.0, 0.0), abs=1e-3)
     assert points["w̄"] == pytest.approx((0.0, 0.0), abs=1e-3)
     assert points["w_u"] == pytest.approx((distance, 0.0), abs=1e-3)
@@ -168,9 +168,9 @@ def test_bad_uploads_give_clear_messages_and_next_upload_works(tiny_model, tmp_p
     session = handlers.new_session()
     with pytest.raises(gr.Error, match=expected):
         handlers.upload_photo(str(bad), tiny_model, 30.0, session)
-    assert session.w_u is None
+    assert session.current is None and session.identities == []
     good = handlers.upload_photo(str(make_photo(tmp_path)), tiny_model, 30.0, session)
-    assert good.session.w_u is not None
+    assert good.session.current.w_u is not None
 
 
 def test_photo_without_face_is_refused(tiny_model, tmp_path):
@@ -187,13 +187,13 @@ def test_50_megapixel_photo_is_handled_with_a_note(tiny_model, tmp_path):
     assert image.width * image.height >= 50e6
     # Decoded (the limit is guide_core.faces.MAX_PIXELS), processed, and the status says it was a large photo.
     out = handlers.upload_photo(str(path), tiny_model, 30.0, None)
-    assert "50.5 MP" in out.status and "large photo" in out.status and out.session.w_u is not None
+    assert "50.5 MP" in out.status and "large photo" in out.status and out.session.current.w_u is not None
     assert max(out.detected.shape[:2]) <= 768  # the page gets a display copy, not 50 MP
     flat = tmp_path / "flat.jpg"
     Image.new("RGB", (8700, 5800), (90, 60, 40)).save(flat, quality=50)
     with pytest.raises(gr.Error, match="No usable face"):
         handlers.upload_photo(str(flat), tiny_model, 30.0, out.session)
-    assert out.session.photo_name == "huge.jpg"  # the refused upload left the session as it was
+    assert [i.name for i in out.session.identities] == ["huge"]  # the refused upload left the session as it was
 
 
 def test_run_before_upload_says_what_to_do():
@@ -243,14 +243,16 @@ def test_cancel_stops_within_one_iteration_and_app_stays_usable(uploaded):
     assert "Cancelled after" in rest[-1].status
     assert uploaded.job.steps_done <= 2, f"ran {uploaded.job.steps_done} iterations after Cancel"
     assert uploaded.run_state == "cancelled" and uploaded.generator_u is not None
+    assert uploaded.chain == [] and uploaded.current.forgotten_in is None  # a cancelled run is not built on
     assert handlers.cancel_run(uploaded) == "Nothing is running."
     assert handlers.render_view(0, 0, uploaded).after is not None
     assert "Finished" in run_to_end(uploaded)[-1].status  # a new run after a cancelled one works
+    assert uploaded.job.base_run is None and uploaded.current.forgotten_in == 1
 
 
 def test_two_sessions_never_see_each_others_generator(tiny_model, tmp_path):
     bundle = handlers.get_bundle(tiny_model)
-    base = guide.state_fingerprint(bundle.G)
+    base = runs.state_fingerprint(bundle.G)
     alice = handlers.upload_photo(str(make_photo(tmp_path, "a.png", seed=1)), tiny_model, 30.0, None).session
     bob = handlers.upload_photo(str(make_photo(tmp_path, "b.png", seed=2)), tiny_model, 30.0, None).session
     bob_before = handlers.render_view(0, 0, bob)
@@ -259,11 +261,11 @@ def test_two_sessions_never_see_each_others_generator(tiny_model, tmp_path):
     bob_after_alice = handlers.render_view(0, 0, bob)
     assert bob_after_alice.after is None, "Bob sees an unlearned generator he never made"
     assert np.array_equal(bob_before.before, bob_after_alice.before), "the shared G_s changed"
-    assert guide.state_fingerprint(bundle.G) == base
+    assert runs.state_fingerprint(bundle.G) == base
     assert alice.workdir != bob.workdir
     # Gradio deep-copies a State's initial value per visitor: a copy is always a fresh, empty session.
     import copy
-    assert copy.deepcopy(alice).generator_u is None and copy.deepcopy(alice).w_u is None
+    assert copy.deepcopy(alice).generator_u is None and copy.deepcopy(alice).identities == []
     # When Gradio drops Alice's state, her generator and run files go with it; Bob is untouched.
     handlers.end_session(alice)
     assert alice.generator_u is None and not alice.workdir.exists() and bob.workdir.exists()
@@ -292,12 +294,119 @@ def test_others_orbit_clusters_and_report(uploaded, tmp_path):
     delta, run_json = (Path(p) for p in report.files)
     assert delta.is_file() and run_json.is_file()
     record = json.loads(run_json.read_text())
-    assert record["config"]["iters"] == 3 and record["source"]["image_name"] == "photo.png"
+    assert record["config"]["iters"] == 3 and record["sources"][0]["name"] == "photo"
     assert record["metrics"]["id"] is not None and record["metrics"]["id_others"] is not None
     assert "audit" in record["metrics"] and "ID" in report.markdown and "tiny test world" in report.markdown
     # The saved delta rebuilds this session's G_u on the base model.
-    G_u = guide.load_run(run_json.parent, handlers.get_bundle(uploaded.model))
-    assert guide.state_fingerprint(G_u) == guide.state_fingerprint(uploaded.generator_u)
+    G_u = runs.load_run(run_json.parent, handlers.get_bundle(uploaded.model))
+    assert runs.state_fingerprint(G_u) == runs.state_fingerprint(uploaded.generator_u)
+
+
+# Settings of the multi-identity tests: one short iteration with few extra latents (a few seconds on one core).
+QUICK = dict(iters=1, n_adj=1, n_glob=1)
+
+
+def test_two_identities_are_forgotten_in_one_run_with_a_row_each(tiny_model, tmp_path, monkeypatch):
+    session = handlers.upload_photo(str(make_photo(tmp_path, "ann.png", seed=1)), tiny_model, 30.0, None).session
+    out = handlers.upload_photo(str(make_photo(tmp_path, "bob.png", seed=2)), tiny_model, 30.0, session)
+    assert [i.name for i in session.identities] == ["ann", "bob"] and session.selected == "bob"
+    assert out.identity["choices"] == ["ann", "bob"] and out.identity["value"] == "bob"
+    assert [caption for _, caption in out.identities] == ["ann · to forget in the next run",
+                                                          "bob · to forget in the next run"]
+    # The same photo again selects its identity instead of listing it twice.
+    again = handlers.upload_photo(str(tmp_path / "ann.png"), tiny_model, 30.0, session)
+    assert len(session.identities) == 2 and session.selected == "ann" and "already listed" in again.status
+    assert np.array_equal(again.inversion, session.identities[0].inversion)
+    # One d for the run: every identity's w_t follows it, the picture shows the selected one.
+    handlers.change_d(10.0, session)
+    w_avg = handlers.get_bundle(tiny_model).w_avg_code().cpu()
+    for identity in session.identities:
+        assert torch.equal(identity.w_t, guide.ufo_target(identity.w_u, w_avg, 10.0)), identity.name
+    final = run_to_end(session, d=10.0, **QUICK)[-1]
+    assert "Finished 1/1" in final.status and "**ann**, **bob**" in final.status
+    assert [caption.split(" · ")[0] for _, caption in final.previews] == ["ann"] * 3 + ["bob"] * 3
+    assert [i.forgotten_in for i in session.identities] == [1, 1]
+    # Multi-view: the selected identity large, the other one in the gallery, both before and after.
+    view = handlers.render_view(0, 0, session)
+    assert [caption for _, caption in view.others] == ["bob: before", "bob: after"]
+    assert not np.array_equal(view.before, view.others[0][0])
+    monkeypatch.setattr(handlers, "ORBIT_YAWS_DEG", (-15.0, 15.0))  # fewer views: the layout is what is checked
+    monkeypatch.setattr(handlers, "CLUSTER_YAWS_DEG", (0.0,))
+    orbit = handlers.orbit(session)
+    assert orbit.before_strip.shape == (2 * 256, 2 * 256, 3)  # one row per identity
+    assert {name.split(" of ")[1].split(" vs")[0] for name in (t.name for t in orbit.id_plot.data)} == {"ann", "bob"}
+    seen = {}
+    monkeypatch.setattr(handlers.plots, "identity_clusters",
+                        lambda embeddings, labels, generators: seen.update(labels=labels, n=len(embeddings)))
+    handlers.identity_clusters(session)
+    assert {"ann", "bob"} <= set(seen["labels"]) and seen["n"] == len(seen["labels"])
+    # The report: one run.json with both sources, a row per identity, and the audit of each.
+    report = handlers.report(session, audit_steps=1, n_fid=4)
+    record = json.loads(Path(report.files[1]).read_text())
+    assert [s["name"] for s in record["sources"]] == ["ann", "bob"] and record["base_run"] is None
+    assert [s["sha256"] for s in record["sources"]] == [i.sha256 for i in session.identities]
+    assert [(r["name"], r["run"]) for r in record["metrics"]["per_identity"]] == [("ann", 0), ("bob", 0)]
+    assert [r["name"] for r in record["metrics"]["audit"]["per_identity"]] == ["ann", "bob"]
+    assert "| ann | run 1 |" in report.markdown and "| bob | run 1 |" in report.markdown
+
+
+def test_remove_drops_the_selected_identity(tiny_model, tmp_path):
+    session = handlers.upload_photo(str(make_photo(tmp_path, "ann.png", seed=1)), tiny_model, 30.0, None).session
+    handlers.upload_photo(str(make_photo(tmp_path, "bob.png", seed=2)), tiny_model, 30.0, session)
+    handlers.upload_photo(str(make_photo(tmp_path, "cat.png", seed=3)), tiny_model, 30.0, session)
+    shown = handlers.select_identity("bob", 30.0, session)
+    assert session.selected == "bob" and np.array_equal(shown.inversion, session.identity("bob").inversion)
+    out = handlers.remove_identity("bob", 30.0, session)
+    assert [i.name for i in session.identities] == ["ann", "cat"] and out.identity["choices"] == ["ann", "cat"]
+    assert session.selected == "cat" and np.array_equal(out.inversion, session.identity("cat").inversion)
+    assert len(handlers.render_view(0, 0, session).others) == 1  # ann's before; no G_u yet
+    with pytest.raises(gr.Error, match="No identity named 'bob'"):
+        handlers.remove_identity("bob", 30.0, session)
+    handlers.remove_identity("cat", 30.0, session)
+    out = handlers.remove_identity("ann", 30.0, session)
+    assert session.identities == [] and out.inversion is None and out.identity["choices"] == []
+    with pytest.raises(gr.Error, match="Upload a photo"):
+        next(handlers.run_unlearning(session, 30.0, {}))
+
+
+def test_a_second_run_continues_from_the_first_and_start_over_begins_again(tiny_model, tmp_path):
+    bundle = handlers.get_bundle(tiny_model)
+    session = handlers.upload_photo(str(make_photo(tmp_path, "ann.png", seed=1)), tiny_model, 30.0, None).session
+    run_to_end(session, **QUICK)
+    first = runs.state_fingerprint(session.generator_u)
+    out = handlers.upload_photo(str(make_photo(tmp_path, "bob.png", seed=2)), tiny_model, 30.0, session)
+    assert [caption for _, caption in out.identities] == ["ann · forgotten in run 1", "bob · to forget in the next run"]
+    final = run_to_end(session, **QUICK)[-1]
+    assert "continuing from run 1" in final.status and len(session.chain) == 2
+    assert [s["name"] for s in session.job.sources] == ["bob"]  # ann is not a source again
+    assert runs.state_fingerprint(session.generator_u) not in (first, runs.state_fingerprint(bundle.G))
+    report = handlers.report(session, audit_steps=0, n_fid=4)
+    run_json = Path(report.files[1])
+    record = json.loads(run_json.read_text())
+    assert [s["name"] for s in record["sources"]] == ["bob"]
+    parent = record["base_run"]
+    assert [s["name"] for s in parent["sources"]] == ["ann"] and parent["fingerprint"] == first
+    assert Path(parent["path"]) == (session.workdir / "run-1").resolve()
+    assert (session.workdir / "run-1" / runs.RUN_JSON).is_file()
+    rows = record["metrics"]["per_identity"]
+    assert [(r["name"], r["run"], r["earlier"]) for r in rows] == [("ann", 0, True), ("bob", 1, False)]
+    assert "| ann | run 1 (earlier run) |" in report.markdown and "| bob | run 2 |" in report.markdown
+    # The delta is relative to the original model: the saved run alone rebuilds run 2's G_u.
+    rebuilt = runs.load_run(run_json.parent, bundle)
+    assert runs.state_fingerprint(rebuilt) == runs.state_fingerprint(session.generator_u)
+    # Nothing new to forget: run 2 is run again, from run 1's generator.
+    final = run_to_end(session, **QUICK)[-1]
+    assert "continuing from run 1" in final.status and len(session.chain) == 2
+    assert session.job.base_run["fingerprint"] == first and [s["name"] for s in session.job.sources] == ["bob"]
+    # Start over: one fresh run of every listed identity from the original model.
+    final = run_to_end(session, start_over=True, **QUICK)[-1]
+    assert "start over" in final.status and len(session.chain) == 1
+    assert [i.forgotten_in for i in session.identities] == [1, 1]
+    record = json.loads(Path(handlers.report(session, audit_steps=0, n_fid=4).files[1]).read_text())
+    assert record["base_run"] is None and [s["name"] for s in record["sources"]] == ["ann", "bob"]
+    # A model switch clears the list and the chain.
+    handlers.select_model(tiny_model, session)
+    assert session.identities == [] and session.chain == [] and session.generator_u is None
 
 
 def test_config_sliders_come_from_ltuconfig(tiny_model):
@@ -343,7 +452,7 @@ def test_real_photo_on_a_released_model_shows_the_detected_box(data_dir):
     try:
         photo = sorted((data_dir / "celebahq_1024").glob("*.jpg"))[0]
         out = handlers.upload_photo(str(photo), name, 30.0, None)
-        assert out.aligned.shape == (512, 512, 3) and out.session.w_u is not None
+        assert out.aligned.shape == (512, 512, 3) and out.session.current.w_u is not None
         red = (out.detected[..., 0] == 255) & (out.detected[..., 1] == 64) & (out.detected[..., 2] == 64)
         assert red.sum() > 100, "the detected face box is not drawn"
     finally:
