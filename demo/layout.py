@@ -21,6 +21,7 @@ CONFIG_LABELS: dict[str, tuple[str, bool]] = {
     "n_glob_near": ("N_near (of N_g: people nearest to w_u; not in the paper)", True),
     "n_adj_sources": ("N_a sources (identities with adjacency pairs per step, 0 = all)", True),
     "n_glob_forgotten": ("N_forgotten (identities of earlier runs kept forgotten per step)", True),
+    "identity_scaling": ("s (N identities at once: lr × N^s, λ_glob × N^-s)", True),
     "lambda_l2": ("λ_L2 (tri-plane L2)", True),
     "lambda_per": ("λ_per (perceptual)", True),
     "lambda_id": ("λ_id (identity)", True),

@@ -8,7 +8,8 @@ import importlib
 import sys
 
 COMMANDS = {
-    "unlearn": ("guide_core.cli", "unlearn", "erase one identity from a generator (Latent Target Unlearning)"),
+    "unlearn": ("guide_core.cli", "unlearn",
+                "erase identities from a generator, all at once or continuing a run (Latent Target Unlearning)"),
     "eval": ("guide_core.cli", "evaluate", "ID / ID_others / FID_pre / dFID_real of a run directory"),
     "audit": ("guide_core.cli", "audit", "re-inversion attack on an unlearned generator"),
     "import": ("guide_core.cli", "import_run", "make a run directory of a generator unlearned by another tool "

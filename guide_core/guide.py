@@ -49,9 +49,9 @@ class LTUConfig:
     lambda_id: float = field(default=0.1, metadata={"help": "weight of the identity (ArcFace) term",
                                                     "range": (0.0, 1.0)})
     n_adj: int = field(default=2, metadata={"help": "N_a: adjacent latents per iteration", "range": (0, 8)})
-    n_adj_sources: int = field(default=0, metadata={
+    n_adj_sources: int = field(default=2, metadata={
         "help": "when unlearning several identities at once: how many of them get their N_a adjacent latents in each "
-                "iteration, taking turns (0 = all of them every iteration, as the paper's single identity)",
+                "iteration, taking turns (0 = all of them every iteration; one identity always gets its own)",
         "range": (0, 8)})
     n_glob: int = field(default=2, metadata={"help": "N_g: random latents for the global loss", "range": (0, 8)})
     n_glob_near: int = field(default=0, metadata={
@@ -59,12 +59,15 @@ class LTUConfig:
                 "drawn, outside the adjacency radius) instead of uniformly random ones; 0 = the paper", "range": (0, 8)})
     n_glob_forgotten: int = field(default=1, metadata={
         "help": "in a run that continues from an earlier one: how many identities forgotten by the earlier runs join "
-                "the global latents each iteration, taking turns, so G_u keeps rendering them as the base run does",
+                "the global loss each iteration, taking turns, held to their own UFO targets so they stay forgotten",
         "range": (0, 8)})
     lambda_adj: float = field(default=1.0, metadata={"help": "weight of the adjacency loss", "range": (0.0, 5.0)})
     lambda_glob: float = field(default=1.0, metadata={"help": "weight of the global preservation loss",
                                                       "range": (0.0, 5.0)})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate", "range": (1e-5, 1e-3)})
+    identity_scaling: float = field(default=0.5, metadata={
+        "help": "with N identities at once: lr x N^s and lambda_glob x N^-s for this exponent s (0 = the same settings "
+                "for any N; one identity is unaffected)", "range": (0.0, 1.0)})
     iters: int = field(default=1000, metadata={"help": "Latent Target Unlearning iterations", "range": (1, 2000)})
     yaw_range: float = field(default=math.pi / 12, metadata={"help": "camera yaw ~ U(-yaw_range, yaw_range) rad",
                                                              "range": (0.0, 0.8)})
@@ -87,13 +90,14 @@ class LTUConfig:
                   ("n_glob_near", self.n_glob_near >= 0, "must be >= 0"),
                   ("n_adj_sources", self.n_adj_sources >= 0, "must be >= 0"),
                   ("n_glob_forgotten", self.n_glob_forgotten >= 0, "must be >= 0"),
+                  ("identity_scaling", self.identity_scaling >= 0, "must be >= 0"),
                   ("alpha_max", self.alpha_max >= 0, "must be >= 0"),
                   ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
                   ("truncation_psi", 0 <= self.truncation_psi <= 1, "must be in [0, 1]"),
                   ("preview_every", self.preview_every >= 0, "must be >= 0"),
                   ("noise_mode", self.noise_mode in ("const", "random", "none"), "must be const, random or none")]
         for name in ("d", "alpha_max", "lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lr",
-                     "yaw_range", "pitch", "truncation_psi"):
+                     "identity_scaling", "yaw_range", "pitch", "truncation_psi"):
             checks.append((name, math.isfinite(float(getattr(self, name))), "must be a finite number"))
         for name in ("lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob"):
             checks.append((name, getattr(self, name) >= 0, "must be >= 0"))
@@ -146,7 +150,8 @@ class LTUDraws:
     z_glob: torch.Tensor  # [N_g - N_near, z_dim]
     z_pool: torch.Tensor  # [NEAR_POOL or 0, z_dim]: candidates for the N_near global latents nearest to w_u
     adj_index: torch.Tensor | None = None  # [K] sources that get adjacent latents this iteration; None = all N
-    w_forgotten: torch.Tensor | None = None  # [M, num_ws, w_dim] codes forgotten by earlier runs, kept as the base has them
+    # Identities forgotten by earlier runs of a chain, this iteration's turn: (their w_u, their w_t), [M, num_ws, w_dim].
+    forgotten: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 # K of n items taken in turns at iteration `step` (K consecutive ones in a cycle, so each gets the same share of the
@@ -203,21 +208,28 @@ def adjacent_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: torch.Tensor,
 # The global loss's latents: N_g - N_near random people, plus (n_glob_near, not in the paper) the N_near people of a
 # random pool nearest to any source in w but outside the adjacency radius alpha_max. The edit spreads to w-neighbours
 # of the source (README, "The embedded default world"): uniformly random latents rarely land near w_u, so the people
-# an unlearning damages most are the ones the paper's global loss almost never sees. Last, in a run that continues a
-# chain, the codes of identities forgotten by earlier runs (draws.w_forgotten): preserving the base's renders there
-# keeps them forgotten, where random latents alone let them drift back toward G_s.
+# an unlearning damages most are the ones the paper's global loss almost never sees.
 def global_latents(G_s: torch.nn.Module, w_u: torch.Tensor, draws: LTUDraws, nets: LossNets,
                    cfg: LTUConfig) -> torch.Tensor:
     dev = w_u.device
     w_glob = map_latents(G_s, draws.z_glob.to(dev), nets.cond_c, cfg.truncation_psi)
-    forgotten = draws.w_forgotten.to(dev) if draws.w_forgotten is not None else w_glob[:0]
     if draws.z_pool.shape[0] == 0:
-        return torch.cat([w_glob, forgotten])
+        return w_glob
     pool = map_latents(G_s, draws.z_pool.to(dev), nets.cond_c, cfg.truncation_psi)
     distance = torch.cdist(pool.flatten(1), w_u.flatten(1)).min(dim=1).values
     distance = distance.masked_fill(distance <= cfg.alpha_max, math.inf)
     nearest = distance.topk(min(cfg.n_glob_near, cfg.n_glob), largest=False).indices
-    return torch.cat([w_glob, pool[nearest], forgotten])
+    return torch.cat([w_glob, pool[nearest]])
+
+
+# The global loss's codes for G_u and for G_s: the global latents (the same code on both sides), then, in a run that
+# continues a chain, the identities forgotten by earlier runs: G_u(w_u) is held to G_s(w_t), their erased state.
+# The global loss pulls G_u toward the ORIGINAL G_s everywhere, which would otherwise give them back.
+def global_pairs(w_glob: torch.Tensor, draws: LTUDraws) -> tuple[torch.Tensor, torch.Tensor]:
+    if draws.forgotten is None:
+        return w_glob, w_glob
+    kept_u, kept_t = (w.to(w_glob) for w in draws.forgotten)
+    return torch.cat([w_glob, kept_u]), torch.cat([w_glob, kept_t])
 
 
 # Per-pair local unlearning loss (GUIDE Sec. 3.3): lambda_L2 * MSE of the tri-planes + lambda_per * LPIPS of the
@@ -253,12 +265,20 @@ def render(G: torch.nn.Module, planes: torch.Tensor, ws: torch.Tensor, c: torch.
     return G.render_planes(planes, c, ws=ws, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
 
 
+# How N identities at once scale the step size and the preservation weight (identity_scaling = s): lr x N^s and
+# lambda_glob x N^-s. The local loss is a mean over the sources, so each identity's pull weighs 1/N against the global
+# loss, and all N share one Adam step; measured on the default world (docs/many_identities.md), 8 identities at the
+# single-identity settings were barely erased, while the sum over sources (s = 1) erased all 8 but damaged far people.
+def identity_scale(n_sources: int, cfg: LTUConfig) -> float:
+    return float(n_sources) ** cfg.identity_scaling
+
+
 # Combine the three LTU losses: total = local + lambda_adj * adjacency + lambda_glob * global.
 def _combine(local_terms: torch.Tensor, adj_terms: torch.Tensor, glob: torch.Tensor, parts: dict[str, torch.Tensor],
              n_sources: int, cfg: LTUConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     local = local_terms.mean()
     adjacency = adjacency_loss(adj_terms)
-    total = local + cfg.lambda_adj * adjacency + cfg.lambda_glob * glob
+    total = local + cfg.lambda_adj * adjacency + cfg.lambda_glob / identity_scale(n_sources, cfg) * glob
     losses = {"total": total, "local": local, "adjacency": adjacency, "global": glob,
               "local_l2": parts["l2"][:n_sources].mean(), "local_per": parts["per"][:n_sources].mean(),
               "local_id": parts["id"][:n_sources].mean()}
@@ -278,12 +298,12 @@ def ltu_losses(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.Tensor, w_
     w_r_adj = map_latents(G_s, draws.z_adj.reshape(k * n_adj, draws.z_adj.shape[-1]).to(dev), nets.cond_c,
                           cfg.truncation_psi)
     w_u_adj, w_t_adj = adjacent_codes(src_u, src_t, w_r_adj, draws.alpha.reshape(-1).to(dev))
-    w_glob = global_latents(G_s, w_u, draws, nets, cfg)
+    glob_u, glob_s = global_pairs(global_latents(G_s, w_u, draws, nets, cfg), draws)
     pairs = n + k * n_adj
-    ws_u = torch.cat([w_u, w_u_adj, w_glob])
+    ws_u = torch.cat([w_u, w_u_adj, glob_u])
     cams = c.expand(ws_u.shape[0], -1)
     with torch.no_grad():
-        fresh = torch.cat([w_t_adj, w_glob])
+        fresh = torch.cat([w_t_adj, glob_s])
         # With N_a = N_g = 0 (the paper's local-only baseline) there is nothing fresh: the synthesis takes no empty batch.
         planes_fresh = G_s.get_planes(fresh, noise_mode=cfg.noise_mode) if len(fresh) else planes_t[:0]
         planes_s = torch.cat([planes_t, planes_fresh])
@@ -331,11 +351,11 @@ def ltu_losses_reference(G_u: torch.nn.Module, G_s: torch.nn.Module, w_u: torch.
             row.append(pair(code_u, code_t)[0])
         adj_terms.append(torch.cat(row) if row else w_u.new_zeros(0))
     glob = w_u.new_zeros(())
-    w_glob = global_latents(G_s, w_u, draws, nets, cfg)
-    for w_r in w_glob.split(1) if len(w_glob) else ():  # an empty tensor still splits into one empty chunk
-        x_u = G_u.synthesis(w_r, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
+    glob_u, glob_s = global_pairs(global_latents(G_s, w_u, draws, nets, cfg), draws)
+    for code_u, code_s in zip(glob_u.split(1), glob_s.split(1)) if len(glob_u) else ():  # empty splits into one chunk
+        x_u = G_u.synthesis(code_u, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
         with torch.no_grad():
-            x_s = G_s.synthesis(w_r, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
+            x_s = G_s.synthesis(code_s, c, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
         glob = glob + global_loss(x_u, x_s, nets)
     parts = {k: torch.cat([p[k] for p in parts_list]) for k in ("l2", "per", "id")}
     return _combine(torch.cat(local_terms), torch.stack(adj_terms), glob, parts, n, cfg)
@@ -371,13 +391,15 @@ def as_codes(w: torch.Tensor, num_ws: int, device: torch.device | str, name: str
     return w.to(device)
 
 
-# Latent Target Unlearning (GUIDE Sec. 3.3) of N identities at once: holds the frozen generator the run is held to
-# (G_s, or a previous run's G_u when unlearning one identity after another), G_u (a copy whose synthesis backbone is
-# trained), w_u [N, num_ws, 512], the UFO targets w_t, the settings and the loss history; `.run()` yields Progress.
+# Latent Target Unlearning (GUIDE Sec. 3.3) of N identities at once: holds the frozen original generator G_s (targets
+# and preservation always come from it), G_u (a copy of G_s, or of an earlier run's G_u when unlearning one identity
+# after another, whose synthesis backbone is trained), w_u [N, num_ws, 512], the UFO targets w_t, the settings and
+# the loss history; `.run()` yields Progress.
 #   sources   one dict per identity for run.json: name, sha256, path, others ([{name, sha256, path, w}]) - the shape
 #             of guide_core.runs.source_record; the codes w_u / w_t are added from the tensors when the run is saved;
-#   base      the generator to start from and to preserve (default: the bundle's G_s);
-#   base_run  what run.json says about where `base` came from (guide_core.runs.base_run_record).
+#   base      the generator G_u starts from (default: a copy of G_s);
+#   base_run  what run.json says about where `base` came from (guide_core.runs.base_run_record); the identities its
+#             chain forgot are held to their targets in the global loss (LTUConfig.n_glob_forgotten).
 class Unlearning:
     def __init__(self, bundle: "ModelBundle", w_u: torch.Tensor, w_t: torch.Tensor | None = None,
                  cfg: LTUConfig | None = None, cancel: threading.Event | None = None,
@@ -387,7 +409,7 @@ class Unlearning:
         self.cfg = (cfg or LTUConfig()).validate()
         self.cancel = cancel
         self.device = bundle.device
-        self.G_s = bundle.G if base is None else base
+        self.G_s = bundle.G
         self.w_u = as_codes(w_u, bundle.num_ws, self.device, "w_u")
         self.w_t = (ufo_target(self.w_u, bundle.w_avg, self.cfg.d) if w_t is None
                     else as_codes(w_t, bundle.num_ws, self.device, "w_t"))
@@ -401,14 +423,14 @@ class Unlearning:
         if base is not None and base_run is None:
             raise ValueError("a run that starts from another generator needs its base_run record (where it came from)")
         self.base_run = base_run
-        # Codes of every identity the chain behind `base` forgot (kept as `base` renders them: n_glob_forgotten).
         from guide_core.runs import chain_links
 
-        forgotten = [s["w_u"] for link in chain_links({"base_run": base_run}) for s in link["sources"]]
-        self.w_forgotten = (torch.tensor(forgotten, dtype=torch.float32, device=self.device) if forgotten
-                            else None)
+        earlier = [s for link in chain_links({"base_run": base_run}) for s in link["sources"]]
+        # (w_u, w_t) of every identity the chain behind `base` forgot, or None.
+        self.forgotten = tuple(torch.tensor([s[key] for s in earlier], dtype=torch.float32, device=self.device)
+                               for key in ("w_u", "w_t")) if earlier else None
         self.trainable_prefix = trainable_prefix
-        self.G_u = copy.deepcopy(self.G_s)
+        self.G_u = copy.deepcopy(self.G_s if base is None else base)
         names = [name for name, p in self.G_u.named_parameters() if name.startswith(trainable_prefix)]
         if not names:
             raise ValueError(f"no generator parameter starts with {trainable_prefix!r}: nothing would be trained")
@@ -456,7 +478,7 @@ class Unlearning:
         nets = LossNets(perceptual=self.bundle.perceptual, id_net=self.bundle.id_loss_net,
                         cond_c=self.bundle.cond_c.to(self.device))
         params = [p for p in self.G_u.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        optimizer = torch.optim.Adam(params, lr=cfg.lr * identity_scale(self.w_u.shape[0], cfg))
         planes_t = self._target_planes()
         z_dim = int(self.bundle.z_dim)
         fixed_camera = cfg.yaw_range == 0 and cfg.deterministic_render
@@ -473,9 +495,9 @@ class Unlearning:
                 self.cancelled = True
                 break
             draws = sample_draws(gen, cfg, self.w_u.shape[0], z_dim, step)
-            if self.w_forgotten is not None and cfg.n_glob_forgotten:
-                turn = in_turns(step, len(self.w_forgotten), cfg.n_glob_forgotten)
-                draws.w_forgotten = self.w_forgotten if turn is None else self.w_forgotten[turn]
+            if self.forgotten is not None and cfg.n_glob_forgotten:
+                turn = in_turns(step, len(self.forgotten[0]), cfg.n_glob_forgotten)
+                draws.forgotten = self.forgotten if turn is None else tuple(w[turn] for w in self.forgotten)
             c = self.bundle.camera(draws.yaw, cfg.pitch)
             total, losses = ltu_losses(self.G_u, self.G_s, self.w_u, self.w_t, planes_t, draws, nets, cfg, c,
                                        image_t=image_t)

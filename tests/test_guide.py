@@ -176,6 +176,10 @@ def test_batched_losses_equal_one_at_a_time(bundle, w_u, n_sources):
     draws = sample_draws(torch.Generator().manual_seed(0), cfg, n_sources, 512, step)
     if n_sources == 3:
         assert draws.adj_index.tolist() == [1, 2] and draws.z_adj.shape[:2] == (2, 2)
+        # ... and two identities forgotten by earlier runs of a chain, held to their targets in the global loss
+        gen = torch.Generator().manual_seed(5)
+        earlier = bundle.w_avg_code()[None] + 0.6 * torch.randn(2, *w_u.shape[1:], generator=gen)
+        draws.forgotten = (earlier, ufo_target(earlier, bundle.w_avg, cfg.d))
     c = bundle.camera(draws.yaw, cfg.pitch)
     with torch.no_grad():
         planes_t = bundle.G.get_planes(w_t)

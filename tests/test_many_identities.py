@@ -86,7 +86,7 @@ def test_adjacency_turns_cover_every_identity(bundle, people):
     cfg = LTUConfig(n_adj_sources=2)
     seen = torch.cat([adjacency_sources(step, 3, cfg) for step in range(3)])
     assert torch.bincount(seen, minlength=3).tolist() == [2, 2, 2]
-    assert adjacency_sources(0, 2, cfg) is None and adjacency_sources(0, 5, LTUConfig()) is None
+    assert adjacency_sources(0, 2, cfg) is None and adjacency_sources(0, 5, LTUConfig(n_adj_sources=0)) is None
     run = Unlearning(bundle, torch.cat(people), cfg=LTUConfig(**{**SHORT, "iters": 4, "n_adj_sources": 1}),
                      sources=named("a", "b", "c")).run_all()
     assert run.completed and all(r["adjacency"] > 0 for r in run.history)
