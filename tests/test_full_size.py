@@ -155,9 +155,9 @@ def test_studio_flow_at_full_size(weights_folder, photo):
     assert MODEL in handlers.available_models()
     source = handlers.upload_photo(str(photo), MODEL, 30.0, None)
     session = source.session
-    assert session.w_u is not None and source.inversion.shape == (512, 512, 3)
-    w_t = session.w_t
-    assert float((w_t - session.w_u).norm()) > 0
+    assert session.current.w_u is not None and source.inversion.shape == (512, 512, 3)
+    w_t = session.current.w_t
+    assert float((w_t - session.current.w_u).norm()) > 0
     outputs = list(handlers.run_unlearning(session, 30.0, {"iters": 2}))
     assert session.run_state == "finished" and session.job.steps_done == 2
     assert "Finished 2/2 iterations" in outputs[-1].status
