@@ -1,5 +1,6 @@
 # GUIDE (Seo et al., "Generative Unlearning for Any Identity", CVPR 2024): the UFO target (Sec. 3.2), Latent Target
-# Unlearning with its local / adjacency / global losses (Sec. 3.3), the batched unlearning loop and its run records.
+# Unlearning with its local / adjacency / global losses (Sec. 3.3), the batched unlearning loop of one or many
+# identities, alone or continuing an earlier run (run records: guide_core.runs).
 #
 # Facts taken from the official unlearn.py (KHU-AGI/GUIDE) and kept here on purpose:
 #   - only `backbone.synthesis` of a copy G_u is trained (Adam, lr 1e-4, 1000 iterations); G_s stays frozen;
@@ -20,7 +21,6 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
