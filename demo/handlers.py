@@ -815,11 +815,7 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
                                                              _photo_tensor(bundle, person.aligned),
                                                              _codes(person.w_u), steps=int(audit_steps))))
     if audits:
-        worst_source, worst = max(audits, key=lambda item: item[1].after.best_id)
-        values["audit"] = {**worst.to_dict(), "name": worst_source["name"],
-                           "per_identity": [{"name": s["name"], "run": s["run"],
-                                             **{k: a.to_dict()[k] for k in ("best_id_before", "best_id_after",
-                                                                            "erased")}} for s, a in audits]}
+        values["audit"] = metrics.audit_summary(audits)
     job.metrics = values
     run_dir = session.workdir / "run"
     runs.save_run(run_dir, job, overwrite=True)
@@ -829,10 +825,11 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
             (f"FID_pre (G_s vs G_u, {result.n_fid} samples; preservation)", result.fid_pre),
             ("ΔFID_real", result.delta_fid_real)]
     if audits:
-        rows += [(f"audit: best identity reached by re-inversion into G_s ({worst.steps} steps, "
-                  f"{worst_source['name']}: the identity recovered best from G_u)", worst.before.best_id),
-                 ("audit: best identity reached by re-inversion into G_u", worst.after.best_id),
-                 ("audit: fraction of the identity erased", worst.erased)]
+        audit = values["audit"]
+        rows += [(f"audit: best identity reached by re-inversion into G_s ({audit['steps']} steps, "
+                  f"{audit['name']}: the identity recovered best from G_u)", audit["best_id_before"]),
+                 ("audit: best identity reached by re-inversion into G_u", audit["best_id_after"]),
+                 ("audit: fraction of the identity erased", audit["erased"])]
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| {name} | {_number(value)} |" for name, value in rows]
     lines += ["", "| identity | forgotten in | ID | ID_others |", "|---|---|---|---|"]

@@ -192,19 +192,18 @@ def _identities(args: argparse.Namespace) -> list[tuple[str, Path, list[Path]]]:
     return people
 
 
-# The parent run of `--base-run`: (its record, its G_u, what the new run records about it); the chain's root model
-# must be the loaded one (load_run checks the fingerprint and every parent still on disk).
-def _base_run(args: argparse.Namespace, bundle):
-    from guide_core.runs import base_run_record, load_run, read_run
+# The parent run of `--base-run` from its record: (its G_u, what the new run records about it); the chain's root
+# model must be the loaded one (load_run checks the fingerprint and every parent still on disk).
+def _base_run(args: argparse.Namespace, record: dict[str, Any] | None, bundle):
+    from guide_core.runs import base_run_record, load_run
 
-    if not args.base_run:
-        return None, None, None
-    record = read_run(args.base_run)
+    if record is None:
+        return None, None
     if not record.get("completed"):
         raise ValueError(f"base run {args.base_run} did not complete ({record.get('steps_done')} of "
                          f"{record['config']['iters']} iterations); continue only from a finished run")
     G_parent = load_run(args.base_run, bundle)
-    return record, G_parent, base_run_record(args.base_run, record, G_parent)
+    return G_parent, base_run_record(args.base_run, record, G_parent)
 
 
 # Align + invert every photo, UFO targets, Latent Target Unlearning of all identities in one run (optionally
@@ -225,10 +224,10 @@ def _unlearn_run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"run directory {out} already exists and is not empty (use --overwrite)")
     if args.base_run and out.resolve() == Path(args.base_run).resolve():
         raise ValueError(f"--out {out} is the base run itself: write the continued run to a new folder")
-    model = args.model or (read_run(args.base_run)["model"] if args.base_run else "default")
-    bundle = load_bundle(model, _device(args.device))
+    parent = read_run(args.base_run) if args.base_run else None
+    bundle = load_bundle(args.model or (parent["model"] if parent else "default"), _device(args.device))
     cfg = config_from_args(args, bundle.extras.get("ltu_defaults"))
-    parent, G_parent, base_run = _base_run(args, bundle)
+    G_parent, base_run = _base_run(args, parent, bundle)
     codes, sources = [], []
     for name, photo, other_photos in people:
         _, w, info = _photo_code(bundle, str(photo), name)
@@ -309,7 +308,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 # model, printed as a table or one JSON object.
 def _eval_run(args: argparse.Namespace) -> int:
     from guide_core import metrics
-    from guide_core.runs import chain_sources, update_run
+    from guide_core.runs import chain_sources, other_record, update_run
 
     record, bundle, G_u = _load_run_dir(args)
     identities = chain_sources(record)
@@ -317,8 +316,8 @@ def _eval_run(args: argparse.Namespace) -> int:
         if len(record["sources"]) != 1:
             raise ValueError(f"--others names one person's photos, but run {args.run_dir} forgot "
                              f"{len(record['sources'])} identities; their other photos are stored in the run")
-        codes = [_photo_code(bundle, p) for p in args.others]
-        identities[-1]["others"] = [{**info, "w": w[0].tolist()} for _, w, info in codes]
+        identities[-1]["others"] = [other_record(info, w) for _, w, info in (_photo_code(bundle, p)
+                                                                              for p in args.others)]
     n_fid = metrics.default_n_fid(bundle) if args.n_fid is None else args.n_fid
     if args.n_fid is None and n_fid != metrics.N_FID_PAPER:
         print(f"FID on {n_fid} samples per generator on {bundle.device} (the paper uses {metrics.N_FID_PAPER}: "
@@ -398,7 +397,10 @@ def _audit_run(args: argparse.Namespace) -> int:
         photos, missing = [], []
         for source in identities:
             path, why = _recorded_photo(source)
-            (photos.append((source, path)) if path else missing.append(f"{source['name']}: {why}"))
+            if path:
+                photos.append((source, path))
+            else:
+                missing.append(f"{source['name']}: {why}")
         if not photos:
             raise FileNotFoundError("no identity of the run can be attacked: " + "; ".join(missing)
                                     + (" (pass --image)" if len(identities) == 1 else ""))
@@ -409,17 +411,14 @@ def _audit_run(args: argparse.Namespace) -> int:
         result = metrics.erasure_audit(bundle, G_u, _aligned_photo(bundle, path), None, steps=args.steps, lr=args.lr,
                                        seed=args.seed, progress=True)
         results.append((source, result))
-    worst_source, worst = max(results, key=lambda item: item[1].after.best_id)
-    values = {**worst.to_dict(), "name": worst_source["name"],
-              "per_identity": [{"name": s["name"], "run": s["run"], **{k: r.to_dict()[k] for k in
-                                ("best_id_before", "best_id_after", "erased")}} for s, r in results]}
+    values = metrics.audit_summary(results)
     if not args.no_save:
         update_run(args.run_dir, metrics={"audit": {k: values[k] for k in ("best_id_before", "best_id_after", "erased",
                                                                            "steps", "name", "per_identity")}})
     if args.json:
         print(json.dumps(values))
         return 0
-    print(f"re-inversion attack on run {args.run_dir} ({args.steps} steps from the {worst.start}'s code)")
+    print(f"re-inversion attack on run {args.run_dir} ({args.steps} steps from the {values['start']}'s code)")
     for source, result in results:
         print(f"  {source['name']}: best identity similarity to the photo   before (G_s) {result.before.best_id:.4f}"
               f"   after (G_u) {result.after.best_id:.4f}   erased fraction {result.erased:.3f}")

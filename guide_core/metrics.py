@@ -375,6 +375,17 @@ class AuditResult:
                 "best_id_before": self.before.best_id, "best_id_after": self.after.best_id, "erased": self.erased}
 
 
+# The audits of several identities as run.json and `audit --json` keep them: the headline numbers are those of the
+# identity the attacker recovers best from G_u (its name beside them), plus one row per identity.
+# results: [(run.json source record with "name" and "run", its AuditResult)].
+def audit_summary(results: list[tuple[dict[str, Any], "AuditResult"]]) -> dict[str, Any]:
+    worst_source, worst = max(results, key=lambda item: item[1].after.best_id)
+    rows = [{"name": s["name"], "run": s.get("run", 0), **{k: r.to_dict()[k] for k in
+                                                           ("best_id_before", "best_id_after", "erased")}}
+            for s, r in results]
+    return {**worst.to_dict(), "name": worst_source["name"], "per_identity": rows}
+
+
 # Run the re-inversion audit for a photo (aligned, [-1, 1]); the start code is the encoder's when the bundle has one.
 def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tensor, w_start: torch.Tensor | None = None,
                   steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0,

@@ -31,7 +31,7 @@ RUN_JSON = "run.json"
 DELTA_FILE = "delta.safetensors"
 
 __all__ = ["RUN_FORMAT", "RUN_JSON", "DELTA_FILE", "sha256_file", "state_fingerprint", "photo_record",
-           "source_record", "run_sources", "run_record", "base_run_record", "save_run", "read_run", "update_run", "load_run",
+           "source_record", "other_record", "run_sources", "run_record", "base_run_record", "save_run", "read_run", "update_run", "load_run",
            "run_codes", "other_codes", "chain_sources", "export_state_dict"]
 
 
@@ -76,14 +76,14 @@ def photo_record(path: str | os.PathLike, name: str | None = None) -> dict[str, 
 # and the other photos of the person with their codes (others: [{name, sha256, path, w}], for ID_others).
 def source_record(name: str, sha256: str | None = None, path: str | None = None,
                   others: list[tuple[dict[str, Any], torch.Tensor]] | None = None) -> dict[str, Any]:
-    return {"name": name, "sha256": sha256, "path": path,
-            "others": [{**info, "w": _one_code(w).tolist()} for info, w in (others or [])]}
+    return {"name": name, "sha256": sha256, "path": path, "others": [other_record(info, w) for info, w in others or []]}
 
 
-# One photo's code as [num_ws, 512] (encoders return a batch of one).
-def _one_code(w: torch.Tensor) -> torch.Tensor:
+# One other photo of a person: its photo record ({name, sha256, path}) and its code w ([num_ws, 512]; encoders
+# return a batch of one, [1, num_ws, 512]).
+def other_record(info: dict[str, Any], w: torch.Tensor) -> dict[str, Any]:
     w = torch.as_tensor(w).detach().cpu()
-    return w[0] if w.ndim == 3 else w
+    return {**info, "w": (w[0] if w.ndim == 3 else w).tolist()}
 
 
 # An unlearning's source records with their codes w_u / w_t, as run.json stores them.
