@@ -108,6 +108,8 @@ class Identity:
     others: list[OtherPhoto] = dataclasses.field(default_factory=list)
     w_t: torch.Tensor | None = None  # UFO target at the session's d
     forgotten_in: int | None = None  # position (from 1) in the session's chain of the finished run that forgot it
+    upload_path: str = ""  # the uploaded file this identity was inverted from, and the status that upload showed:
+    upload_note: str = ""  # the browser may deliver one upload twice, and the second must show the same page
 
 
 # A finished run that a later run continues from: its Unlearning and, once a later run needed it, its saved folder.
@@ -474,8 +476,10 @@ def upload_photo(path: str | None, model: str, d: float, session: StudioSession 
     sha256 = sha256_file(Path(path))
     known = next((i for i in session.identities if i.sha256 == sha256), None) if session.model == model else None
     if known is not None:
+        repeated = known.upload_path == path and session.selected == known.name
         session.selected = known.name
-        return _source_view(session, d, f"This photo is already listed as **{known.name}** ({_state_of(known)}).")
+        return _source_view(session, d, known.upload_note if repeated else
+                            f"This photo is already listed as **{known.name}** ({_state_of(known)}).")
     aligned = _align(bundle, photo)
     w_u = _invert(bundle, aligned)
     if session.model != model:
@@ -495,6 +499,7 @@ def upload_photo(path: str | None, model: str, d: float, session: StudioSession 
               + (f" {faces} faces found; the largest was used." if faces > 1 else "")
               + f" {_count(len(session.identities))} listed. Next: choose d on the UFO tab, then Run"
               + " (or upload another photo to forget that person too).")
+    identity.upload_path, identity.upload_note = path, status
     return _source_view(session, d, status)
 
 

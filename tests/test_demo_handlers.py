@@ -317,6 +317,9 @@ def test_two_identities_are_forgotten_in_one_run_with_a_row_each(tiny_model, tmp
     again = handlers.upload_photo(str(tmp_path / "ann.png"), tiny_model, 30.0, session)
     assert len(session.identities) == 2 and session.selected == "ann" and "already listed" in again.status
     assert np.array_equal(again.inversion, session.identities[0].inversion)
+    # One upload delivered twice by the browser (the same file while it is selected) shows the page it showed first.
+    twice = handlers.upload_photo(str(tmp_path / "ann.png"), tiny_model, 30.0, session)
+    assert len(session.identities) == 2 and twice.status.startswith("Inverted **ann.png**"), twice.status
     # One d for the run: every identity's w_t follows it, the picture shows the selected one.
     handlers.change_d(10.0, session)
     w_avg = handlers.get_bundle(tiny_model).w_avg_code().cpu()
