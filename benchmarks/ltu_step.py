@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from guide_core.bundle import random_bundle  # noqa: E402
+from guide_core.testing import random_bundle  # noqa: E402
 from guide_core.guide import (LossNets, LTUConfig, Unlearning, ltu_losses, ltu_losses_reference,  # noqa: E402
                               sample_draws)
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -39,14 +40,15 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from guide_core import metrics, runs
-    from guide_core.bundle import load_bundle, pil_to_tensor
+    from guide_core.bundle import pil_to_tensor
+    from guide_core.registry import load_bundle
     from guide_core.guide import Unlearning
     from guide_core.world.bundle import WEIGHTS_DIR
     from guide_core.world.examples import person_photos
     from guide_core.world.heads import random_z
 
     bundle = load_bundle("default")
-    cfg = config_from_args(args, {**bundle.extras["ltu_defaults"], "preview_every": 0})
+    cfg = config_from_args(args, dataclasses.replace(bundle.ltu_defaults, preview_every=0))
     n_fid = args.n_fid or metrics.default_n_fid(bundle)
     most = max([*args.at_once, args.sequential, 1])
     photos = [pil_to_tensor([bundle.align(p) for p in person_photos(k, 4, 64)]) for k in range(most)]

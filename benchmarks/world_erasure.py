@@ -1,6 +1,6 @@
-# Does GUIDE erase a person in the embedded default world, on a CPU, in minutes? (issue 5, "the point of it all")
+# Does GUIDE erase a person in the embedded default world, on a CPU, in minutes? The point of the default world.
 # One world person's reference photo is inverted by the world encoder and unlearned with Latent Target Unlearning
-# (GUIDE, Seo et al. CVPR 2024) at the world's default settings (bundle.extras["ltu_defaults"]: fewer, larger steps,
+# (GUIDE, Seo et al. CVPR 2024) at the world's default settings (bundle.ltu_defaults: fewer, larger steps,
 # more preservation weight than the paper and global latents near w_u, see guide_core/world/bundle.py); then identity
 # similarities are measured with the world identity net (NOT ArcFace: this world's own network, see
 # weights/default/MODEL_CARD.md):
@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -44,7 +45,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from guide_core.bundle import load_bundle
+    from guide_core.registry import load_bundle
     from guide_core.guide import LTUConfig, Unlearning
     from guide_core.metrics import id_similarity
     from guide_core.world.examples import person_photos
@@ -74,7 +75,7 @@ def main() -> int:
     before_source = photo_similarity(bundle.G, w_u, x[:1])
     before_others = photo_similarity(bundle.G, w_others, x[1:])
     given = {f.name: getattr(args, f.name) for f in fields(LTUConfig) if hasattr(args, f.name)}
-    cfg = config_from_args(args, {**bundle.extras["ltu_defaults"], "preview_every": 0})
+    cfg = config_from_args(args, dataclasses.replace(bundle.ltu_defaults, preview_every=0))
     start = time.perf_counter()
     run = Unlearning(bundle, w_u, cfg=cfg).run_all()
     seconds = time.perf_counter() - start

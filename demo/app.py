@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-# No analytics calls home, before gradio is imported anywhere (issue 6: nothing reaches the internet at start).
+# No analytics calls home, set before gradio is imported anywhere: nothing reaches the internet at start.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402

@@ -55,9 +55,9 @@ except ImportError:  # not on a Space: the decorators do nothing
 # ---------------------------------------------------------------------------------------------------------------------
 # The library seam: the only place that knows the shape of guide_core's API.
 def _lib():
-    from guide_core import bundle, guide, metrics  # imported lazily so the page renders even while a piece is missing
+    from guide_core import guide, metrics, registry  # imported lazily so the page renders even while a piece is missing
 
-    return bundle, guide, metrics
+    return registry, guide, metrics
 
 
 _BUNDLES: dict[str, Any] = {}
@@ -67,13 +67,13 @@ _BUNDLE_LOCK = threading.Lock()
 
 # One read-only ModelBundle per model name, shared by all sessions (G_s is frozen; sessions copy it to unlearn).
 def get_bundle(name: str | None):
-    bundle_mod, _, _ = _lib()
+    registry, _, _ = _lib()
     if not name:
         raise gr.Error("Pick a model first.")
     with _BUNDLE_LOCK:
         if name not in _BUNDLES:
             try:
-                _BUNDLES[name] = bundle_mod.load_bundle(name, device=_device())
+                _BUNDLES[name] = registry.load_bundle(name, device=_device())
             except (FileNotFoundError, RuntimeError, ValueError, KeyError) as error:
                 raise gr.Error(f"Model {name!r} cannot be loaded: {error}") from None
         return _BUNDLES[name]
@@ -134,11 +134,18 @@ class StudioSession:
     run_seconds: float = 0.0
     run_state: str = "none"  # none | running | cancelled | finished
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
-    workdir: Path = dataclasses.field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="guide-session-")))
+    _workdir: Path | None = None  # made on first use: most visitors never save a run
 
     # Gradio deep-copies initial state values; a session is never copied, a copy starts a fresh one.
     def __deepcopy__(self, memo) -> "StudioSession":
         return StudioSession()
+
+    # This visitor's private folder for saved runs and downloads.
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="guide-session-"))
+        return self._workdir
 
     # The selected identity (None while none is listed).
     @property
@@ -173,7 +180,8 @@ def end_session(session: StudioSession | None) -> None:
     session.cancel.set()
     session.generator_u = session.job = None
     session.chain = []
-    shutil.rmtree(session.workdir, ignore_errors=True)
+    if session._workdir is not None:
+        shutil.rmtree(session._workdir, ignore_errors=True)
 
 
 def _need_source(session: StudioSession | None) -> StudioSession:
@@ -243,11 +251,11 @@ def _codes(w: torch.Tensor) -> torch.Tensor:
 # bundle's aligner keeps only its crop), called here directly so the page can also show the detected box; other
 # worlds use their bundle's own aligner (the default world's photos are already aligned renders).
 def _align(bundle, photo: Image.Image):
-    bundle_mod, _, _ = _lib()
     from guide_core.faces import FaceError, align_face
+    from guide_core.released import EG3D_MODELS
 
     try:
-        if bundle.name in bundle_mod.EG3D_MODELS:
+        if bundle.name in EG3D_MODELS:
             return align_face(photo)
         return bundle.align(photo)
     except (FaceError, ValueError, RuntimeError) as error:
@@ -307,15 +315,14 @@ def default_audit_steps() -> int:
     return 20
 
 
-# LTUConfig defaults for a model: the paper's, unless the model's bundle says its world needs others (the CPU world
-# runs fewer iterations, issue 5); the UI never writes a default of its own.
+# LTUConfig defaults for a model: its bundle's own (the CPU world runs fewer iterations), the paper's for a model that
+# cannot load yet; the UI never writes a default of its own.
 def config_defaults(model: str):
     _, guide, _ = _lib()
     try:
-        overrides = dict(get_bundle(model).extras.get("ltu_defaults", {}))
+        return get_bundle(model).ltu_defaults
     except Exception:  # noqa: BLE001 - a model that cannot load yet still gets the paper's defaults on the page
-        overrides = {}
-    return dataclasses.replace(guide.LTUConfig(), **overrides)
+        return guide.LTUConfig()
 
 
 # The weights panel: guide_core.weights.status() as a table plus the install hint of every missing file.
@@ -342,16 +349,17 @@ def weights_panel() -> str:
 
 # Models the selector offers: the default world always, released ones only when their files are installed.
 def available_models() -> list[str]:
-    bundle_mod, _, _ = _lib()
+    registry, _, _ = _lib()
     from guide_core import weights
+    from guide_core.released import required_weights
 
     names = []
-    for name in bundle_mod.available_models():
+    for name in registry.available_models():
         if name == "default":
             names.append(name)
             continue
         try:
-            if all(weights.is_installed(item) for item in bundle_mod.required_weights(name)):
+            if all(weights.is_installed(item) for item in required_weights(name)):
                 names.append(name)
         except Exception:  # noqa: BLE001 - a name the manifest does not know is simply not offered
             continue

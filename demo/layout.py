@@ -31,7 +31,7 @@ CONFIG_LABELS: dict[str, tuple[str, bool]] = {
     "preview_every": ("preview every k iterations", True),
     "seed": ("seed", True),
 }
-# Heavy events share one queue slot on the accelerator (issue 6: one heavy job at a time, position visible).
+# Heavy events share one queue slot on the accelerator: one heavy job at a time, with the position in line visible.
 HEAVY = dict(concurrency_id="heavy", concurrency_limit=1)
 # Light events (d slider, camera) never wait behind a heavy job.
 # While a slider is dragged only the latest value is rendered (trigger_mode "always_last").

@@ -72,8 +72,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 # LTUConfig fields -> argparse flags (`alpha_max` -> `--alpha-max`), typed by their defaults, help from metadata.
-# Flags that are not given stay absent from the namespace, so a model's own defaults (bundle.extras["ltu_defaults"],
-# e.g. the tiny world's shorter schedule) can fill them; an explicit flag always wins.
+# Flags that are not given stay absent from the namespace, so a model's own defaults (bundle.ltu_defaults, e.g. the
+# tiny world's shorter schedule) can fill them; an explicit flag always wins.
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     from guide_core.guide import LTUConfig
 
@@ -91,12 +91,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 # The LTUConfig the parsed flags describe: given flags, else the model's own defaults, else the paper's.
-def config_from_args(args: argparse.Namespace, model_defaults: dict[str, Any] | None = None):
+def config_from_args(args: argparse.Namespace, model_defaults=None):
     from guide_core.guide import LTUConfig
 
-    values = dict(model_defaults or {})
-    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(LTUConfig) if hasattr(args, f.name)})
-    return LTUConfig.from_dict({**LTUConfig().to_dict(), **values})
+    base = model_defaults or LTUConfig()
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(LTUConfig) if hasattr(args, f.name)}
+    return LTUConfig.from_dict({**base.to_dict(), **given})
 
 
 # Open a photo (EXIF-upright RGB) with a clear error for a missing, unreadable or oversized file.
@@ -213,7 +213,7 @@ def _unlearn_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from guide_core import metrics
-    from guide_core.bundle import load_bundle
+    from guide_core.registry import load_bundle
     from guide_core.guide import Unlearning, ufo_target
     from guide_core.runs import chain_sources, read_run, run_sources, save_run, source_record
 
@@ -226,7 +226,7 @@ def _unlearn_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is the base run itself: write the continued run to a new folder")
     parent = read_run(args.base_run) if args.base_run else None
     bundle = load_bundle(args.model or (parent["model"] if parent else "default"), _device(args.device))
-    cfg = config_from_args(args, bundle.extras.get("ltu_defaults"))
+    cfg = config_from_args(args, bundle.ltu_defaults)
     G_parent, base_run = _base_run(args, parent, bundle)
     codes, sources = [], []
     for name, photo, other_photos in people:
@@ -279,7 +279,7 @@ unlearn = Command(_unlearn_arguments, _unlearn_run)
 
 # Bundle + G_u + record of a run directory (the model recorded in the run unless --model overrides it).
 def _load_run_dir(args: argparse.Namespace):
-    from guide_core.bundle import load_bundle
+    from guide_core.registry import load_bundle
     from guide_core.runs import load_run, read_run
 
     record = read_run(args.run_dir)
@@ -466,7 +466,7 @@ def _generator_tensors(path: Path) -> dict:
 def _import_run(args: argparse.Namespace) -> int:
     import torch
 
-    from guide_core.bundle import load_bundle
+    from guide_core.registry import load_bundle
     from guide_core.eg3d.legacy import TRAINING_ONLY_BUFFERS
     from guide_core.guide import LTUConfig, Unlearning
     from guide_core.runs import changed_tensors, save_run, source_record

@@ -8,7 +8,7 @@
 #   - latents come from the mapping network conditioned on the frontal camera with psi = 1;
 #   - the UFO norm and the adjacency norm are taken over each sample's whole [num_ws, 512] code;
 #   - the adjacency and global losses are SUMS over their N_a / N_g draws (the official code adds them up; the
-#     project issue says "averaged" - sum = N_a x mean, so lambda_adj = 1 here equals lambda_adj = N_a there).
+#     paper's text reads as an average - sum = N_a x mean, so lambda_adj = 1 here equals lambda_adj = N_a there).
 # Deliberate differences: noise_mode "const" (the official run uses random per-layer noise, which would make G_s's
 # target planes differ every call; const noise makes them a constant that is computed once), and one batched
 # forward per generator per iteration instead of one call per image (`ltu_losses_reference` keeps the one-at-a-time
@@ -394,7 +394,7 @@ def as_codes(w: torch.Tensor, num_ws: int, device: torch.device | str, name: str
 # Latent Target Unlearning (GUIDE Sec. 3.3) of N identities at once: holds the frozen original generator G_s (targets
 # and preservation always come from it), G_u (a copy of G_s, or of an earlier run's G_u when unlearning one identity
 # after another, whose synthesis backbone is trained), w_u [N, num_ws, 512], the UFO targets w_t, the settings and
-# the loss history; `.run()` yields Progress.
+# the loss history; `.run()` yields Progress. Without cfg the run starts from the bundle's own ltu_defaults.
 #   sources   one dict per identity for run.json: name, sha256, path, others ([{name, sha256, path, w}]) - the shape
 #             of guide_core.runs.source_record; the codes w_u / w_t are added from the tensors when the run is saved;
 #   base      the generator G_u starts from (default: a copy of G_s);
@@ -406,7 +406,7 @@ class Unlearning:
                  trainable_prefix: str = TRAINABLE_PREFIX, sources: list[dict[str, Any]] | None = None,
                  base: torch.nn.Module | None = None, base_run: dict[str, Any] | None = None):
         self.bundle = bundle
-        self.cfg = (cfg or LTUConfig()).validate()
+        self.cfg = (cfg or getattr(bundle, "ltu_defaults", None) or LTUConfig()).validate()
         self.cancel = cancel
         self.device = bundle.device
         self.G_s = bundle.G

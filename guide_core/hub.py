@@ -428,20 +428,20 @@ def converted_name(generator_name: str) -> str | None:
 
 
 # What a bundle needs, in order: its generator (the converted file when installed or when a host's mirror serves it),
-# the networks of bundle.NET_WEIGHTS, then the optional w̄ file and real-image statistics.
+# the networks of released.NET_WEIGHTS, then the optional w̄ file and real-image statistics.
 def plan(model: str = DEFAULT_MODEL, host_repo: str | None = None) -> list[Step]:
-    from guide_core import bundle
+    from guide_core import released
 
-    if model not in bundle.EG3D_MODELS:
-        raise W.UnknownWeightsError(f"unknown model {model!r} for fetch --all; known: {', '.join(bundle.EG3D_MODELS)}")
-    generator = bundle.EG3D_MODELS[model][0]
+    if model not in released.EG3D_MODELS:
+        raise W.UnknownWeightsError(f"unknown model {model!r} for fetch --all; known: {', '.join(released.EG3D_MODELS)}")
+    generator = released.EG3D_MODELS[model][0]
     converted = converted_name(generator)
     if converted and (host_repo or W.is_installed(converted)):
         candidates = [converted, generator]
     else:
         candidates = [generator]
     steps = [Step("generator", candidates)]
-    steps += [Step(role, [name]) for role, name in bundle.NET_WEIGHTS.items()]
+    steps += [Step(role, [name]) for role, name in released.NET_WEIGHTS.items()]
     w_avg_files = [n for n, item in W.manifest().items() if item.get("w_avg_for") == generator]
     steps += [Step("w_avg", [n], optional=True) for n in w_avg_files]
     steps += [Step("real_stats", [n], optional=True) for n in OPTIONAL_WEIGHTS if n in W.manifest()]

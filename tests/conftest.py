@@ -1,4 +1,5 @@
-# Shared test plumbing: where ../shared lives, and skips with a reason when it is absent (a fresh clone).
+# Shared test plumbing: the parity fixtures that travel with the tests, and ../shared's real photos (never in the
+# repository), whose tests skip with a reason when it is absent (a fresh clone).
 from __future__ import annotations
 
 import os
@@ -15,20 +16,14 @@ def shared_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    root = shared_root()
-    if not (root / "fixtures").is_dir():
-        pytest.skip(f"parity fixtures not found at {root} (a fresh clone without ../shared); set GUIDE_SHARED to run")
-    return root
+def fixtures_dir() -> Path:
+    return REPO / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir(shared_dir: Path) -> Path:
-    return shared_dir / "fixtures"
-
-
-@pytest.fixture(scope="session")
-def data_dir(shared_dir: Path) -> Path:
-    if not (shared_dir / "data").is_dir():
-        pytest.skip(f"test photos not found at {shared_dir / 'data'}")
-    return shared_dir / "data"
+def data_dir() -> Path:
+    data = shared_root() / "data"
+    if not data.is_dir():
+        pytest.skip(f"test photos not found at {data}: real people's photos stay out of the repository; "
+                    "put ../shared beside the checkout or set GUIDE_SHARED to run")
+    return data

@@ -45,10 +45,10 @@ def studio_url():
     _require_browser()
     from demo import app as demo_app
     from demo import handlers
-    from guide_core import bundle as bundle_mod
+    from guide_core import registry
     from tests.test_demo_handlers import TINY, tiny_bundle
 
-    bundle_mod.register_model(TINY, tiny_bundle, "tiny seeded model for the studio's tests")
+    registry.register_model(TINY, tiny_bundle, "tiny seeded model for the studio's tests")
     original = handlers.available_models
     handlers.available_models = lambda: [TINY]
     try:
@@ -60,7 +60,7 @@ def studio_url():
                   **demo_app.launch_kwargs())
     yield f"http://127.0.0.1:{port}/"
     blocks.close()
-    bundle_mod.unregister_model(TINY)
+    registry.unregister_model(TINY)
     handlers._BUNDLES.pop(TINY, None)
 
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from guide_core import bundle as bundle_module
-from guide_core import guide, runs
+from guide_core import guide, registry, runs, testing
 from guide_core.__main__ import main
 
 MODEL = "random-small-clitest"
@@ -24,12 +23,12 @@ def registered_world():
 
     def factory(device: str):
         if "b" not in cached:  # one build per test module; the generator is never modified by a run
-            cached["b"] = bundle_module.random_bundle("small", device=device, seed=0)
+            cached["b"] = testing.random_bundle("small", device=device, seed=0)
         return cached["b"]
 
-    bundle_module.register_model(MODEL, factory, "small random world for CLI tests")
+    registry.register_model(MODEL, factory, "small random world for CLI tests")
     yield
-    bundle_module.unregister_model(MODEL)
+    registry.unregister_model(MODEL)
 
 
 # A synthetic "photo" (a smooth colour pattern, no real person) saved as PNG.
@@ -89,7 +88,7 @@ def test_eval_table_and_saved_metrics(run_dir, capsys):
 
 def test_eval_default_sample_count_on_cpu_is_printed_with_progress(run_dir, capsys, monkeypatch):
     from guide_core import metrics
-    small = bundle_module.load_bundle(MODEL, "cpu")
+    small = registry.load_bundle(MODEL, "cpu")
     assert metrics.default_n_fid(small) == metrics.N_FID_CPU_SMALL  # 32 px world on the CPU
     monkeypatch.setattr(metrics, "N_FID_CPU_SMALL", 5)  # the rule, not its value, is under test: keep it fast
     code, out, err = run_cli(["eval", str(run_dir), "--json", "--device", "cpu", "--no-save"], capsys)
@@ -131,14 +130,14 @@ def test_flags_come_from_ltu_config(capsys):
     assert "default: 15.0" in text and "default: 1000" in text
 
 
-# A model's own LTU defaults (bundle.extras["ltu_defaults"]) fill the flags that were not given; given flags win.
+# A model's own LTU defaults (bundle.ltu_defaults) fill the flags that were not given; given flags win.
 def test_model_defaults_fill_missing_flags(tmp_path, capsys):
     def factory(device: str):
-        world = bundle_module.random_bundle("small", device=device, seed=0)
-        world.extras["ltu_defaults"] = {"iters": 2, "alpha_max": 5.0}
+        world = testing.random_bundle("small", device=device, seed=0)
+        world.ltu_defaults = guide.LTUConfig(iters=2, alpha_max=5.0)
         return world
 
-    bundle_module.register_model("random-small-defaults", factory)
+    registry.register_model("random-small-defaults", factory)
     try:
         photo = make_photo(tmp_path / "p.png")
         base = ["unlearn", "--image", str(photo), "--model", "random-small-defaults", "--device", "cpu",
@@ -146,7 +145,7 @@ def test_model_defaults_fill_missing_flags(tmp_path, capsys):
         assert run_cli([*base, "--out", str(tmp_path / "a")], capsys)[0] == 0
         assert run_cli([*base, "--out", str(tmp_path / "b"), "--iters", "1"], capsys)[0] == 0
     finally:
-        bundle_module.unregister_model("random-small-defaults")
+        registry.unregister_model("random-small-defaults")
     a, b = runs.read_run(tmp_path / "a"), runs.read_run(tmp_path / "b")
     assert (a["steps_done"], a["config"]["alpha_max"], a["config"]["d"]) == (2, 5.0, 30.0)
     assert (b["steps_done"], b["config"]["alpha_max"]) == (1, 5.0)
@@ -196,7 +195,7 @@ def test_errors_are_one_line_and_exit_2(case, tmp_path, capsys, run_dir):
 # The embedded default world end to end through the CLI (skipped until its weights are trained / shipped).
 def test_default_world_end_to_end(tmp_path, capsys):
     try:
-        world = bundle_module.load_bundle("default")
+        world = registry.load_bundle("default")
     except (FileNotFoundError, RuntimeError) as exc:
         pytest.skip(f"default world not available: {exc}")
     if world.encoder is None or "photo" not in world.extras:
@@ -222,7 +221,7 @@ def test_default_world_end_to_end(tmp_path, capsys):
 def test_import_of_a_foreign_unlearned_generator(tmp_path, capsys):
     from guide_core.eg3d.io import save_generator
 
-    base = bundle_module.load_bundle(MODEL, "cpu").G
+    base = registry.load_bundle(MODEL, "cpu").G
     G_u = __import__("copy").deepcopy(base)
     with torch.no_grad():
         G_u.backbone.synthesis.b4.conv1.weight.add_(0.05)
@@ -235,11 +234,11 @@ def test_import_of_a_foreign_unlearned_generator(tmp_path, capsys):
     record = runs.read_run(out)
     assert record["delta"]["keys"] == ["backbone.synthesis.b4.conv1.weight"]
     assert record["extra"]["imported_from"]["changed_tensors"] == 1 and record["steps_done"] == 0
-    loaded = runs.load_run(out, bundle_module.load_bundle(MODEL, "cpu"))
+    loaded = runs.load_run(out, registry.load_bundle(MODEL, "cpu"))
     assert runs.state_fingerprint(loaded) == runs.state_fingerprint(G_u)
     code, text, err = run_cli(["eval", str(out), "--json", "--n-fid", "4", "--device", "cpu", "--no-save"], capsys)
     assert code == 0, err and json.loads(text)["id"] < 1.0
-    other = bundle_module.random_bundle("small", seed=0)
+    other = testing.random_bundle("small", seed=0)
     other.G.backbone.synthesis.b4.conv1.weight = torch.nn.Parameter(torch.zeros(2, 2, 3, 3))
     save_generator(other.G, tmp_path / "wrong.safetensors")
     code, _, err = run_cli(["import", str(tmp_path / "wrong.safetensors"), "--image", str(photo), "--out",
@@ -256,7 +255,7 @@ def test_import_of_the_official_last_pkl_and_a_hostile_one(tmp_path, capsys):
 
     from tests import released_files
 
-    base = bundle_module.load_bundle(MODEL, "cpu").G
+    base = registry.load_bundle(MODEL, "cpu").G
     G_u = copy.deepcopy(base)
     with torch.no_grad():
         G_u.backbone.synthesis.b8.conv0.weight.mul_(1.1)

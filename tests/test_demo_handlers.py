@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from demo import handlers
-from guide_core import bundle as bundle_mod
-from guide_core import guide, runs
+from guide_core import guide, registry, runs
+from guide_core.bundle import ModelBundle
 
 TINY = "tiny-studio-test"
 
@@ -63,7 +63,7 @@ def tiny_align(photo: Image.Image) -> Image.Image:
 
 
 # The tiny bundle: real generator class and engine, stand-in encoder / identity / perceptual networks.
-def tiny_bundle(device: str = "cpu") -> bundle_mod.ModelBundle:
+def tiny_bundle(device: str = "cpu") -> ModelBundle:
     from guide_core.eg3d import camera_params
 
     G = tiny_generator().to(device)
@@ -79,19 +79,19 @@ def tiny_bundle(device: str = "cpu") -> bundle_mod.ModelBundle:
         return w_avg.unsqueeze(0) + offset.unsqueeze(1)
 
     identity = TinyIdentity(11)
-    return bundle_mod.ModelBundle(
+    return ModelBundle(
         name=TINY, G=G, w_avg=w_avg, cond_c=cond_c, id_loss_net=identity, id_metric_net=identity,
         perceptual=lambda x, y: (x - y).pow(2).flatten(1).mean(dim=1), encoder=encoder, encoder_resolution=16,
         align=tiny_align, pivot=(0.0, 0.0, 0.2), feature_note="no feature network in the tiny test world",
-        extras={"ltu_defaults": {"iters": 3, "preview_every": 1, "lr": 1e-2}})
+        ltu_defaults=guide.LTUConfig(iters=3, preview_every=1, lr=1e-2))
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    bundle_mod.register_model(TINY, tiny_bundle, "tiny seeded model for the studio's tests")
+    registry.register_model(TINY, tiny_bundle, "tiny seeded model for the studio's tests")
     handlers._BUNDLES.pop(TINY, None)
     yield TINY
-    bundle_mod.unregister_model(TINY)
+    registry.unregister_model(TINY)
     handlers._BUNDLES.pop(TINY, None)
 
 
@@ -450,7 +450,7 @@ def test_real_photo_on_a_released_model_shows_the_detected_box(data_dir):
     # The tiny networks registered under a released model's name: alignment then goes through guide_core.faces
     # (MTCNN + the EG3D crop), the path real photos take, and the page shows the detected box.
     name = "eg3d-ffhq"
-    bundle_mod.register_model(name, lambda device: dataclasses.replace(tiny_bundle(device), name=name))
+    registry.register_model(name, lambda device: dataclasses.replace(tiny_bundle(device), name=name))
     handlers._BUNDLES.pop(name, None)
     try:
         photo = sorted((data_dir / "celebahq_1024").glob("*.jpg"))[0]
@@ -459,5 +459,5 @@ def test_real_photo_on_a_released_model_shows_the_detected_box(data_dir):
         red = (out.detected[..., 0] == 255) & (out.detected[..., 1] == 64) & (out.detected[..., 2] == 64)
         assert red.sum() > 100, "the detected face box is not drawn"
     finally:
-        bundle_mod.unregister_model(name)
+        registry.unregister_model(name)
         handlers._BUNDLES.pop(name, None)

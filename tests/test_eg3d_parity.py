@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from guide_core.eg3d import TriPlaneGenerator, camera_params
 from guide_core.eg3d.networks import SynthesisBlock
-from tests.util import assert_close
+from tests.util import assert_close, load_io
 
 GRAD_KEYS = ("backbone.synthesis.b256.torgb.weight", "backbone.synthesis.b4.conv1.weight",
              "backbone.synthesis.b64.conv0.affine.weight", "decoder.net.0.weight",
@@ -23,7 +23,7 @@ GRAD_KEYS = ("backbone.synthesis.b256.torgb.weight", "backbone.synthesis.b4.conv
 def fixture(fixtures_dir):
     folder = fixtures_dir / "eg3d"
     config = json.loads((folder / "config.json").read_text())
-    io_tensors = load_file(str(folder / "io.safetensors"))
+    io_tensors = load_io(folder)
     G = TriPlaneGenerator(**config["init_kwargs"])
     G.load_state_dict(load_file(str(folder / "state_dict.safetensors")), strict=True)
     G.neural_rendering_resolution = config["neural_rendering_resolution"]

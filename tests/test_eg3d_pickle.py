@@ -19,7 +19,7 @@ from guide_core.eg3d import convert
 from guide_core.eg3d.io import CheckpointError, load_generator_file, save_generator
 from guide_core.eg3d.legacy import UnsafePickleError, load_generator_checkpoint, load_network_records, safe_load_pickle
 from tests import released_files
-from tests.util import assert_close
+from tests.util import assert_close, load_io
 
 MARKER = Path("/tmp/guide_eg3d_pickle_marker")
 # Module source stored in every persistent record: it would leave the marker file if anyone executed it.
@@ -45,7 +45,7 @@ def fixture_model(fixtures_dir):
     folder = fixtures_dir / "eg3d"
     config = json.loads((folder / "config.json").read_text())
     state = load_file(str(folder / "state_dict.safetensors"))
-    io_tensors = load_file(str(folder / "io.safetensors"))
+    io_tensors = load_io(folder)
     G = TriPlaneGenerator(**config["init_kwargs"])
     G.load_state_dict(state)
     G.neural_rendering_resolution = config["neural_rendering_resolution"]

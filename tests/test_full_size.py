@@ -111,7 +111,7 @@ def run_dir(weights_folder, photo, tmp_path_factory):
 
 
 def test_unlearn_changes_the_full_size_generator(run_dir):
-    from guide_core.bundle import load_bundle
+    from guide_core.registry import load_bundle
     from guide_core.metrics import render_views
 
     record = runs.read_run(run_dir)
@@ -176,7 +176,7 @@ def test_studio_flow_at_full_size(weights_folder, photo):
 # What the official GUIDE unlearn.py writes ({"G_ema": ...} as last.pkl) imports as a run on the same base model,
 # tensor for tensor, so eval and audit measure the official code's result like guide's own.
 def test_official_unlearned_file_imports_onto_the_released_model(run_dir, photo, tmp_path, capsys):
-    from guide_core.bundle import load_bundle
+    from guide_core.registry import load_bundle
 
     bundle = load_bundle(MODEL, "cpu")
     G_u = runs.load_run(run_dir, bundle)

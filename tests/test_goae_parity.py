@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from guide_core.encoders import (GOAEncoder, GOAEWeightsError, SwinFeatures, check_state_dict, load_goae,
                                  preprocess_for_goae)
 from guide_core.encoders.swin_v2 import LOGIT_SCALE_MAX
-from tests.util import assert_close, recipe_state_dict
+from tests.util import assert_close, load_io, recipe_state_dict
 
 # Per-tensor atol from the fixture README (smallest power of ten >= 3x the fp32-vs-fp64 error of the original).
 ATOL = {"ws": 1e-4, "ws_base": 1e-4, "swin.x_base": 1e-4, "swin.x_query": 1e-4, "swin.x_coarse": 1e-4,
@@ -28,7 +28,7 @@ def goae_dir(fixtures_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def io(goae_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(goae_dir / "io.safetensors"))
+    return load_io(goae_dir)
 
 
 @pytest.fixture(scope="module")

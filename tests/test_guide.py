@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from guide_core import guide, runs
-from guide_core.bundle import available_models, load_bundle, random_bundle
+from guide_core.registry import available_models, load_bundle
+from guide_core.testing import random_bundle
 from guide_core.guide import LossNets, LTUConfig, Unlearning, ltu_losses, ltu_losses_reference, sample_draws, ufo_target
 from guide_core.runs import load_run, read_run, save_run
 from tests.util import assert_close
@@ -374,7 +375,8 @@ def test_released_bundle_lists_every_missing_file():
 def test_batched_equals_reference_on_the_eg3d_layout(fixtures_dir):
     from safetensors.torch import load_file
 
-    from guide_core.bundle import ModelBundle, RandomEmbedding, RandomPerceptual
+    from guide_core.bundle import ModelBundle
+    from guide_core.testing import RandomEmbedding, RandomPerceptual
     from guide_core.eg3d import camera_params
     from guide_core.eg3d.io import build_generator
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from guide_core import bundle, hub
+from guide_core import hub, registry, released, testing
 from guide_core import weights as W
 from guide_core.__main__ import main as cli_main
 
@@ -255,7 +255,7 @@ def small_generator(tmp_path_factory):
     torch.manual_seed(0)
     widths = {"channel_base": 1024, "channel_max": 32}
     G = TriPlaneGenerator(z_dim=512, c_dim=25, w_dim=512, img_resolution=32, img_channels=3, sr_num_fp16_res=0,
-                          mapping_kwargs={"num_layers": 2}, rendering_kwargs=dict(bundle.SMALL_RENDERING),
+                          mapping_kwargs={"num_layers": 2}, rendering_kwargs=dict(testing.SMALL_RENDERING),
                           sr_kwargs={**widths, "fused_modconv_default": "inference_only"}, num_fp16_res=0,
                           conv_clamp=None, fused_modconv_default="inference_only", **widths)
     G.neural_rendering_resolution = 16
@@ -466,9 +466,9 @@ def test_publish_then_space_start_up_loads_the_converted_generator(hubserver, ma
     assert not (space / "eg3d-source.safetensors").exists()                 # the pickle's entry is not needed
     gets = {e["path"] for e in hubserver.log if e["method"] == "GET"}
     assert gets == {f"/{HOST_REPO}/resolve/main/{f}" for f in expected if f != "LICENSE-EG3D.txt"}
-    assert bundle.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced-safetensors"
-    assert bundle.required_weights("eg3d-ffhq-rebalanced")[0] == "eg3d-ffhq-rebalanced-safetensors"
-    loaded = W.load_generator(W.require(bundle.released_generator_name("eg3d-ffhq-rebalanced")))
+    assert released.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced-safetensors"
+    assert released.required_weights("eg3d-ffhq-rebalanced")[0] == "eg3d-ffhq-rebalanced-safetensors"
+    loaded = W.load_generator(W.require(released.released_generator_name("eg3d-ffhq-rebalanced")))
     for key, value in G.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     from demo import handlers
@@ -498,14 +498,14 @@ def test_space_preloaded_files_come_from_the_hub_cache(hubserver, manifest, tmp_
 
 def test_bundle_prefers_an_installed_converted_generator(manifest, tmp_path, monkeypatch):
     folder = _use_dir(monkeypatch, tmp_path / "w")
-    assert bundle.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced"
+    assert released.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced"
     (folder / "eg3d-source.safetensors").write_bytes(b"pickle stand-in")
-    assert bundle.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced"
+    assert released.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced"
     (folder / "ffhqrebalanced512-128.safetensors").write_bytes(b"converted")
-    assert bundle.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced-safetensors"
-    assert bundle.released_generator_name("eg3d-ffhq") == "eg3d-ffhq"       # nothing declares itself its conversion
+    assert released.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced-safetensors"
+    assert released.released_generator_name("eg3d-ffhq") == "eg3d-ffhq"       # nothing declares itself its conversion
     with pytest.raises(FileNotFoundError) as info:
-        bundle.load_bundle("eg3d-ffhq-rebalanced")                           # only the networks are missing
+        registry.load_bundle("eg3d-ffhq-rebalanced")                           # only the networks are missing
     assert "goae (encoder_FFHQ.pt" in str(info.value) and "eg3d" not in str(info.value).split(";")[0]
     for name in NETS:
         (folder / manifest[name]["file"]).write_bytes(b"x")
@@ -517,11 +517,11 @@ def test_bundle_prefers_an_installed_converted_generator(manifest, tmp_path, mon
 
     monkeypatch.setattr(W, "load_generator", load_generator)
     with pytest.raises(RuntimeError, match="stop"):
-        bundle.load_bundle("eg3d-ffhq-rebalanced")
+        registry.load_bundle("eg3d-ffhq-rebalanced")
     assert opened == [folder / "ffhqrebalanced512-128.safetensors"]
     (folder / "ffhqrebalanced512-128.safetensors").unlink()
     with pytest.raises(RuntimeError, match="stop"):
-        bundle.load_bundle("eg3d-ffhq-rebalanced")
+        registry.load_bundle("eg3d-ffhq-rebalanced")
     assert opened[-1] == folder / "eg3d-source.safetensors"
 
 

@@ -8,12 +8,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from guide_core.identity import (ARCFACE_TEMPLATE_112, IDLoss, IdentityCheckpointError, IRBackbone, arcface_align,
                                  eg3d_crop_face_input, identity_similarity, load_ir101, load_ir_se50,
                                  similarity_transform)
-from tests.util import assert_close, recipe_state_dict
+from tests.util import assert_close, recipe_state_dict, load_io
 
 IR_SE50_ATOL = {"face112": 1e-6, "feat_unnorm": 1e-4, "emb": 1e-6, "loss": 1e-6}
 IR101_ATOL = {"feat_unnorm": 1e-5, "emb": 1e-6, "similarity": 1e-6}
@@ -31,7 +30,7 @@ def ir_se50(ir_se50_state):
 
 @pytest.fixture(scope="module")
 def ir_se50_io(fixtures_dir):
-    return load_file(str(fixtures_dir / "ir_se50" / "io.safetensors"))
+    return load_io(fixtures_dir / "ir_se50")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def ir101(fixtures_dir):
 
 @pytest.fixture(scope="module")
 def ir101_io(fixtures_dir):
-    return load_file(str(fixtures_dir / "ir101" / "io.safetensors"))
+    return load_io(fixtures_dir / "ir101")
 
 
 # The module layout must equal the released checkpoints' key set and shapes, or the real weights would not load.

@@ -8,8 +8,7 @@ import json
 import pytest
 import torch
 
-from guide_core import bundle as bundle_module
-from guide_core import runs
+from guide_core import registry, runs, testing
 from guide_core.__main__ import main
 from guide_core.guide import LTUConfig, Unlearning, ufo_target
 from tests.test_cli import make_photo, run_cli
@@ -22,7 +21,7 @@ FAST = ["--device", "cpu", "--iters", "3", "--lr", "3e-3", "--preview-every", "0
 @pytest.fixture(scope="module")
 def bundle():
     torch.set_num_threads(1)
-    return bundle_module.random_bundle("small", seed=0)
+    return testing.random_bundle("small", seed=0)
 
 
 # Three identities of the small world (random offsets from the mean code, seeds 5, 6, 7).
@@ -132,7 +131,7 @@ def test_a_chain_whose_root_or_parent_changed_is_refused(bundle, people, chain, 
     import shutil
 
     folder, _, _ = chain
-    other = bundle_module.random_bundle("small", seed=7)
+    other = testing.random_bundle("small", seed=7)
     with pytest.raises(ValueError, match=r"root of its chain of runs\) changed since run"):
         runs.load_run(folder / "run2", other)
     copy = tmp_path / "chain"
@@ -169,11 +168,11 @@ def test_old_single_identity_records_are_read_in_the_current_shape(bundle, two_a
 
 @pytest.fixture(scope="module", autouse=True)
 def registered(bundle):
-    bundle_module.register_model(MODEL, lambda device: bundle, "small random world for many-identity tests")
-    bundle_module.register_model(MODEL + "-other", lambda device: bundle_module.random_bundle("small", seed=7), "")
+    registry.register_model(MODEL, lambda device: bundle, "small random world for many-identity tests")
+    registry.register_model(MODEL + "-other", lambda device: testing.random_bundle("small", seed=7), "")
     yield
-    bundle_module.unregister_model(MODEL)
-    bundle_module.unregister_model(MODEL + "-other")
+    registry.unregister_model(MODEL)
+    registry.unregister_model(MODEL + "-other")
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +211,8 @@ def test_base_run_continues_the_chain_and_eval_measures_every_identity(cli_chain
     assert [(r["name"], r["earlier"]) for r in values["per_identity"]] == [
         ("p0", True), ("p1", True), ("p2", True), ("p3", False)]
     assert values["id"] == pytest.approx(values["per_identity"][-1]["id"])
-    G_1 = runs.load_run(first, bundle_module.load_bundle(MODEL))
-    G_2 = runs.load_run(second, bundle_module.load_bundle(MODEL))
+    G_1 = runs.load_run(first, registry.load_bundle(MODEL))
+    G_2 = runs.load_run(second, registry.load_bundle(MODEL))
     assert runs.state_fingerprint(G_1) != runs.state_fingerprint(G_2)
     code, out, err = run_cli(["audit", str(second), "--json", "--steps", "1", "--device", "cpu", "--no-save"], capsys)
     assert code == 0, err

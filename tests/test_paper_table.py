@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from guide_core import bundle as bundle_module
+from guide_core import registry, testing
 from guide_core import guide, runs
 from tests.test_cli import make_photo
 
@@ -25,10 +25,10 @@ def paper_table():
     spec.loader.exec_module(module)
     torch.set_num_threads(1)
     cached = {}
-    bundle_module.register_model(MODEL, lambda device: cached.setdefault(
-        "b", bundle_module.random_bundle("small", device=device, seed=0)))
+    registry.register_model(MODEL, lambda device: cached.setdefault(
+        "b", testing.random_bundle("small", device=device, seed=0)))
     yield module
-    bundle_module.unregister_model(MODEL)
+    registry.unregister_model(MODEL)
 
 
 def photos_dir(tmp_path: Path) -> Path:
@@ -55,7 +55,7 @@ def test_paper_table_runs_both_methods_and_prints_published_numbers(paper_table,
     baseline = runs.read_run(out / "baseline")["config"]
     assert baseline["d"] == 0 and baseline["n_adj"] == 0 and baseline["n_glob"] == 0  # w_t = w̄, local loss only
     w_u, w_t = runs.run_codes(runs.read_run(out / "baseline"))
-    w_avg = bundle_module.load_bundle(MODEL, "cpu").w_avg
+    w_avg = registry.load_bundle(MODEL, "cpu").w_avg
     assert torch.allclose(w_t, w_avg.expand_as(w_t), atol=1e-6)
     assert runs.read_run(out / "guide")["config"]["d"] == 30.0
 

@@ -27,7 +27,7 @@ from guide_core.eg3d.legacy import (TRAINING_ONLY_BUFFERS, UnsafePickleError, lo
                                     load_network_records, safe_load_pickle)
 from tests import released_files
 from tests.conftest import REPO
-from tests.util import assert_close, recipe_state_dict
+from tests.util import assert_close, load_io, recipe_state_dict
 
 MARKER = Path("/tmp/guide_released_formats_marker")
 MARKER_SRC = f"open({str(MARKER)!r}, 'w').write('executed')\n"  # leaves the marker if anyone ran the module source
@@ -41,7 +41,7 @@ def fixture_model(fixtures_dir):
     G = TriPlaneGenerator(**config["init_kwargs"])
     G.load_state_dict(load_file(str(folder / "state_dict.safetensors")), strict=True)
     G.neural_rendering_resolution = config["neural_rendering_resolution"]
-    return G.eval(), config, load_file(str(folder / "io.safetensors"))
+    return G.eval(), config, load_io(folder)
 
 
 @pytest.fixture(autouse=True)
@@ -304,7 +304,7 @@ def test_old_batchnorm_ir_se50_file_loads_and_matches(fixtures_dir, tmp_path):
     net = load_ir_se50(path)
     counters = {k: v for k, v in net.backbone.state_dict().items() if k.endswith("num_batches_tracked")}
     assert len(counters) == 54 and all(v.dtype == torch.long and int(v) == 0 for v in counters.values())
-    io = load_file(str(fixtures_dir / "ir_se50" / "io.safetensors"))
+    io = load_io(fixtures_dir / "ir_se50")
     with torch.no_grad():
         assert_close(net.backbone.features(net.face_input(io["img_a"])), io["feat_unnorm_a"], 1e-4, "feat_unnorm_a")
         assert_close(net.embed(io["img_a"]), io["emb_a"], 1e-6, "emb_a")
@@ -317,7 +317,7 @@ def test_old_batchnorm_ir101_file_loads_and_matches(fixtures_dir, tmp_path):
     path = released_files.write_ir_state_dict(tmp_path / "CurricularFace_Backbone.pth", state, old_bn=True)
     assert _counters(torch.load(path, weights_only=True)) == [] and len(_counters(state)) == 104
     net = load_ir101(path, preprocessing="aligned")
-    io = load_file(str(fixtures_dir / "ir101" / "io.safetensors"))
+    io = load_io(fixtures_dir / "ir101")
     with torch.no_grad():
         assert_close(net.backbone.features(io["x"]), io["feat_unnorm"], 1e-5, "feat_unnorm")
         assert_close(net.embed(io["x"]), io["emb"], 1e-6, "emb")

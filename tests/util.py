@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from tests.fixtures.build import load_io  # noqa: F401  (io.safetensors with its seeded inputs put back)
+
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name: str = "tensor", rel: bool = False):
     """Fail with the max |error| (or max |error| / max |expected| when rel) in the message."""

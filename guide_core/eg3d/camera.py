@@ -7,6 +7,12 @@ from typing import Sequence
 
 import torch
 
+# The FFHQ checkpoints' camera: radius and look-at pivot from their rendering_kwargs (avg_camera_radius,
+# avg_camera_pivot), and the field of view of their normalised intrinsics (focal length 4.2647).
+AVG_CAMERA_RADIUS = 2.7
+AVG_CAMERA_PIVOT = (0.0, 0.0, 0.2)
+FOV_DEGREES = 18.837
+
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / torch.norm(v, dim=-1, keepdim=True)
@@ -55,8 +61,8 @@ def _as_batch(x, device) -> torch.Tensor:
 
 
 # Camera vectors [N, 25] for yaw/pitch offsets (radians) from the frontal view, as the original scripts build them.
-def camera_params(yaw, pitch, radius: float = 2.7, fov_deg: float = 18.837,
-                  pivot: Sequence[float] = (0, 0, 0.2), device: torch.device | str | None = None) -> torch.Tensor:
+def camera_params(yaw, pitch, radius: float = AVG_CAMERA_RADIUS, fov_deg: float = FOV_DEGREES,
+                  pivot: Sequence[float] = AVG_CAMERA_PIVOT, device: torch.device | str | None = None) -> torch.Tensor:
     if device is None:
         device = yaw.device if isinstance(yaw, torch.Tensor) else "cpu"
     yaw_t, pitch_t = _as_batch(yaw, device), _as_batch(pitch, device)

@@ -7,10 +7,5 @@ from guide_core.world.heads import (HeadParams, HeadRender, params_from_z, rando
                                     same_identity_z)
 
 __all__ = ["HeadParams", "HeadRender", "camera_params", "frontal_camera", "params_from_z", "random_z", "render_heads",
-           "render_z", "same_identity_z", "sample_yaw_pitch", "load_bundle"]
+           "render_z", "same_identity_z", "sample_yaw_pitch"]
 
-
-# The world's ModelBundle (generator, encoder, identity/perceptual/feature nets); imported lazily to keep this light.
-def load_bundle(device: str = "cpu"):
-    from guide_core.world.bundle import load_bundle as _load
-    return _load(device)

@@ -10,6 +10,9 @@ from typing import Any
 
 import torch
 
+from guide_core.bundle import ModelBundle
+from guide_core.guide import LTUConfig
+from guide_core.registry import register_model
 from guide_core.world.cameras import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS, FOV_DEGREES, frontal_camera
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +120,6 @@ def world_photo(person: int, photo: int = 0, resolution: int = PHOTO_RESOLUTION)
 
 # ModelBundle of the default world (the engine, CLI and studio use it when nothing else is installed).
 def load_bundle(device: str = "cpu"):
-    from guide_core.bundle import ModelBundle
     from guide_core.world.identity import WorldPerceptual
     nets = load_world_nets(device)
     G = nets["G"]
@@ -138,15 +140,18 @@ def load_bundle(device: str = "cpu"):
         align=align_world_photo, radius=AVG_CAMERA_RADIUS, fov_deg=FOV_DEGREES, pivot=AVG_CAMERA_PIVOT,
         description="embedded tiny world: procedural 3D heads, 64 px tri-plane generator, world identity net "
                     "(perceptual / ID / FID features are the world's own, see weights/default/MODEL_CARD.md)",
-        # 160 LTU iterations instead of the paper's 1000 (lr 3e-4 instead of 1e-4 to make up for it), so a run
-        # takes about 2.3 minutes on 2 CPU cores (200 until the v7 generator, whose wider synthesis costs 1.4x an
-        # iteration); N_g 4 and lambda_glob 5 instead of 2 and 1, because the world's perceptual distance
-        # (identity-net features, not LPIPS) is smaller for the same change: at the paper's weights unrelated people
-        # kept only 0.58 identity similarity. 3 of the 4 global latents are the random people nearest to w_u
-        # (n_glob_near, not in the paper): the edit spreads to w-neighbours, which uniformly random latents rarely
-        # are (README, "The embedded default world"). alpha_max 7.5 instead of 15 (whole-code norm, as UFO's d:
-        # here |w - w_avg| ~ 22, two random people ~ 31 apart, the nearest of 256 ~ 19). Measured with
-        # benchmarks/world_erasure.py, persons 0-5 (README). The CLI and studio start here.
-        extras={"photo": world_photo, "world": True,
-                "ltu_defaults": {"iters": 160, "preview_every": 20, "lr": 3e-4, "n_glob": 4, "n_glob_near": 3,
-                                 "lambda_glob": 5.0, "alpha_max": 7.5}})
+        ltu_defaults=WORLD_LTU_DEFAULTS, extras={"photo": world_photo, "world": True})
+
+
+# Where a run on the world starts (the CLI, the studio and the Python API alike). 160 LTU iterations instead of the
+# paper's 1000, with lr 3e-4 instead of 1e-4 to make up for it, so a run takes about 2.3 minutes on 2 CPU cores.
+# N_g 4 and lambda_glob 5 instead of 2 and 1, because the world's perceptual distance (identity-net features, not
+# LPIPS) is smaller for the same change: at the paper's weights unrelated people kept only 0.58 identity similarity.
+# 3 of the 4 global latents are the random people nearest to w_u (n_glob_near, not in the paper): the edit spreads to
+# w-neighbours, which uniformly random latents rarely are. alpha_max 7.5 instead of 15 (a whole-code norm, as UFO's
+# d: here |w - w_avg| ~ 22, two random people ~ 31 apart, the nearest of 256 ~ 19). Measured with
+# benchmarks/world_erasure.py on persons 0-5 (docs/world.md).
+WORLD_LTU_DEFAULTS = LTUConfig(iters=160, preview_every=20, lr=3e-4, n_glob=4, n_glob_near=3, lambda_glob=5.0,
+                               alpha_max=7.5)
+
+register_model("default", load_bundle, "the embedded tiny world (procedural heads, small networks, runs on a CPU)")

@@ -1,0 +1,47 @@
+# Files written so that a crash or a kill never leaves half of one behind, and the one SHA-256 of a file.
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+HASH_CHUNK = 1 << 22  # 4 MiB reads: weights are hundreds of MB
+
+
+# SHA-256 of a file, streamed; `on_block(n)` is called with each block's size (a progress bar's update).
+def sha256_file(path: Path, on_block=None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_CHUNK):
+            digest.update(block)
+            if on_block is not None:
+                on_block(len(block))
+    return digest.hexdigest()
+
+
+# A temporary path beside `path` that becomes `path` only when the block finishes without an exception; on any
+# exception (KeyboardInterrupt included) the temporary file is removed and `path` keeps what it held before.
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# Write text (or bytes) to `path` atomically, flushed to disk before the rename.
+def atomic_write(path: Path, data: str | bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())

@@ -1,0 +1,154 @@
+# Random-weight worlds for tests and timing only (never for results): an EG3D TriPlaneGenerator with seeded random
+# weights plus small seeded conv nets in the identity / perceptual / feature / encoder roles ("small"), or the
+# released architectures at full size with random weights ("paper", for timing the paper profile).
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from guide_core.bundle import ModelBundle
+
+SMALL_RENDERING = {"image_resolution": 32, "disparity_space_sampling": False, "clamp_mode": "softplus",
+                   "superresolution_module": "SuperresolutionHybrid2X", "c_gen_conditioning_zero": False,
+                   "c_scale": 1.0, "superresolution_noise_mode": "none", "decoder_lr_mul": 1.0, "sr_antialias": True,
+                   "depth_resolution": 8, "depth_resolution_importance": 8, "ray_start": 2.25, "ray_end": 3.3,
+                   "box_warp": 1, "avg_camera_radius": 2.7, "avg_camera_pivot": [0, 0, 0.2]}
+PAPER_RENDERING = {**SMALL_RENDERING, "image_resolution": 512, "superresolution_module": "SuperresolutionHybrid8XDC",
+                   "depth_resolution": 48, "depth_resolution_importance": 48}
+
+
+# Small conv embedding in the identity-network role: images in [-1, 1] -> unit vectors [N, dim].
+class RandomEmbedding(torch.nn.Module):
+    def __init__(self, dim: int = 64, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.LeakyReLU(0.2),
+                                        torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.LeakyReLU(0.2),
+                                        torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(256, dim))
+
+    # Per-image mean colour removed first, so the shared face colour does not dominate every cosine.
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.body(images - images.mean(dim=(2, 3), keepdim=True))
+        return torch.nn.functional.normalize(features - self.body[-1].bias, dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(images)
+
+
+# LPIPS-shaped distance on random conv features: channel-normalised features of two layers, squared difference,
+# spatial mean -> [N] (Zhang et al. CVPR 2018 without the learned linear heads).
+class RandomPerceptual(torch.nn.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.layers = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 1, 1), torch.nn.ReLU()),
+                                           torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.ReLU())])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, y = layer(x), layer(y)
+            fx = x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            fy = y / (y.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            total = total + (fx - fy).pow(2).sum(dim=1).mean(dim=(1, 2))
+        return total
+
+
+# Small conv encoder in the GOAE role: image -> w_avg + a small offset per ws row.
+class RandomEncoder(torch.nn.Module):
+    def __init__(self, num_ws: int, w_avg: torch.Tensor, seed: int = 0, scale: float = 1.0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.num_ws, self.scale = num_ws, scale
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.LeakyReLU(0.2),
+                                        torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
+                                        torch.nn.Linear(128, num_ws * 512))
+        self.register_buffer("w_avg", w_avg.expand(num_ws, 512).clone())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        offset = self.body(images).view(-1, self.num_ws, 512)
+        return self.w_avg + self.scale * offset
+
+
+# Square centre crop resized to `size` (the random worlds have no face detector).
+def _center_crop(size: int) -> Callable[[Any], Any]:
+    def align(image: Any) -> Any:
+        from PIL import Image
+        w, h = image.size
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        return image.convert("RGB").crop(box).resize((size, size), Image.BICUBIC)
+    return align
+
+
+# A random-weight bundle: "small" (32^2 tri-planes, 32 px images, 16 px neural rendering, 8+8 depth samples, reduced
+# widths; well under a second per LTU iteration on a CPU) or "paper" (the ffhq512-128 architecture at full size:
+# 512 px, 128 px neural rendering, 48+48 depth samples).
+def random_bundle(profile: str = "small", device: str | torch.device = "cpu", seed: int = 0) -> ModelBundle:
+    from guide_core.eg3d import TriPlaneGenerator, camera_params
+
+    if profile not in ("small", "paper"):
+        raise ValueError(f"unknown random-bundle profile {profile!r}; use 'small' or 'paper'")
+    small = profile == "small"
+    rendering = dict(SMALL_RENDERING if small else PAPER_RENDERING)
+    widths = dict(channel_base=1024, channel_max=32) if small else dict(channel_base=32768, channel_max=512)
+    torch.manual_seed(seed)
+    G = TriPlaneGenerator(z_dim=512, c_dim=25, w_dim=512, img_resolution=rendering["image_resolution"],
+                          img_channels=3, sr_num_fp16_res=0, mapping_kwargs={"num_layers": 2},
+                          rendering_kwargs=rendering,
+                          sr_kwargs={**widths, "fused_modconv_default": "inference_only"} if not small else
+                          {"channel_base": 1024, "channel_max": 32, "fused_modconv_default": "inference_only"},
+                          num_fp16_res=0, conv_clamp=None, fused_modconv_default="inference_only", **widths)
+    if small:
+        # Tri-planes of 32^2 instead of EG3D's fixed 256^2: the same generator family, ~60x less work per code.
+        from guide_core.eg3d.networks import StyleGAN2Backbone
+        G.backbone = StyleGAN2Backbone(512, 25, 512, img_resolution=32, img_channels=96,
+                                       mapping_kwargs={"num_layers": 2}, num_fp16_res=0, conv_clamp=None,
+                                       fused_modconv_default="inference_only", **widths)
+    G.neural_rendering_resolution = 16 if small else 128
+    G = G.to(device)
+    cond_c = camera_params(0.0, 0.0)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        z = torch.randn(2000, 512, generator=gen).to(device)
+        w_avg = G.mapping(z, cond_c.to(device).expand(2000, -1)).mean(dim=0)
+    num_ws = int(G.backbone.mapping.num_ws)
+    if small:
+        id_loss, id_metric = RandomEmbedding(seed=seed + 2), RandomEmbedding(seed=seed + 3)
+        perceptual: Any = RandomPerceptual(seed=seed + 4)
+    else:
+        from guide_core.identity import IdentityNet, IRBackbone
+        torch.manual_seed(seed + 2)
+        id_loss = IdentityNet(IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True), "idloss")
+        id_metric = IdentityNet(IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False),
+                                "eg3d_crop")
+        perceptual = _random_lpips()
+    feature = RandomEmbedding(dim=16, seed=seed + 5)
+    encoder = RandomEncoder(num_ws, w_avg, seed=seed + 6)
+    for net in (id_loss, id_metric, perceptual, feature, encoder):
+        net.to(device).eval().requires_grad_(False)
+    return ModelBundle(name=f"random-{profile}", G=G, w_avg=w_avg, cond_c=cond_c, id_loss_net=id_loss,
+                       id_metric_net=id_metric, perceptual=perceptual, encoder=encoder,
+                       encoder_resolution=rendering["image_resolution"], feature_net=feature,
+                       feature_note="random conv features (random test world, not Inception)",
+                       align=_center_crop(rendering["image_resolution"]),
+                       description=f"random weights ({profile}): tests and timing only")
+
+
+# LPIPS-VGG with random VGG weights (the lpips package's own linear heads; nothing is downloaded).
+def _random_lpips() -> torch.nn.Module:
+    import lpips
+
+    net = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+
+    # The lpips module returns [N,1,1,1]; the bundle contract is [N].
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.net(x, y).reshape(-1)
+
+    return Flat()
