@@ -47,6 +47,7 @@ def main() -> int:
 
     from guide_core.registry import load_bundle
     from guide_core.guide import LTUConfig, Unlearning
+    from guide_core.identity import identity_similarity
     from guide_core.metrics import id_similarity
     from guide_core.world.examples import person_photos
     from guide_core.world.bundle import WEIGHTS_DIR
@@ -65,7 +66,7 @@ def main() -> int:
     def photo_similarity(G: torch.nn.Module, ws: torch.Tensor, images: torch.Tensor) -> list[float]:
         with torch.no_grad():
             renders = bundle.render(G, ws, 0.0, 0.0)
-            return (idnet.embed(renders) * idnet.embed(images)).sum(1).tolist()
+            return identity_similarity(idnet, renders, images).tolist()
 
     threshold = json.loads((WEIGHTS_DIR / "metrics.json").read_text())["identity"]["threshold"]
     to_source = torch.tensor(photo_similarity(bundle.G, people, x[:1].expand(len(people), -1, -1, -1)))

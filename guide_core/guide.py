@@ -236,11 +236,13 @@ def global_pairs(w_glob: torch.Tensor, draws: LTUDraws) -> tuple[torch.Tensor, t
 # renders + lambda_id * (1 - cosine of identity embeddings), the target side detached. Returns [N] and its parts.
 def local_loss(planes_u: torch.Tensor, planes_t: torch.Tensor, x_u: torch.Tensor, x_t: torch.Tensor,
                nets: LossNets, cfg: LTUConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    from guide_core.identity import embedding_similarity
+
     l2 = (planes_u - planes_t.detach()).pow(2).flatten(1).mean(dim=1)
     per = nets.perceptual(x_u, x_t.detach()).reshape(-1)
     with torch.no_grad():
         emb_t = nets.id_net.embed(x_t)
-    identity = 1.0 - (nets.id_net.embed(x_u) * emb_t).sum(dim=1)
+    identity = 1.0 - embedding_similarity(nets.id_net.embed(x_u), emb_t)
     total = cfg.lambda_l2 * l2 + cfg.lambda_per * per + cfg.lambda_id * identity
     return total, {"l2": l2, "per": per, "id": identity}
 

@@ -2,7 +2,7 @@
 # through huggingface_hub, plain HTTP(S), the GUIDE authors' Google Drive folder through gdown), licence acceptance,
 # `weights fetch --all` for a whole model bundle, and `weights publish`, which converts the EG3D pickle to guide's
 # .safetensors and uploads every file a bundle needs to the host's own Hugging Face repository. Every download still
-# ends as `<file>.part`, is hashed, and is renamed into place by guide_core.weights.
+# ends as `<file>.part`, is hashed, and is renamed into place by guide_core.weights.download.
 from __future__ import annotations
 
 import contextvars
@@ -18,6 +18,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, TextIO
 
 from guide_core import weights as W
+from guide_core.weights import catalogue
+from guide_core.weights.cli import human_size
+from guide_core.weights.download import download_http
+from guide_core.weights.hashes import cached_verdict, remember_check
 
 SOURCE_KINDS = ("hf", "url", "gdrive")
 ENV_HOST_REPO = "GUIDE_HF_REPO"          # a host's own mirror: every file comes from this Hugging Face repository
@@ -364,7 +368,7 @@ def download(source: dict[str, Any], part: Path, progress: bool = True, timeout:
         if not re.match(r"^https?://", source["url"]):
             raise W.FetchError(f"only http(s) URLs can be fetched, got {source['url']!r}")
         probe(source["url"], "the download server")
-        W._download_http(source["url"], part, progress=progress, timeout=timeout)
+        download_http(source["url"], part, progress=progress, timeout=timeout)
         return source["url"]
     if source["kind"] == "hf":
         return download_hf(source, part, progress=progress, timeout=timeout)
@@ -421,7 +425,7 @@ class FetchReport:
 
 # The converted (.safetensors) manifest entry of a generator pickle entry, if the manifest has one.
 def converted_name(generator_name: str) -> str | None:
-    for name, item in W.manifest().items():
+    for name, item in catalogue.manifest().items():
         if item.get("converted_from") == generator_name:
             return name
     return None
@@ -442,9 +446,9 @@ def plan(model: str = DEFAULT_MODEL, host_repo: str | None = None) -> list[Step]
         candidates = [generator]
     steps = [Step("generator", candidates)]
     steps += [Step(role, [name]) for role, name in released.NET_WEIGHTS.items()]
-    w_avg_files = [n for n, item in W.manifest().items() if item.get("w_avg_for") == generator]
+    w_avg_files = [n for n, item in catalogue.manifest().items() if item.get("w_avg_for") == generator]
     steps += [Step("w_avg", [n], optional=True) for n in w_avg_files]
-    steps += [Step("real_stats", [n], optional=True) for n in OPTIONAL_WEIGHTS if n in W.manifest()]
+    steps += [Step("real_stats", [n], optional=True) for n in OPTIONAL_WEIGHTS if n in catalogue.manifest()]
     return steps
 
 
@@ -518,7 +522,7 @@ def _fetch_step(step: Step, report: FetchReport, *, host_repo, accept_licence, k
         report.installed[name] = path
         report.downloaded.append(name)
         if out is not None:
-            print(f"  {name}: {path} ({W._cached_verdict(name, path)})", file=out)
+            print(f"  {name}: {path} ({cached_verdict(name, path)})", file=out)
         return
     (report.optional_failed if step.optional else report.failed)[step.candidates[0]] = " / ".join(reasons)
     if offline:
@@ -619,7 +623,7 @@ def convert_generator(upload: Upload, progress_out: TextIO | None = None) -> Pat
     save_generator(G, upload.path)
     digest = W.sha256_file(upload.path)
     W.record_hash(upload.name, upload.path, digest, f"converted from {upload.convert_from.name}")
-    W._remember_check(upload.name, upload.path, digest)
+    remember_check(upload.name, upload.path, digest)
     upload.convert_from = None
     return upload.path
 
@@ -643,7 +647,7 @@ def publish(repo: str, *, model: str = DEFAULT_MODEL, dry_run: bool = False, tok
               file=out)
         for u in uploads:
             what = f"converted from {u.convert_from}" if u.convert_from else \
-                f"{u.path} ({W._human(u.path.stat().st_size)})"
+                f"{u.path} ({human_size(u.path.stat().st_size)})"
             print(f"  {u.path_in_repo}  <- {what}", file=out)
         for p in extra_paths:
             print(f"  {p.name}  <- {p}", file=out)

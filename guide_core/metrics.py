@@ -74,12 +74,14 @@ def render_views(bundle: "ModelBundle", G: torch.nn.Module, ws: torch.Tensor, ya
 def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Module, ws: torch.Tensor,
                   n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE, pitch: float = PITCH,
                   progress: str | None = None) -> torch.Tensor:
+    from guide_core.identity import identity_similarity
+
     yaws = view_yaws(n_views, yaw_range)
     with stage_bar(2 * ws.shape[0] * len(yaws), progress or "", progress is not None) as bar:
         before = render_views(bundle, G_s, ws, yaws, pitch, bar=bar)
         after = render_views(bundle, G_u, ws, yaws, pitch, bar=bar)
     with torch.no_grad():
-        cos = (bundle.id_metric_net.embed(before) * bundle.id_metric_net.embed(after)).sum(dim=1)
+        cos = identity_similarity(bundle.id_metric_net, before, after)
     return cos.view(ws.shape[0], len(yaws)).mean(dim=1).cpu()
 
 
@@ -307,6 +309,8 @@ def _to_resolution(x: torch.Tensor, size: int) -> torch.Tensor:
 def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
                        steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0,
                        check_every: int = 10, progress: str | None = None) -> AttackResult:
+    from guide_core.identity import embedding_similarity
+
     if steps < 0:
         raise ValueError(f"audit steps must be >= 0, got {steps}")
     torch.manual_seed(seed)
@@ -323,7 +327,7 @@ def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.T
     # Identity similarity of the current render to the photo.
     def score(image: torch.Tensor) -> float:
         with torch.no_grad():
-            return float((bundle.id_metric_net.embed(image) * emb_photo).sum(dim=1).mean())
+            return float(embedding_similarity(bundle.id_metric_net.embed(image), emb_photo).mean())
 
     history: list[dict[str, float]] = []
     best, best_step, start = -2.0, 0, None

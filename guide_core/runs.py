@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from guide_core.weights import sha256_file
+from guide_core.files import atomic_write, sha256_file
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -223,9 +223,7 @@ def update_run(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     record = read_run(run_dir)
     for key, value in fields.items():
         record[key] = {**record.get(key, {}), **value} if isinstance(value, dict) else value
-    tmp = run_dir / f".{RUN_JSON}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, run_dir / RUN_JSON)
+    atomic_write(run_dir / RUN_JSON, json.dumps(record, indent=1))
     return record
 
 

@@ -25,6 +25,7 @@ import torch
 
 from guide_core import hub, registry, released, testing
 from guide_core import weights as W
+from guide_core.weights import catalogue
 from guide_core.__main__ import main as cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +235,7 @@ NETS = ("goae", "ir_se50", "curricularface", "vgg16", "inception", "w-avg-ffhq-r
 @pytest.fixture
 def manifest(monkeypatch):
     entries = _bundle_manifest()
-    monkeypatch.setattr(W, "manifest", lambda: entries)
+    monkeypatch.setattr(catalogue, "manifest", lambda: entries)
     return entries
 
 

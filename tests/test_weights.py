@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from guide_core import weights as W
+from guide_core.weights import catalogue
 from guide_core.__main__ import main as cli_main
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"          # ~1 MiB, not a multiple of the chunk size
@@ -139,7 +140,7 @@ def wdir(tmp_path, monkeypatch):
         "manual": {"file": "manual.pt", "feature": "test: no source", "source": "ask the authors"},
         "wbar": {"file": "wbar.pt", "w_avg_for": "tiny", "feature": "test: released w̄", "source": "test"},
     }
-    monkeypatch.setattr(W, "manifest", lambda: entries)
+    monkeypatch.setattr(catalogue, "manifest", lambda: entries)
     return folder
 
 
@@ -349,7 +350,7 @@ def test_status_on_empty_dir_reports_every_download_missing(tmp_path, monkeypatc
 
 
 def test_shipped_default_world_needs_its_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(W, "SHIPPED_ROOT", tmp_path)
+    monkeypatch.setattr(catalogue, "SHIPPED_ROOT", tmp_path)
     folder = tmp_path / "default"
     assert W.path_of("default") == folder and not W.is_installed("default")
     folder.mkdir()
@@ -536,9 +537,11 @@ class _TinyG(torch.nn.Module):
 
 
 def test_w_avg_sources_and_cache(wdir, monkeypatch):
+    from guide_core.eg3d import mean_latent
+
     G = _TinyG()
     c = torch.zeros(1, 25)
-    monkeypatch.setattr(W, "conditioning_camera", lambda G: c)  # keeps this test independent of guide_core.eg3d
+    monkeypatch.setattr(mean_latent, "conditioning_camera", lambda G: c)  # keeps this test independent of EG3D cameras
     value, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
     assert source.startswith("samples") and value.shape == (3, 6)
     # The mean of a linear map of z ~ N(0, I) is the map at z = 0: the bias (+ the camera term, zero here).
@@ -614,7 +617,7 @@ def test_load_generator_end_to_end_with_eg3d_io(fixtures_dir, tmp_path, monkeypa
     G.neural_rendering_resolution = config["neural_rendering_resolution"]
     G.load_state_dict(load_file(str(fixtures_dir / "eg3d" / "state_dict.safetensors")))
     monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
-    monkeypatch.setattr(W, "manifest", lambda: {"tiny-eg3d": {"file": "tiny.safetensors", "source": "test"}})
+    monkeypatch.setattr(catalogue, "manifest", lambda: {"tiny-eg3d": {"file": "tiny.safetensors", "source": "test"}})
     save_generator(G, tmp_path / "tiny.safetensors")
     loaded = W.load_generator("tiny-eg3d")
     assert not loaded.training and loaded.neural_rendering_resolution == G.neural_rendering_resolution

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from guide_core.eg3d.legacy import GeneratorCheckpoint, UnsafePickleError, load_generator_checkpoint
 from guide_core.eg3d.triplane import TriPlaneGenerator
+from guide_core.files import atomic_path, atomic_write
 
 FORMAT_VERSION = 1
 METADATA_KEY = "guide_eg3d_config"
@@ -128,18 +128,6 @@ def load_generator_file(path: str | os.PathLike, device: str | torch.device = "c
     return G.to(device).eval().requires_grad_(False)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # Save G as .safetensors (config in the metadata) plus a sibling .json with the same config; both written atomically.
 def save_generator(G: TriPlaneGenerator, path: str | os.PathLike, write_json: bool = True) -> Path:
     path = Path(path)
@@ -149,7 +137,8 @@ def save_generator(G: TriPlaneGenerator, path: str | os.PathLike, write_json: bo
     config = _config_of(G)
     text = json.dumps(config, indent=1, sort_keys=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in G.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", METADATA_KEY: text}))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: text})
     if write_json:
-        _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+        atomic_write(path.with_suffix(".json"), text + "\n")
     return path

@@ -156,14 +156,22 @@ class IDLoss(nn.Module):
             raise ValueError(f"IDLoss: batch sizes differ ({y_hat.shape[0]} vs {y.shape[0]})")
         with torch.no_grad():
             target = self.net.embed(y)
-        return (1 - (self.net.embed(y_hat) * target).sum(dim=1)).mean()
+        return (1 - embedding_similarity(self.net.embed(y_hat), target)).mean()
 
 
-# Per-pair cosine identity similarity [N] of two image batches (either may have batch 1 and broadcast).
+# Per-pair cosine [N] of unit identity embeddings [N, 512] (either may have batch 1 and broadcast): the one
+# similarity behind the ID metric, the identity loss and the re-inversion attack's score.
+def embedding_similarity(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:
+    if emb_a.shape[0] != emb_b.shape[0] and 1 not in (emb_a.shape[0], emb_b.shape[0]):
+        raise ValueError(f"identity similarity: batch sizes {emb_a.shape[0]} and {emb_b.shape[0]} do not broadcast")
+    return (emb_a * emb_b).sum(dim=1)
+
+
+# Per-pair cosine identity similarity [N] of two image batches under `net` (anything with `.embed(images)`; the
+# landmarks are passed on only when given).
 def identity_similarity(net: IdentityNet, a: torch.Tensor, b: torch.Tensor,
                         landmarks_a: torch.Tensor | None = None,
                         landmarks_b: torch.Tensor | None = None) -> torch.Tensor:
-    emb_a, emb_b = net.embed(a, landmarks_a), net.embed(b, landmarks_b)
-    if emb_a.shape[0] != emb_b.shape[0] and 1 not in (emb_a.shape[0], emb_b.shape[0]):
-        raise ValueError(f"identity_similarity: batch sizes {emb_a.shape[0]} and {emb_b.shape[0]} do not broadcast")
-    return (emb_a * emb_b).sum(dim=1)
+    emb_a = net.embed(a) if landmarks_a is None else net.embed(a, landmarks_a)
+    emb_b = net.embed(b) if landmarks_b is None else net.embed(b, landmarks_b)
+    return embedding_similarity(emb_a, emb_b)

@@ -1,0 +1,113 @@
+# Hashes of weight files: the manifest's reference values, the local record (trust on first use) and a cache of
+# checks keyed by size + mtime, so `status` can show a verdict without re-hashing hundreds of MB.
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from guide_core import files
+from guide_core.weights.catalogue import entry, weights_dir
+
+HASHES_FILE = "hashes.json"
+_BAR_MIN_SIZE = 4 << 20  # smaller files hash in a blink: no bar
+
+
+# A progress bar on stderr (tqdm), or a no-op one; shared by hashing and downloads.
+def progress_bar(total: int | None, desc: str, enabled: bool = True, initial: int = 0):
+    if enabled:
+        from tqdm import tqdm
+        return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                    file=sys.stderr, leave=False)
+
+    class _Silent:
+        def update(self, n: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+    return _Silent()
+
+
+# SHA-256 of a file (guide_core.files), with a progress bar for the big ones when asked.
+def sha256_file(path: Path, progress: bool = False) -> str:
+    size = path.stat().st_size
+    bar = progress_bar(size, f"hashing {path.name}", enabled=progress and size > _BAR_MIN_SIZE)
+    try:
+        return files.sha256_file(path, on_block=bar.update)
+    finally:
+        bar.close()
+
+
+# The local hash record, weights/hashes.json (never in git: it describes this machine's files).
+def _read_hashes() -> dict[str, Any]:
+    path = weights_dir() / HASHES_FILE
+    if not path.is_file():
+        return {"format_version": 1, "recorded": {}, "checked": {}}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        # A damaged record loses only cached knowledge; the manifest remains the authority.
+        return {"format_version": 1, "recorded": {}, "checked": {}}
+    data.setdefault("recorded", {})
+    data.setdefault("checked", {})
+    return data
+
+
+# Written atomically, so a crash never leaves half a JSON file.
+def _write_hashes(data: dict[str, Any]) -> None:
+    files.atomic_write(weights_dir() / HASHES_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# The reference a file is judged against: manifest full hash > manifest prefix > locally recorded hash.
+def expected_hash(name: str) -> tuple[str | None, str]:
+    item = entry(name)
+    if item.get("sha256"):
+        return item["sha256"].lower(), "sha256"
+    if item.get("sha256_prefix"):
+        return item["sha256_prefix"].lower(), "prefix"
+    recorded = _read_hashes()["recorded"].get(name)
+    if recorded and recorded.get("file") == item.get("file"):
+        return recorded["sha256"], "recorded"
+    return None, "none"
+
+
+# Compare a digest with a name's reference: returns the verdict word used by status/verify.
+def judge_hash(name: str, digest: str, size: int | None = None) -> str:
+    item = entry(name)
+    if size is not None and item.get("size") and int(item["size"]) != size:
+        return "mismatch"
+    reference, kind = expected_hash(name)
+    if reference is None:
+        return "no reference"
+    matched = digest.startswith(reference) if kind == "prefix" else digest == reference
+    return kind if matched else "mismatch"
+
+
+# Pin a file's hash in the local record (trust on first use): later fetches and `verify` compare against it.
+def record_hash(name: str, path: Path, digest: str, source: str) -> None:
+    data = _read_hashes()
+    data["recorded"][name] = {"file": path.name, "sha256": digest, "size": path.stat().st_size, "source": source,
+                              "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    _write_hashes(data)
+
+
+# The cached verdict of a file whose size and mtime have not changed since it was last hashed.
+def cached_verdict(name: str, path: Path) -> str:
+    checked = _read_hashes()["checked"].get(name)
+    if not checked:
+        return "unchecked"
+    stat = path.stat()
+    if checked.get("size") != stat.st_size or checked.get("mtime_ns") != stat.st_mtime_ns:
+        return "unchecked"
+    return judge_hash(name, checked["sha256"], stat.st_size)
+
+
+# Remember a computed hash for this exact file state, so `status` can show it without re-hashing.
+def remember_check(name: str, path: Path, digest: str) -> None:
+    data = _read_hashes()
+    stat = path.stat()
+    data["checked"][name] = {"file": path.name, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    _write_hashes(data)
