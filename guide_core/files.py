@@ -1,4 +1,5 @@
-# Files written so that a crash or a kill never leaves half of one behind, and the one SHA-256 of a file.
+# The project's one SHA-256 of a file and of a module's state, and files written so that a crash or a kill never
+# leaves half of one behind.
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +20,18 @@ def sha256_file(path: Path, on_block=None) -> str:
             digest.update(block)
             if on_block is not None:
                 on_block(len(block))
+    return digest.hexdigest()
+
+
+# Fingerprint of a module's state (keys, shapes and float32 values): which model a delta or a cached w̄ belongs to.
+def state_fingerprint(module) -> str:
+    import torch
+
+    digest = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 

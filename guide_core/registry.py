@@ -37,10 +37,12 @@ def unregister_model(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-# Names that can be loaded, with one line each (what the studio offers).
+# Names that can be loaded, with one line each (what the studio offers): the default world first, then the others in
+# the order they registered.
 def available_models() -> dict[str, str]:
     _import_builtins()
-    return {name: text or "registered model" for name, (_, text) in _REGISTRY.items()}
+    names = sorted(_REGISTRY, key=lambda name: name != "default")
+    return {name: _REGISTRY[name][1] or "registered model" for name in names}
 
 
 # Load a world by name (see available_models), or a path to a released generator file (used with the released

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from guide_core.files import atomic_write, sha256_file
+from guide_core.files import atomic_write, sha256_file, state_fingerprint
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -35,16 +35,6 @@ __all__ = ["RUN_FORMAT", "RUN_JSON", "DELTA_FILE", "sha256_file", "state_fingerp
            "run_codes", "other_codes", "chain_sources", "export_state_dict"]
 
 
-# Fingerprint of a generator's state: which model a delta belongs to (keys, shapes and values).
-def state_fingerprint(G: torch.nn.Module) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key, value in sorted(G.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(tuple(value.shape)).encode())
-        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 # Versions of everything that shaped the numbers, stored in run.json.

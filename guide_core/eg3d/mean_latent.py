@@ -2,25 +2,16 @@
 # released file, the mapping's trained running mean, or seeded samples cached beside the weights.
 from __future__ import annotations
 
-import hashlib
 import re
 
 import torch
 
 from guide_core.eg3d.camera import AVG_CAMERA_RADIUS, camera_params
+from guide_core.files import state_fingerprint
 from guide_core.weights import catalogue
 from guide_core.weights.catalogue import install_hint, is_installed, path_of, weights_dir
 from guide_core.weights.errors import MissingWeightsError, UnsafeCheckpointError, WeightsError
 from guide_core.weights.safe_load import load_safetensors, load_torch, save_safetensors
-
-
-# A fingerprint of the mapping network's weights, so a cached w̄ is never reused for a different generator.
-def _mapping_fingerprint(mapping: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, tensor in sorted(mapping.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 # The frontal conditioning camera of GUIDE's scripts. They look up rendering_kwargs "avg_cam_pivot" / "avg_cam_radius"
@@ -100,7 +91,7 @@ def w_avg_with_source(G, name: str | None = None, n: int = 10000, seed: int = 0,
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")[-120:] if name else ""
     cache_path = weights_dir() / "cache" / f"{stem}-w_avg.safetensors" if (stem and cache) else None
     c = conditioning_camera(G) if c is None else c
-    key = {"n": n, "seed": seed, "mapping_sha256": _mapping_fingerprint(mapping),
+    key = {"n": n, "seed": seed, "mapping_sha256": state_fingerprint(mapping),
            "camera": [round(float(v), 6) for v in c.reshape(-1).tolist()]}
     if cache_path is not None and cache_path.is_file():
         tensors, meta = load_safetensors(cache_path)

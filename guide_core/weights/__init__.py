@@ -8,7 +8,7 @@
 # swap the manifest) reads it from that module, e.g. `catalogue.manifest()`, never from this package.
 from __future__ import annotations
 
-from guide_core.weights.catalogue import (MANIFEST_FILE, REPO, REPO_WEIGHTS, SHIPPED_ROOT, entry, env_names,
+from guide_core.weights.catalogue import (MANIFEST_FILE, REPO, SHIPPED_ROOT, entry, env_names,
                                           install_hint, install_steps, is_installed, manifest, path_of, require,
                                           weights_dir)
 from guide_core.weights.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_arguments, main
@@ -23,7 +23,7 @@ from guide_core.weights.safe_load import load_generator, load_npy, load_safetens
 _MEAN_LATENT = ("conditioning_camera", "mean_of_mapping", "w_avg", "w_avg_with_source")
 
 __all__ = [
-    "REPO", "REPO_WEIGHTS", "SHIPPED_ROOT", "MANIFEST_FILE", "HASHES_FILE", "CHUNK",
+    "REPO", "SHIPPED_ROOT", "MANIFEST_FILE", "HASHES_FILE", "CHUNK",
     "WeightsError", "UnknownWeightsError", "MissingWeightsError", "FetchError", "NoSourceError", "OfflineError",
     "LicenceNotAcceptedError", "HashMismatchError", "UnsafeCheckpointError",
     "weights_dir", "manifest", "entry", "path_of", "is_installed", "env_names", "install_steps", "install_hint",

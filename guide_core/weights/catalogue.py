@@ -4,31 +4,48 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from guide_core.weights.errors import MissingWeightsError, UnknownWeightsError, WeightsError
 
 REPO = Path(__file__).resolve().parents[2]
-REPO_WEIGHTS = REPO / "weights"
-SHIPPED_ROOT = REPO_WEIGHTS  # shipped folders (the default world) always load from the repository
 MANIFEST_FILE = "manifest.json"
+INSTALLED_WEIGHTS = Path(sys.prefix) / "share" / "guide" / "weights"  # where pip puts weights/ (pyproject data-files)
 
 
-# The folder the downloaded weights live in: $GUIDE_WEIGHTS_DIR, else <repo>/weights.
+# The shipped files (the manifest and the default world): the checkout's weights/ folder when running from a clone
+# or an editable install, else the copy an installed package carries.
+def _shipped_root() -> Path:
+    checkout = REPO / "weights"
+    if (checkout / MANIFEST_FILE).is_file() or not (INSTALLED_WEIGHTS / MANIFEST_FILE).is_file():
+        return checkout
+    return INSTALLED_WEIGHTS
+
+
+SHIPPED_ROOT = _shipped_root()
+MANIFEST_PATH = SHIPPED_ROOT / MANIFEST_FILE
+IN_CHECKOUT = SHIPPED_ROOT == REPO / "weights"
+
+
+# The folder the downloaded weights live in: $GUIDE_WEIGHTS_DIR, else the checkout's weights/, else (an installed
+# package, whose share/ folder may not be writable) ~/.cache/guide/weights.
 def weights_dir() -> Path:
     override = os.environ.get("GUIDE_WEIGHTS_DIR")
-    return Path(override).expanduser().resolve() if override else REPO_WEIGHTS
+    if override:
+        return Path(override).expanduser().resolve()
+    return SHIPPED_ROOT if IN_CHECKOUT else Path.home() / ".cache" / "guide" / "weights"
 
 
 _MANIFEST_CACHE: dict[str, Any] = {}
 
 
-# The manifest always comes from the repository (it describes the code's needs), whatever weights_dir() is.
+# The manifest always comes with the code (it describes the code's needs), whatever weights_dir() is.
 # Parsed once per file version: status/require call it for every row. Other modules call it as
 # `catalogue.manifest()`, so that replacing this one attribute (as tests do) changes every reader.
 def manifest() -> dict[str, dict[str, Any]]:
-    path = REPO_WEIGHTS / MANIFEST_FILE
+    path = MANIFEST_PATH
     try:
         stamp = path.stat().st_mtime_ns
         if _MANIFEST_CACHE.get("stamp") == stamp:

@@ -13,10 +13,11 @@ import torch
 from guide_core.bundle import ModelBundle
 from guide_core.guide import LTUConfig
 from guide_core.registry import register_model
+from guide_core.weights.catalogue import SHIPPED_ROOT
 from guide_core.world.cameras import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS, FOV_DEGREES, frontal_camera
 
 REPO = Path(__file__).resolve().parents[2]
-WEIGHTS_DIR = REPO / "weights" / "default"
+WEIGHTS_DIR = SHIPPED_ROOT / "default"  # the checkout's weights/default, or the installed package's copy
 RUNS_DIR = REPO / "runs" / "world"
 PHOTO_RESOLUTION = 64
 FEATURE_NOTE = ("world identity-net embeddings (128-d, before normalisation) — the embedded world's FID-style "
