@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +91,22 @@ def test_the_parity_fixtures_travel_with_the_repository(fixtures_dir):
         assert (fixtures_dir / name / "io.safetensors").is_file(), name
     io = fixtures.load_io(fixtures_dir / "ir_se50")
     assert io["img_a512"].shape == (2, 3, 512, 512) and float(io["img_a"].min()) >= -1.0
+
+
+# An installed package (no checkout around the code) finds the manifest and the default world in the copy pip put
+# under <prefix>/share/guide/weights, and downloads into the user's cache; a checkout keeps its own weights/ folder.
+def test_an_installed_package_finds_its_shipped_weights(tmp_path, monkeypatch):
+    from guide_core.weights import catalogue
+
+    installed = tmp_path / "prefix" / "share" / "guide" / "weights"
+    (installed / "default").mkdir(parents=True)
+    (installed / catalogue.MANIFEST_FILE).write_text("{}")
+    monkeypatch.setattr(catalogue, "INSTALLED_WEIGHTS", installed)
+    assert catalogue._shipped_root() == catalogue.REPO / "weights"  # this checkout wins
+    monkeypatch.setattr(catalogue, "REPO", tmp_path / "site-packages")
+    assert catalogue._shipped_root() == installed
+    monkeypatch.setattr(catalogue, "IN_CHECKOUT", False)
+    monkeypatch.delenv("GUIDE_WEIGHTS_DIR", raising=False)
+    assert catalogue.weights_dir() == Path.home() / ".cache" / "guide" / "weights"
+    monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path / "mine"))
+    assert catalogue.weights_dir() == (tmp_path / "mine").resolve()
