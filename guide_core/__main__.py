@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "unlearn": ("guide_core.cli", "unlearn",
@@ -28,7 +29,9 @@ def _load(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m guide_core", description="guide: generative identity unlearning")
+    # Named as it was started: the `guide` script of an installed package, or `python -m guide_core`.
+    prog = "guide" if Path(sys.argv[0]).name == "guide" else "python -m guide_core"
+    parser = argparse.ArgumentParser(prog=prog, description="guide: generative identity unlearning")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, _, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name = argv[0]
     command = _load(name)
-    cmd_parser = argparse.ArgumentParser(prog=f"python -m guide_core {name}", description=COMMANDS[name][2],
+    cmd_parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=COMMANDS[name][2],
                                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     command.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
