@@ -1,6 +1,6 @@
-# CPU timings of guide's EG3D on the shared parity fixture (reduced-width ffhq512-128 model): mapping, get_planes
+# CPU timings of guide's EG3D on the parity fixture (reduced-width ffhq512-128 model): mapping, get_planes
 # and full 512x512 synthesis, stochastic and deterministic rendering. Median of a few runs, batch 1 by default.
-# Usage: python benchmarks/eg3d_synthesis.py [--runs 3] [--batch 1] [--threads N] [--fixtures ../shared/fixtures]
+# Usage: python benchmarks/eg3d_synthesis.py [--runs 3] [--batch 1] [--threads N] [--fixtures tests/fixtures]
 from __future__ import annotations
 
 import argparse
@@ -46,7 +46,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--fixtures", type=Path,
-                        default=Path(os.environ.get("GUIDE_SHARED", REPO.parent / "shared")) / "fixtures")
+                        default=REPO / "tests" / "fixtures")
     args = parser.parse_args()
     folder = args.fixtures / "eg3d"
     if not (folder / "config.json").is_file():
