@@ -8,12 +8,14 @@ from typing import Any, Callable
 import torch
 
 from guide_core.bundle import ModelBundle
+from guide_core.eg3d.camera import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS
 
 SMALL_RENDERING = {"image_resolution": 32, "disparity_space_sampling": False, "clamp_mode": "softplus",
                    "superresolution_module": "SuperresolutionHybrid2X", "c_gen_conditioning_zero": False,
                    "c_scale": 1.0, "superresolution_noise_mode": "none", "decoder_lr_mul": 1.0, "sr_antialias": True,
                    "depth_resolution": 8, "depth_resolution_importance": 8, "ray_start": 2.25, "ray_end": 3.3,
-                   "box_warp": 1, "avg_camera_radius": 2.7, "avg_camera_pivot": [0, 0, 0.2]}
+                   "box_warp": 1, "avg_camera_radius": AVG_CAMERA_RADIUS,
+                   "avg_camera_pivot": list(AVG_CAMERA_PIVOT)}
 PAPER_RENDERING = {**SMALL_RENDERING, "image_resolution": 512, "superresolution_module": "SuperresolutionHybrid8XDC",
                    "depth_resolution": 48, "depth_resolution_importance": 48}
 

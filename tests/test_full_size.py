@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from guide_core import guide, runs
+from guide_core import runs
 from guide_core.__main__ import main as guide_main
 from tests import released_files
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from guide_core import registry, testing
-from guide_core import guide, runs
+from guide_core import runs
 from tests.test_cli import make_photo
 
 MODEL = "random-small-papertable"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,23 @@ def _set(p: HeadParams, **values: float) -> HeadParams:
         else:
             photo[:, names_photo.index(name)] = value
     return HeadParams(identity, photo)
+
+
+# The trainers' configs for a test: the shipped settings with the test's overrides (the generator without its polish
+# phase unless the test asks for one).
+def _gen(**overrides):
+    from guide_core.world.generator import GeneratorTrainConfig
+    return replace(GeneratorTrainConfig(), **{"polish_steps": 0, **overrides})
+
+
+def _ident(**overrides):
+    from guide_core.world.identity import IdentityTrainConfig
+    return replace(IdentityTrainConfig(), **overrides)
+
+
+def _enc(**overrides):
+    from guide_core.world.encoder import EncoderTrainConfig
+    return replace(EncoderTrainConfig(), **overrides)
 
 
 def _nose_pixel(depth: torch.Tensor) -> tuple[int, int]:
@@ -208,7 +226,8 @@ def test_shipped_generator_reproduces_heldout_renders():
 
 @pytest.mark.skipif(not (WEIGHTS / "generator.safetensors").exists(), reason="weights/default/ not shipped yet")
 def test_default_bundle_is_complete():
-    from guide_core.bundle import load_bundle, pil_to_tensor
+    from guide_core.bundle import pil_to_tensor
+    from guide_core.registry import load_bundle
     bundle = load_bundle("default")
     assert bundle.encoder is not None and bundle.feature_net is not None
     assert bundle.w_avg.shape == (512,) and bundle.cond_c.shape == (1, 25)
@@ -277,6 +296,7 @@ def _erasure_benchmark(*flags: str) -> dict:
 
 # The erasure benchmark whose numbers are in the README, at 2 iterations: it reads the shipped weights, reports the
 # flags it was given, and two small steps leave everyone (the source included) almost as they were.
+@pytest.mark.slow
 @pytest.mark.skipif(not (WEIGHTS / "encoder.safetensors").exists(), reason="weights/default/ not shipped yet")
 def test_erasure_benchmark_runs_and_two_iterations_change_little():
     r = _erasure_benchmark("--person", "1", "--iters", "2", "--n-glob", "1", "--lr", "1e-4")
@@ -289,8 +309,9 @@ def test_erasure_benchmark_runs_and_two_iterations_change_little():
     assert 10 < least["median_w_distance"] < 60, least
 
 
-# The point of the default world (issue 5), at its default settings, on person 2, the one whose least-kept far person
+# The point of the default world, at its default settings, on person 2, the one whose least-kept far person
 # is its nearest in w: the source is erased from 0.9+ to <= 0.3, its other photos drop, far people keep >= 0.8.
+@pytest.mark.slow
 @pytest.mark.skipif(not (WEIGHTS / "encoder.safetensors").exists(), reason="weights/default/ not shipped yet")
 def test_default_settings_erase_the_source_and_keep_far_people():
     r = _erasure_benchmark("--person", "2")
@@ -299,18 +320,19 @@ def test_default_settings_erase_the_source_and_keep_far_people():
     assert r["others_after"] < r["others_before"] and r["far_min"] >= 0.8, r
 
 
-# Resumable training (issue 5): a run resumed from its checkpoint continues at the saved step with the saved optimiser
-# state and loss history, instead of starting over.
+# Resumable training (long CPU runs stop and go on): a run resumed from its checkpoint continues at the saved step
+# with the saved optimiser state and loss history, instead of starting over.
 def test_generator_training_resumes_from_its_checkpoint(tmp_path):
     from guide_core.world.data import render_dataset
     from guide_core.world.generator import train_generator
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     messages: list[str] = []
-    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
-                  ckpt_every=2, eval_every=2, coarse_fraction=0.0, log=messages.append)
-    train_generator(steps=2, **kwargs)
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run",
+                  log=messages.append)
+    settings = dict(batch=2, ckpt_every=2, eval_every=2, coarse_fraction=0.0)
+    train_generator(config=_gen(steps=2, **settings), **kwargs)
     first = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
-    train_generator(steps=4, resume=True, **kwargs)
+    train_generator(config=_gen(steps=4, **settings), resume=True, **kwargs)
     last = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert "resumed generator training at step 2" in messages
     assert last["step"] == 4
@@ -360,8 +382,9 @@ def test_model_card_lists_the_generator_legs():
     assert "generator's calls" not in model_card({"generator": {"steps": 22000, "psnr": 23.4}})
 
 
-# `export` (issue 5): the shipped files are the checkpoints' weights (float32 safetensors + JSON), the metrics are
+# `export`: the shipped files are the checkpoints' weights (float32 safetensors + JSON), the metrics are
 # measured on every held-out photo, and the card is the one written from them.
+@pytest.mark.slow
 def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path):
     from safetensors.torch import load_file
     from guide_core.world.data import load_dataset, render_dataset
@@ -373,10 +396,11 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
     render_dataset(runs / "data" / "train", 32, 2, seed=5, progress=False)
     render_dataset(runs / "data" / "heldout", 32, 3, seed=6, progress=False)
     quiet = {"log": lambda m: None}
-    train_identity(runs / "data" / "train", runs / "data" / "heldout", runs / "identity", steps=2, batch=16, **quiet)
-    train_generator(runs / "data" / "train", runs / "data" / "heldout", runs / "generator", steps=2, batch=2,
-                    coarse_fraction=0.0, **quiet)
-    train_encoder(runs / "encoder", runs / "generator", runs / "identity", steps=2, batch=4, **quiet)
+    train_identity(runs / "data" / "train", runs / "data" / "heldout", runs / "identity", _ident(steps=2, batch=16),
+                   **quiet)
+    train_generator(runs / "data" / "train", runs / "data" / "heldout", runs / "generator",
+                    _gen(steps=2, batch=2, coarse_fraction=0.0), **quiet)
+    train_encoder(runs / "encoder", runs / "generator", runs / "identity", _enc(steps=2, batch=4), **quiet)
     metrics = export_weights(runs, out)
     assert {p.name for p in out.iterdir()} == {f"{n}.{e}" for n in ("generator", "identity", "encoder")
                                                 for e in ("safetensors", "json")} | {"metrics.json", "MODEL_CARD.md"}
@@ -393,8 +417,8 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
     assert "on 96 photos" in model_card(metrics)
     # A session whose runs/ folder is gone goes on from the exported weights: same step, legs and tensors, new Adam.
     messages: list[str] = []
-    train_generator(runs / "data" / "train", runs / "data" / "heldout", tmp_path / "again", steps=2, polish_steps=2,
-                    batch=2, coarse_fraction=0.0, init_from=out, log=messages.append)
+    train_generator(runs / "data" / "train", runs / "data" / "heldout", tmp_path / "again",
+                    _gen(steps=2, polish_steps=2, batch=2, coarse_fraction=0.0), init_from=out, log=messages.append)
     assert any("starting from the exported generator" in m for m in messages), messages
     state = torch.load(tmp_path / "again" / "ckpt.pt", weights_only=True)
     assert state["step"] == 4
@@ -405,7 +429,7 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
     assert f"steps 2–4: `--init-from {out} --steps 2 --polish-steps 2 --batch 2`" in model_card(
         {"generator": {"steps": 4, "legs": legs}})
     messages.clear()
-    train_encoder(tmp_path / "encoder_again", runs / "generator", tmp_path / "no_identity_run", steps=4, batch=4,
+    train_encoder(tmp_path / "encoder_again", runs / "generator", tmp_path / "no_identity_run", _enc(steps=4, batch=4),
                   init_from=out, log=messages.append)
     assert any("starting from the exported encoder" in m for m in messages), messages
     state = torch.load(tmp_path / "encoder_again" / "ckpt.pt", weights_only=True)
@@ -437,19 +461,21 @@ def test_generator_architecture_is_kept_by_its_checkpoint(tmp_path):
     from guide_core.world.generator import (generator_from_checkpoint, mapping_layers_of, plane_resolution_of,
                                             train_generator)
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
-    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
-                  ckpt_every=1, eval_every=1, coarse_fraction=0.0, log=lambda m: None)
-    train_generator(steps=1, plane_resolution=128, mapping_layers=6, **kwargs)
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", log=lambda m: None)
+    settings = dict(batch=2, ckpt_every=1, eval_every=1, coarse_fraction=0.0)
+    train_generator(config=_gen(steps=1, plane_resolution=128, mapping_layers=6, **settings), **kwargs)
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert plane_resolution_of(ckpt["G"]) == 128 and mapping_layers_of(ckpt["G"]) == 6
     G = generator_from_checkpoint(ckpt)
     assert G.backbone.synthesis.img_resolution == 128 and G.backbone.num_ws == 12
     assert G.backbone.mapping.num_layers == 6
     with pytest.raises(ValueError, match="128² tri-planes and a 6-layer mapping, not 64² tri-planes"):
-        train_generator(steps=2, resume=True, plane_resolution=64, mapping_layers=6, **kwargs)
+        train_generator(config=_gen(steps=2, plane_resolution=64, mapping_layers=6, **settings), resume=True,
+                        **kwargs)
     with pytest.raises(ValueError, match="a 6-layer mapping, not 128² tri-planes and a 4-layer mapping"):
-        train_generator(steps=2, resume=True, plane_resolution=128, mapping_layers=4, **kwargs)
-    train_generator(steps=2, resume=True, plane_resolution=128, mapping_layers=6, **kwargs)
+        train_generator(config=_gen(steps=2, plane_resolution=128, mapping_layers=4, **settings), resume=True,
+                        **kwargs)
+    train_generator(config=_gen(steps=2, plane_resolution=128, mapping_layers=6, **settings), resume=True, **kwargs)
     for of in (plane_resolution_of, mapping_layers_of):
         with pytest.raises(ValueError, match="not a world generator"):
             of({"encoder.weight": torch.zeros(1)})
@@ -485,12 +511,14 @@ def test_widened_generator_draws_the_same_pictures_and_trains_on(tmp_path):
         widen_state(wide.state_dict(), 1024, 64, normalize_z=False)
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     messages: list[str] = []
-    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
-                  ckpt_every=1, eval_every=1, coarse_fraction=0.0, mapping_layers=2, log=messages.append)
-    train_generator(steps=1, **kwargs)
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run",
+                  log=messages.append)
+    settings = dict(batch=2, ckpt_every=1, eval_every=1, coarse_fraction=0.0, mapping_layers=2)
+    train_generator(config=_gen(steps=1, **settings), **kwargs)
     with pytest.raises(ValueError, match="synthesis widths 1024 / 64, not 2048 / 128"):
-        train_generator(steps=3, resume=True, channel_base=2048, channel_max=128, **kwargs)
-    train_generator(steps=3, resume=True, channel_base=2048, channel_max=128, widen=True, **kwargs)
+        train_generator(config=_gen(steps=3, channel_base=2048, channel_max=128, **settings), resume=True, **kwargs)
+    train_generator(config=_gen(steps=3, channel_base=2048, channel_max=128, **settings), resume=True, widen=True,
+                    **kwargs)
     assert any("widened the synthesis from 1024 / 64 to 2048 / 128" in m for m in messages), messages
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == 3 and synthesis_channels_of(ckpt["G"]) == (2048, 128)
@@ -528,11 +556,12 @@ def test_generator_polish_phase_switches_to_squared_error(tmp_path):
     with pytest.raises(ValueError, match="'l1' or 'mse'"):
         generator_loss(G, data, idx, pixel="l2")
     folders = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data")
-    train_identity(out=tmp_path / "identity", steps=2, batch=16, eval_every=2, log=lambda m: None, **folders)
-    kwargs = dict(out=tmp_path / "run", batch=2, ckpt_every=1, eval_every=1, coarse_fraction=0.0,
-                  identity_dir=tmp_path / "identity", log=lambda m: None, **folders)
-    train_generator(steps=2, **kwargs)
-    train_generator(steps=2, polish_steps=2, polish_lr=1e-4, resume=True, **kwargs)
+    train_identity(out=tmp_path / "identity", config=_ident(steps=2, batch=16, eval_every=2), log=lambda m: None,
+                   **folders)
+    kwargs = dict(out=tmp_path / "run", identity_dir=tmp_path / "identity", log=lambda m: None, **folders)
+    settings = dict(batch=2, ckpt_every=1, eval_every=1, coarse_fraction=0.0)
+    train_generator(config=_gen(steps=2, **settings), **kwargs)
+    train_generator(config=_gen(steps=2, polish_steps=2, polish_lr=1e-4, **settings), resume=True, **kwargs)
     state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     history = json.loads(state["history"])
     assert state["step"] == 4 and [h["phase"] for h in history] == ["main", "main", "polish", "polish"]
@@ -549,15 +578,17 @@ def test_generator_checkpoint_keeps_its_perceptual_net(tmp_path):
     from guide_core.world.identity import train_identity
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     data = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data")
-    train_identity(out=tmp_path / "identity", steps=2, batch=16, eval_every=2, log=lambda m: None, **data)
+    train_identity(out=tmp_path / "identity", config=_ident(steps=2, batch=16, eval_every=2), log=lambda m: None,
+                   **data)
     first = torch.load(tmp_path / "identity" / "ckpt.pt", weights_only=True)["net"]
-    kwargs = dict(out=tmp_path / "run", batch=2, ckpt_every=2, eval_every=2, coarse_fraction=0.0,
-                  identity_dir=tmp_path / "identity", log=lambda m: None, **data)
-    train_generator(steps=2, **kwargs)
-    train_identity(out=tmp_path / "identity", steps=2, batch=16, seed=1, eval_every=2, log=lambda m: None, **data)
+    kwargs = dict(out=tmp_path / "run", identity_dir=tmp_path / "identity", log=lambda m: None, **data)
+    settings = dict(batch=2, ckpt_every=2, eval_every=2, coarse_fraction=0.0)
+    train_generator(config=_gen(steps=2, **settings), **kwargs)
+    train_identity(out=tmp_path / "identity", config=_ident(steps=2, batch=16, seed=1, eval_every=2),
+                   log=lambda m: None, **data)
     second = torch.load(tmp_path / "identity" / "ckpt.pt", weights_only=True)["net"]
     assert not torch.equal(first["stem.0.weight"], second["stem.0.weight"])
-    train_generator(steps=4, resume=True, **kwargs)
+    train_generator(config=_gen(steps=4, **settings), resume=True, **kwargs)
     kept = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["perceptual_net"]
     diff = max((kept[k].float() - first[k].float()).abs().max().item() for k in first)
     assert diff == 0, f"perceptual net changed on resume (max diff {diff})"
@@ -584,8 +615,9 @@ def test_identity_net_trains_on_generator_renders_of_its_photos(tmp_path):
     saved = {"G": G.state_dict(), "config": json.dumps(generator_config(G))}
     save_checkpoint(tmp_path / "generator" / "ckpt.pt", saved, torch.optim.Adam(G.parameters()), torch.Generator(),
                     7, [])
-    train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "identity", steps=2, batch=16,
-                   generator_dir=tmp_path / "generator", generator_mix=0.25, eval_every=2, log=lambda m: None)
+    train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "identity",
+                   _ident(steps=2, batch=16, generator_mix=0.25, eval_every=2), generator_dir=tmp_path / "generator",
+                   log=lambda m: None)
     cache = torch.load(tmp_path / "identity" / "generator_renders.pt", weights_only=True)
     assert int(cache["generator_step"]) == 7 and torch.equal(cache["image"], images)
     assert torch.equal(cache["person"], data.person[rows])
@@ -607,9 +639,9 @@ def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
     pair_similarity = {}
     for weight in (0.0, 20.0):
         out = tmp_path / f"identity_{weight:g}"
-        train_identity(tmp_path / "data", tmp_path / "data", out, steps=60, batch=32, lr=5e-3, eval_every=60,
-                       generator_dir=tmp_path / "generator", generator_mix=0.25, lambda_pair=weight,
-                       log=lambda m: None)
+        train_identity(tmp_path / "data", tmp_path / "data", out,
+                       _ident(steps=60, batch=32, lr=5e-3, eval_every=60, generator_mix=0.25, lambda_pair=weight),
+                       generator_dir=tmp_path / "generator", log=lambda m: None)
         state = torch.load(out / "ckpt.pt", weights_only=True)
         assert float(state["lambda_pair"]) == weight
         net = load_identity_net(state["net"], json.loads(state["config"]))
@@ -622,8 +654,8 @@ def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
     assert pair_similarity[20.0] > pair_similarity[0.0] + 0.3, pair_similarity
     # more than half renders would leave some render without its photo in the batch
     with pytest.raises(ValueError, match="generator_mix"):
-        train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "bad", steps=1,
-                       generator_dir=tmp_path / "generator", generator_mix=0.6)
+        train_identity(tmp_path / "data", tmp_path / "data", tmp_path / "bad", _ident(steps=1, generator_mix=0.6),
+                       generator_dir=tmp_path / "generator")
 
 
 # Rendering in worker processes (`render-data --workers N`) writes the very files a single process writes: chunks are
@@ -642,7 +674,7 @@ def test_parallel_rendering_writes_the_serial_files(tmp_path):
 
 # The world's parameters depend on z's length, which EG3D's mapping network divides away (normalize_z): world
 # generators read z as it is, the choice travels with the weights (config), and configs saved before the option
-# (the v5 weights) load with EG3D's normalisation.
+# (weights trained that way) load with EG3D's normalisation.
 def test_world_generator_reads_the_length_of_z(tmp_path):
     from guide_core.world.data import render_dataset
     from guide_core.world.generator import (build_generator, generator_config, generator_from_checkpoint,
@@ -661,12 +693,13 @@ def test_world_generator_reads_the_length_of_z(tmp_path):
     # A run started with EG3D's normalisation goes on without it, and its checkpoint says so.
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     messages: list[str] = []
-    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=2,
-                  coarse_fraction=0.0, log=messages.append)
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run",
+                  log=messages.append)
+    settings = dict(batch=2, coarse_fraction=0.0)
     saved = lambda: generator_from_checkpoint(torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True))
-    train_generator(steps=1, normalize_z=True, **kwargs)
+    train_generator(config=_gen(steps=1, normalize_z=True, **settings), **kwargs)
     assert saved().backbone.mapping.normalize_z is True
-    train_generator(steps=2, resume=True, **kwargs)
+    train_generator(config=_gen(steps=2, **settings), resume=True, **kwargs)
     assert "z normalisation off from step 1" in messages
     assert saved().backbone.mapping.normalize_z is False
 
@@ -680,10 +713,11 @@ def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
-    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", batch=4,
-                  ckpt_every=2, eval_every=2, coarse_fraction=0.0, device="cuda", log=lambda m: None)
-    train_generator(steps=2, **kwargs)
-    train_generator(steps=4, resume=True, **kwargs)
+    kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", device="cuda",
+                  log=lambda m: None)
+    settings = dict(batch=4, ckpt_every=2, eval_every=2, coarse_fraction=0.0)
+    train_generator(config=_gen(steps=2, **settings), **kwargs)
+    train_generator(config=_gen(steps=4, **settings), resume=True, **kwargs)
     state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     tensors = [v for v in state["G"].values()] + [t for s in state["opt"]["state"].values() for t in s.values()]
     assert all(t.device.type == "cpu" for t in tensors if isinstance(t, torch.Tensor))
@@ -693,20 +727,20 @@ def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
     assert abs(on_gpu - on_cpu) < 0.05, (on_gpu, on_cpu)
 
 
-# The encoder's training (issue 5, the GOAE role) learns the codes of the photos it sees and resumes where it stopped.
+# The encoder's training (the GOAE role) learns the codes of the photos it sees and resumes where it stopped.
 def test_encoder_training_learns_codes_and_resumes(tmp_path):
     from guide_core.world.data import load_dataset, render_dataset
     from guide_core.world.encoder import WorldEncoder, _codes, load_world_encoder, train_encoder
     from guide_core.world.generator import generator_from_checkpoint, train_generator
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
-    train_generator(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "generator", steps=1,
-                    batch=2, coarse_fraction=0.0, log=lambda m: None)
+    train_generator(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "generator",
+                    config=_gen(steps=1, batch=2, coarse_fraction=0.0), log=lambda m: None)
     messages: list[str] = []
     kwargs = dict(out=tmp_path / "encoder", generator_dir=tmp_path / "generator", identity_dir=tmp_path / "none",
-                  data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", batch=16, rerender_every=0,
-                  ckpt_every=15, eval_every=15, log=messages.append)
-    train_encoder(steps=15, **kwargs)
-    train_encoder(steps=30, resume=True, **kwargs)
+                  data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", log=messages.append)
+    settings = dict(batch=16, rerender_every=0, ckpt_every=15, eval_every=15)
+    train_encoder(config=_enc(steps=15, **settings), **kwargs)
+    train_encoder(config=_enc(steps=30, **settings), resume=True, **kwargs)
     state = torch.load(tmp_path / "encoder" / "ckpt.pt", weights_only=True)
     assert "resumed encoder training at step 15" in messages and state["step"] == 30
     adam_steps = {float(v["step"]) for v in state["opt"]["state"].values()}
@@ -723,7 +757,7 @@ def test_encoder_training_learns_codes_and_resumes(tmp_path):
     assert after < 0.6 * before, f"code error {before:.4f} -> {after:.4f}"
 
 
-# `train-all` (issue 5 on one GPU within a time budget) sizes the generator and encoder steps from measured step
+# `train-all` (the whole chain on one GPU within a time budget) sizes the generator and encoder steps from measured step
 # times: the generator gets its share split into main and polish phases, the encoder stops at its default length and
 # leaves the rest to the generator, and a budget already spent is refused.
 def test_world_plan_sizes_steps_from_measured_step_times():
@@ -743,9 +777,11 @@ def test_world_plan_sizes_steps_from_measured_step_times():
 # The whole chain on a tiny world (CPU): each network is trained for exactly the planned steps (the budget's sizing is
 # the test above; wall time is never asserted), the second identity stage sees the generator's renders, and the plan
 # is saved as the run printed it.
+@pytest.mark.slow
 def test_train_world_runs_its_plan(tmp_path):
-    from guide_core.world.pipeline import WorldPlan, train_world
-    plan = WorldPlan("cpu", 0.6, generator_batch=2, encoder_batch=8, identity_steps=4)
+    from guide_core.world.pipeline import PLAN_ENCODER, PLAN_GENERATOR, WorldPlan, train_world
+    plan = WorldPlan("cpu", 0.6, identity=_ident(steps=4), generator=replace(PLAN_GENERATOR, batch=2),
+                     encoder=replace(PLAN_ENCODER, batch=8))
     tiny = {"train": (32, 2, 5, 1), "heldout": (32, 2, 6, 1)}
     result = train_world(tmp_path, plan, datasets=tiny, log=lambda m: None)
     assert plan.generator_steps > 0 and plan.polish_steps > 0 and plan.encoder_steps > 0
@@ -776,5 +812,6 @@ def test_train_generator_cli_passes_the_learning_rates(monkeypatch, tmp_path):
     args = ["train", "generator", "--out", str(tmp_path), "--steps", "10", "--polish-steps", "5"]
     assert cli.main(args + ["--lr", "1e-3", "--polish-lr", "3e-4"]) == 0
     assert cli.main(args) == 0
-    assert (calls[0]["lr"], calls[0]["polish_lr"]) == (1e-3, 3e-4)
-    assert (calls[1]["lr"], calls[1]["polish_lr"]) == (generator.LR, generator.POLISH_LR) == (2e-3, 2e-4)
+    config = [kw["config"] for kw in calls]
+    assert (config[0].lr, config[0].polish_lr) == (1e-3, 3e-4)
+    assert (config[1].lr, config[1].polish_lr) == (generator.LR, generator.POLISH_LR) == (2e-3, 2e-4)

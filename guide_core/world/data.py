@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from guide_core.files import atomic_path
 from guide_core.world.cameras import camera_params, sample_yaw_pitch
 from guide_core.world.heads import random_z, render_z, same_identity_z
 
@@ -83,9 +84,8 @@ def _render_chunk_file(job: tuple) -> None:
     folder, k, photos, seed, resolution, supersample = job
     path = folder / f"chunk_{k:04d}.pt"
     chunk = render_chunk(k, photos, seed, resolution, supersample)
-    tmp = path.with_suffix(f".{k}.tmp")
-    torch.save(chunk, tmp)
-    tmp.rename(path)  # a killed render never leaves a chunk that looks complete
+    with atomic_path(path) as tmp:  # a killed render never leaves a chunk that looks complete
+        torch.save(chunk, tmp)
 
 
 # Load every finished chunk of a folder (possibly while rendering continues).
@@ -98,14 +98,14 @@ def load_dataset(folder: Path) -> WorldData:
 
 
 # Training checkpoints of the world's networks: the networks' tensors (`tensors`, e.g. {"G": state_dict}), optimiser,
-# data-order RNG, step and loss history. Written under a temporary name and renamed, so a run killed while saving keeps
-# its previous checkpoint.
+# data-order RNG, step and loss history. Written atomically, so a run killed while saving keeps its previous
+# checkpoint.
 def save_checkpoint(path: Path, tensors: dict, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,
                     history: list) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(_on_cpu({**tensors, "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
-                        "gen": gen.get_state()}), tmp)
-    tmp.rename(path)
+    state = _on_cpu({**tensors, "opt": opt.state_dict(), "step": step, "history": json.dumps(history),
+                     "gen": gen.get_state()})
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 # Every tensor of a nested dict / list on the CPU: a checkpoint written by a GPU run opens on a machine without one.

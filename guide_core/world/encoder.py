@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,20 +45,45 @@ def default_rerender_batch(batch: int) -> int:
     return batch // 8 or 1
 
 
+# How train_encoder trains (`train encoder`'s flags; `dataclasses.replace(EncoderTrainConfig(), steps=2)` for another
+# run): the shipped encoder's settings, from weights/default/metrics.json and its model card.
+@dataclass(frozen=True)
+class EncoderTrainConfig:
+    # metrics.json encoder.steps
+    steps: int = field(default=16000, metadata={"help": "optimisation steps"})
+    # batch and lr: the trainer's defaults since its first version (the model card names no others)
+    batch: int = field(default=32, metadata={"help": "photos per step"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam's peak learning rate, cosine to zero"})
+    # the trainer's schedule since its first version: 4 of the 32 photos re-rendered every 4th step
+    rerender_every: int = field(default=4, metadata={
+        "help": "steps between re-render steps through the frozen generator (0 = code regression only)"})
+    rerender_batch: int | None = field(default=None, metadata={
+        "help": "photos re-rendered on a re-render step (default: an eighth of --batch)"})
+    # model card: identity loss weight 0.5
+    lambda_id: float = field(default=0.5, metadata={"help": "weight of the identity loss on the re-render"})
+    # the `train` default; no shipped run records another
+    seed: int = field(default=0, metadata={"help": "initialisation and data-order seed"})
+    # bookkeeping, no effect on the weights: the trainer's own defaults
+    ckpt_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
+    eval_every: int = field(default=500, metadata={"help": "steps between held-out evaluations"})
+    refresh_every: int = field(default=500, metadata={
+        "help": "steps between looks for a newer generator checkpoint (the generator may still be training)"})
+
+
 # Encoder training: code regression on rendered photos (+ re-render L1 and identity loss through the frozen generator
-# every k steps).
-def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int = 6000, batch: int = 32, seed: int = 0,
-                  resume: bool = False, lr: float = 1e-3, rerender_every: int = 4, rerender_batch: int | None = None,
-                  lambda_id: float = 0.5,
-                  data_dir: Path | None = None, heldout_dir: Path | None = None, ckpt_every: int = 200,
-                  eval_every: int = 500, refresh_every: int = 500, device: str = "cpu", init_from: Path | None = None,
-                  log=print) -> dict:
+# every k steps). `data_dir` / `heldout_dir` default to the data folders beside `generator_dir`; `init_from`: exported
+# weights to start from when there is no checkpoint to resume.
+def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, config: EncoderTrainConfig = EncoderTrainConfig(),
+                  *, data_dir: Path | None = None, heldout_dir: Path | None = None, init_from: Path | None = None,
+                  resume: bool = False, device: str = "cpu", log=print) -> dict:
     from tqdm import tqdm
     from guide_core.world.data import load_checkpoint, load_dataset, load_exported, save_checkpoint
     from guide_core.world.generator import generator_from_checkpoint
+    cfg = config
+    steps, batch, lr = cfg.steps, cfg.batch, cfg.lr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rerender_batch = rerender_batch or default_rerender_batch(batch)
+    rerender_batch = cfg.rerender_batch or default_rerender_batch(batch)
     root = Path(generator_dir).parent
     data = load_dataset(data_dir or root / "data" / "train").to(device)
     heldout = load_dataset(heldout_dir or root / "data" / "heldout").to(device)
@@ -65,10 +91,10 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
     w_avg = G.backbone.mapping.w_avg.clone()
     idnet = _load_identity(identity_dir, init_from)
     idnet = idnet.to(device) if idnet is not None else None
-    torch.manual_seed(seed)
+    torch.manual_seed(cfg.seed)
     enc = WorldEncoder(G.backbone.num_ws).to(device)
     opt = torch.optim.Adam(enc.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     step, history = 0, []
     ckpt = out / "ckpt.pt"
     state = load_checkpoint(ckpt, gen) if resume else None
@@ -79,9 +105,9 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
         log(f"resumed encoder training at step {step}")
     elif init_from is not None:
         # Exported weights carry no optimiser state: Adam starts afresh at the cosine's rate for their step count.
-        tensors, config, metrics = load_exported(Path(init_from), "encoder")
-        if json.loads(config) != enc.config:
-            raise ValueError(f"the encoder in {init_from} is a {json.loads(config)}, not a {enc.config}")
+        tensors, saved_config, metrics = load_exported(Path(init_from), "encoder")
+        if json.loads(saved_config) != enc.config:
+            raise ValueError(f"the encoder in {init_from} is a {json.loads(saved_config)}, not a {enc.config}")
         enc.load_state_dict(tensors)
         step = int(metrics.get("steps", 0))
         log(f"starting from the exported encoder in {init_from} (step {step}, fresh optimiser)")
@@ -92,7 +118,7 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
     codes = _codes(G, data)
     while step < steps:
         # The generator may still be training: follow its newest checkpoint so the codes stay the ones it renders.
-        if step % refresh_every == 0 and generator_ckpt.stat().st_mtime != seen_mtime:
+        if step % cfg.refresh_every == 0 and generator_ckpt.stat().st_mtime != seen_mtime:
             seen_mtime = generator_ckpt.stat().st_mtime
             G = generator_from_checkpoint(torch.load(generator_ckpt, weights_only=True)).to(device)
             w_avg = G.backbone.mapping.w_avg.clone()
@@ -105,28 +131,28 @@ def train_encoder(out: Path, generator_dir: Path, identity_dir: Path, steps: int
         pred = enc(x) + w_avg
         loss = F.mse_loss(pred, codes[idx]) * 10
         parts = {"code": loss.item()}
-        if rerender_every and step % rerender_every == 0:
+        if cfg.rerender_every and step % cfg.rerender_every == 0:
             sub = idx[:rerender_batch]
             image = G.synthesis(pred[:rerender_batch], data.c[sub], noise_mode="const")["image"]
             l_img = (image - x[:rerender_batch]).abs().mean()
             loss = loss + l_img
             parts["img"] = l_img.item()
-            if idnet is not None and lambda_id > 0:
+            if idnet is not None and cfg.lambda_id > 0:
                 l_id = 1 - (idnet(image) * idnet(x[:rerender_batch]).detach()).sum(1).mean()
-                loss = loss + lambda_id * l_id
+                loss = loss + cfg.lambda_id * l_id
                 parts["id"] = l_id.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
         bar.update(1)
-        if step % eval_every == 0 or step == steps:
+        if step % cfg.eval_every == 0 or step == steps:
             metrics = evaluate_encoder(enc, G, w_avg, idnet, heldout)
             history.append({"step": step, **parts, "seconds": time.time() - t0, **metrics})
             log(json.dumps(history[-1]))
-        if step % ckpt_every == 0 or step == steps:
-            save_checkpoint(ckpt, {"enc": enc.state_dict(), "config": json.dumps(enc.config), "w_avg": w_avg},
-                            opt, gen, step, history)
+        if step % cfg.ckpt_every == 0 or step == steps:
+            save_checkpoint(ckpt, {"enc": enc.state_dict(), "config": json.dumps(enc.config), "w_avg": w_avg,
+                                   "train_config": json.dumps(asdict(cfg))}, opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from guide_core.files import atomic_path
 from guide_core.world.bundle import WEIGHTS_DIR
 
 SIZE_LIMIT_MB = 30.0
@@ -15,10 +16,9 @@ SIZE_LIMIT_MB = 30.0
 def _save(state: dict[str, torch.Tensor], config: dict, name: str, out: Path) -> Path:
     from safetensors.torch import save_file
     path = out / f"{name}.safetensors"
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().float() for k, v in state.items()}, str(tmp))
-    tmp.chmod(0o644)  # shipped files, readable by everyone
-    tmp.rename(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().float() for k, v in state.items()}, str(tmp))
+        tmp.chmod(0o644)  # shipped files, readable by everyone
     (out / f"{name}.json").write_text(json.dumps(config, indent=2) + "\n")
     return path
 
@@ -50,7 +50,7 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
                                 "mapping_layers": G.backbone.mapping.num_layers,
                                 "normalize_z": G.backbone.mapping.normalize_z,
                                 **dict(zip(("channel_base", "channel_max"), synthesis_channels_of(state["G"]))),
-                                "legs": json.loads(state.get("legs", "[]")),
+                                "legs": json.loads(state.get("legs", "[]")), **_train_config(state),
                                 **evaluate_generator(G, heldout, n=len(heldout)), **multiview_psnr(G)}
         _save(G.state_dict(), generator_config(G), "generator", out)
         if idnet is not None:
@@ -71,9 +71,16 @@ def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
     return metrics
 
 
-# A network's weights, config and training facts (steps; the identity net's generator mix and pair weight): from its
-# training checkpoint under `runs`, else the copy already exported in `out` (a session whose runs/ folder is gone, or
-# a generator retrained alone), re-measured like a new one and marked as kept. None when there is neither.
+# The training settings a checkpoint records (the trainer's config of its last call, dataclasses.asdict), as
+# metrics.json keeps them; {} for a checkpoint written before it recorded them.
+def _train_config(state: dict) -> dict:
+    return {"train_config": json.loads(state["train_config"])} if "train_config" in state else {}
+
+
+# A network's weights, config and training facts (steps; the identity net's generator mix and pair weight; the
+# trainer's config): from its training checkpoint under `runs`, else the copy already exported in `out` (a session
+# whose runs/ folder is gone, or a generator retrained alone), re-measured like a new one and marked as kept. None when
+# there is neither.
 def _trained(runs: Path, out: Path, name: str, key: str) -> tuple[dict, dict, dict] | None:
     from guide_core.world.data import load_exported
     ckpt = runs / name / "ckpt.pt"
@@ -81,14 +88,16 @@ def _trained(runs: Path, out: Path, name: str, key: str) -> tuple[dict, dict, di
         state = torch.load(ckpt, weights_only=True)
         tensors, config, facts = state[key], json.loads(state["config"]), {"steps": state["step"]}
         recorded = {k: float(v) for k, v in state.items() if k in ("generator_mix", "lambda_pair")}
+        recorded.update(_train_config(state))
     elif (out / f"{name}.safetensors").exists():
         tensors, text, metrics = load_exported(out, name)
         config, facts = json.loads(text), {"steps": metrics.get("steps", 0), "kept_from_export": True}
-        recorded = {k: v for k, v in metrics.items() if k in ("generator_mix", "lambda_pair")}
+        recorded = {k: v for k, v in metrics.items() if k in ("generator_mix", "lambda_pair", "train_config")}
     else:
         return None
     if name == "identity":
-        facts.update({"generator_mix": 0.0, "lambda_pair": 0.0, **recorded})
+        facts.update({"generator_mix": 0.0, "lambda_pair": 0.0})
+    facts.update(recorded)
     return tensors, config, facts
 
 
@@ -128,8 +137,8 @@ def _generator_architecture(gen: dict) -> str:
 
 # The `train generator` calls the shipped generator went through (the checkpoint's legs), as one sentence.
 def _generator_legs(gen: dict) -> str:
-    import inspect
-    from guide_core.world.generator import CHANNEL_BASE, CHANNEL_MAX, MAPPING_LAYERS, learning_rate, train_generator
+    from guide_core.world.generator import (CHANNEL_BASE, CHANNEL_MAX, MAPPING_LAYERS, GeneratorTrainConfig,
+                                            learning_rate)
     legs = gen.get("legs") or []
     # The widths the first leg built: the shipped ones, unless a later leg widened the generator. Every call names
     # the architecture it continues (a resumed or --init-from run refuses other widths or depths).
@@ -139,22 +148,22 @@ def _generator_legs(gen: dict) -> str:
     mapping_layers = gen.get("mapping_layers", MAPPING_LAYERS)
     if not legs:
         return ""
-    default = {k: p.default for k, p in inspect.signature(train_generator).parameters.items()
-               if k in ("lr", "polish_lr", "batch")}
+    default = GeneratorTrainConfig()  # `train generator`'s defaults: a leg's flags are the settings that differ
     parts = []
     for i, leg in enumerate(legs):
         end = legs[i + 1]["from_step"] if i + 1 < len(legs) else gen.get("steps", leg["steps"] + leg["polish_steps"])
         start = [f"--init-from {leg['init_from']}"] if "init_from" in leg else [] if i == 0 else ["--resume"]
         flags = start + [f"--steps {leg['steps']}", f"--polish-steps {leg['polish_steps']}"]
-        flags += [f"--batch {leg['batch']}"] if leg.get("batch", default["batch"]) != default["batch"] else []
-        flags += [f"--mapping-layers {mapping_layers}"] if mapping_layers != MAPPING_LAYERS else []
+        flags += [f"--batch {leg['batch']}"] if leg.get("batch", default.batch) != default.batch else []
+        flags += [f"--mapping-layers {mapping_layers}"] if mapping_layers != default.mapping_layers else []
         widths = tuple(leg.get("widened_to", widths))
-        if widths != (CHANNEL_BASE, CHANNEL_MAX):
+        if widths != (default.channel_base, default.channel_max):
             flags += [f"--channel-base {widths[0]}", f"--channel-max {widths[1]}"]
         flags += ["--widen"] if "widened_to" in leg else []
-        flags += ["--normalize-z"] if leg["normalize_z"] else []
+        if leg["normalize_z"] != default.normalize_z:
+            flags += ["--normalize-z" if leg["normalize_z"] else "--no-normalize-z"]
         flags += [f"--{k.replace('_', '-')} {leg[k]:g}" for k in ("lr", "polish_lr")
-                  if leg.get(k, default[k]) != default[k]]
+                  if leg.get(k, getattr(default, k)) != getattr(default, k)]
         note = []
         k = leg["from_step"] - leg["steps"]
         if i > 0 and k > 0:  # a longer polish resumed mid-way restarts its cosine at this rate

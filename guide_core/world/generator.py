@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from guide_core.eg3d import TriPlaneGenerator
 from guide_core.eg3d.superresolution import SUPERRESOLUTION_MODULES, SuperresolutionHybrid2X
+from guide_core.world.cameras import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS
 from guide_core.world.data import WorldData, load_checkpoint, load_dataset, load_exported, save_checkpoint
 from guide_core.world.heads import Z_DIM
 
@@ -32,13 +34,14 @@ NEURAL_RENDERING_RESOLUTION = 32
 # synthesis blocks).
 PLANE_RESOLUTION = 64
 # Layers of the mapping network (StyleGAN's 8). The mapping is where this world's PSNR is lost (one w fitted per person
-# beats mapping(z) by 2-3 dB on unseen views, README); at 8 layers it ended 0.1-0.15 dB above 4 with z normalised, and
-# reading z as it is, with longer polishing, reached 23.95 dB (the 4-layer v5 net: 23.36). Read back from saved weights.
+# beats mapping(z) by 2-3 dB on unseen views, README); trained from scratch, 8 layers ended 0.1-0.15 dB above 4 with z
+# normalised, and reading z as it is, with longer polishing, reached 23.95 dB (a 4-layer net after 22,000 steps:
+# 23.36). Read back from saved weights.
 MAPPING_LAYERS = 8
 # Whether the mapping network divides z by its RMS first, as EG3D's does. The world's z -> parameters map
 # (heads.params_from_z) reads z's length too, so that division loses a common stretch of all 37 parameters (about
 # +-12 %): its best guess renders at only 32.6 dB from the truth, and a generator trained with it stalls lower
-# (README). World generators read z as it is; saved configs without the key are EG3D's (the v5 weights).
+# (README). World generators read z as it is; saved configs without the key are EG3D's (they were trained that way).
 NORMALIZE_Z = False
 # Synthesis widths (EG3D's channel_base / channel_max): the block at resolution r has min(base // r, max) channels, so
 # 1024 / 64 gives 64 channels up to 16², 32 at 32² and 16 at 64². `train generator --channel-base --channel-max
@@ -57,7 +60,7 @@ GENERATOR_KWARGS: dict = {
         "c_scale": 1.0, "superresolution_noise_mode": "none", "density_reg": 0.0, "density_reg_p_dist": 0.004,
         "reg_type": "l1", "decoder_lr_mul": 1.0, "sr_antialias": True, "depth_resolution": 12,
         "depth_resolution_importance": 12, "ray_start": 2.25, "ray_end": 3.3, "box_warp": 1.0,
-        "avg_camera_radius": 2.7, "avg_camera_pivot": [0.0, 0.0, 0.2]},
+        "avg_camera_radius": AVG_CAMERA_RADIUS, "avg_camera_pivot": list(AVG_CAMERA_PIVOT)},
     "sr_kwargs": {},
 }
 
@@ -218,12 +221,14 @@ def _chunks(folder: Path) -> int:
     return len(list(Path(folder).glob("chunk_*.pt")))
 
 
+# The GeneratorTrainConfig fields a training leg records (the schedule the model card lists as each call's flags).
+LEG_KEYS = ("steps", "polish_steps", "lr", "polish_lr", "batch", "normalize_z")
 # Keys of a training leg that mark how it started rather than its schedule: a run resumed with the same schedule
 # continues that leg.
 LEG_MARKS = ("init_from", "widened_from", "widened_to")
-# Steps of the polish phase of the shipped generator (train_generator).
+# Steps of the polish phase of the shipped generator's first leg (GeneratorTrainConfig.polish_steps).
 POLISH_STEPS = 5000
-# Adam's peak learning rates of the main and polish phases (train_generator; `train generator --lr --polish-lr`).
+# Adam's peak learning rates of the main and polish phases (GeneratorTrainConfig; `train generator --lr --polish-lr`).
 LR = 2e-3
 POLISH_LR = 2e-4
 # Weight of the squared error in the polish phase: 10 * MSE is about the size of the L1 term it replaces.
@@ -267,23 +272,71 @@ def learning_rate(step: int, steps: int, polish_steps: int, lr: float, polish_lr
     return lr * min(1.0, (step + 1) / 200) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
 
 
+# How train_generator trains (`train generator`'s flags; `dataclasses.replace(GeneratorTrainConfig(), steps=2)` for
+# another run): the shipped generator's settings, from its training legs in weights/default/metrics.json and its model
+# card. The architecture fields are a fresh run's (build_generator's): the shipped net was built at these widths with a
+# 4-layer mapping and widened to 4096 / 128 later, and the model card names every call's architecture as the flags that
+# differ from these defaults (`--mapping-layers 4 --channel-base 4096 --channel-max 128`).
+@dataclass(frozen=True)
+class GeneratorTrainConfig:
+    # main phase: the shipped generator's first leg, the one from scratch (metrics.json legs[0]); later legs polished
+    steps: int = field(default=17000, metadata={"help": "steps of the main phase (L1 + perceptual)"})
+    # legs[0] (POLISH_STEPS)
+    polish_steps: int = field(default=POLISH_STEPS, metadata={
+        "help": "steps after --steps with MSE and no perceptual loss (a longer polish resumed mid-way restarts its "
+                "learning rate)"})
+    # every leg of the shipped generator (metrics.json)
+    batch: int = field(default=8, metadata={"help": "photos per step"})
+    # the `train` default; no shipped run records another
+    seed: int = field(default=0, metadata={"help": "initialisation and data-order seed"})
+    # every leg (LR)
+    lr: float = field(default=LR, metadata={"help": "Adam's peak learning rate in the main phase, cosine to a tenth"})
+    # legs 0-3 (POLISH_LR); the last leg's 3e-4 restarted a polish that had already ended
+    polish_lr: float = field(default=POLISH_LR, metadata={
+        "help": "Adam's peak learning rate in the polish phase, cosine to zero"})
+    # model card: the first 30 % of the steps at 16² neural rendering
+    coarse_fraction: float = field(default=0.3, metadata={
+        "help": "share of --steps rendered at half the neural rendering resolution (coarse-to-fine)"})
+    # model card: depth L1 and perceptual terms unweighted (generator_loss)
+    lambda_depth: float = field(default=1.0, metadata={"help": "weight of the depth L1 on the head (main phase)"})
+    lambda_per: float = field(default=1.0, metadata={"help": "weight of the perceptual term (main phase)"})
+    # weights/default/generator.json
+    plane_resolution: int = field(default=PLANE_RESOLUTION, metadata={
+        "help": "tri-plane resolution (EG3D: 256)"})
+    # a fresh run's depth (see above; the shipped net: 4)
+    mapping_layers: int = field(default=MAPPING_LAYERS, metadata={
+        "help": "depth of the mapping network (StyleGAN: 8; the shipped net: 4)"})
+    # legs 1-4 and weights/default/generator.json
+    normalize_z: bool = field(default=NORMALIZE_Z, metadata={
+        "help": "divide z by its RMS before the mapping, as EG3D does (the world's parameters depend on z's length, "
+                "so by default z goes in as it is)"})
+    # a fresh run's widths (see above; the shipped net: 4096 / 128, widened)
+    channel_base: int = field(default=CHANNEL_BASE, metadata={
+        "help": "synthesis width, EG3D's channel_base (a block at resolution r has min(base // r, max) channels; the "
+                "shipped net: 4096, widened)"})
+    channel_max: int = field(default=CHANNEL_MAX, metadata={
+        "help": "synthesis width cap, EG3D's channel_max (the shipped net: 128, widened)"})
+    # bookkeeping, no effect on the weights: the trainer's own defaults
+    ckpt_every: int = field(default=100, metadata={"help": "steps between checkpoints"})
+    eval_every: int = field(default=500, metadata={"help": "steps between held-out evaluations"})
+
+
 # Supervised training with checkpoints (resumable); reloads the data folder as background rendering adds chunks.
-# Two phases. Main (`steps`): L1 + perceptual, cosine decay from `lr` to a tenth. Polish (`polish_steps` more):
+# Two phases. Main (`config.steps`): L1 + perceptual, cosine decay from `lr` to a tenth. Polish (`polish_steps` more):
 # MSE without the perceptual term at a small learning rate decaying to zero. PSNR scores the squared error, and under
-# L1 + perceptual the net draws an uncertain edge sharp but misplaced; MSE moves it to the mean (the 4-layer v5
-# generator: 23.07 dB after 17,000 main steps, where L1 had stopped gaining; 23.38 dB after 5,000 polish steps).
-def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 17000, batch: int = 8, seed: int = 0,
-                    resume: bool = False, lr: float = LR, identity_dir: Path | None = None,
-                    plane_resolution: int = PLANE_RESOLUTION, mapping_layers: int = MAPPING_LAYERS,
-                    ckpt_every: int = 100, eval_every: int = 500, coarse_fraction: float = 0.3,
-                    polish_steps: int = 0, polish_lr: float = POLISH_LR, device: str = "cpu",
-                    normalize_z: bool = NORMALIZE_Z, init_from: Path | None = None, channel_base: int = CHANNEL_BASE,
-                    channel_max: int = CHANNEL_MAX, widen: bool = False, log=print) -> dict:
+# L1 + perceptual the net draws an uncertain edge sharp but misplaced; MSE moves it to the mean (a 4-layer generator:
+# 23.07 dB after 17,000 main steps, where L1 had stopped gaining; 23.38 dB after 5,000 polish steps). `identity_dir`:
+# the perceptual loss's identity net; `init_from`: exported weights to start from when there is no checkpoint to
+# resume; `widen`: grow a resumed or exported generator to the config's synthesis widths.
+def train_generator(data_dir: Path, heldout_dir: Path, out: Path, config: GeneratorTrainConfig = GeneratorTrainConfig(),
+                    *, identity_dir: Path | None = None, init_from: Path | None = None, widen: bool = False,
+                    resume: bool = False, device: str = "cpu", log=print) -> dict:
     from tqdm import tqdm
+    cfg = config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    coarse_steps = int(steps * coarse_fraction)
-    gen = torch.Generator().manual_seed(seed)
+    coarse_steps = int(cfg.steps * cfg.coarse_fraction)
+    gen = torch.Generator().manual_seed(cfg.seed)
     step, history, widened = 0, [], False
     ckpt = out / "ckpt.pt"
     state = load_checkpoint(ckpt, gen) if resume else None
@@ -293,23 +346,25 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         log(f"starting from the exported generator in {init_from} (step {state['step']}, fresh optimiser)")
     if state is not None:
         saved = (f"{plane_resolution_of(state['G'])}² tri-planes and a {mapping_layers_of(state['G'])}-layer mapping")
-        asked = f"{plane_resolution}² tri-planes and a {mapping_layers}-layer mapping"
+        asked = f"{cfg.plane_resolution}² tri-planes and a {cfg.mapping_layers}-layer mapping"
         if saved != asked:
             raise ValueError(f"{ckpt} holds a generator with {saved}, not {asked}: resume it with those or train into "
                              "another folder")
         widths = synthesis_channels_of(state["G"])
-        if widths != (channel_base, channel_max):
+        if widths != (cfg.channel_base, cfg.channel_max):
             if not widen:
                 raise ValueError(f"the saved generator has synthesis widths {widths[0]} / {widths[1]}, not "
-                                 f"{channel_base} / {channel_max}: pass those, or widen=True (--widen) to grow it")
-            state["G"] = widen_state(state["G"], channel_base, channel_max, normalize_z_of(checkpoint_config(state)),
-                                     seed)
+                                 f"{cfg.channel_base} / {cfg.channel_max}: pass those, or widen=True (--widen) to "
+                                 "grow it")
+            state["G"] = widen_state(state["G"], cfg.channel_base, cfg.channel_max,
+                                     normalize_z_of(checkpoint_config(state)), cfg.seed)
             state.pop("opt", None)  # Adam's moments do not fit the new shapes; the warm-up covers a fresh start
-            log(f"widened the synthesis from {widths[0]} / {widths[1]} to {channel_base} / {channel_max} "
+            log(f"widened the synthesis from {widths[0]} / {widths[1]} to {cfg.channel_base} / {cfg.channel_max} "
                 "(same pictures; the new channels start silent)")
             widened = True
-    G = build_generator(seed, plane_resolution, mapping_layers, normalize_z, channel_base, channel_max).to(device)
-    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
+    G = build_generator(cfg.seed, cfg.plane_resolution, cfg.mapping_layers, cfg.normalize_z, cfg.channel_base,
+                        cfg.channel_max).to(device)
+    opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     if state is not None:
         G.load_state_dict(state["G"])
         if "opt" in state:  # exported weights carry none: Adam starts afresh (the learning-rate warm-up covers it)
@@ -319,26 +374,25 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
             log(f"resumed generator training at step {step}")
         # Same weights either way: a run trained with EG3D's normalisation goes on without it (README: +0.4 dB in
         # 500 steps on the 8-layer run).
-        if normalize_z_of(checkpoint_config(state)) != normalize_z:
-            log(f"z normalisation {'on' if normalize_z else 'off'} from step {step}")
+        if normalize_z_of(checkpoint_config(state)) != cfg.normalize_z:
+            log(f"z normalisation {'on' if cfg.normalize_z else 'off'} from step {step}")
     # Each call's schedule from the step it started at: a resumed run may change it (a longer polish restarts the
     # learning rate), and the model card says how the shipped weights were trained.
     legs = json.loads(state.get("legs", "[]")) if state is not None else []
-    leg = {"steps": steps, "polish_steps": polish_steps, "lr": lr, "polish_lr": polish_lr, "batch": batch,
-           "normalize_z": normalize_z}
+    leg = {k: getattr(cfg, k) for k in LEG_KEYS}
     marks = {**({"init_from": str(init_from)} if exported else {}),
-             **({"widened_from": list(widths), "widened_to": [channel_base, channel_max]} if widened else {})}
+             **({"widened_from": list(widths), "widened_to": [cfg.channel_base, cfg.channel_max]} if widened else {})}
     if not legs or {k: v for k, v in legs[-1].items() if k not in ("from_step", *LEG_MARKS)} != leg or marks:
         legs.append({"from_step": step, **leg, **marks})
     heldout = load_dataset(heldout_dir).to(device)
     data = load_dataset(data_dir).to(device)
     chunks = _chunks(data_dir)
     perceptual = _perceptual(identity_dir, state, device)
-    total = steps + polish_steps
+    total = cfg.steps + cfg.polish_steps
     bar = tqdm(total=total, initial=step, desc="generator", mininterval=10)
     t0 = time.time()
     while step < total:
-        polishing = step >= steps
+        polishing = step >= cfg.steps
         if step % 500 == 0:
             rendered = _chunks(data_dir)
             if rendered != chunks:  # background rendering added some
@@ -349,10 +403,10 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         # super-resolution input is resized to 32 px either way), then at the full neural rendering resolution.
         G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION // (2 if step < coarse_steps else 1)
         for group in opt.param_groups:
-            group["lr"] = learning_rate(step, steps, polish_steps, lr, polish_lr)
-        idx = torch.randint(0, len(data), (batch,), generator=gen).to(device)
-        loss, parts = generator_loss(G, data, idx, None if polishing else perceptual,
-                                     pixel="mse" if polishing else "l1")
+            group["lr"] = learning_rate(step, cfg.steps, cfg.polish_steps, cfg.lr, cfg.polish_lr)
+        idx = torch.randint(0, len(data), (cfg.batch,), generator=gen).to(device)
+        loss, parts = generator_loss(G, data, idx, None if polishing else perceptual, lambda_depth=cfg.lambda_depth,
+                                     lambda_per=cfg.lambda_per, pixel="mse" if polishing else "l1")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -360,16 +414,17 @@ def train_generator(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 1
         bar.update(1)
         if step % 20 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
-        if step % eval_every == 0 or step in (steps, total):
+        if step % cfg.eval_every == 0 or step in (cfg.steps, total):
             G.neural_rendering_resolution = NEURAL_RENDERING_RESOLUTION
             metrics = evaluate_generator(G, heldout)
             history.append({"step": step, "phase": "polish" if polishing else "main", "loss": loss.item(), **parts,
                             "seconds": time.time() - t0,
                             "data": len(data), **metrics})
             log(json.dumps(history[-1]))
-        if step % ckpt_every == 0 or step == total:
+        if step % cfg.ckpt_every == 0 or step == total:
             save_checkpoint(ckpt, {"G": G.state_dict(), "config": json.dumps(generator_config(G)),
-                                   "legs": json.dumps(legs), **_perceptual_state(perceptual)}, opt, gen, step, history)
+                                   "legs": json.dumps(legs), "train_config": json.dumps(asdict(cfg)),
+                                   **_perceptual_state(perceptual)}, opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from guide_core.files import atomic_path
 from guide_core.world.data import WorldData, load_checkpoint, load_dataset, save_checkpoint
 
 INPUT_SIZE = 64
@@ -162,9 +164,8 @@ def _cached_generator_renders(generator_dir: Path, data: WorldData, out: Path, s
             return cached["image"], rows
     log(f"rendering the generator (step {state['step']}) for the identity net")
     images, rows = generator_renders(generator_from_checkpoint(state).to(device), data, seed=seed)
-    tmp = cache.with_suffix(".tmp")
-    torch.save({"image": images, "person": data.person[rows], "generator_step": torch.tensor(state["step"])}, tmp)
-    tmp.rename(cache)
+    with atomic_path(cache) as tmp:
+        torch.save({"image": images, "person": data.person[rows], "generator_step": torch.tensor(state["step"])}, tmp)
     return images, rows
 
 
@@ -218,29 +219,58 @@ def render_verification(net: IdentityNet, G: nn.Module, data: WorldData, n: int 
             "render_tar": (genuine > threshold).float().mean().item(), "render_impostor_mean": impostor.mean().item()}
 
 
+# How train_identity trains (`train identity`'s flags; `dataclasses.replace(IdentityTrainConfig(), steps=2)` for
+# another run): the shipped identity net's settings, from weights/default/metrics.json and its model card.
+@dataclass(frozen=True)
+class IdentityTrainConfig:
+    # metrics.json identity.steps
+    steps: int = field(default=3000, metadata={"help": "optimisation steps"})
+    # model card: AdamW 2e-3 cosine, batch 128
+    batch: int = field(default=128, metadata={"help": "photos (and renders) per step"})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW's peak learning rate, cosine to zero"})
+    # the `train` default; no shipped run records another
+    seed: int = field(default=0, metadata={"help": "initialisation and data-order seed"})
+    # model card: CosFace (s 32, m 0.3)
+    margin: float = field(default=0.3, metadata={"help": "CosFace margin m"})
+    scale: float = field(default=32.0, metadata={"help": "CosFace scale s"})
+    # metrics.json identity.generator_mix
+    generator_mix: float = field(default=0.25, metadata={
+        "help": "fraction of each batch that are renders of the trained generator, within [0, 0.5] (used once "
+                "there is a generator to render; 0 = photos only)"})
+    # metrics.json identity.lambda_pair (LAMBDA_PAIR)
+    lambda_pair: float = field(default=LAMBDA_PAIR, metadata={
+        "help": "weight of the loss pulling a render's embedding onto its own photo's"})
+    # bookkeeping, no effect on the weights: the trainer's own defaults
+    ckpt_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
+    eval_every: int = field(default=500, metadata={"help": "steps between held-out evaluations"})
+
+    def __post_init__(self):
+        if not 0 <= self.generator_mix <= 0.5:  # every render's photo sits in the photo part of the batch
+            raise ValueError(f"generator_mix must be within [0, 0.5], got {self.generator_mix}")
+
+
 # CosFace training with checkpoints every `ckpt_every` steps; `resume` continues from out/ckpt.pt. With
 # `generator_dir`, a fraction `generator_mix` of every batch are the generator's renders of the training people
 # (see generator_renders); the first identity net, which the generator's perceptual loss needs, is trained without.
-def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 3000, batch: int = 128, seed: int = 0,
-                   resume: bool = False, lr: float = 2e-3, margin: float = 0.3, scale: float = 32.0,
-                   generator_dir: Path | None = None, generator_mix: float = 0.25, lambda_pair: float = LAMBDA_PAIR,
-                   ckpt_every: int = 200, eval_every: int = 500, device: str = "cpu", log=print) -> dict:
+def train_identity(data_dir: Path, heldout_dir: Path, out: Path, config: IdentityTrainConfig = IdentityTrainConfig(),
+                   *, generator_dir: Path | None = None, resume: bool = False, device: str = "cpu",
+                   log=print) -> dict:
     from tqdm import tqdm
-    if not 0 <= generator_mix <= 0.5:  # every render's photo sits in the photo part of the batch
-        raise ValueError(f"generator_mix must be within [0, 0.5], got {generator_mix}")
+    cfg = config
+    steps, batch, lr = cfg.steps, cfg.batch, cfg.lr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
+    torch.manual_seed(cfg.seed)
     data = load_dataset(data_dir)
     heldout = load_dataset(heldout_dir)
     n_classes = int(data.person.max()) + 1
-    renders = (_cached_generator_renders(generator_dir, data, out, seed, log, device) if generator_dir is not None
-               else None)
-    n_renders = int(batch * generator_mix) if renders is not None else 0
+    renders = (_cached_generator_renders(generator_dir, data, out, cfg.seed, log, device)
+               if generator_dir is not None else None)
+    n_renders = int(batch * cfg.generator_mix) if renders is not None else 0
     net = IdentityNet().to(device)
     classes = nn.Parameter((torch.randn(n_classes, net.config["embed_dim"]) * 0.01).to(device))
     opt = torch.optim.AdamW(list(net.parameters()) + [classes], lr=lr, weight_decay=5e-4)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     step, history = 0, []
     ckpt = out / "ckpt.pt"
     state = load_checkpoint(ckpt, gen) if resume else None
@@ -268,13 +298,13 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
         x, label = augment(x.to(device), gen), label.to(device)
         emb = F.normalize(net.head(net.features(x)[-1]), dim=1)
         cos = emb @ F.normalize(classes, dim=1).T
-        logits = scale * (cos - margin * F.one_hot(label, n_classes))
+        logits = cfg.scale * (cos - cfg.margin * F.one_hot(label, n_classes))
         loss = F.cross_entropy(logits, label)
-        if n_renders and lambda_pair > 0:
+        if n_renders and cfg.lambda_pair > 0:
             # A render of a photo's own z and camera IS that photo, drawn less sharply: its embedding should match
             # the photo's (what ArcFace gives an EG3D render of the photo it inverts), not merely the same class.
             pair = 1 - (emb[:n_renders] * emb[-n_renders:]).sum(1).mean()
-            loss = loss + lambda_pair * pair
+            loss = loss + cfg.lambda_pair * pair
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -282,14 +312,16 @@ def train_identity(data_dir: Path, heldout_dir: Path, out: Path, steps: int = 30
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % eval_every == 0 or step == steps:
+        if step % cfg.eval_every == 0 or step == steps:
             metrics = verification_tar(net, heldout)
             history.append({"step": step, "loss": loss.item(), "seconds": time.time() - t0, **metrics})
             log(json.dumps(history[-1]))
-        if step % ckpt_every == 0 or step == steps:
+        if step % cfg.ckpt_every == 0 or step == steps:
+            # generator_mix and lambda_pair as they acted (0 without renders); train_config as they were asked.
             save_checkpoint(ckpt, {"net": net.state_dict(), "classes": classes.data, "config": json.dumps(net.config),
                                    "generator_mix": torch.tensor(n_renders / batch),
-                                   "lambda_pair": torch.tensor(lambda_pair if n_renders else 0.0)},
+                                   "lambda_pair": torch.tensor(cfg.lambda_pair if n_renders else 0.0),
+                                   "train_config": json.dumps(asdict(cfg))},
                             opt, gen, step, history)
     bar.close()
     return history[-1] if history else {}

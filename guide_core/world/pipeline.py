@@ -6,36 +6,76 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+
+from guide_core.world.encoder import EncoderTrainConfig
+from guide_core.world.generator import GeneratorTrainConfig
+from guide_core.world.identity import IdentityTrainConfig
 
 # Share of the generator's steps in its main (L1 + perceptual) phase; the rest is the MSE polish (train_generator).
 MAIN_FRACTION = 0.7
 # Share of the sized time the encoder gets, up to ENCODER_MAX_STEPS; the generator gets the rest.
 ENCODER_SHARE = 0.2
 # The encoder's default length (`train encoder`): more steps than that are given to the generator instead.
-ENCODER_MAX_STEPS = 16000
+ENCODER_MAX_STEPS = EncoderTrainConfig().steps
+# The generator and encoder settings of a plan: the shipped networks' (the trainers' configs) at batches that fill an
+# accelerator better than the CPU's 8 and 32, with fewer checkpoints; their steps stay 0 until sized (size_plan).
+PLAN_GENERATOR = replace(GeneratorTrainConfig(), steps=0, polish_steps=0, batch=32, ckpt_every=500)
+PLAN_ENCODER = replace(EncoderTrainConfig(), steps=0, batch=64, ckpt_every=1000)
 
 
-# What train_world will do; the step counts stay 0 until sized from measured step times (size_plan).
+# What train_world will do: one trainer config per network (both identity stages share one); the generator's and the
+# encoder's step counts stay 0 until sized from measured step times (size_plan). The flat properties name the numbers
+# a plan is summed up by (plan.json, `train-all --dry-run`, commands()).
 @dataclass
 class WorldPlan:
     device: str
     minutes: float
-    generator_batch: int = 32
-    encoder_batch: int = 64
-    identity_steps: int = 3000
-    generator_steps: int = 0
-    polish_steps: int = 0
-    encoder_steps: int = 0
+    identity: IdentityTrainConfig = field(default_factory=IdentityTrainConfig)
+    generator: GeneratorTrainConfig = PLAN_GENERATOR
+    encoder: EncoderTrainConfig = PLAN_ENCODER
     seconds_per_step: dict = field(default_factory=dict)
+
+    @property
+    def identity_steps(self) -> int:
+        return self.identity.steps
+
+    @property
+    def generator_steps(self) -> int:
+        return self.generator.steps
+
+    @property
+    def polish_steps(self) -> int:
+        return self.generator.polish_steps
+
+    @property
+    def encoder_steps(self) -> int:
+        return self.encoder.steps
+
+    @property
+    def generator_batch(self) -> int:
+        return self.generator.batch
+
+    @property
+    def encoder_batch(self) -> int:
+        return self.encoder.batch
+
+    # The plan as plan.json and `train-all --dry-run` show it: the summary numbers under their flat names (the layout
+    # plan.json had before the configs were saved beside them), then each trainer's full config.
+    def record(self) -> dict:
+        return {"device": self.device, "minutes": self.minutes, "generator_batch": self.generator_batch,
+                "encoder_batch": self.encoder_batch, "identity_steps": self.identity_steps,
+                "generator_steps": self.generator_steps, "polish_steps": self.polish_steps,
+                "encoder_steps": self.encoder_steps, "seconds_per_step": self.seconds_per_step,
+                **{name: asdict(getattr(self, name)) for name in ("identity", "generator", "encoder")}}
 
     # The `python -m guide_core.world` commands that repeat this plan one network at a time.
     def commands(self) -> list[str]:
         dev = f" --device {self.device}"
-        return [f"render-data --workers N",
+        return ["render-data --workers N",
                 f"train identity --steps {self.identity_steps}{dev}",
                 f"train generator --steps {self.generator_steps} --polish-steps {self.polish_steps} "
                 f"--batch {self.generator_batch}{dev}",
@@ -50,9 +90,9 @@ def size_plan(plan: WorldPlan, seconds: float, generator_step_s: float, encoder_
         raise ValueError(f"no time left to train the generator and the encoder ({seconds:.0f} s): raise --minutes")
     encoder_steps = min(ENCODER_MAX_STEPS, int(seconds * ENCODER_SHARE / encoder_step_s))
     total = int((seconds - encoder_steps * encoder_step_s) / generator_step_s)
-    plan.generator_steps = int(total * MAIN_FRACTION)
-    plan.polish_steps = total - plan.generator_steps
-    plan.encoder_steps = encoder_steps
+    main = int(total * MAIN_FRACTION)
+    plan.generator = replace(plan.generator, steps=main, polish_steps=total - main)
+    plan.encoder = replace(plan.encoder, steps=encoder_steps)
     plan.seconds_per_step = {"generator": generator_step_s, "encoder": encoder_step_s}
     return plan
 
@@ -75,13 +115,15 @@ def _seconds_per_step(step, n: int, device: str) -> float:
 def measure_step_times(data, perceptual, plan: WorldPlan, n: int = 20) -> tuple[float, float]:
     from guide_core.world.encoder import WorldEncoder, default_rerender_batch
     from guide_core.world.generator import build_generator, generator_loss
-    G = build_generator(seed=12345).to(plan.device)
+    g = plan.generator
+    G = build_generator(12345, g.plane_resolution, g.mapping_layers, g.normalize_z, g.channel_base,
+                        g.channel_max).to(plan.device)
     opt = torch.optim.Adam(G.parameters(), lr=1e-5)
     gen = torch.Generator().manual_seed(0)
 
     def generator_step():
         idx = torch.randint(0, len(data), (plan.generator_batch,), generator=gen).to(plan.device)
-        loss, _ = generator_loss(G, data, idx, perceptual)
+        loss, _ = generator_loss(G, data, idx, perceptual, lambda_depth=g.lambda_depth, lambda_per=g.lambda_per)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -90,9 +132,9 @@ def measure_step_times(data, perceptual, plan: WorldPlan, n: int = 20) -> tuple[
     G.requires_grad_(False)
     enc = WorldEncoder(G.backbone.num_ws).to(plan.device)
     enc_opt = torch.optim.Adam(enc.parameters(), lr=1e-5)
-    rerender = default_rerender_batch(plan.encoder_batch)
+    rerender = plan.encoder.rerender_batch or default_rerender_batch(plan.encoder_batch)
 
-    def encoder_cycle():  # one re-render step and three code-only steps, as train_encoder does
+    def encoder_cycle():  # one re-render step and three code-only steps, as train_encoder does by default
         for k in range(4):
             idx = torch.randint(0, len(data), (plan.encoder_batch,), generator=gen).to(plan.device)
             x = data.images(idx)
@@ -109,8 +151,8 @@ def measure_step_times(data, perceptual, plan: WorldPlan, n: int = 20) -> tuple[
     return generator_s, encoder_s
 
 
-# Train the world into `runs` within plan.minutes of wall clock (the networks' own defaults otherwise: seeds, learning
-# rates, schedules). Returns the sized plan with the final metrics of each network.
+# Train the world into `runs` within plan.minutes of wall clock, each network with its config in the plan. Returns the
+# sized plan (WorldPlan.record) with the final metrics of each network.
 def train_world(runs: Path, plan: WorldPlan, workers: int = 1, datasets: dict | None = None, log=print) -> dict:
     from guide_core.world.data import DATASETS, load_dataset, render_dataset
     from guide_core.world.encoder import train_encoder
@@ -125,7 +167,7 @@ def train_world(runs: Path, plan: WorldPlan, workers: int = 1, datasets: dict | 
     log(f"data rendered in {time.time() - start:.0f} s")
     result: dict = {}
     t = time.time()
-    result["identity_stage1"] = train_identity(data_dir, heldout_dir, runs / "identity", steps=plan.identity_steps,
+    result["identity_stage1"] = train_identity(data_dir, heldout_dir, runs / "identity", plan.identity,
                                                device=plan.device, log=log)
     identity_s = time.time() - t
     data = load_dataset(data_dir).to(plan.device)
@@ -135,16 +177,14 @@ def train_world(runs: Path, plan: WorldPlan, workers: int = 1, datasets: dict | 
     # about a tenth on top of the measured steps.
     left = (deadline - time.time() - 1.5 * identity_s) / 1.1
     size_plan(plan, left, generator_s, encoder_s)
-    (runs / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
-    log("plan: " + json.dumps(asdict(plan)))
-    result["generator"] = train_generator(data_dir, heldout_dir, runs / "generator", steps=plan.generator_steps,
-                                          polish_steps=plan.polish_steps, batch=plan.generator_batch,
-                                          identity_dir=runs / "identity", ckpt_every=500, device=plan.device, log=log)
-    result["identity"] = train_identity(data_dir, heldout_dir, runs / "identity", steps=plan.identity_steps,
+    (runs / "plan.json").write_text(json.dumps(plan.record(), indent=2) + "\n")
+    log("plan: " + json.dumps(plan.record()))
+    result["generator"] = train_generator(data_dir, heldout_dir, runs / "generator", plan.generator,
+                                          identity_dir=runs / "identity", device=plan.device, log=log)
+    result["identity"] = train_identity(data_dir, heldout_dir, runs / "identity", plan.identity,
                                         generator_dir=runs / "generator", device=plan.device, log=log)
-    result["encoder"] = train_encoder(runs / "encoder", runs / "generator", runs / "identity",
-                                      steps=plan.encoder_steps, batch=plan.encoder_batch, ckpt_every=1000,
+    result["encoder"] = train_encoder(runs / "encoder", runs / "generator", runs / "identity", plan.encoder,
                                       device=plan.device, log=log)
     result["seconds"] = time.time() - start
     log(f"world trained in {result['seconds']:.0f} s (budget {plan.minutes * 60:.0f} s)")
-    return {"plan": asdict(plan), **result}
+    return {"plan": plan.record(), **result}
