@@ -310,6 +310,7 @@ class OrbitOut(NamedTuple):
 class ReportOut(NamedTuple):
     markdown: str
     files: list[str]
+    audit_plot: Any = None
 
 
 # Page load: a fresh private session bound to the selected model.
@@ -723,14 +724,15 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
     values = result.to_dict()
     audits = []
     if int(audit_steps) > 0:
+        from guide_core import audit
         for source in identities:
             person = held.get(source.get("sha256"))
             if person is not None:
-                audits.append((source, metrics.erasure_audit(bundle, session.generator_u,
-                                                             _photo_tensor(bundle, person.aligned),
-                                                             _codes(person.w_u), steps=int(audit_steps))))
+                audits.append((source, audit.erasure_audit(bundle, session.generator_u,
+                                                           _photo_tensor(bundle, person.aligned),
+                                                           _codes(person.w_u), steps=int(audit_steps))))
     if audits:
-        values["audit"] = metrics.audit_summary(audits)
+        values["audit"] = audit.audit_summary(audits)
     job.metrics = values
     run_dir = session.workdir / "run"
     runs.save_run(run_dir, job, overwrite=True)
@@ -741,9 +743,11 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
             ("ΔFID_real", result.delta_fid_real)]
     if audits:
         audit = values["audit"]
-        rows += [(f"audit: best identity reached by re-inversion into G_s ({audit['steps']} steps, "
-                  f"{audit['name']}: the identity recovered best from G_u)", audit["best_id_before"]),
-                 ("audit: best identity reached by re-inversion into G_u", audit["best_id_after"]),
+        rows += [(f"audit: best identity reached by re-inversion into G_s (best of {len(audit['attacks'])} "
+                  f"attacks, {audit['steps']} steps each; {audit['name']}: the identity recovered best from G_u)",
+                  audit["best_id_before"]),
+                 (f"audit: best identity reached by re-inversion into G_u (attack {audit['strongest_attack']})",
+                  audit["best_id_after"]),
                  ("audit: fraction of the identity erased", audit["erased"])]
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| {name} | {_number(value)} |" for name, value in rows]
@@ -753,11 +757,17 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
         lines.append(f"| {row['name']} | run {row['run'] + 1}{' (earlier run)' if row['earlier'] else ''} | "
                      f"{_number(row['id'])} | {_number(row['id_others'])}{photos} |")
     if audits:
-        lines += ["", "| identity | audit: best ID from G_s | audit: best ID from G_u | erased |", "|---|---|---|---|"]
-        lines += [f"| {s['name']} | {_number(a.before.best_id)} | {_number(a.after.best_id)} | {_number(a.erased)} |"
-                  for s, a in audits]
+        names = [pair.name for pair in audits[0][1].attacks]
+        lines += ["", "| identity | attack | best ID from G_s | best ID from G_u | erased |", "|---|---|---|---|---|"]
+        for s, a in audits:
+            lines += [f"| {s['name']} | {pair.name} | {_number(pair.before.best_id)} | {_number(pair.after.best_id)} | "
+                      f"{_number(pair.erased)} |" for pair in a.attacks]
+            lines.append(f"| {s['name']} | **best of {len(names)}** | {_number(a.before.best_id)} | "
+                         f"{_number(a.after.best_id)} | {_number(a.erased)} |")
     notes = [f"Features: {result.feature_note or bundle.feature_note}."] + [f"{note}." for note in result.notes]
     state = "cancelled" if job.cancelled else "complete"
     markdown = "\n".join(lines) + "\n\n" + " ".join(notes) + (f"\n\nRun {state}: {job.steps_done}/{job.cfg.iters} "
                                                               f"iterations, {job.seconds:.1f} s.")
-    return ReportOut(markdown, [str(run_dir / runs.DELTA_FILE), str(run_dir / runs.RUN_JSON)])
+    curves = plots.audit_curves(values["audit"]["attacks"], values["audit"]["name"]) if audits else \
+        plots.audit_curves({})
+    return ReportOut(markdown, [str(run_dir / runs.DELTA_FILE), str(run_dir / runs.RUN_JSON)], curves)

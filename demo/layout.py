@@ -174,6 +174,7 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
                                     label="erasure audit: re-inversion steps (0 = skip)", elem_id="audit-steps")
             report_button = gr.Button("Evaluate and package the run", elem_id="report")
             report_md = gr.Markdown("", elem_id="report-md")
+            audit_plot = gr.Plot(label="erasure audit: identity per attack step", elem_id="audit-plot")
             downloads = gr.File(label="delta.safetensors + run.json", file_count="multiple", interactive=False,
                                 elem_id="downloads")
 
@@ -208,7 +209,8 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
                                               **LIGHT)
         orbit_button.click(handlers.orbit, inputs=[session], outputs=[before_strip, after_strip, id_plot], **HEAVY)
         clusters_button.click(handlers.identity_clusters, inputs=[session], outputs=[clusters_plot], **HEAVY)
-        report_button.click(handlers.report, inputs=[session, audit_steps], outputs=[report_md, downloads], **HEAVY)
+        report_button.click(handlers.report, inputs=[session, audit_steps], outputs=[report_md, downloads, audit_plot],
+                            **HEAVY)
     return app
 
 

@@ -123,6 +123,25 @@ def identity_per_view(yaws_deg: Sequence[float], series: Mapping[str, Sequence[f
     return _layout(fig, "Identity similarity per view")
 
 
+# The erasure audit's attack curves: identity similarity to the photo per attack step, against G_s (solid) and G_u
+# (dashed), one colour per attack, for the identity the attacker recovers best from G_u.
+def audit_curves(attacks: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], name: str = "") -> go.Figure:
+    if not attacks:
+        return empty_figure("Attack curves appear here when the report runs the erasure audit.")
+    fig = _figure()
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    for k, (attack, values) in enumerate(attacks.items()):
+        colour = colours[k % len(colours)]
+        for side, dash in (("before", "solid"), ("after", "dash")):
+            points = values[f"curve_{side}"]
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                                     name=f"{attack} on {'G_s' if side == 'before' else 'G_u'}",
+                                     line=dict(dash=dash, color=colour)))
+    fig.update_xaxes(title="attack step")
+    fig.update_yaxes(title="identity cosine similarity to the photo", range=[-1.0, 1.0])
+    return _layout(fig, "Erasure audit: re-inversion attacks" + (f" ({name})" if name else ""))
+
+
 # t-SNE of identity embeddings: one scatter per generator (before / after), coloured by identity, so erasing the
 # sources shows as their clusters dissolving while the other clusters stay put.
 def identity_clusters(embeddings, labels: Sequence[str], generators: Sequence[str], seed: int = 0) -> go.Figure:

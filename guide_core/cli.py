@@ -356,14 +356,21 @@ evaluate = Command(_eval_arguments, _eval_run)
 
 # Flags of `audit`.
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:
+    from guide_core import audit
+
     parser.add_argument("run_dir", help="a run directory written by `unlearn`")
     parser.add_argument("--image", default=None,
                         help="the source photo, for a run of one identity (default: the paths recorded in run.json)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--model", default=None, help="override the model recorded in run.json")
-    parser.add_argument("--steps", type=int, default=200, help="attacker's optimisation steps")
+    parser.add_argument("--steps", type=int, default=200, help="optimisation steps of each attack")
     parser.add_argument("--lr", type=float, default=0.01, help="attacker's Adam learning rate on w+")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the attack")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the attacks (their random starts included)")
+    parser.add_argument("--attacks", nargs="+", choices=audit.ATTACKS, default=list(audit.ATTACKS),
+                        help="attacks to run: the encoder refined on each generator's renders, and w+ optimisation "
+                             "from the encoder's code, from w̄ and from random starts")
+    parser.add_argument("--random-starts", type=int, default=audit.RANDOM_STARTS,
+                        help="random starts of the 'random' attack")
     parser.add_argument("--no-save", action="store_true", help="do not write the result to run.json")
     _common(parser)
 
@@ -380,10 +387,10 @@ def _recorded_photo(source: dict[str, Any]) -> tuple[str | None, str]:
     return path, ""
 
 
-# Re-inversion attack against G_s and G_u for every identity the run (chain included) forgot whose photo is at hand;
+# Re-inversion attacks against G_s and G_u for every identity the run (chain included) forgot whose photo is at hand;
 # the headline is the identity the attacker recovers best from G_u.
 def _audit_run(args: argparse.Namespace) -> int:
-    from guide_core import metrics
+    from guide_core import audit
     from guide_core.runs import chain_sources, update_run
 
     record, bundle, G_u = _load_run_dir(args)
@@ -408,20 +415,24 @@ def _audit_run(args: argparse.Namespace) -> int:
             print(f"skipped {line}", file=sys.stderr)
     results = []
     for source, path in photos:
-        result = metrics.erasure_audit(bundle, G_u, _aligned_photo(bundle, path), None, steps=args.steps, lr=args.lr,
-                                       seed=args.seed, progress=True)
+        result = audit.erasure_audit(bundle, G_u, _aligned_photo(bundle, path), None, steps=args.steps, lr=args.lr,
+                                     seed=args.seed, attacks=tuple(args.attacks), random_starts=args.random_starts,
+                                     progress=True)
         results.append((source, result))
-    values = metrics.audit_summary(results)
+    values = audit.audit_summary(results)
     if not args.no_save:
-        update_run(args.run_dir, metrics={"audit": {k: values[k] for k in ("best_id_before", "best_id_after", "erased",
-                                                                           "steps", "name", "per_identity")}})
+        update_run(args.run_dir, metrics={"audit": {k: values[k] for k in audit.RECORDED_KEYS}})
     if args.json:
         print(json.dumps(values))
         return 0
-    print(f"re-inversion attack on run {args.run_dir} ({args.steps} steps from the {values['start']}'s code)")
+    print(f"re-inversion attacks on run {args.run_dir} ({args.steps} steps each; {values['objective']})")
+    print("  best identity similarity to the photo the attacker reaches: before (G_s) / after (G_u)")
     for source, result in results:
-        print(f"  {source['name']}: best identity similarity to the photo   before (G_s) {result.before.best_id:.4f}"
-              f"   after (G_u) {result.after.best_id:.4f}   erased fraction {result.erased:.3f}")
+        print(f"  {source['name']}:")
+        for pair in result.attacks:
+            print(f"    {pair.name:<9} from {pair.start:<40} {pair.before.best_id:7.4f} / {pair.after.best_id:7.4f}")
+        print(f"    {'best':<9} {'':<45} {result.before.best_id:7.4f} / {result.after.best_id:7.4f}"
+              f"   erased fraction {result.erased:.3f}")
     return 0
 
 

@@ -7,8 +7,8 @@
 #   per identity  ID / ID_others of every identity a run (or a chain of runs) forgot, each against the root G_s.
 #   FID_pre     Frechet distance between G_s and G_u samples drawn from the same z and cameras (paper: 5,000 samples).
 #   dFID_real   FID(real, G_u) - FID(real, G_s) against a real-image statistics file {mu, sigma}.
-#   audit       an attacker re-inverts the source photo into a generator by optimising w+ (start: the encoder's code,
-#               loss LPIPS + L2) and we report the best identity similarity to the photo it reaches, before and after.
+#   audit       guide_core.audit: attackers re-invert the source photo into G_s and into G_u; the best identity
+#               similarity to the photo they reach, before and after.
 # All draws come from seeded generators: two evaluations of the same run give identical numbers.
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -280,127 +279,3 @@ def evaluate(bundle: "ModelBundle", G_u: torch.nn.Module, w_u: torch.Tensor | No
     else:
         metrics.notes.append("delta_fid_real: no real-image statistics file for this model")
     return metrics
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Erasure audit (beyond the paper): is the identity gone, or only hidden from w_u?
-
-
-# Result of one re-inversion attack: best / final identity similarity to the photo and the loss trace.
-@dataclass
-class AttackResult:
-    best_id: float
-    final_id: float
-    start_id: float
-    best_step: int
-    history: list[dict[str, float]]
-
-
-# Resize a [-1, 1] photo batch to a render's resolution (area filter when shrinking).
-def _to_resolution(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
-                         align_corners=None if x.shape[-1] > size else False)
-
-
-# Re-inversion attack: optimise w+ (start w_init) so G's frontal render matches the photo under LPIPS + lambda_l2 * MSE;
-# every `check_every` steps (and at both ends) score identity similarity to the photo with the metric network.
-def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
-                       steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0,
-                       check_every: int = 10, progress: str | None = None) -> AttackResult:
-    from guide_core.identity import embedding_similarity
-
-    if steps < 0:
-        raise ValueError(f"audit steps must be >= 0, got {steps}")
-    torch.manual_seed(seed)
-    device = bundle.device
-    photo = photo.to(device, torch.float32)
-    photo = photo.unsqueeze(0) if photo.ndim == 3 else photo
-    c = bundle.camera(0.0, 0.0)
-    G.requires_grad_(False)
-    with torch.no_grad():
-        emb_photo = bundle.id_metric_net.embed(photo)
-    w = w_init.detach().clone().to(device).requires_grad_(True)
-    optimizer = torch.optim.Adam([w], lr=lr)
-
-    # Identity similarity of the current render to the photo.
-    def score(image: torch.Tensor) -> float:
-        with torch.no_grad():
-            return float(embedding_similarity(bundle.id_metric_net.embed(image), emb_photo).mean())
-
-    history: list[dict[str, float]] = []
-    best, best_step, start = -2.0, 0, None
-    bar = stage_bar(steps, progress or "", progress is not None)
-    for step in range(steps + 1):
-        image = G.synthesis(w, c, noise_mode="const", deterministic=True)["image"]
-        checked = step % check_every == 0 or step == steps
-        if checked:
-            sim = score(image)
-            start = sim if start is None else start
-            if sim > best:
-                best, best_step = sim, step
-            history.append({"step": step, "id": sim})
-        if step == steps:
-            break
-        target = _to_resolution(photo, image.shape[-1])
-        loss = bundle.perceptual(image, target).mean() + lambda_l2 * F.mse_loss(image, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if checked:
-            history[-1]["loss"] = float(loss.detach())
-        if progress is not None:
-            bar.update(1)
-    if progress is not None:
-        bar.close()
-    return AttackResult(best_id=best, final_id=history[-1]["id"], start_id=float(start), best_step=best_step,
-                        history=history)
-
-
-# Audit of one unlearning: the same attack (same start, steps, seed) against G_s and against G_u.
-@dataclass
-class AuditResult:
-    before: AttackResult
-    after: AttackResult
-    steps: int
-    start: str
-
-    # Fraction of the attacker's identity similarity that unlearning removed (1 = nothing left, 0 = unchanged).
-    @property
-    def erased(self) -> float:
-        if self.before.best_id <= 0:
-            return float("nan")
-        return 1.0 - max(self.after.best_id, 0.0) / self.before.best_id
-
-    # JSON-able dict with the headline numbers at the top level.
-    def to_dict(self) -> dict[str, Any]:
-        return {"before": asdict(self.before), "after": asdict(self.after), "steps": self.steps, "start": self.start,
-                "best_id_before": self.before.best_id, "best_id_after": self.after.best_id, "erased": self.erased}
-
-
-# The audits of several identities as run.json and `audit --json` keep them: the headline numbers are those of the
-# identity the attacker recovers best from G_u (its name beside them), plus one row per identity.
-# results: [(run.json source record with "name" and "run", its AuditResult)].
-def audit_summary(results: list[tuple[dict[str, Any], "AuditResult"]]) -> dict[str, Any]:
-    worst_source, worst = max(results, key=lambda item: item[1].after.best_id)
-    rows = [{"name": s["name"], "run": s.get("run", 0), **{k: r.to_dict()[k] for k in
-                                                           ("best_id_before", "best_id_after", "erased")}}
-            for s, r in results]
-    return {**worst.to_dict(), "name": worst_source["name"], "per_identity": rows}
-
-
-# Run the re-inversion audit for a photo (aligned, [-1, 1]); the start code is the encoder's when the bundle has one.
-def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tensor, w_start: torch.Tensor | None = None,
-                  steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, seed: int = 0,
-                  progress: bool = False) -> AuditResult:
-    photo = photo.unsqueeze(0) if photo.ndim == 3 else photo
-    if w_start is None:
-        w_start, start = bundle.invert(photo), "encoder"
-    else:
-        start = "given code"
-    kwargs = dict(steps=steps, lr=lr, lambda_l2=lambda_l2, seed=seed)
-    before = reinversion_attack(bundle, bundle.G, photo, w_start, **kwargs,
-                                progress="attack on G_s" if progress else None)
-    after = reinversion_attack(bundle, G_u, photo, w_start, **kwargs, progress="attack on G_u" if progress else None)
-    return AuditResult(before=before, after=after, steps=steps, start=start)

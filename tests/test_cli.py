@@ -106,6 +106,13 @@ def test_audit_json(run_dir, capsys):
     values = json.loads(out)
     assert {"best_id_before", "best_id_after", "erased", "before", "after"} <= set(values)
     assert values["start"] == "encoder" and values["steps"] == 2
+    assert list(values["attacks"]) == ["encoder", "code", "mean", "random-0", "random-1"]
+    assert values["best_id_after"] == max(a["best_id_after"] for a in values["attacks"].values())
+    assert values["attacks"][values["strongest_attack"]]["best_id_after"] == values["best_id_after"]
+    code, out, err = run_cli(["audit", str(run_dir), "--json", "--steps", "2", "--device", "cpu", "--no-save",
+                              "--attacks", "mean", "random", "--random-starts", "3"], capsys)
+    assert code == 0, err
+    assert list(json.loads(out)["attacks"]) == ["mean", "random-0", "random-1", "random-2"]
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):

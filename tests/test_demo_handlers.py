@@ -296,6 +296,12 @@ def test_others_orbit_clusters_and_report(uploaded, tmp_path):
     assert record["config"]["iters"] == 3 and record["sources"][0]["name"] == "photo"
     assert record["metrics"]["id"] is not None and record["metrics"]["id_others"] is not None
     assert "audit" in record["metrics"] and "ID" in report.markdown and "tiny test world" in report.markdown
+    # The audit's curves: a solid (G_s) and a dashed (G_u) line per attack; the optimisation attacks are scored at both
+    # ends of their 2 steps, the encoder's refinement at each of its 2 steps and its start.
+    attacks = record["metrics"]["audit"]["attacks"]
+    assert len(report.audit_plot.data) == 2 * len(attacks) == 10
+    assert [len(trace.x) for trace in report.audit_plot.data] == [3, 3] + [2] * 8
+    assert "| photo | **best of 5** |" in report.markdown
     # The saved delta rebuilds this session's G_u on the base model.
     G_u = runs.load_run(run_json.parent, handlers.get_bundle(uploaded.model))
     assert runs.state_fingerprint(G_u) == runs.state_fingerprint(uploaded.generator_u)

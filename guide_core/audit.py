@@ -1,0 +1,287 @@
+# The erasure audit (beyond the paper): is the identity gone from the generator, or only from the stored latent w_u?
+# GUIDE, LEGATO and SUGAR score G_u(w_u) against G_s(w_u); an attacker instead inverts the photo again into G_u. The
+# audit runs several such attacks against G_s and against G_u and reports the best identity similarity to the photo
+# each reaches, scored by the metric identity net (the CurricularFace role), which the attacker never optimises:
+#   encoder  the encoder's code refined on the generator's own renders, w <- w + E(photo) - E(G(w)) (the iterative
+#            refinement of ReStyle, Alaluf et al. ICCV 2021): no gradient through G, cheap, adapts to G_u
+#   code     w+ optimisation from the encoder's code (or the code given)
+#   mean     w+ optimisation from the mean latent w̄
+#   random-k w+ optimisation from mapping(z_k) for seeded random z_k
+# The optimisation attacks minimise LPIPS + lambda_l2 * MSE + lambda_id * (1 - cos) under the LOSS-side identity net
+# (the ArcFace role); where a bundle has a single identity net (the embedded world), the identity term is left out so
+# the attacker does not optimise the score itself.
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from guide_core.metrics import stage_bar
+
+if TYPE_CHECKING:
+    from guide_core.bundle import ModelBundle
+
+# Every attack, in the order the audit runs and reports them; "random" stands for RANDOM_STARTS attacks random-0, ….
+ATTACKS = ("encoder", "code", "mean", "random")
+RANDOM_STARTS = 2
+# Steps of the encoder's refinement: it settles within a few (ReStyle uses 5); more only repeat renders.
+ENCODER_REFINE_STEPS = 10
+# Weight of the loss-side identity term in the optimisation attacks (pSp / GOAE train their encoders with 0.1-1).
+LAMBDA_ID = 0.5
+
+
+# Result of one attack on one generator: best / final / starting identity similarity to the photo, the step of the
+# best, and the curve (identity, and the attacker's loss where it has one, every check_every steps and at both ends).
+@dataclass
+class AttackResult:
+    best_id: float
+    final_id: float
+    start_id: float
+    best_step: int
+    history: list[dict[str, float]]
+
+
+# Resize a [-1, 1] photo batch to a render's resolution (area filter when shrinking).
+def _to_resolution(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
+                         align_corners=None if x.shape[-1] > size else False)
+
+
+# The weight the attacker may give the loss-side identity net: none when it is the metric net itself.
+def attacker_identity_weight(bundle: "ModelBundle", lambda_id: float = LAMBDA_ID) -> float:
+    return 0.0 if bundle.id_loss_net is bundle.id_metric_net else float(lambda_id)
+
+
+# Identity similarity to the photo's metric embedding, as the audit scores a render.
+class _Scorer:
+    def __init__(self, bundle: "ModelBundle", photo: torch.Tensor):
+        from guide_core.identity import embedding_similarity
+        self.net, self.similarity = bundle.id_metric_net, embedding_similarity
+        with torch.no_grad():
+            self.target = self.net.embed(photo)
+
+    def __call__(self, image: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(self.similarity(self.net.embed(image), self.target).mean())
+
+
+def _photo_batch(bundle: "ModelBundle", photo: torch.Tensor) -> torch.Tensor:
+    photo = photo.to(bundle.device, torch.float32)
+    return photo.unsqueeze(0) if photo.ndim == 3 else photo
+
+
+def _finish(history: list[dict[str, float]]) -> AttackResult:
+    best = max(history, key=lambda h: h["id"])
+    return AttackResult(best_id=best["id"], final_id=history[-1]["id"], start_id=history[0]["id"],
+                        best_step=int(best["step"]), history=history)
+
+
+# Re-inversion by optimisation: w+ (start w_init) so G's frontal render matches the photo under LPIPS +
+# lambda_l2 * MSE (+ lambda_id * the loss-side identity loss); scored every `check_every` steps and at both ends.
+def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
+                       steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = 0.0,
+                       seed: int = 0, check_every: int = 10, progress: str | None = None) -> AttackResult:
+    from guide_core.identity import embedding_similarity
+
+    if steps < 0:
+        raise ValueError(f"audit steps must be >= 0, got {steps}")
+    if lambda_id and bundle.id_loss_net is bundle.id_metric_net:
+        raise ValueError("the attacker's identity term would optimise the metric's own network: this bundle has one "
+                         "identity net, so use lambda_id=0 (attacker_identity_weight)")
+    torch.manual_seed(seed)
+    photo = _photo_batch(bundle, photo)
+    c = bundle.camera(0.0, 0.0)
+    G.requires_grad_(False)
+    score = _Scorer(bundle, photo)
+    if lambda_id:
+        with torch.no_grad():
+            id_target = bundle.id_loss_net.embed(photo)
+    w = w_init.detach().clone().to(bundle.device).requires_grad_(True)
+    optimizer = torch.optim.Adam([w], lr=lr)
+    history: list[dict[str, float]] = []
+    bar = stage_bar(steps, progress or "", progress is not None)
+    for step in range(steps + 1):
+        image = G.synthesis(w, c, noise_mode="const", deterministic=True)["image"]
+        checked = step % check_every == 0 or step == steps
+        if checked:
+            history.append({"step": step, "id": score(image)})
+        if step == steps:
+            break
+        target = _to_resolution(photo, image.shape[-1])
+        loss = bundle.perceptual(image, target).mean() + lambda_l2 * F.mse_loss(image, target)
+        if lambda_id:
+            loss = loss + lambda_id * (1 - embedding_similarity(bundle.id_loss_net.embed(image), id_target)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if checked:
+            history[-1]["loss"] = float(loss.detach())
+        if progress is not None:
+            bar.update(1)
+    if progress is not None:
+        bar.close()
+    return _finish(history)
+
+
+# Re-inversion by the encoder alone, refined on G's own renders: w_0 = E(photo), w_{k+1} = w_k + E(photo) - E(G(w_k)).
+# A generator that only moved w_u's render away still renders E(photo)'s neighbours; the refinement follows them.
+def encoder_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor,
+                   steps: int = ENCODER_REFINE_STEPS) -> AttackResult:
+    if steps < 0:
+        raise ValueError(f"audit steps must be >= 0, got {steps}")
+    photo = _photo_batch(bundle, photo)
+    score = _Scorer(bundle, photo)
+    w_photo = bundle.invert(photo)
+    w = w_photo.clone()
+    history: list[dict[str, float]] = []
+    for step in range(steps + 1):
+        image = bundle.render(G, w)
+        history.append({"step": step, "id": score(image)})
+        if step < steps:
+            w = w + w_photo - bundle.invert(_to_resolution(image, photo.shape[-1]))
+    return _finish(history)
+
+
+# One attack against G_s (before) and G_u (after), from the same start with the same seed.
+@dataclass
+class AttackPair:
+    name: str
+    start: str
+    before: AttackResult
+    after: AttackResult
+
+    @property
+    def erased(self) -> float:
+        return erased_fraction(self.before.best_id, self.after.best_id)
+
+
+# What run.json keeps of an audit_summary: the numbers and the headline identity's curves.
+RECORDED_KEYS = ("best_id_before", "best_id_after", "erased", "steps", "objective", "strongest_attack", "attacks",
+                 "name", "per_identity")
+
+
+# Fraction of the attacker's identity similarity that unlearning removed (1 = nothing left, 0 = unchanged).
+def erased_fraction(best_before: float, best_after: float) -> float:
+    if best_before <= 0:
+        return float("nan")
+    return 1.0 - max(best_after, 0.0) / best_before
+
+
+def _curve(result: AttackResult) -> list[list[float]]:
+    return [[h["step"], h["id"]] for h in result.history]
+
+
+# Audit of one photo: every attack against G_s and G_u. The headline numbers are the best over all attacks, on each
+# side: what the strongest attacker reaches.
+@dataclass
+class AuditResult:
+    attacks: list[AttackPair]
+    steps: int
+    start: str
+    objective: str
+
+    @property
+    def before(self) -> AttackResult:
+        return max((a.before for a in self.attacks), key=lambda r: r.best_id)
+
+    @property
+    def after(self) -> AttackResult:
+        return max((a.after for a in self.attacks), key=lambda r: r.best_id)
+
+    @property
+    def erased(self) -> float:
+        return erased_fraction(self.before.best_id, self.after.best_id)
+
+    def attack(self, name: str) -> AttackPair:
+        for pair in self.attacks:
+            if pair.name == name:
+                return pair
+        raise KeyError(f"no attack {name!r} in this audit; it ran {[a.name for a in self.attacks]}")
+
+    # JSON-able dict: the headline numbers at the top level, then each attack's bests and curves ([step, id] pairs).
+    def to_dict(self) -> dict[str, Any]:
+        strongest = max(self.attacks, key=lambda a: a.after.best_id)
+        return {"before": asdict(self.before), "after": asdict(self.after), "steps": self.steps, "start": self.start,
+                "objective": self.objective, "best_id_before": self.before.best_id,
+                "best_id_after": self.after.best_id, "erased": self.erased, "strongest_attack": strongest.name,
+                "attacks": {a.name: {"start": a.start, "best_id_before": a.before.best_id,
+                                     "best_id_after": a.after.best_id, "erased": a.erased,
+                                     "curve_before": _curve(a.before), "curve_after": _curve(a.after)}
+                            for a in self.attacks}}
+
+
+# The audits of several identities as run.json and `audit --json` keep them: the headline numbers (and curves) are
+# those of the identity the attacker recovers best from G_u (its name beside them), plus one row per identity with
+# each attack's bests. results: [(run.json source record with "name" and "run", its AuditResult)].
+def audit_summary(results: list[tuple[dict[str, Any], AuditResult]]) -> dict[str, Any]:
+    worst_source, worst = max(results, key=lambda item: item[1].after.best_id)
+    rows = []
+    for source, result in results:
+        row = {k: v for k, v in result.to_dict().items() if k in ("best_id_before", "best_id_after", "erased",
+                                                                   "strongest_attack")}
+        row["attacks"] = {a.name: {"best_id_before": a.before.best_id, "best_id_after": a.after.best_id}
+                          for a in result.attacks}
+        rows.append({"name": source["name"], "run": source.get("run", 0), **row})
+    return {**worst.to_dict(), "name": worst_source["name"], "per_identity": rows}
+
+
+# The attack names an audit with `random_starts` random starts runs, for `attacks` drawn from ATTACKS.
+def attack_names(attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM_STARTS) -> list[str]:
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown audit attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+    names = []
+    for name in ATTACKS:
+        if name in attacks:
+            names += [f"random-{k}" for k in range(random_starts)] if name == "random" else [name]
+    return names
+
+
+# Run the audit for a photo (aligned, [-1, 1]). `w_start`: the code the "code" attack starts from (default: the
+# encoder's); the "encoder" attack needs the bundle's encoder and is skipped without one. Every attack is seeded.
+def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tensor, w_start: torch.Tensor | None = None,
+                  steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = LAMBDA_ID,
+                  seed: int = 0, attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM_STARTS,
+                  progress: bool = False) -> AuditResult:
+    photo = _photo_batch(bundle, photo)
+    names = attack_names(attacks, random_starts)
+    if bundle.encoder is None:
+        names = [n for n in names if n != "encoder"]
+        if w_start is None and "code" in names:
+            raise ValueError(f"model {bundle.name!r} has no encoder: pass the start code of the 'code' attack")
+    if not names:
+        raise ValueError("the audit has no attack to run")
+    if w_start is None and bundle.encoder is not None:
+        w_start, start = bundle.invert(photo), "encoder"
+    else:
+        start = "given code"
+    weight = attacker_identity_weight(bundle, lambda_id)
+    objective = (f"LPIPS + {lambda_l2:g} * MSE" + (f" + {weight:g} * identity loss (loss-side net)" if weight else "")
+                 + "; scored by the metric identity net")
+    kwargs = dict(steps=steps, lr=lr, lambda_l2=lambda_l2, lambda_id=weight, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    pairs = []
+    for name in names:
+        if name == "encoder":
+            refine = min(steps, ENCODER_REFINE_STEPS)
+            pairs.append(AttackPair(name, "encoder", encoder_attack(bundle, bundle.G, photo, refine),
+                                    encoder_attack(bundle, G_u, photo, refine)))
+            continue
+        if name == "code":
+            w0, where = w_start, start
+        elif name == "mean":
+            w0, where = bundle.w_avg_code()[None], "mean latent"
+        else:  # random-k: G_s and G_u share the mapping network (unlearning changes the synthesis only)
+            z = torch.randn(1, bundle.z_dim, generator=gen).to(bundle.device)
+            with torch.no_grad():
+                w0 = bundle.G.mapping(z, bundle.cond_c.to(bundle.device))
+            where = f"mapping of random z (seed {seed}, draw {name.split('-')[1]})"
+        label = (lambda side: f"attack {name} on {side}") if progress else (lambda side: None)
+        pairs.append(AttackPair(name, where, reinversion_attack(bundle, bundle.G, photo, w0, **kwargs,
+                                                                progress=label("G_s")),
+                                reinversion_attack(bundle, G_u, photo, w0, **kwargs, progress=label("G_u"))))
+    return AuditResult(attacks=pairs, steps=steps, start=start, objective=objective)

@@ -1,0 +1,100 @@
+# The erasure audit: each re-inversion attack on the small random EG3D world (before / after a short unlearning), the
+# audit as the best over its attacks, and on the default world (a real encoder) the person found in G_s.
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from guide_core import audit
+from tests.test_guide import bundle, short_run, w_u  # noqa: F401  (module-scoped fixtures shared with the engine tests)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+
+
+def test_reinversion_attack_improves_and_repeats(bundle, w_u):  # noqa: F811
+    photo = bundle.render(bundle.G, w_u)  # frontal render of the source identity
+    start = bundle.w_avg_code()[None]
+    a = audit.reinversion_attack(bundle, bundle.G, photo, start, steps=12, lr=0.05, check_every=3)
+    b = audit.reinversion_attack(bundle, bundle.G, photo, start, steps=12, lr=0.05, check_every=3)
+    assert a == b
+    assert a.best_id >= a.start_id and a.best_id > a.start_id + 1e-4, (a.start_id, a.best_id)
+    assert [h["step"] for h in a.history] == [0, 3, 6, 9, 12]
+
+
+def test_erasure_audit_before_and_after(bundle, w_u, short_run):  # noqa: F811
+    photo = bundle.render(bundle.G, w_u)
+    result = audit.erasure_audit(bundle, short_run.G_u, photo, w_start=w_u, steps=6, lr=0.02)
+    code = result.attack("code")
+    assert code.before.best_id == pytest.approx(1.0, abs=1e-4)  # G_s reproduces its own render from w_u
+    # Unlearning moved w_u's render away from the photo; the attacker then claws part of the identity back.
+    assert code.after.start_id < code.before.start_id - 0.02, result.to_dict()
+    assert code.after.start_id < code.after.best_id < code.before.best_id, result.to_dict()
+    assert 0 < result.erased <= 1 and result.start == "given code"
+    assert [a.name for a in result.attacks] == ["encoder", "code", "mean", "random-0", "random-1"]
+    # The headline is the best attack on each side, and every attack has its curve.
+    assert result.after.best_id == max(a.after.best_id for a in result.attacks)
+    assert result.before.best_id == max(a.before.best_id for a in result.attacks)
+    values = result.to_dict()
+    assert values["best_id_after"] == result.after.best_id and values["strongest_attack"] in values["attacks"]
+    assert all(len(v["curve_before"]) == len(v["curve_after"]) >= 2 for v in values["attacks"].values())
+    same = audit.erasure_audit(bundle, bundle.G, photo, w_start=w_u, steps=2)
+    assert same.before == same.after
+
+
+# The stronger audit (several starts, the loss-side identity term) recovers at least as much of the person from G_u
+# as the single attack the audit used to be (w+ from the same code under LPIPS + L2 only), with the same budget.
+def test_stronger_audit_finds_at_least_the_single_attack(bundle, w_u, short_run):  # noqa: F811
+    photo = bundle.render(bundle.G, w_u)
+    single = audit.reinversion_attack(bundle, short_run.G_u, photo, w_u, steps=8, lr=0.02, lambda_id=0.0)
+    strong = audit.erasure_audit(bundle, short_run.G_u, photo, w_start=w_u, steps=8, lr=0.02)
+    assert audit.attacker_identity_weight(bundle) > 0 and "identity loss (loss-side net)" in strong.objective
+    assert strong.after.best_id >= single.best_id, (strong.after.best_id, single.best_id)
+    # The identity term changes where the attack from the same code goes.
+    assert strong.attack("code").after.history != single.history
+
+
+def test_audit_refuses_to_optimise_the_metric_net(bundle, w_u):  # noqa: F811
+    import dataclasses
+    one_net = dataclasses.replace(bundle, id_loss_net=bundle.id_metric_net)
+    photo = bundle.render(bundle.G, w_u)
+    assert audit.attacker_identity_weight(one_net) == 0.0
+    with pytest.raises(ValueError, match="metric's own network"):
+        audit.reinversion_attack(one_net, bundle.G, photo, w_u, steps=1, lambda_id=0.5)
+    result = audit.erasure_audit(one_net, bundle.G, photo, w_start=w_u, steps=1, attacks=("code",))
+    assert "identity loss" not in result.objective and [a.name for a in result.attacks] == ["code"]
+    with pytest.raises(ValueError, match="unknown audit attack"):
+        audit.erasure_audit(bundle, bundle.G, photo, steps=1, attacks=("telepathy",))
+    without_encoder = dataclasses.replace(bundle, encoder=None)
+    with pytest.raises(ValueError, match="no encoder: pass the start code"):
+        audit.erasure_audit(without_encoder, bundle.G, photo, steps=1)
+    assert [a.name for a in audit.erasure_audit(without_encoder, bundle.G, photo, w_start=w_u, steps=1,
+                                                random_starts=1).attacks] == ["code", "mean", "random-0"]
+
+
+# The encoder's refinement on a generator's own renders: step 0 is the plain encoder code, the iteration is seeded by
+# nothing (deterministic), and its best is never below where it started.
+def test_encoder_attack_refines_on_the_generator(bundle, w_u, short_run):  # noqa: F811
+    photo = bundle.render(bundle.G, w_u)
+    a = audit.encoder_attack(bundle, short_run.G_u, photo, steps=4)
+    assert a == audit.encoder_attack(bundle, short_run.G_u, photo, steps=4)
+    assert [h["step"] for h in a.history] == [0, 1, 2, 3, 4] and a.best_id >= a.start_id
+    from guide_core.identity import identity_similarity
+    plain = bundle.render(short_run.G_u, bundle.invert(photo))
+    assert a.start_id == pytest.approx(float(identity_similarity(bundle.id_metric_net, plain, photo).mean()), abs=1e-6)
+    assert a.history[1]["id"] != a.history[0]["id"]  # the refinement moved the code
+
+
+# On the default world, whose encoder is trained: every attacker finds the person in the unchanged generator.
+def test_audit_finds_the_person_in_the_default_world():
+    from guide_core.bundle import pil_to_tensor
+    from guide_core.registry import load_bundle
+    world = load_bundle("default")
+    photo = pil_to_tensor(world.align(Image.open(EXAMPLES / "person000_photo0.png")))
+    torch.manual_seed(0)
+    result = audit.erasure_audit(world, world.G, photo, steps=10, lr=0.02)
+    assert "identity loss" not in result.objective  # the world has one identity net
+    assert result.before.best_id >= 0.8 and result.attack("encoder").before.best_id >= 0.8, result.to_dict()
+    assert result.before == result.after and result.erased == pytest.approx(0.0, abs=1e-9)
