@@ -14,8 +14,10 @@
 #   id:      the paper's ID metric for w_u (G_s vs G_u renders over the 11 views);
 #   far_least_kept: how far in w the least-kept far person lies from w_u, next to the median (README: the edit
 #            spreads to w-neighbours).
-# Usage: python benchmarks/world_erasure.py [--person K] [--threads T] [--json] [any LTU flag of `python -m
-#        guide_core unlearn`, e.g. --iters N --d D --n-glob 6]
+#   audit:   (--audit-steps N) the best identity the erasure audit's attackers reach in G_s and in G_u
+#            (guide_core/audit.py); FID_pre with --n-fid N.
+# Usage: python benchmarks/world_erasure.py [--person K] [--threads T] [--json] [--audit-steps N] [--n-fid N]
+#        [any LTU flag of `python -m guide_core unlearn`, e.g. --iters N --d D --n-glob 6 --adversarial-sources 4]
 from __future__ import annotations
 
 import argparse
@@ -40,6 +42,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="GUIDE erasure on the embedded default world (time, ID similarities)")
     parser.add_argument("--person", type=int, default=0, help="world person of the example set")
     add_config_flags(parser)  # any LTUConfig field, e.g. --n-glob 6; absent ones take the world's defaults
+    parser.add_argument("--audit-steps", type=int, default=0,
+                        help="also run the erasure audit on the source photo with this many steps per attack (0 = no)")
+    parser.add_argument("--audit-attacks", nargs="+", default=None, help="the audit's attacks (default: all)")
+    parser.add_argument("--n-fid", type=int, default=0, help="also measure FID_pre with this many samples (0 = no)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -78,7 +84,7 @@ def main() -> int:
     given = {f.name: getattr(args, f.name) for f in fields(LTUConfig) if hasattr(args, f.name)}
     cfg = config_from_args(args, dataclasses.replace(bundle.ltu_defaults, preview_every=0))
     start = time.perf_counter()
-    run = Unlearning(bundle, w_u, cfg=cfg).run_all()
+    run = Unlearning(bundle, w_u, cfg=cfg, photos=[x]).run_all()  # robust unlearning attacks all 4 photos
     seconds = time.perf_counter() - start
     G_u = run.G_u
     result = {
@@ -99,6 +105,18 @@ def main() -> int:
                                 "distance_rank": int((far_dist < far_dist[worst]).sum()) + 1,
                                 "similarity_to_source": float(to_source[~is_near][worst])}
     result["threshold"] = threshold
+    if args.n_fid:
+        from guide_core.metrics import fid_pre
+        result["fid_pre"] = fid_pre(bundle, G_u, n=args.n_fid)
+    if args.audit_steps:
+        from guide_core import audit
+        start = time.perf_counter()
+        found = audit.erasure_audit(bundle, G_u, x[:1], steps=args.audit_steps,
+                                    attacks=tuple(args.audit_attacks or audit.ATTACKS))
+        result["audit"] = {"steps": args.audit_steps, "objective": found.objective,
+                           "best_id_before": found.before.best_id, "best_id_after": found.after.best_id,
+                           "erased": found.erased, "seconds": round(time.perf_counter() - start, 1),
+                           "attacks": {a.name: [a.before.best_id, a.after.best_id] for a in found.attacks}}
     kept = id_similarity(bundle, bundle.G, G_u, near) if len(near) else []
     result["near"] = [{"similarity_to_source": float(s), "kept": float(k)}
                       for s, k in zip(to_source[is_near], kept)]
@@ -121,6 +139,12 @@ def main() -> int:
         print(f"  far people: {result['far_n']} of {N_PEOPLE} (similarity to the source < {threshold:.2f}); lookalikes kept: "
               + (", ".join(f"{n['kept']:.2f} (to source {n['similarity_to_source']:.2f})" for n in result["near"])
                  or "none"))
+        if "fid_pre" in result:
+            print(f"  FID_pre ({args.n_fid} samples, world features) {result['fid_pre']:.2f}")
+        if "audit" in result:
+            found = result["audit"]
+            print(f"  audit ({found['steps']} steps per attack; {found['objective']}): best identity reached in G_s "
+                  f"{found['best_id_before']:.3f}, in G_u {found['best_id_after']:.3f}")
         print("bars:", ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in result["bars"].items()))
     return 0
 

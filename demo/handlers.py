@@ -529,8 +529,12 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
     names = ", ".join(f"**{i.name}**" for i in members)
     try:
         base, base_run = _base_of(session)
+        # robust unlearning attacks each person's photo and their other photos
+        photos = [torch.cat([_photo_tensor(bundle, i.aligned), *(_photo_tensor(bundle, o.aligned) for o in i.others)])
+                  for i in members] if cfg.adversarial_sources else None
         job = guide.Unlearning(bundle, torch.stack([i.w_u for i in members]), None, cfg, cancel=session.cancel,
-                               sources=[_source_record(i) for i in members], base=base, base_run=base_run)
+                               sources=[_source_record(i) for i in members], base=base, base_run=base_run,
+                               photos=photos)
         previews: Any = gr.skip()
         last_yield = 0.0
         for report in job.run():

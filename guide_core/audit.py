@@ -8,8 +8,9 @@
 #   mean     w+ optimisation from the mean latent w̄
 #   random-k w+ optimisation from mapping(z_k) for seeded random z_k
 # The optimisation attacks minimise LPIPS + lambda_l2 * MSE + lambda_id * (1 - cos) under the LOSS-side identity net
-# (the ArcFace role); where a bundle has a single identity net (the embedded world), the identity term is left out so
-# the attacker does not optimise the score itself.
+# (the ArcFace role), never the metric net: where a bundle has a single identity net the identity term is left out,
+# and where its perceptual distance is built on the metric net (the embedded world) so is the perceptual term, and the
+# attacker matches pixels only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -56,6 +57,18 @@ def attacker_identity_weight(bundle: "ModelBundle", lambda_id: float = LAMBDA_ID
     return 0.0 if bundle.id_loss_net is bundle.id_metric_net else float(lambda_id)
 
 
+# The weight of the perceptual term: none when the bundle's perceptual distance is made of the metric net's features.
+def attacker_perceptual_weight(bundle: "ModelBundle") -> float:
+    return 0.0 if bundle.perceptual_uses_metric_net else 1.0
+
+
+# The attacker's objective in words (run.json, reports).
+def objective_text(lambda_per: float, lambda_l2: float, lambda_id: float) -> str:
+    terms = (["LPIPS"] if lambda_per else []) + [f"{lambda_l2:g} * MSE"]
+    terms += [f"{lambda_id:g} * identity loss (loss-side net)"] if lambda_id else []
+    return " + ".join(terms) + "; scored by the metric identity net"
+
+
 # Identity similarity to the photo's metric embedding, as the audit scores a render.
 class _Scorer:
     def __init__(self, bundle: "ModelBundle", photo: torch.Tensor):
@@ -80,11 +93,13 @@ def _finish(history: list[dict[str, float]]) -> AttackResult:
                         best_step=int(best["step"]), history=history)
 
 
-# Re-inversion by optimisation: w+ (start w_init) so G's frontal render matches the photo under LPIPS +
-# lambda_l2 * MSE (+ lambda_id * the loss-side identity loss); scored every `check_every` steps and at both ends.
-def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
-                       steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = 0.0,
-                       seed: int = 0, check_every: int = 10, progress: str | None = None) -> AttackResult:
+# The attacker's w+ optimisation: G's frontal renders of w (start w_init, one code per photo) pulled onto the photos
+# under lambda_per * LPIPS + lambda_l2 * MSE + lambda_id * the loss-side identity loss. Yields (step, render, loss,
+# None) before each Adam step and (steps, render, None, the codes found) at the end; the generator is never changed.
+# Shared by the audit and by robust unlearning, whose attacker is the same one.
+def optimise_codes(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
+                   steps: int, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = 0.0,
+                   lambda_per: float = 1.0):
     from guide_core.identity import embedding_similarity
 
     if steps < 0:
@@ -92,35 +107,53 @@ def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.T
     if lambda_id and bundle.id_loss_net is bundle.id_metric_net:
         raise ValueError("the attacker's identity term would optimise the metric's own network: this bundle has one "
                          "identity net, so use lambda_id=0 (attacker_identity_weight)")
-    torch.manual_seed(seed)
+    if lambda_per and bundle.perceptual_uses_metric_net:
+        raise ValueError("the attacker's perceptual term would optimise the metric's own network: this bundle's "
+                         "perceptual distance is built on it, so use lambda_per=0 (attacker_perceptual_weight)")
     photo = _photo_batch(bundle, photo)
-    c = bundle.camera(0.0, 0.0)
+    c = bundle.camera(0.0, 0.0).expand(photo.shape[0], -1)
+    was = [p.requires_grad for p in G.parameters()]
     G.requires_grad_(False)
-    score = _Scorer(bundle, photo)
     if lambda_id:
         with torch.no_grad():
             id_target = bundle.id_loss_net.embed(photo)
     w = w_init.detach().clone().to(bundle.device).requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=lr)
+    try:
+        for step in range(steps + 1):
+            image = G.synthesis(w, c, noise_mode="const", deterministic=True)["image"]
+            if step == steps:
+                yield step, image.detach(), None, w.detach()
+                break
+            target = _to_resolution(photo, image.shape[-1])
+            loss = lambda_l2 * F.mse_loss(image, target)
+            if lambda_per:
+                loss = loss + lambda_per * bundle.perceptual(image, target).mean()
+            if lambda_id:
+                loss = loss + lambda_id * (1 - embedding_similarity(bundle.id_loss_net.embed(image), id_target)).mean()
+            yield step, image.detach(), float(loss.detach()), None
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for p, flag in zip(G.parameters(), was):
+            p.requires_grad_(flag)
+
+
+# Re-inversion by optimisation (optimise_codes), scored every `check_every` steps and at both ends.
+def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
+                       steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = 0.0,
+                       lambda_per: float = 1.0, seed: int = 0, check_every: int = 10,
+                       progress: str | None = None) -> AttackResult:
+    torch.manual_seed(seed)
+    photo = _photo_batch(bundle, photo)
+    score = _Scorer(bundle, photo)
     history: list[dict[str, float]] = []
     bar = stage_bar(steps, progress or "", progress is not None)
-    for step in range(steps + 1):
-        image = G.synthesis(w, c, noise_mode="const", deterministic=True)["image"]
-        checked = step % check_every == 0 or step == steps
-        if checked:
-            history.append({"step": step, "id": score(image)})
-        if step == steps:
-            break
-        target = _to_resolution(photo, image.shape[-1])
-        loss = bundle.perceptual(image, target).mean() + lambda_l2 * F.mse_loss(image, target)
-        if lambda_id:
-            loss = loss + lambda_id * (1 - embedding_similarity(bundle.id_loss_net.embed(image), id_target)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if checked:
-            history[-1]["loss"] = float(loss.detach())
-        if progress is not None:
+    for step, image, loss, _ in optimise_codes(bundle, G, photo, w_init, steps, lr, lambda_l2, lambda_id, lambda_per):
+        if step % check_every == 0 or step == steps:
+            history.append({"step": step, "id": score(image), **({"loss": loss} if loss is not None else {})})
+        if progress is not None and step < steps:
             bar.update(1)
     if progress is not None:
         bar.close()
@@ -259,10 +292,9 @@ def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tens
         w_start, start = bundle.invert(photo), "encoder"
     else:
         start = "given code"
-    weight = attacker_identity_weight(bundle, lambda_id)
-    objective = (f"LPIPS + {lambda_l2:g} * MSE" + (f" + {weight:g} * identity loss (loss-side net)" if weight else "")
-                 + "; scored by the metric identity net")
-    kwargs = dict(steps=steps, lr=lr, lambda_l2=lambda_l2, lambda_id=weight, seed=seed)
+    weight, per = attacker_identity_weight(bundle, lambda_id), attacker_perceptual_weight(bundle)
+    objective = objective_text(per, lambda_l2, weight)
+    kwargs = dict(steps=steps, lr=lr, lambda_l2=lambda_l2, lambda_id=weight, lambda_per=per, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     pairs = []
     for name in names:

@@ -25,7 +25,9 @@ def _no_alignment(image: Any) -> Any:
 # perceptual: (x, y) -> [N] (LPIPS role). feature_net: images in [-1, 1] -> [N, F] for FID, described by feature_note
 # wherever a FID is shown. align: PIL photo -> aligned 512x512 PIL crop (raises a clear error when no face is found).
 # ltu_defaults: the LTUConfig a run on this world starts from (the paper's, unless the world needs its own schedule);
-# the CLI, the studio and the Python API all start there, explicit settings win.
+# the CLI, the studio and the Python API all start there, explicit settings win. perceptual_uses_metric_net: the
+# perceptual distance is built on the metric identity net (the embedded world's one net), so the erasure audit's
+# attacker matches pixels only and never optimises its own score.
 @dataclass
 class ModelBundle:
     name: str
@@ -46,6 +48,7 @@ class ModelBundle:
     real_stats: Path | None = None
     description: str = ""
     ltu_defaults: LTUConfig = field(default_factory=LTUConfig)
+    perceptual_uses_metric_net: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
     # The source generator is frozen and in eval mode; codes and cameras live on its device.

@@ -228,12 +228,15 @@ def _unlearn_run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model or (parent["model"] if parent else "default"), _device(args.device))
     cfg = config_from_args(args, bundle.ltu_defaults)
     G_parent, base_run = _base_run(args, parent, bundle)
-    codes, sources = [], []
+    codes, sources, photos = [], [], []
     for name, photo, other_photos in people:
-        _, w, info = _photo_code(bundle, str(photo), name)
-        others = [(info_o, w_o) for _, w_o, info_o in (_photo_code(bundle, str(p)) for p in other_photos)]
+        image, w, info = _photo_code(bundle, str(photo), name)
+        coded = [_photo_code(bundle, str(p)) for p in other_photos]
+        others = [(info_o, w_o) for _, w_o, info_o in coded]
         codes.append(w)
         sources.append(source_record(info["name"], info["sha256"], info["path"], others))
+        # robust unlearning attacks the source photo and the person's other photos
+        photos.append(torch.cat([image, *(image_o for image_o, _, _ in coded)]))
     hashes = [s["sha256"] for s in sources]
     if len(set(hashes)) != len(hashes):
         raise ValueError("the same photo is given for two identities: each person needs a photo of their own")
@@ -250,7 +253,7 @@ def _unlearn_run(args: argparse.Namespace) -> int:
                 "config": cfg.to_dict(), "out": str(out)}
         print(json.dumps(plan, indent=1))
         return 0
-    unlearning = Unlearning(bundle, w_u, cfg=cfg, sources=sources, base=G_parent, base_run=base_run)
+    unlearning = Unlearning(bundle, w_u, cfg=cfg, sources=sources, base=G_parent, base_run=base_run, photos=photos)
     with tqdm(total=cfg.iters, desc=f"unlearning {len(sources)} identit{'y' if len(sources) == 1 else 'ies'}",
               unit="it", file=sys.stderr) as bar:
         for progress in unlearning.run():

@@ -64,6 +64,15 @@ class LTUConfig:
     lambda_adj: float = field(default=1.0, metadata={"help": "weight of the adjacency loss", "range": (0.0, 5.0)})
     lambda_glob: float = field(default=1.0, metadata={"help": "weight of the global preservation loss",
                                                       "range": (0.0, 5.0)})
+    adversarial_sources: int = field(default=0, metadata={
+        "help": "robust unlearning (beyond the paper): how many latents found by re-inversion attacks of each "
+                "identity's photos into the current G_u are kept as extra sources held to its w_t (0 = the paper)",
+        "range": (0, 8)})
+    attack_every: int = field(default=20, metadata={
+        "help": "robust unlearning: iterations between two re-inversion attacks", "range": (1, 200)})
+    attack_steps: int = field(default=10, metadata={
+        "help": "robust unlearning: w+ optimisation steps of each attack, warm-started from the last latent found",
+        "range": (1, 100)})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate", "range": (1e-5, 1e-3)})
     identity_scaling: float = field(default=0.5, metadata={
         "help": "with N identities at once: lr x N^s and lambda_glob x N^-s for this exponent s (0 = the same settings "
@@ -90,6 +99,9 @@ class LTUConfig:
                   ("n_glob_near", self.n_glob_near >= 0, "must be >= 0"),
                   ("n_adj_sources", self.n_adj_sources >= 0, "must be >= 0"),
                   ("n_glob_forgotten", self.n_glob_forgotten >= 0, "must be >= 0"),
+                  ("adversarial_sources", self.adversarial_sources >= 0, "must be >= 0"),
+                  ("attack_every", self.attack_every >= 1, "must be >= 1"),
+                  ("attack_steps", self.attack_steps >= 1, "must be >= 1"),
                   ("identity_scaling", self.identity_scaling >= 0, "must be >= 0"),
                   ("alpha_max", self.alpha_max >= 0, "must be >= 0"),
                   ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
@@ -262,6 +274,59 @@ def global_loss(x_u: torch.Tensor, x_s: torch.Tensor, nets: LossNets) -> torch.T
     return nets.perceptual(x_u, x_s.detach()).reshape(-1).sum()
 
 
+# Robust unlearning (beyond the paper): an attacker who re-inverts the photo into G_u finds latents near w_u that
+# still render the person. Every attack_every iterations a short attack (audit.optimise_codes, the audit's own
+# attacker) runs into the current G_u, in turns over each identity's photos and two chains of starts, one from w_u and
+# one from w̄, each warm-started from the last latent it found; the latents found are held to the identity's target
+# like w_u itself, with the local loss of (G_u(w_adv), G_s(w_t)) pairs, the last `adversarial_sources` per identity.
+class AdversarialMemory:
+    def __init__(self, w_u: torch.Tensor, w_avg: torch.Tensor, photos: list[torch.Tensor], capacity: int):
+        self.capacity = capacity
+        self.photos = photos  # per identity [P, 3, H, W]: the photos the attacker re-inverts, in turns
+        # per identity [2P, num_ws, 512]: the chain from w_u, then the chain from w̄, for each photo
+        self.start = [torch.cat([w_u[i:i + 1].expand(len(p), -1, -1), w_avg.expand(len(p), -1, -1)]).clone()
+                      for i, p in enumerate(photos)]
+        self.codes: list[list[torch.Tensor]] = [[] for _ in photos]  # per identity, newest last, each [1, num_ws, 512]
+        self.rounds = 0
+
+    # One round: one attack per identity (its photos and start chains in turns) into G_u; keep what it found.
+    def attack(self, bundle: "ModelBundle", G_u: torch.nn.Module, cfg: LTUConfig) -> None:
+        from guide_core.audit import attacker_identity_weight, attacker_perceptual_weight, optimise_codes
+        was_training = G_u.training
+        G_u.eval()
+        for i, photos in enumerate(self.photos):
+            k = self.rounds % len(self.start[i])
+            start = self.start[i][k:k + 1]
+            photo = photos[k % len(photos)][None]
+            *_, (_, _, _, found) = optimise_codes(bundle, G_u, photo, start, cfg.attack_steps,
+                                                  lambda_id=attacker_identity_weight(bundle),
+                                                  lambda_per=attacker_perceptual_weight(bundle))
+            self.start[i][k:k + 1] = found
+            self.codes[i] = (self.codes[i] + [found])[-self.capacity:]
+        G_u.train(was_training)
+        self.rounds += 1
+
+    # The kept latents [M, num_ws, 512] and, for each, the index of its identity [M]; None before the first attack.
+    def sources(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        codes = [(w, i) for i, kept in enumerate(self.codes) for w in kept]
+        if not codes:
+            return None
+        return torch.cat([w for w, _ in codes]), torch.tensor([i for _, i in codes])
+
+
+# The adversarial sources' loss: the local loss of each (G_u(w_adv), G_s(w_t of its identity)) pair, mean over pairs.
+def adversarial_loss(G_u: torch.nn.Module, G_s: torch.nn.Module, w_adv: torch.Tensor, owner: torch.Tensor,
+                     w_t: torch.Tensor, planes_t: torch.Tensor, nets: LossNets, cfg: LTUConfig,
+                     c: torch.Tensor) -> torch.Tensor:
+    cams = c.expand(w_adv.shape[0], -1)
+    with torch.no_grad():
+        x_t = render(G_s, planes_t[owner], w_t[owner], cams, cfg)
+    planes_adv = G_u.get_planes(w_adv, noise_mode=cfg.noise_mode)
+    x_adv = render(G_u, planes_adv, w_adv, cams, cfg)
+    terms, _ = local_loss(planes_adv, planes_t[owner], x_adv, x_t, nets, cfg)
+    return terms.mean()
+
+
 # Render tri-planes through a generator's decoder, volume renderer and super-resolution (EG3D Sec. 3-4).
 def render(G: torch.nn.Module, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, cfg: LTUConfig) -> torch.Tensor:
     return G.render_planes(planes, c, ws=ws, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
@@ -406,7 +471,8 @@ class Unlearning:
     def __init__(self, bundle: "ModelBundle", w_u: torch.Tensor, w_t: torch.Tensor | None = None,
                  cfg: LTUConfig | None = None, cancel: threading.Event | None = None,
                  trainable_prefix: str = TRAINABLE_PREFIX, sources: list[dict[str, Any]] | None = None,
-                 base: torch.nn.Module | None = None, base_run: dict[str, Any] | None = None):
+                 base: torch.nn.Module | None = None, base_run: dict[str, Any] | None = None,
+                 photos: list[torch.Tensor] | None = None):
         self.bundle = bundle
         self.cfg = (cfg or getattr(bundle, "ltu_defaults", None) or LTUConfig()).validate()
         self.cancel = cancel
@@ -431,6 +497,9 @@ class Unlearning:
         # (w_u, w_t) of every identity the chain behind `base` forgot, or None.
         self.forgotten = tuple(torch.tensor([s[key] for s in earlier], dtype=torch.float32, device=self.device)
                                for key in ("w_u", "w_t")) if earlier else None
+        if photos is not None and len(photos) != n:
+            raise ValueError(f"{len(photos)} photo batches for {n} identities: give each identity its aligned photos")
+        self.photos = photos
         self.trainable_prefix = trainable_prefix
         self.G_u = copy.deepcopy(self.G_s if base is None else base)
         names = [name for name, p in self.G_u.named_parameters() if name.startswith(trainable_prefix)]
@@ -446,12 +515,26 @@ class Unlearning:
         self.seconds = 0.0
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # further JSON-able facts for run.json
+        self.adversarial_memory: AdversarialMemory | None = None  # robust unlearning's attack latents, once run
         self._started = False
 
     # Frozen, constant work of a run: G_s's tri-planes at w_t (noise is const) -> computed once, never per iteration.
     def _target_planes(self) -> torch.Tensor:
         with torch.no_grad():
             return self.G_s.get_planes(self.w_t, noise_mode=self.cfg.noise_mode)
+
+    # The attacker's memory of a robust run: each identity's photos (given, else G_s's frontal render of w_u: what the
+    # encoder saw), attacked from w_u and from w̄.
+    def _adversarial_memory(self) -> AdversarialMemory:
+        if self.photos is None:
+            c = self.bundle.camera(0.0, 0.0).expand(self.w_u.shape[0], -1)
+            with torch.no_grad():
+                renders = self.G_s.synthesis(self.w_u, c, noise_mode="const", deterministic=True)["image"]
+            photos = [renders[i:i + 1] for i in range(len(renders))]
+        else:
+            photos = [torch.as_tensor(p, dtype=torch.float32).to(self.device) for p in self.photos]
+            photos = [p.unsqueeze(0) if p.ndim == 3 else p for p in photos]
+        return AdversarialMemory(self.w_u, self.bundle.w_avg_code(), photos, self.cfg.adversarial_sources)
 
     # Frontal renders of identity `index` for the progress view: source G_s(w_u), target G_s(w_t), current G_u(w_u).
     def previews(self, which: tuple[str, ...] = ("source", "target", "unlearned"),
@@ -489,6 +572,8 @@ class Unlearning:
             with torch.no_grad():
                 c0 = self.bundle.camera(0.0, cfg.pitch).expand(self.w_t.shape[0], -1)
                 image_t = render(self.G_s, planes_t, self.w_t, c0, cfg)
+        memory = self._adversarial_memory() if cfg.adversarial_sources else None
+        self.adversarial_memory = memory
         self.G_u.train()
         self.G_s.eval()
         start = time.perf_counter()
@@ -503,6 +588,14 @@ class Unlearning:
             c = self.bundle.camera(draws.yaw, cfg.pitch)
             total, losses = ltu_losses(self.G_u, self.G_s, self.w_u, self.w_t, planes_t, draws, nets, cfg, c,
                                        image_t=image_t)
+            if memory is not None:
+                if step % cfg.attack_every == 0:
+                    memory.attack(self.bundle, self.G_u, cfg)
+                w_adv, owner = memory.sources()
+                losses["adversarial"] = adversarial_loss(self.G_u, self.G_s, w_adv, owner.to(self.device), self.w_t,
+                                                         planes_t, nets, cfg, c)
+                total = total + losses["adversarial"]
+                losses["total"] = total
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

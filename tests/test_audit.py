@@ -98,3 +98,53 @@ def test_audit_finds_the_person_in_the_default_world():
     assert "identity loss" not in result.objective  # the world has one identity net
     assert result.before.best_id >= 0.8 and result.attack("encoder").before.best_id >= 0.8, result.to_dict()
     assert result.before == result.after and result.erased == pytest.approx(0.0, abs=1e-9)
+
+
+# ---- robust unlearning -----------------------------------------------------------------------------------------------
+
+ROBUST = dict(lr=3e-3, iters=12, preview_every=0, deterministic_render=True, adversarial_sources=2, attack_every=4,
+              attack_steps=3)
+
+
+def test_robust_unlearning_holds_the_attack_latents_to_the_target(bundle, w_u):  # noqa: F811
+    from guide_core.guide import LTUConfig, Unlearning
+    photo = bundle.render(bundle.G, w_u)
+    paper = dict(ROBUST, adversarial_sources=0)
+    plain = Unlearning(bundle, w_u, cfg=LTUConfig(**paper)).run_all()
+    # Without adversarial sources the photos change nothing: the paper's run, bit for bit.
+    same = Unlearning(bundle, w_u, cfg=LTUConfig(**paper), photos=[photo]).run_all()
+    assert all(torch.equal(a, b) for a, b in zip(plain.G_u.parameters(), same.G_u.parameters()))
+    assert "adversarial" not in plain.history[-1]
+    robust = Unlearning(bundle, w_u, cfg=LTUConfig(**ROBUST), photos=[photo]).run_all()
+    memory = robust.adversarial_memory
+    assert memory.rounds == 3 and len(memory.codes[0]) == 2  # attacks at iterations 0, 4, 8; the last 2 kept
+    assert all(h["adversarial"] > 0 for h in robust.history)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.G_u.parameters(), robust.G_u.parameters()))
+    # Each attack moved its latent toward the photo in the G_u of its time; the newest is no longer w_u.
+    assert not torch.equal(memory.codes[0][-1], w_u)
+    with pytest.raises(ValueError, match="photo batches for 1 identities"):
+        Unlearning(bundle, w_u, cfg=LTUConfig(**ROBUST), photos=[photo, photo])
+    with pytest.raises(ValueError, match="attack_every"):
+        LTUConfig(**dict(ROBUST, attack_every=0)).validate()
+
+
+# On the default world (the attacker matching pixels only, the world's perceptual being made of its identity net):
+# robust unlearning leaves the attacker less of the person in G_u than the paper's LTU with the same seed and budget.
+@pytest.mark.slow
+def test_robust_unlearning_lowers_what_the_attacker_recovers():
+    import dataclasses
+    from guide_core.bundle import pil_to_tensor
+    from guide_core.guide import Unlearning
+    from guide_core.registry import load_bundle
+    world = load_bundle("default")
+    photo = pil_to_tensor(world.align(Image.open(EXAMPLES / "person000_photo0.png")))
+    w_u = world.invert(photo)
+    found = {}
+    for name, extra in (("paper", {}), ("robust", dict(adversarial_sources=4, attack_every=10, attack_steps=20))):
+        cfg = dataclasses.replace(world.ltu_defaults, iters=60, preview_every=0, **extra)
+        G_u = Unlearning(world, w_u, cfg=cfg, photos=[photo]).run_all().G_u
+        found[name] = audit.erasure_audit(world, G_u, photo, steps=50, attacks=("code",))
+    assert found["paper"].objective.startswith("1 * MSE")  # pixels only on the world
+    assert found["robust"].after.best_id < found["paper"].after.best_id - 0.02, \
+        {k: v.after.best_id for k, v in found.items()}
+    assert found["robust"].before == found["paper"].before  # the same attack on the same G_s

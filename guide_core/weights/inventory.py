@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from guide_core.weights import catalogue
+import guide_core.weights.catalogue as catalogue
 from guide_core.weights.catalogue import entry, install_hint, is_installed, path_of
 from guide_core.weights.hashes import cached_verdict, judge_hash, record_hash, remember_check, sha256_file
 

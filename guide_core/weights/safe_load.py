@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from guide_core.files import atomic_path
-from guide_core.weights import catalogue
+import guide_core.weights.catalogue as catalogue
 from guide_core.weights.catalogue import require
 from guide_core.weights.errors import UnsafeCheckpointError
 
