@@ -746,13 +746,13 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
             (f"FID_pre (G_s vs G_u, {result.n_fid} samples; preservation)", result.fid_pre),
             ("ΔFID_real", result.delta_fid_real)]
     if audits:
-        audit = values["audit"]
-        rows += [(f"audit: best identity reached by re-inversion into G_s (best of {len(audit['attacks'])} "
-                  f"attacks, {audit['steps']} steps each; {audit['name']}: the identity recovered best from G_u)",
-                  audit["best_id_before"]),
-                 (f"audit: best identity reached by re-inversion into G_u (attack {audit['strongest_attack']})",
-                  audit["best_id_after"]),
-                 ("audit: fraction of the identity erased", audit["erased"])]
+        summary = values["audit"]
+        rows += [(f"audit: best identity reached by re-inversion into G_s (best of {len(summary['attacks'])} "
+                  f"attacks, {summary['steps']} steps each; {summary['name']}: the identity recovered best from G_u)",
+                  summary["best_id_before"]),
+                 (f"audit: best identity reached by re-inversion into G_u (attack {summary['strongest_attack']})",
+                  summary["best_id_after"]),
+                 ("audit: fraction of the identity erased", summary["erased"])]
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| {name} | {_number(value)} |" for name, value in rows]
     lines += ["", "| identity | forgotten in | ID | ID_others |", "|---|---|---|---|"]
@@ -772,6 +772,5 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
     state = "cancelled" if job.cancelled else "complete"
     markdown = "\n".join(lines) + "\n\n" + " ".join(notes) + (f"\n\nRun {state}: {job.steps_done}/{job.cfg.iters} "
                                                               f"iterations, {job.seconds:.1f} s.")
-    curves = plots.audit_curves(values["audit"]["attacks"], values["audit"]["name"]) if audits else \
-        plots.audit_curves({})
+    curves = plots.audit_curves(summary["attacks"], summary["name"]) if audits else plots.audit_curves({})
     return ReportOut(markdown, [str(run_dir / runs.DELTA_FILE), str(run_dir / runs.RUN_JSON)], curves)
