@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import torch
 
+from guide_core.precision import PRECISIONS, autocast_dtype, mixed_precision
+
 if TYPE_CHECKING:  # the bundle module imports model code lazily; only its type is needed here
     from guide_core.bundle import ModelBundle
 
@@ -91,6 +93,20 @@ class LTUConfig:
                                                        "choices": ("const", "random", "none")})
     deterministic_render: bool = field(default=False, metadata={
         "help": "fixed (mid-bin) depth samples instead of EG3D's random stratified ones"})
+    # Speed settings: how the same losses are computed, not what is optimised (guide_core.precision; benchmarks/ltu_step.py
+    # measures each). ltu_losses_reference ignores them: it keeps the original's arithmetic as well as its shape.
+    precision: str = field(default="auto", metadata={
+        "help": "arithmetic of the super-resolution (where EG3D itself runs half precision) and of the loss networks "
+                "(LPIPS, identity net); the trained tri-plane backbone, rendering, losses and Adam stay fp32. auto = "
+                "bf16 on devices that compute it natively, else fp32", "choices": PRECISIONS})
+    channels_last: bool = field(default=True, metadata={
+        "help": "feed the loss networks' convolutions channels-last images (the layout oneDNN and cuDNN prefer)"})
+    fused_sr: bool = field(default=True, metadata={
+        "help": "G_u's frozen super-resolution runs the fused modulated convolution, as at inference (the same "
+                "maths; the unfused form only pays where its weights are trained)"})
+    compile_renderer: bool = field(default=False, metadata={
+        "help": "render rays through torch.compile: each new shape compiles first (tens of seconds), then the "
+                "renderer runs about 1.5x faster; pays on long runs"})
 
     # Reject settings that cannot describe an unlearning, with the field's name in the message.
     def validate(self) -> "LTUConfig":
@@ -107,7 +123,8 @@ class LTUConfig:
                   ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
                   ("truncation_psi", 0 <= self.truncation_psi <= 1, "must be in [0, 1]"),
                   ("preview_every", self.preview_every >= 0, "must be >= 0"),
-                  ("noise_mode", self.noise_mode in ("const", "random", "none"), "must be const, random or none")]
+                  ("noise_mode", self.noise_mode in ("const", "random", "none"), "must be const, random or none"),
+                  ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")]
         for name in ("d", "alpha_max", "lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lr",
                      "identity_scaling", "yaw_range", "pitch", "truncation_psi"):
             checks.append((name, math.isfinite(float(getattr(self, name))), "must be a finite number"))
@@ -117,6 +134,10 @@ class LTUConfig:
             if not ok:
                 raise ValueError(f"LTUConfig.{name} = {getattr(self, name)!r} {why}")
         return self
+
+    # The same settings at the original's arithmetic (fp32, unfused, eager): what ltu_losses_reference computes.
+    def original_arithmetic(self) -> "LTUConfig":
+        return dataclasses.replace(self, precision="fp32", channels_last=False, fused_sr=False, compile_renderer=False)
 
     # Plain dict of every setting (run.json, the UI).
     def to_dict(self) -> dict[str, Any]:
@@ -194,12 +215,35 @@ def sample_draws(gen: torch.Generator, cfg: LTUConfig, n_sources: int, z_dim: in
     return LTUDraws(yaw=yaw, z_adj=z_adj, alpha=alpha, z_glob=z_glob, z_pool=z_pool, adj_index=adj_index)
 
 
-# The identity-free networks an LTU step needs; the bundle supplies them, the loss functions only see this.
+# The identity-free networks an LTU step needs; the bundle supplies them, the loss functions only see this. dtype
+# (an autocast dtype, None = fp32) and channels_last say how their convolutions run; their outputs are always fp32.
 @dataclass
 class LossNets:
     perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> [N]
     id_net: Any  # .embed(images in [-1, 1]) -> unit [N, 512]
     cond_c: torch.Tensor  # [1, 25] frontal camera: the mapping network's conditioning
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    # The bundle's loss networks with a run's speed settings.
+    @classmethod
+    def of(cls, bundle: "ModelBundle", cfg: "LTUConfig") -> "LossNets":
+        return cls(perceptual=bundle.perceptual, id_net=bundle.id_loss_net, cond_c=bundle.cond_c.to(bundle.device),
+                   dtype=autocast_dtype(cfg.precision, bundle.device), channels_last=cfg.channels_last)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    # Perceptual distance [N] of two image batches.
+    def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with mixed_precision(self.dtype, x.device.type):
+            return self.perceptual(self._layout(x), self._layout(y)).reshape(-1).float()
+
+    # Unit identity embeddings [N, D] of an image batch.
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        with mixed_precision(self.dtype, x.device.type):
+            emb = self.id_net.embed(self._layout(x)).float()
+        return torch.nn.functional.normalize(emb, dim=1) if self.dtype is not None else emb
 
 
 # Latents of the mapping network for fresh z (GUIDE Sec. 3.3: w_r = mapping(z), frontal conditioning, psi).
@@ -251,10 +295,10 @@ def local_loss(planes_u: torch.Tensor, planes_t: torch.Tensor, x_u: torch.Tensor
     from guide_core.identity import embedding_similarity
 
     l2 = (planes_u - planes_t.detach()).pow(2).flatten(1).mean(dim=1)
-    per = nets.perceptual(x_u, x_t.detach()).reshape(-1)
+    per = nets.distance(x_u, x_t.detach())
     with torch.no_grad():
-        emb_t = nets.id_net.embed(x_t)
-    identity = 1.0 - embedding_similarity(nets.id_net.embed(x_u), emb_t)
+        emb_t = nets.embed(x_t)
+    identity = 1.0 - embedding_similarity(nets.embed(x_u), emb_t)
     total = cfg.lambda_l2 * l2 + cfg.lambda_per * per + cfg.lambda_id * identity
     return total, {"l2": l2, "per": per, "id": identity}
 
@@ -271,7 +315,7 @@ def adjacency_loss(local_terms: torch.Tensor) -> torch.Tensor:
 def global_loss(x_u: torch.Tensor, x_s: torch.Tensor, nets: LossNets) -> torch.Tensor:
     if x_u.shape[0] == 0:
         return x_u.new_zeros(())
-    return nets.perceptual(x_u, x_s.detach()).reshape(-1).sum()
+    return nets.distance(x_u, x_s.detach()).sum()
 
 
 # Robust unlearning (beyond the paper): an attacker who re-inverts the photo into G_u finds latents near w_u that
@@ -327,9 +371,12 @@ def adversarial_loss(G_u: torch.nn.Module, G_s: torch.nn.Module, w_adv: torch.Te
     return terms.mean()
 
 
-# Render tri-planes through a generator's decoder, volume renderer and super-resolution (EG3D Sec. 3-4).
+# Render tri-planes through a generator's decoder, volume renderer and super-resolution (EG3D Sec. 3-4), with the
+# run's speed settings (fused_modconv=None leaves each SR block to its own train/eval default).
 def render(G: torch.nn.Module, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, cfg: LTUConfig) -> torch.Tensor:
-    return G.render_planes(planes, c, ws=ws, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render)["image"]
+    return G.render_planes(planes, c, ws=ws, noise_mode=cfg.noise_mode, deterministic=cfg.deterministic_render,
+                           sr_dtype=autocast_dtype(cfg.precision, planes.device), compiled=cfg.compile_renderer,
+                           fused_modconv=True if cfg.fused_sr else None)["image"]
 
 
 # How N identities at once scale the step size and the preservation weight (identity_scaling = s): lr x N^s and
@@ -560,8 +607,7 @@ class Unlearning:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # EG3D's stratified depth jitter draws from the global stream
-        nets = LossNets(perceptual=self.bundle.perceptual, id_net=self.bundle.id_loss_net,
-                        cond_c=self.bundle.cond_c.to(self.device))
+        nets = LossNets.of(self.bundle, cfg)
         params = [p for p in self.G_u.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=cfg.lr * identity_scale(self.w_u.shape[0], cfg))
         planes_t = self._target_planes()

@@ -9,6 +9,7 @@ import torch
 
 from guide_core.bundle import ModelBundle
 from guide_core.eg3d.camera import camera_params
+from guide_core.guide import LTUConfig
 from guide_core.registry import register_model
 
 # Released-model worlds: bundle name -> (generator weight name, what it is). GUIDE's experiments use the rebalanced
@@ -22,6 +23,9 @@ EG3D_MODELS: dict[str, tuple[str, str]] = {
 NET_WEIGHTS: dict[str, str] = {"encoder": "goae", "id_loss_net": "ir_se50", "id_metric_net": "curricularface",
                                "perceptual": "vgg16", "feature_net": "inception"}
 INCEPTION_NOTE = "Inception-v3 pool features (pytorch-fid architecture, FID weights)"
+# The paper's settings, rays rendered through torch.compile: its compile time (about a minute on a CPU) is repaid
+# within a few of the 1000 iterations (benchmarks/ltu_step.py).
+RELEASED_LTU_DEFAULTS = LTUConfig(compile_renderer=True)
 
 
 # The weight name that fills a released generator: guide's converted .safetensors of it when installed (the same
@@ -96,7 +100,7 @@ def _released_bundle(name: str, generator_name: str | None, generator_path: Path
         feature_net=InceptionFeatures(files["feature_net"], device), feature_note=INCEPTION_NOTE,
         align=lambda image: faces.align_face(image).image,
         pivot=(0.0, 0.0, 0.0), real_stats=_optional_weight("ffhq-real-feat"),
-        description=EG3D_MODELS.get(name, ("", f"generator {generator_path}"))[1])
+        description=EG3D_MODELS.get(name, ("", f"generator {generator_path}"))[1], ltu_defaults=RELEASED_LTU_DEFAULTS)
 
 
 # A weight file that improves a bundle but is not required (e.g. the real-image FID statistics).

@@ -89,6 +89,8 @@ def _center_crop(size: int) -> Callable[[Any], Any]:
 # 512 px, 128 px neural rendering, 48+48 depth samples).
 def random_bundle(profile: str = "small", device: str | torch.device = "cpu", seed: int = 0) -> ModelBundle:
     from guide_core.eg3d import TriPlaneGenerator, camera_params
+    from guide_core.guide import LTUConfig
+    from guide_core.released import RELEASED_LTU_DEFAULTS
 
     if profile not in ("small", "paper"):
         raise ValueError(f"unknown random-bundle profile {profile!r}; use 'small' or 'paper'")
@@ -135,7 +137,8 @@ def random_bundle(profile: str = "small", device: str | torch.device = "cpu", se
                        encoder_resolution=rendering["image_resolution"], feature_net=feature,
                        feature_note="random conv features (random test world, not Inception)",
                        align=_center_crop(rendering["image_resolution"]),
-                       description=f"random weights ({profile}): tests and timing only")
+                       description=f"random weights ({profile}): tests and timing only",
+                       ltu_defaults=LTUConfig() if small else RELEASED_LTU_DEFAULTS)
 
 
 # LPIPS-VGG with random VGG weights (the lpips package's own linear heads; nothing is downloaded).

@@ -153,14 +153,14 @@ def test_global_latents_add_the_nearest_people_outside_the_adjacency_radius(bund
 
 @pytest.mark.parametrize("n_sources", [1, 2, 3])
 def test_batched_losses_equal_one_at_a_time(bundle, w_u, n_sources):
-    cfg = LTUConfig(deterministic_render=True)
+    cfg = LTUConfig(deterministic_render=True).original_arithmetic()
     step = 0
     if n_sources == 2:  # two identities at once, one adjacent and one global latent each
         # ... and (n_glob_near) one global latent picked as the pool's nearest to either source
-        cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=2, n_glob_near=1)
+        cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=2, n_glob_near=1).original_arithmetic()
         w_u = torch.cat([w_u, bundle.w_avg_code()[None] - 0.5 * (w_u - bundle.w_avg_code()[None])])
     if n_sources == 3:  # three identities, two of which take their adjacency turn at this step (sources 1 and 2)
-        cfg = LTUConfig(deterministic_render=True, n_adj=2, n_glob=1, n_adj_sources=2)
+        cfg = LTUConfig(deterministic_render=True, n_adj=2, n_glob=1, n_adj_sources=2).original_arithmetic()
         avg = bundle.w_avg_code()[None]
         w_u = torch.cat([w_u, avg - 0.5 * (w_u - avg), avg + 0.7 * (w_u - avg).roll(1, dims=-1)])
         step = 5
@@ -387,7 +387,7 @@ def test_batched_equals_reference_on_the_eg3d_layout(fixtures_dir):
                 perceptual=RandomPerceptual(seed=3).eval())
     world = ModelBundle(name="eg3d-fixture", G=G, w_avg=G.backbone.mapping.w_avg, cond_c=camera_params(0.0, 0.0),
                         **nets)
-    cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=1)
+    cfg = LTUConfig(deterministic_render=True, n_adj=1, n_glob=1).original_arithmetic()
     gen = torch.Generator().manual_seed(2)
     w_u = (world.w_avg_code() + 0.8 * torch.randn(world.num_ws, 512, generator=gen))[None]
     w_t = ufo_target(w_u, world.w_avg, cfg.d)
@@ -414,7 +414,7 @@ def test_an_unlearning_runs_once(short_run):
 # The paper's baseline (w_t = w̄, local loss alone: N_a = N_g = 0) through both formulations and the target cache:
 # no adjacency or global term, the same local loss.
 def test_local_only_baseline_without_adjacent_or_global_codes(bundle, w_u):
-    cfg = LTUConfig(d=0.0, n_adj=0, n_glob=0, deterministic_render=True, yaw_range=0.0)
+    cfg = LTUConfig(d=0.0, n_adj=0, n_glob=0, deterministic_render=True, yaw_range=0.0).original_arithmetic()
     w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
     assert_close(w_t, bundle.w_avg.expand_as(w_t), 1e-6, "baseline target")
     nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)

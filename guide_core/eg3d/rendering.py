@@ -2,6 +2,8 @@
 # lookup, the small OSG decoder MLP, stratified + importance sampling along each ray, and MipNeRF-style compositing.
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -171,7 +173,8 @@ class ImportanceRenderer(nn.Module):
     chunk_points = 1 << 21
 
     def forward(self, planes: torch.Tensor, decoder: nn.Module, ray_origins: torch.Tensor,
-                ray_directions: torch.Tensor, rendering_options: dict, deterministic: bool = False):
+                ray_directions: torch.Tensor, rendering_options: dict, deterministic: bool = False,
+                compiled: bool = False):
         n, m, _ = ray_origins.shape
         opts = rendering_options
         ray_start, ray_end = opts["ray_start"], opts["ray_end"]
@@ -184,12 +187,13 @@ class ImportanceRenderer(nn.Module):
         samples = opts["depth_resolution"] + max(opts["depth_resolution_importance"], 0)
         step = max(1, self.chunk_points // max(1, n * samples))
         rgbs, depths, weight_sums, lows, highs = [], [], [], [], []
+        render_rays = functools.partial(compiled_render_rays(), self) if compiled else self._render_rays
         for s in range(0, m, step):
             part = slice(s, min(m, s + step))
             start = ray_start[:, part] if isinstance(ray_start, torch.Tensor) else ray_start
             end = ray_end[:, part] if isinstance(ray_end, torch.Tensor) else ray_end
-            out = self._render_rays(planes, decoder, ray_origins[:, part], ray_directions[:, part], start, end,
-                                    opts, deterministic)
+            out = render_rays(planes, decoder, ray_origins[:, part], ray_directions[:, part], start, end, opts,
+                              deterministic)
             rgbs.append(out[0])
             depths.append(out[1])
             weight_sums.append(out[2])
@@ -285,3 +289,12 @@ class ImportanceRenderer(nn.Module):
             z_vals_mid = 0.5 * (z_vals[:, :-1] + z_vals[:, 1:])
             fine = sample_pdf(z_vals_mid, weights[:, 1:-1], n_importance, det=deterministic)
         return fine.detach().reshape(batch, num_rays, n_importance, 1)
+
+
+# ImportanceRenderer._render_rays through torch.compile, built once per process and shared by every renderer (the
+# method reads nothing from the instance). Fusing the per-sample elementwise work (plane mean, decoder activations,
+# compositing) roughly halves the renderer's time on a CPU; the first call of each shape compiles (tens of seconds).
+# Random ops fall back to ATen, so the stratified jitter draws the same numbers from torch's global stream as eager.
+@functools.lru_cache(maxsize=1)
+def compiled_render_rays():
+    return torch.compile(ImportanceRenderer._render_rays, dynamic=False, options={"fallback_random": True})

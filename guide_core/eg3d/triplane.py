@@ -11,6 +11,7 @@ import torch.nn as nn
 from guide_core.eg3d.networks import StyleGAN2Backbone
 from guide_core.eg3d.rendering import ImportanceRenderer, OSGDecoder, RaySampler
 from guide_core.eg3d.superresolution import superresolution_class
+from guide_core.precision import mixed_precision
 
 _REQUIRED_RENDERING_KEYS = ("superresolution_module", "sr_antialias", "depth_resolution",
                             "depth_resolution_importance", "ray_start", "ray_end", "box_warp", "clamp_mode",
@@ -65,9 +66,12 @@ class TriPlaneGenerator(nn.Module):
         return self.backbone.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs)
 
     # Render precomputed tri-planes [N, 96, H, W] from cameras c [N, 25] (or [1, 25] for all). ws feeds the
-    # super-resolution styles (its last row); without ws only image_raw and image_depth are returned.
+    # super-resolution styles (its last row); without ws only image_raw and image_depth are returned. Two guide
+    # extensions for training speed: sr_dtype runs the super-resolution under autocast (its image comes back fp32),
+    # and compiled renders the rays through torch.compile (guide_core.eg3d.rendering.compiled_render_rays).
     def render_planes(self, planes: torch.Tensor, c: torch.Tensor, ws: torch.Tensor | None = None,
                       deterministic: bool = False, neural_rendering_resolution: int | None = None,
+                      sr_dtype: torch.dtype | None = None, compiled: bool = False,
                       **synthesis_kwargs) -> dict[str, torch.Tensor]:
         if planes.ndim != 4 or planes.shape[1] != 96:
             raise ValueError(f"planes must be [N, 96, H, W], got {list(planes.shape)}")
@@ -87,7 +91,8 @@ class TriPlaneGenerator(nn.Module):
         ray_origins, ray_directions = self.ray_sampler(cam2world_matrix, intrinsics, neural_rendering_resolution)
         planes = planes.view(n, 3, 32, planes.shape[-2], planes.shape[-1])
         feature_samples, depth_samples, _ = self.renderer(planes, self.decoder, ray_origins, ray_directions,
-                                                          self.rendering_kwargs, deterministic=deterministic)
+                                                          self.rendering_kwargs, deterministic=deterministic,
+                                                          compiled=compiled)
         h = w = neural_rendering_resolution
         feature_image = feature_samples.permute(0, 2, 1).reshape(n, feature_samples.shape[-1], h, w).contiguous()
         depth_image = depth_samples.permute(0, 2, 1).reshape(n, 1, h, w)
@@ -95,9 +100,11 @@ class TriPlaneGenerator(nn.Module):
         out = {"image_raw": rgb_image, "image_depth": depth_image}
         if ws is not None:
             sr_kwargs = {k: v for k, v in synthesis_kwargs.items() if k != "noise_mode"}
-            out["image"] = self.superresolution(rgb_image, feature_image, ws,
-                                                noise_mode=self.rendering_kwargs["superresolution_noise_mode"],
-                                                **sr_kwargs)
+            with mixed_precision(sr_dtype, planes.device.type):
+                image = self.superresolution(rgb_image, feature_image, ws,
+                                             noise_mode=self.rendering_kwargs["superresolution_noise_mode"],
+                                             **sr_kwargs)
+            out["image"] = image.float()
         return out
 
     # ws + cameras -> {"image" [N,3,R,R], "image_raw" [N,3,r,r], "image_depth" [N,1,r,r]} (r = neural resolution).

@@ -152,7 +152,8 @@ def load_bundle(device: str = "cpu"):
 # w-neighbours, which uniformly random latents rarely are. alpha_max 7.5 instead of 15 (a whole-code norm, as UFO's
 # d: here |w - w_avg| ~ 22, two random people ~ 31 apart, the nearest of 256 ~ 19). Measured with
 # benchmarks/world_erasure.py on persons 0-5 (docs/world.md).
+# fp32 throughout: its 64 px convolutions are too small for bf16 to pay (measured: no faster on a bf16-native CPU).
 WORLD_LTU_DEFAULTS = LTUConfig(iters=160, preview_every=20, lr=3e-4, n_glob=4, n_glob_near=3, lambda_glob=5.0,
-                               alpha_max=7.5)
+                               alpha_max=7.5, precision="fp32")
 
 register_model("default", load_bundle, "the embedded tiny world (procedural heads, small networks, runs on a CPU)")
