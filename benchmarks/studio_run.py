@@ -12,7 +12,6 @@ import json
 import queue
 import sys
 import threading
-import time
 from pathlib import Path
 
 import torch
