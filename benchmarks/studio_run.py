@@ -34,7 +34,9 @@ def cli_seconds(session, cfg) -> float:
 # Seconds per iteration the handler reports for its own run; with `served`, in a worker thread while another thread
 # serialises every update's plot to JSON (Gradio's postprocessing).
 def studio_seconds(session, cfg, served: bool) -> tuple[float, int]:
-    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "d"}
+    # the studio's controls are its numeric settings; the rest come from the model's defaults, as in the studio
+    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if f.name != "d" and type(getattr(cfg, f.name)) in (int, float)}
     updates: queue.Queue = queue.Queue()
 
     def consume() -> None:
