@@ -4,8 +4,8 @@
 # the shape of the official unlearn.py, fp32, unfused, eager), on the same model, device and draws. Prints s/iteration,
 # where the time goes (tri-planes, rendering, super-resolution, LPIPS, identity net, backward, optimizer), peak memory
 # and a whole run. Goals: engine / one-at-a-time <= 0.5 on a CPU; the paper's 1000 iterations <= 90 s on a GPU.
-#   python benchmarks/ltu_step.py                                  # ffhq512-128 architecture, random weights, CPU
-#   python benchmarks/ltu_step.py --device cuda --full-run         # + one whole 1000-iteration run, timed
+#   python benchmarks/ltu_step.py --compile-renderer               # ffhq512-128 architecture, random weights, CPU
+#   python benchmarks/ltu_step.py --device cuda --compile-renderer --full-run   # + a whole 1000-iteration run
 #   python benchmarks/ltu_step.py --profile small --precision fp32  # any LTUConfig flag overrides the engine's defaults
 from __future__ import annotations
 

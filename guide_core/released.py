@@ -23,9 +23,9 @@ EG3D_MODELS: dict[str, tuple[str, str]] = {
 NET_WEIGHTS: dict[str, str] = {"encoder": "goae", "id_loss_net": "ir_se50", "id_metric_net": "curricularface",
                                "perceptual": "vgg16", "feature_net": "inception"}
 INCEPTION_NOTE = "Inception-v3 pool features (pytorch-fid architecture, FID weights)"
-# The paper's settings, rays rendered through torch.compile: its compile time (about a minute on a CPU) is repaid
-# within a few of the 1000 iterations (benchmarks/ltu_step.py).
-RELEASED_LTU_DEFAULTS = LTUConfig(compile_renderer=True)
+# The paper's settings. compile_renderer stays an opt-in (--compile-renderer): its compiles (minutes on a CPU at 512 px,
+# one per shape) are repaid over the paper's 1000 iterations, not over the short runs of a demo or a smoke test.
+RELEASED_LTU_DEFAULTS = LTUConfig()
 
 
 # The weight name that fills a released generator: guide's converted .safetensors of it when installed (the same
