@@ -11,21 +11,14 @@ import torch
 
 from guide_core import guide, precision
 from guide_core.guide import LossNets, LTUConfig, ltu_losses, ltu_losses_reference, sample_draws, ufo_target
-from guide_core.testing import random_bundle
+from tests.test_guide import bundle, w_u  # noqa: F401  (the small random world and its source code)
 from tests.util import assert_close
 
 
+# G_u moved off G_s (so every loss term is non-zero) with its backbone trainable, and the source code w_u.
 @pytest.fixture(scope="module")
-def bundle():
-    torch.set_num_threads(1)
-    return random_bundle("small", seed=0)
-
-
-# G_u moved off G_s (so every loss term is non-zero) with its backbone trainable, and a source code w_u.
-@pytest.fixture(scope="module")
-def moved(bundle):
+def moved(bundle, w_u):  # noqa: F811
     gen = torch.Generator().manual_seed(5)
-    w_u = (bundle.w_avg_code() + 0.8 * torch.randn(bundle.num_ws, 512, generator=gen)).unsqueeze(0)
     G_u = copy.deepcopy(bundle.G)
     with torch.no_grad():
         for name, p in G_u.named_parameters():
