@@ -38,6 +38,20 @@ from guide_core.cli import add_config_flags, config_from_args  # noqa: E402 (aft
 N_PEOPLE = 24
 
 
+# The world's random people (fixed seed) [N_PEOPLE, num_ws, 512], each one's identity similarity to the source photo,
+# and the identity net's verification threshold at FAR 1 %: "far" people are those below it.
+def random_people(bundle, photo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    from guide_core.identity import identity_similarity
+    from guide_core.world.bundle import WEIGHTS_DIR
+    from guide_core.world.heads import random_z
+    with torch.no_grad():
+        people = bundle.G.mapping(random_z(N_PEOPLE, 987_654), bundle.cond_c.expand(N_PEOPLE, -1))
+        renders = bundle.render(bundle.G, people, 0.0, 0.0)
+        to_source = identity_similarity(bundle.id_metric_net, renders, photo.expand(N_PEOPLE, -1, -1, -1))
+    threshold = json.loads((WEIGHTS_DIR / "metrics.json").read_text())["identity"]["threshold"]
+    return people, to_source, threshold
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="GUIDE erasure on the embedded default world (time, ID similarities)")
     parser.add_argument("--person", type=int, default=0, help="world person of the example set")
@@ -56,9 +70,6 @@ def main() -> int:
     from guide_core.identity import identity_similarity
     from guide_core.metrics import id_similarity
     from guide_core.world.examples import person_photos
-    from guide_core.world.bundle import WEIGHTS_DIR
-    from guide_core.world.heads import random_z
-
     bundle = load_bundle("default")
     idnet = bundle.id_metric_net
     photos = person_photos(args.person, 4, 64)
@@ -66,16 +77,13 @@ def main() -> int:
     x = pil_to_tensor([bundle.align(p) for p in photos])
     codes = bundle.invert(x)
     w_u, w_others = codes[:1], codes[1:]
-    with torch.no_grad():
-        people = bundle.G.mapping(random_z(N_PEOPLE, 987_654), bundle.cond_c.expand(N_PEOPLE, -1))
 
     def photo_similarity(G: torch.nn.Module, ws: torch.Tensor, images: torch.Tensor) -> list[float]:
         with torch.no_grad():
             renders = bundle.render(G, ws, 0.0, 0.0)
             return identity_similarity(idnet, renders, images).tolist()
 
-    threshold = json.loads((WEIGHTS_DIR / "metrics.json").read_text())["identity"]["threshold"]
-    to_source = torch.tensor(photo_similarity(bundle.G, people, x[:1].expand(len(people), -1, -1, -1)))
+    people, to_source, threshold = random_people(bundle, x[:1])
     is_near = to_source >= threshold
     far, near = people[~is_near], people[is_near]
 
@@ -105,6 +113,8 @@ def main() -> int:
                                 "distance_rank": int((far_dist < far_dist[worst]).sum()) + 1,
                                 "similarity_to_source": float(to_source[~is_near][worst])}
     result["threshold"] = threshold
+    if run.adversarial_memory is not None:  # robust unlearning: what its own attacker reached, round by round
+        result["robust_attack_id"] = [round(v, 3) for v in run.adversarial_memory.found_id]
     if args.n_fid:
         from guide_core.metrics import fid_pre
         result["fid_pre"] = fid_pre(bundle, G_u, n=args.n_fid)

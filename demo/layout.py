@@ -30,6 +30,8 @@ CONFIG_LABELS: dict[str, tuple[str, bool]] = {
     "adversarial_sources": ("robust: attack latents kept per identity (0 = the paper; not in the paper)", True),
     "attack_every": ("robust: iterations between re-inversion attacks", True),
     "attack_steps": ("robust: steps per attack", True),
+    "attack_chains": ("robust: attacks per identity at once (from w_u, w̄, random people)", True),
+    "lambda_adv": ("λ_adv (robust: weight of the attack latents' loss)", True),
     "lr": ("Adam learning rate", True),
     "preview_every": ("preview every k iterations", True),
     "seed": ("seed", True),

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -275,11 +275,13 @@ def attack_names(attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM
 
 
 # Run the audit for a photo (aligned, [-1, 1]). `w_start`: the code the "code" attack starts from (default: the
-# encoder's); the "encoder" attack needs the bundle's encoder and is skipped without one. Every attack is seeded.
+# encoder's); the "encoder" attack needs the bundle's encoder and is skipped without one. Every attack is seeded, so
+# its G_s side is the same for every G_u: `reuse_before`, an earlier audit of the same photo with the same settings,
+# lends its G_s results (comparing several unlearnings of one person costs one G_s side).
 def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tensor, w_start: torch.Tensor | None = None,
                   steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = LAMBDA_ID,
                   seed: int = 0, attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM_STARTS,
-                  progress: bool = False) -> AuditResult:
+                  progress: bool = False, reuse_before: AuditResult | None = None) -> AuditResult:
     photo = _photo_batch(bundle, photo)
     names = attack_names(attacks, random_starts)
     if bundle.encoder is None:
@@ -294,14 +296,21 @@ def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tens
         start = "given code"
     weight, per = attacker_identity_weight(bundle, lambda_id), attacker_perceptual_weight(bundle)
     objective = objective_text(per, lambda_l2, weight)
+    if reuse_before is not None and (reuse_before.steps, reuse_before.start, reuse_before.objective,
+                                     [a.name for a in reuse_before.attacks]) != (steps, start, objective, names):
+        raise ValueError("reuse_before comes from an audit with other settings (steps, start, objective or attacks)")
+
+    def on_G_s(name: str, run: Callable[[], AttackResult]) -> AttackResult:
+        return run() if reuse_before is None else reuse_before.attack(name).before
+
     kwargs = dict(steps=steps, lr=lr, lambda_l2=lambda_l2, lambda_id=weight, lambda_per=per, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     pairs = []
     for name in names:
         if name == "encoder":
             refine = min(steps, ENCODER_REFINE_STEPS)
-            pairs.append(AttackPair(name, "encoder", encoder_attack(bundle, bundle.G, photo, refine),
-                                    encoder_attack(bundle, G_u, photo, refine)))
+            before = on_G_s(name, lambda: encoder_attack(bundle, bundle.G, photo, refine))
+            pairs.append(AttackPair(name, "encoder", before, encoder_attack(bundle, G_u, photo, refine)))
             continue
         if name == "code":
             w0, where = w_start, start
@@ -313,7 +322,7 @@ def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tens
                 w0 = bundle.G.mapping(z, bundle.cond_c.to(bundle.device))
             where = f"mapping of random z (seed {seed}, draw {name.split('-')[1]})"
         label = (lambda side: f"attack {name} on {side}") if progress else (lambda side: None)
-        pairs.append(AttackPair(name, where, reinversion_attack(bundle, bundle.G, photo, w0, **kwargs,
-                                                                progress=label("G_s")),
+        before = on_G_s(name, lambda: reinversion_attack(bundle, bundle.G, photo, w0, **kwargs, progress=label("G_s")))
+        pairs.append(AttackPair(name, where, before,
                                 reinversion_attack(bundle, G_u, photo, w0, **kwargs, progress=label("G_u"))))
     return AuditResult(attacks=pairs, steps=steps, start=start, objective=objective)

@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # the bundle module imports model code lazily; only its type 
 TRAINABLE_PREFIX = "backbone.synthesis."
 # Random people drawn per iteration among which LTUConfig.n_glob_near picks the ones nearest to w_u.
 NEAR_POOL = 64
+# Offset of robust unlearning's random attack starts from the run's seed: a stream apart from the run's draws.
+ATTACK_START_STREAM = 7919
 
 
 # Every setting of one unlearning, with the paper's defaults in one place (GUIDE Sec. 4, "Implementation details").
@@ -75,6 +77,11 @@ class LTUConfig:
     attack_steps: int = field(default=10, metadata={
         "help": "robust unlearning: w+ optimisation steps of each attack, warm-started from the last latent found",
         "range": (1, 100)})
+    attack_chains: int = field(default=2, metadata={
+        "help": "robust unlearning: attacks per identity run at once, from w_u, from the mean latent, then from "
+                "seeded random people", "range": (1, 8)})
+    lambda_adv: float = field(default=1.0, metadata={
+        "help": "robust unlearning: weight of the local loss of the attack latents", "range": (0.0, 10.0)})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate", "range": (1e-5, 1e-3)})
     identity_scaling: float = field(default=0.5, metadata={
         "help": "with N identities at once: lr x N^s and lambda_glob x N^-s for this exponent s (0 = the same settings "
@@ -118,6 +125,7 @@ class LTUConfig:
                   ("adversarial_sources", self.adversarial_sources >= 0, "must be >= 0"),
                   ("attack_every", self.attack_every >= 1, "must be >= 1"),
                   ("attack_steps", self.attack_steps >= 1, "must be >= 1"),
+                  ("attack_chains", self.attack_chains >= 1, "must be >= 1"),
                   ("identity_scaling", self.identity_scaling >= 0, "must be >= 0"),
                   ("alpha_max", self.alpha_max >= 0, "must be >= 0"),
                   ("yaw_range", self.yaw_range >= 0, "must be >= 0"),
@@ -125,10 +133,10 @@ class LTUConfig:
                   ("preview_every", self.preview_every >= 0, "must be >= 0"),
                   ("noise_mode", self.noise_mode in ("const", "random", "none"), "must be const, random or none"),
                   ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")]
-        for name in ("d", "alpha_max", "lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lr",
-                     "identity_scaling", "yaw_range", "pitch", "truncation_psi"):
+        for name in ("d", "alpha_max", "lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lambda_adv",
+                     "lr", "identity_scaling", "yaw_range", "pitch", "truncation_psi"):
             checks.append((name, math.isfinite(float(getattr(self, name))), "must be a finite number"))
-        for name in ("lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob"):
+        for name in ("lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lambda_adv"):
             checks.append((name, getattr(self, name) >= 0, "must be >= 0"))
         for name, ok, why in checks:
             if not ok:
@@ -318,44 +326,58 @@ def global_loss(x_u: torch.Tensor, x_s: torch.Tensor, nets: LossNets) -> torch.T
     return nets.distance(x_u, x_s.detach()).sum()
 
 
-# Robust unlearning (beyond the paper): an attacker who re-inverts the photo into G_u finds latents near w_u that
-# still render the person. Every attack_every iterations a short attack (audit.optimise_codes, the audit's own
-# attacker) runs into the current G_u, in turns over each identity's photos and two chains of starts, one from w_u and
-# one from w̄, each warm-started from the last latent it found; the latents found are held to the identity's target
-# like w_u itself, with the local loss of (G_u(w_adv), G_s(w_t)) pairs, the last `adversarial_sources` per identity.
+# Robust unlearning (beyond the paper): an attacker who re-inverts the photo into G_u finds latents that still render
+# the person. Every attack_every iterations the audit's own attacker (audit.optimise_codes) runs attack_steps steps
+# into the current G_u from `attack_chains` starts per identity at once: w_u, w̄, then seeded random people (a stream
+# of their own, never the audit's draws), each chain re-inverting one of the identity's photos (in turns) and
+# warm-started from the latent it found last, so over a run each chain runs as long an attack as the audit's. The
+# latents found are held to the identity's target like w_u itself (the local loss of (G_u(w_adv), G_s(w_t)) pairs),
+# the last `adversarial_sources` per identity.
 class AdversarialMemory:
-    def __init__(self, w_u: torch.Tensor, w_avg: torch.Tensor, photos: list[torch.Tensor], capacity: int):
-        self.capacity = capacity
+    def __init__(self, bundle: "ModelBundle", w_u: torch.Tensor, photos: list[torch.Tensor], cfg: LTUConfig):
+        self.capacity = cfg.adversarial_sources
         self.photos = photos  # per identity [P, 3, H, W]: the photos the attacker re-inverts, in turns
-        # per identity [2P, num_ws, 512]: the chain from w_u, then the chain from w̄, for each photo
-        self.start = [torch.cat([w_u[i:i + 1].expand(len(p), -1, -1), w_avg.expand(len(p), -1, -1)]).clone()
-                      for i, p in enumerate(photos)]
-        self.codes: list[list[torch.Tensor]] = [[] for _ in photos]  # per identity, newest last, each [1, num_ws, 512]
+        gen = torch.Generator().manual_seed(cfg.seed + ATTACK_START_STREAM)
+        n_random = max(cfg.attack_chains - 2, 0)
+        z = torch.randn(len(photos), n_random, bundle.z_dim, generator=gen).to(w_u.device)
+        w_avg = bundle.w_avg_code()[None].to(w_u)
+        self.chains = []  # per identity [attack_chains, num_ws, 512]: the latest latent of each chain
+        for i in range(len(photos)):
+            starts = [w_u[i:i + 1], w_avg] + ([map_latents(bundle.G, z[i], bundle.cond_c.to(w_u.device), 1.0)]
+                                              if n_random else [])
+            self.chains.append(torch.cat(starts)[:cfg.attack_chains].clone())
+        self.codes: list[torch.Tensor] = [w_u[:0].clone() for _ in photos]  # per identity [<= capacity, num_ws, 512]
+        self.found_id: list[float] = []  # per round: the best identity similarity the attacker reached, any identity
         self.rounds = 0
 
-    # One round: one attack per identity (its photos and start chains in turns) into G_u; keep what it found.
+    # One round: every chain of every identity takes attack_steps steps into G_u; keep what they found.
     def attack(self, bundle: "ModelBundle", G_u: torch.nn.Module, cfg: LTUConfig) -> None:
         from guide_core.audit import attacker_identity_weight, attacker_perceptual_weight, optimise_codes
+        from guide_core.identity import embedding_similarity
         was_training = G_u.training
         G_u.eval()
+        best = -1.0
         for i, photos in enumerate(self.photos):
-            k = self.rounds % len(self.start[i])
-            start = self.start[i][k:k + 1]
-            photo = photos[k % len(photos)][None]
-            *_, (_, _, _, found) = optimise_codes(bundle, G_u, photo, start, cfg.attack_steps,
-                                                  lambda_id=attacker_identity_weight(bundle),
-                                                  lambda_per=attacker_perceptual_weight(bundle))
-            self.start[i][k:k + 1] = found
-            self.codes[i] = (self.codes[i] + [found])[-self.capacity:]
+            k = len(self.chains[i])
+            photo = photos[(torch.arange(k) + self.rounds) % len(photos)]
+            *_, (_, image, _, found) = optimise_codes(bundle, G_u, photo, self.chains[i], cfg.attack_steps,
+                                                      lambda_id=attacker_identity_weight(bundle),
+                                                      lambda_per=attacker_perceptual_weight(bundle))
+            self.chains[i] = found
+            self.codes[i] = torch.cat([self.codes[i], found])[-self.capacity:]
+            with torch.no_grad():
+                net = bundle.id_loss_net
+                best = max(best, float(embedding_similarity(net.embed(image), net.embed(photo)).max()))
+        self.found_id.append(best)
         G_u.train(was_training)
         self.rounds += 1
 
     # The kept latents [M, num_ws, 512] and, for each, the index of its identity [M]; None before the first attack.
     def sources(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        codes = [(w, i) for i, kept in enumerate(self.codes) for w in kept]
-        if not codes:
+        if not sum(len(c) for c in self.codes):
             return None
-        return torch.cat([w for w, _ in codes]), torch.tensor([i for _, i in codes])
+        owner = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(self.codes)])
+        return torch.cat(self.codes), owner
 
 
 # The adversarial sources' loss: the local loss of each (G_u(w_adv), G_s(w_t of its identity)) pair, mean over pairs.
@@ -581,7 +603,7 @@ class Unlearning:
         else:
             photos = [torch.as_tensor(p, dtype=torch.float32).to(self.device) for p in self.photos]
             photos = [p.unsqueeze(0) if p.ndim == 3 else p for p in photos]
-        return AdversarialMemory(self.w_u, self.bundle.w_avg_code(), photos, self.cfg.adversarial_sources)
+        return AdversarialMemory(self.bundle, self.w_u, photos, self.cfg)
 
     # Frontal renders of identity `index` for the progress view: source G_s(w_u), target G_s(w_t), current G_u(w_u).
     def previews(self, which: tuple[str, ...] = ("source", "target", "unlearned"),
@@ -640,7 +662,8 @@ class Unlearning:
                 w_adv, owner = memory.sources()
                 losses["adversarial"] = adversarial_loss(self.G_u, self.G_s, w_adv, owner.to(self.device), self.w_t,
                                                          planes_t, nets, cfg, c)
-                total = total + losses["adversarial"]
+                total = total + cfg.lambda_adv * losses["adversarial"]
+                losses["attack_id"] = torch.tensor(memory.found_id[-1])
                 losses["total"] = total
             optimizer.zero_grad(set_to_none=True)
             total.backward()

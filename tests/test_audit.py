@@ -44,6 +44,19 @@ def test_erasure_audit_before_and_after(bundle, w_u, short_run):  # noqa: F811
     assert same.before == same.after
 
 
+# The G_s side of an audit depends only on the photo and the settings: a second audit lends it and gets the same result.
+def test_audit_reuses_the_source_side(bundle, w_u, short_run):  # noqa: F811
+    photo = bundle.render(bundle.G, w_u)
+    first = audit.erasure_audit(bundle, bundle.G, photo, w_start=w_u, steps=3, lr=0.02, attacks=("code", "mean"))
+    fresh = audit.erasure_audit(bundle, short_run.G_u, photo, w_start=w_u, steps=3, lr=0.02, attacks=("code", "mean"))
+    lent = audit.erasure_audit(bundle, short_run.G_u, photo, w_start=w_u, steps=3, lr=0.02, attacks=("code", "mean"),
+                               reuse_before=first)
+    assert lent == fresh and lent.before is first.before
+    with pytest.raises(ValueError, match="other settings"):
+        audit.erasure_audit(bundle, short_run.G_u, photo, w_start=w_u, steps=4, lr=0.02, attacks=("code", "mean"),
+                            reuse_before=first)
+
+
 # The stronger audit (several starts, the loss-side identity term) recovers at least as much of the person from G_u
 # as the single attack the audit used to be (w+ from the same code under LPIPS + L2 only), with the same budget.
 def test_stronger_audit_finds_at_least_the_single_attack(bundle, w_u, short_run):  # noqa: F811
@@ -117,11 +130,21 @@ def test_robust_unlearning_holds_the_attack_latents_to_the_target(bundle, w_u): 
     assert "adversarial" not in plain.history[-1]
     robust = Unlearning(bundle, w_u, cfg=LTUConfig(**ROBUST), photos=[photo]).run_all()
     memory = robust.adversarial_memory
-    assert memory.rounds == 3 and len(memory.codes[0]) == 2  # attacks at iterations 0, 4, 8; the last 2 kept
+    # Attacks at iterations 0, 4, 8, each of the 2 chains (from w_u and from w̄) at once; the last 2 latents kept.
+    assert memory.rounds == 3 and memory.codes[0].shape == (2, *w_u.shape[1:])
+    assert len(memory.found_id) == 3 and all(-1 <= v <= 1 for v in memory.found_id)
     assert all(h["adversarial"] > 0 for h in robust.history)
+    assert robust.history[-1]["attack_id"] == pytest.approx(memory.found_id[-1])
     assert any(not torch.equal(a, b) for a, b in zip(plain.G_u.parameters(), robust.G_u.parameters()))
-    # Each attack moved its latent toward the photo in the G_u of its time; the newest is no longer w_u.
-    assert not torch.equal(memory.codes[0][-1], w_u)
+    # Each chain moved its latent toward the photo in the G_u of its time: the newest are neither w_u nor w̄.
+    assert not torch.equal(memory.codes[0][0], w_u[0])
+    assert not torch.equal(memory.codes[0][1], bundle.w_avg_code())
+    # More chains start from seeded random people, the same ones in every run with the same seed.
+    chains = dict(ROBUST, attack_chains=4, adversarial_sources=8, iters=1)
+    a, b = (Unlearning(bundle, w_u, cfg=LTUConfig(**chains), photos=[photo]).run_all().adversarial_memory
+            for _ in range(2))
+    assert a.codes[0].shape[0] == 4 and torch.equal(a.codes[0], b.codes[0])
+    assert (a.codes[0][2] - a.codes[0][3]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="photo batches for 1 identities"):
         Unlearning(bundle, w_u, cfg=LTUConfig(**ROBUST), photos=[photo, photo])
     with pytest.raises(ValueError, match="attack_every"):
