@@ -347,7 +347,7 @@ class AdversarialMemory:
                                               if n_random else [])
             self.chains.append(torch.cat(starts)[:cfg.attack_chains].clone())
         self.codes: list[torch.Tensor] = [w_u[:0].clone() for _ in photos]  # per identity [<= capacity, num_ws, 512]
-        self.found_id: list[float] = []  # per round: the best identity similarity the attacker reached, any identity
+        self.found_id: list[float] = []  # per round: the best similarity to a photo the attacker reached (loss-side net)
         self.rounds = 0
 
     # One round: every chain of every identity takes attack_steps steps into G_u; keep what they found.
@@ -663,7 +663,6 @@ class Unlearning:
                 losses["adversarial"] = adversarial_loss(self.G_u, self.G_s, w_adv, owner.to(self.device), self.w_t,
                                                          planes_t, nets, cfg, c)
                 total = total + cfg.lambda_adv * losses["adversarial"]
-                losses["attack_id"] = torch.tensor(memory.found_id[-1])
                 losses["total"] = total
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -678,6 +677,8 @@ class Unlearning:
             show = last or (cfg.preview_every > 0 and step % cfg.preview_every == 0)
             yield Progress(step=self.steps_done, total=cfg.iters, losses=record,
                            previews=self.previews() if show else None, seconds=self.seconds)
+        if memory is not None:  # how close the attacker inside the loop came, round by round (run.json)
+            self.extra["adversarial_attack_id"] = {"every": cfg.attack_every, "best_id": memory.found_id}
         self.G_u.eval()
         self.G_u.requires_grad_(False)
         self.completed = self.steps_done == cfg.iters and not self.cancelled
