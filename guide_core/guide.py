@@ -330,9 +330,10 @@ def global_loss(x_u: torch.Tensor, x_s: torch.Tensor, nets: LossNets) -> torch.T
 # the person. Every attack_every iterations the audit's own attacker (audit.optimise_codes) runs attack_steps steps
 # into the current G_u from `attack_chains` starts per identity at once: w_u, w̄, then seeded random people (a stream
 # of their own, never the audit's draws), each chain re-inverting one of the identity's photos (in turns) and
-# warm-started from the latent it found last, so over a run each chain runs as long an attack as the audit's. The
-# latents found are held to the identity's target like w_u itself (the local loss of (G_u(w_adv), G_s(w_t)) pairs),
-# the last `adversarial_sources` per identity.
+# warm-started from the latent it found last, so a chain's steps add up over a run like one long attack. The latents
+# found are held to the identity's target like w_u itself (the local loss of (G_u(w_adv), G_s(w_t)) pairs), the last
+# `adversarial_sources` per identity (a round adds attack_chains of them). Measured on the default world
+# (docs/results.md): it holds off its own warm chains but not a fresh attack, so it is off by default.
 class AdversarialMemory:
     def __init__(self, bundle: "ModelBundle", w_u: torch.Tensor, photos: list[torch.Tensor], cfg: LTUConfig):
         self.capacity = cfg.adversarial_sources
