@@ -101,9 +101,9 @@ def markdown(results: list[dict]) -> str:
                                         ("ID", r["id"] <= TARGET["id"]), ("far", r["far_kept"] >= TARGET["far_kept"]),
                                         ("time", not ratio > TARGET["time_ratio"])) if not ok]
         fid = f"{r['fid_pre']:.2f}" if r.get("fid_pre") is not None else "—"
+        shared = " (shared cores)" if r.get("shared_cores") else ""
         lines.append(f"| {r['row']} | {r['setting']} | {r['id']:.2f} | {r['best_G_s']:.2f} / {r['best_G_u']:.2f} | "
-                     f"{r['far_kept']:.2f} | {fid} | {r['seconds']:.0f} s{' (shared cores)' if r.get('shared_cores') else ''} | "
-                     f"{ratio:.2f} | "
+                     f"{r['far_kept']:.2f} | {fid} | {r['seconds']:.0f} s{shared} | {ratio:.2f} | "
                      + ("met" if not missed else "missed: " + ", ".join(missed)) + " |")
     return "\n".join(lines)
 

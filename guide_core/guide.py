@@ -347,6 +347,8 @@ class AdversarialMemory:
             starts = [w_u[i:i + 1], w_avg] + ([map_latents(bundle.G, z[i], bundle.cond_c.to(w_u.device), 1.0)]
                                               if n_random else [])
             self.chains.append(torch.cat(starts)[:cfg.attack_chains].clone())
+        with torch.no_grad():  # the loss-side net is frozen: the photos' embeddings are fixed for the whole run
+            self.photo_embeddings = [bundle.id_loss_net.embed(p) for p in photos]
         self.codes: list[torch.Tensor] = [w_u[:0].clone() for _ in photos]  # per identity [<= capacity, num_ws, 512]
         self.found_id: list[float] = []  # per round: the best similarity to a photo the attacker reached (loss-side net)
         self.rounds = 0
@@ -360,15 +362,16 @@ class AdversarialMemory:
         best = -1.0
         for i, photos in enumerate(self.photos):
             k = len(self.chains[i])
-            photo = photos[(torch.arange(k) + self.rounds) % len(photos)]
+            turn = (torch.arange(k) + self.rounds) % len(photos)
+            photo = photos[turn]
             *_, (_, image, _, found) = optimise_codes(bundle, G_u, photo, self.chains[i], cfg.attack_steps,
                                                       lambda_id=attacker_identity_weight(bundle),
                                                       lambda_per=attacker_perceptual_weight(bundle))
             self.chains[i] = found
             self.codes[i] = torch.cat([self.codes[i], found])[-self.capacity:]
             with torch.no_grad():
-                net = bundle.id_loss_net
-                best = max(best, float(embedding_similarity(net.embed(image), net.embed(photo)).max()))
+                found_id = embedding_similarity(bundle.id_loss_net.embed(image), self.photo_embeddings[i][turn])
+            best = max(best, float(found_id.max()))
         self.found_id.append(best)
         G_u.train(was_training)
         self.rounds += 1
