@@ -1,5 +1,5 @@
-# The project's one SHA-256 of a file and of a module's state, and files written so that a crash or a kill never
-# leaves half of one behind.
+"""Files: the project's one SHA-256 of a file and of a module's state, human-readable sizes, and files written so
+that a crash or a kill never leaves half of one behind."""
 from __future__ import annotations
 
 import contextlib
@@ -10,17 +10,37 @@ from pathlib import Path
 from typing import Iterator
 
 HASH_CHUNK = 1 << 22  # 4 MiB reads: weights are hundreds of MB
+BAR_MIN_SIZE = 4 << 20  # smaller files hash in a blink: no bar
 
 
-# SHA-256 of a file, streamed; `on_block(n)` is called with each block's size (a progress bar's update).
-def sha256_file(path: Path, on_block=None) -> str:
+def sha256_file(path: str | os.PathLike, progress: bool = False) -> str:
+    """SHA-256 of a file, streamed; with ``progress`` a bar on stderr for files over 4 MiB."""
+    from guide_core.progress import progress_bar
+
+    path = Path(path)
+    size = path.stat().st_size
+    bar = progress_bar(size, f"hashing {path.name}", enabled=progress and size > BAR_MIN_SIZE, bytes_=True)
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_CHUNK):
-            digest.update(block)
-            if on_block is not None:
-                on_block(len(block))
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(HASH_CHUNK):
+                digest.update(block)
+                bar.update(len(block))
+    finally:
+        bar.close()
     return digest.hexdigest()
+
+
+def human_size(size: int | None) -> str:
+    """A byte count as people read it: ``512 B``, ``1.5 MB``, ``1.1 GB`` (``?`` when unknown)."""
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
 
 
 # Fingerprint of a module's state (keys, shapes and float32 values): which model a delta or a cached w̄ belongs to.

@@ -78,7 +78,7 @@ def download_http(url: str, part: Path, progress: bool, timeout: float) -> None:
         if response.status_code not in (200, 206):
             raise FetchError(f"download of {url} failed: HTTP {response.status_code} {response.reason}")
         start, total = _content_range(response, have)
-        bar = progress_bar(total, part.name[:-len(".part")], enabled=progress, initial=start)
+        bar = progress_bar(total, part.name[:-len(".part")], enabled=progress, initial=start, bytes_=True)
         written = start
         try:
             # A fresh download (start 0) truncates: a server that ignored Range must not append a second copy.

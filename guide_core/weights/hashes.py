@@ -9,36 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from guide_core import files
+from guide_core.files import sha256_file  # noqa: F401 - re-exported: weights.sha256_file
+from guide_core.progress import progress_bar  # noqa: F401
 from guide_core.weights.catalogue import entry, weights_dir
 
 HASHES_FILE = "hashes.json"
-_BAR_MIN_SIZE = 4 << 20  # smaller files hash in a blink: no bar
-
-
-# A progress bar on stderr (tqdm), or a no-op one; shared by hashing and downloads.
-def progress_bar(total: int | None, desc: str, enabled: bool = True, initial: int = 0):
-    if enabled:
-        from tqdm import tqdm
-        return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                    file=sys.stderr, leave=False)
-
-    class _Silent:
-        def update(self, n: int) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-    return _Silent()
-
-
-# SHA-256 of a file (guide_core.files), with a progress bar for the big ones when asked.
-def sha256_file(path: Path, progress: bool = False) -> str:
-    size = path.stat().st_size
-    bar = progress_bar(size, f"hashing {path.name}", enabled=progress and size > _BAR_MIN_SIZE)
-    try:
-        return files.sha256_file(path, on_block=bar.update)
-    finally:
-        bar.close()
 
 
 # The local hash record, weights/hashes.json (never in git: it describes this machine's files).
