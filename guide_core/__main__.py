@@ -15,7 +15,7 @@ COMMANDS = {
     "audit": ("guide_core.cli", "audit", "re-inversion attack on an unlearned generator"),
     "import": ("guide_core.cli", "import_run", "make a run directory of a generator unlearned by another tool "
                                               "(e.g. the official GUIDE unlearn.py's last.pkl)"),
-    "weights": ("guide_core.weights.cli", "cli", "status | fetch NAME | fetch --all | verify | path | publish of the "
+    "weights": ("guide_core.cli.weights", "cli", "status | fetch NAME | fetch --all | verify | path | publish of the "
                                              "weight files"),
     "convert-eg3d": ("guide_core.eg3d.convert", "cli", "convert an official EG3D .pkl to .safetensors + JSON"),
 }

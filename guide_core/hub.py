@@ -19,7 +19,7 @@ from typing import Any, Iterable, TextIO
 
 from guide_core import weights as W
 from guide_core.weights import catalogue
-from guide_core.weights.cli import human_size
+from guide_core.files import human_size
 from guide_core.weights.download import download_http
 from guide_core.weights.hashes import cached_verdict, remember_check
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from guide_core.weights.catalogue import (MANIFEST_FILE, REPO, SHIPPED_ROOT, entry, env_names,
                                           install_hint, install_steps, is_installed, manifest, path_of, require,
                                           weights_dir)
-from guide_core.weights.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_arguments, main
+
 from guide_core.weights.download import CHUNK, fetch
 from guide_core.weights.errors import (FetchError, HashMismatchError, LicenceNotAcceptedError, MissingWeightsError,
                                        NoSourceError, OfflineError, UnknownWeightsError, UnsafeCheckpointError,
@@ -30,7 +30,7 @@ __all__ = [
     "require", "sha256_file", "expected_hash", "judge_hash", "record_hash",
     "WeightStatus", "VerifyResult", "status", "verify", "verify_one", "record", "fetch",
     "load_torch", "load_torch_state_dict", "load_safetensors", "load_npy", "load_generator",
-    *_MEAN_LATENT, "EXIT_OK", "EXIT_PROBLEM", "EXIT_USAGE", "add_arguments", "main",
+    *_MEAN_LATENT,
 ]
 
 

@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from guide_core.files import human_size
 from guide_core.weights.catalogue import install_hint, install_steps, require, weights_dir
 from guide_core.weights.download import fetch
 from guide_core.weights.errors import LicenceNotAcceptedError, NoSourceError, UnknownWeightsError, WeightsError
@@ -60,18 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="upload this file too (e.g. the EG3D LICENSE.txt); repeatable")
     p_pub.add_argument("--accept-licence", "--accept-license", dest="accept_licence", action="store_true",
                        help="accept the licences of the files redistributed (same as GUIDE_ACCEPT_LICENCE=1)")
-
-
-# Human-readable byte count.
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 # Print the status table (rich) and, when offline or incomplete, what is missing and where it goes.
