@@ -24,8 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from guide_core.cli import add_config_flags, config_from_args  # noqa: E402
-from guide_core.guide import (LossNets, LTUConfig, Unlearning, ltu_losses, ltu_losses_reference,  # noqa: E402
-                              sample_draws)
+from guide_core.config import LTUConfig  # noqa: E402
+from guide_core.engine import Unlearning  # noqa: E402
+from guide_core.engine.draws import sample_draws  # noqa: E402
+from guide_core.engine.losses import LossNets, ltu_losses  # noqa: E402
+from guide_core.engine.reference import ltu_losses_reference  # noqa: E402
 from guide_core.precision import autocast_dtype  # noqa: E402
 from guide_core.testing import random_bundle  # noqa: E402
 

@@ -42,7 +42,7 @@ def main() -> int:
     from guide_core import metrics, runs
     from guide_core.bundle import pil_to_tensor
     from guide_core.registry import load_bundle
-    from guide_core.guide import Unlearning
+    from guide_core.engine import Unlearning
     from guide_core.world.bundle import WEIGHTS_DIR
     from guide_core.world.examples import person_photos
     from guide_core.world.heads import random_z
@@ -100,7 +100,7 @@ def main() -> int:
                 base_run = runs.base_run_record(parent_dir, runs.read_run(parent_dir), base)
             start = time.perf_counter()
             job = Unlearning(bundle, codes[k][:1], cfg=cfg, sources=[sources[k]], base=base,
-                             base_run=base_run).run_all()
+                             base_run=base_run, forgotten=runs.forgotten_codes(base_run)).run_all()
             total += time.perf_counter() - start
             parent_dir = Path(tmp) / f"run{k + 1}"
             runs.save_run(parent_dir, job)

@@ -59,7 +59,7 @@ def row_photos(bundle, row: str) -> torch.Tensor:
 def measure(bundle, row: str, setting: str, cfg, photos: torch.Tensor, audit_steps: int, n_fid: int,
             before_audit):
     from guide_core import audit
-    from guide_core.guide import Unlearning
+    from guide_core.engine import Unlearning
     from guide_core.metrics import fid_pre, id_similarity
 
     w_u = bundle.invert(photos[:1])
@@ -76,8 +76,8 @@ def measure(bundle, row: str, setting: str, cfg, photos: torch.Tensor, audit_ste
               "audit_steps": audit_steps, "best_G_s": found.before.best_id, "best_G_u": found.after.best_id,
               "strongest": found.to_dict()["strongest_attack"],
               "attacks": {a.name: [round(a.before.best_id, 4), round(a.after.best_id, 4)] for a in found.attacks}}
-    if run.adversarial_memory is not None:
-        result["robust_attack_id"] = [round(v, 3) for v in run.adversarial_memory.found_id]
+    if run.method.memory is not None:
+        result["robust_attack_id"] = [round(v, 3) for v in run.method.memory.found_id]
     return result, found
 
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from demo import handlers  # noqa: E402
-from guide_core.guide import Unlearning  # noqa: E402
+from guide_core.engine import Unlearning  # noqa: E402
 
 
 # Seconds per iteration of the library loop on the session's source (the CLI's path after inversion).

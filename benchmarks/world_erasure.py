@@ -66,7 +66,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from guide_core.registry import load_bundle
-    from guide_core.guide import LTUConfig, Unlearning
+    from guide_core.config import LTUConfig
+    from guide_core.engine import Unlearning
     from guide_core.identity import identity_similarity
     from guide_core.metrics import id_similarity
     from guide_core.world.examples import person_photos
@@ -113,8 +114,8 @@ def main() -> int:
                                 "distance_rank": int((far_dist < far_dist[worst]).sum()) + 1,
                                 "similarity_to_source": float(to_source[~is_near][worst])}
     result["threshold"] = threshold
-    if run.adversarial_memory is not None:  # robust unlearning: what its own attacker reached, round by round
-        result["robust_attack_id"] = [round(v, 3) for v in run.adversarial_memory.found_id]
+    if run.method.memory is not None:  # robust unlearning: what its own attacker reached, round by round
+        result["robust_attack_id"] = [round(v, 3) for v in run.method.memory.found_id]
     if args.n_fid:
         from guide_core.metrics import fid_pre
         result["fid_pre"] = fid_pre(bundle, G_u, n=args.n_fid)

@@ -1,4 +1,4 @@
-# The studio application: picks the models and examples, builds the page, and configures the queue.
+"""The studio application: picks the models and examples, builds the page, and configures the queue."""
 from __future__ import annotations
 
 import os
@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = REPO / "assets" / "examples"
 
 
-# Build the Blocks app with its queue: heavy events share one worker, the queue shows each visitor's position.
 def build_app(max_queue: int = 16) -> gr.Blocks:
+    """Build the Blocks app with its queue: heavy events share one worker, the queue shows each visitor's position."""
     from guide_core.guide import LTUConfig
 
     models = handlers.available_models()
@@ -30,26 +30,29 @@ def build_app(max_queue: int = 16) -> gr.Blocks:
     return app.queue(max_size=max_queue, default_concurrency_limit=1)
 
 
-# Launch options shared by app.py and the tests: upload size limit, no analytics, no telemetry pages.
 def launch_kwargs() -> dict:
+    """Launch options shared by app.py and the tests: upload size limit, no analytics, no telemetry pages."""
     return dict(max_file_size=handlers.MAX_UPLOAD, show_error=True, footer_links=["api"],
                 allowed_paths=[str(EXAMPLES_DIR)])
 
 
-# At start-up on a Hugging Face Space (or wherever GUIDE_HF_REPO names a host's mirror): fetch every file of the
-# released bundles (GUIDE_SPACE_MODELS, comma-separated; default the paper's generator) through guide_core.hub. With
-# GUIDE_HF_REPO set every file comes from that repository, the generator as the converted .safetensors that
-# `weights publish` put there (files its preload_from_hub already placed in the Hugging Face cache are copied, not
-# downloaded). The EG3D licence must be accepted by the host (GUIDE_ACCEPT_LICENCE=1). A failure is printed and the
-# app falls back to the embedded world, so a Space without network access or an accepted licence still starts.
 def fetch_released_weights(models: str | None = None) -> list[str]:
-    from guide_core import hub, weights
+    """Fetch every file of the released bundles at start-up on a Hugging Face Space; returns what was not fetched.
 
-    wanted = (models or os.environ.get("GUIDE_SPACE_MODELS", hub.DEFAULT_MODEL)).split(",")
+    Runs on a Space or wherever GUIDE_HF_REPO names a host's mirror; the bundles are GUIDE_SPACE_MODELS
+    (comma-separated; default the paper's generator), fetched through guide_core.fetching. With GUIDE_HF_REPO set every
+    file comes from that repository, the generator as the converted .safetensors that `weights publish` put there
+    (files its preload_from_hub already placed in the Hugging Face cache are copied, not downloaded). The EG3D licence
+    must be accepted by the host (GUIDE_ACCEPT_LICENCE=1). A failure is printed and the app falls back to the embedded
+    world, so a Space without network access or an accepted licence still starts.
+    """
+    from guide_core import fetching, weights
+
+    wanted = (models or os.environ.get("GUIDE_SPACE_MODELS", fetching.DEFAULT_MODEL)).split(",")
     failures = []
     for model in filter(None, (m.strip() for m in wanted)):
         try:
-            report = hub.fetch_all(model, progress=False, out=sys.stdout)
+            report = fetching.fetch_all(model, progress=False, out=sys.stdout)
         except weights.WeightsError as error:  # an unknown model or a licence not accepted: nothing was fetched
             failures.append(f"{model}: {error}")
             continue

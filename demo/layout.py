@@ -1,4 +1,4 @@
-# The studio's page: components and their wiring to demo.handlers. Layout only; the handlers hold the behaviour.
+"""The studio's page: components and their wiring to demo.handlers. Layout only; the handlers hold the behaviour."""
 from __future__ import annotations
 
 import dataclasses
@@ -50,11 +50,13 @@ unlearned generator lives in **your session only**.
 """
 
 
-# The upload widget: an Image whose preprocessing hands the raw uploaded file to the handler, which decodes it with
-# guide_core.faces and can say precisely what is wrong with a bad file (Gradio's own decoding would fail with a
-# generic error before any handler runs). Patched per instance: a gr.Image subclass would make Gradio write a .pyi
-# stub next to this module at import time.
 def photo_input(**kwargs: Any) -> gr.Image:
+    """The upload widget: an Image whose preprocessing hands the raw uploaded file to the handler.
+
+    The handler decodes it with guide_core.faces and can say precisely what is wrong with a bad file (Gradio's own
+    decoding would fail with a generic error before any handler runs).
+    """
+    # Patched per instance: a gr.Image subclass would make Gradio write a .pyi stub next to this module at import time.
     component = gr.Image(type="filepath", image_mode=None, **kwargs)
 
     def raw_file(payload) -> str | None:
@@ -68,8 +70,8 @@ def photo_input(**kwargs: Any) -> gr.Image:
     return component
 
 
-# Sliders generated from the LTUConfig dataclass; returns (field names, components) in one fixed order.
 def config_sliders(config_cls: Any, advanced: bool, defaults: Any = None) -> tuple[list[str], list[gr.Component]]:
+    """Sliders generated from the LTUConfig dataclass; returns (field names, components) in one fixed order."""
     defaults = defaults if defaults is not None else config_cls()
     names, components = [], []
     for field in dataclasses.fields(config_cls):
@@ -90,8 +92,8 @@ def config_sliders(config_cls: Any, advanced: bool, defaults: Any = None) -> tup
     return names, components
 
 
-# The whole page.
 def build(examples: list[str], models: list[str], default_model: str, config_cls: Any, defaults: Any) -> gr.Blocks:
+    """The whole page."""
     with gr.Blocks(title="guide studio") as app:
         session = gr.State(None, delete_callback=handlers.end_session)
         gr.Markdown(INTRO)
@@ -220,4 +222,5 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
 
 
 def example_paths(folder: Path) -> list[str]:
+    """The example photos in a folder, sorted."""
     return sorted(str(p) for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))

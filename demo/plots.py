@@ -1,5 +1,7 @@
-# Plotly figures of the studio: latent geometry of UFO, loss curves, per-view identity, identity clusters.
-# Every number drawn here comes from guide_core; this module only projects it to 2-D and lays it out.
+"""Plotly figures of the studio: latent geometry of UFO, loss curves, per-view identity, identity clusters.
+
+Every number drawn here comes from guide_core; this module only projects it to 2-D and lays it out.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -16,9 +18,11 @@ MEAN_COLOUR = "#2ca02c"
 SAMPLE_COLOUR = "rgba(120,120,120,0.35)"
 
 
-# Turn [N, num_ws, 512] (or one code [num_ws, 512]) latents into one row per code, the whole code as one vector
-# (UFO measures distances over the whole code, Seo et al. 2024 Sec. 3.2, so the projection should too).
 def _rows(codes) -> np.ndarray:
+    """Turn [N, num_ws, 512] (or one code [num_ws, 512]) latents into one row per code, the whole code as one vector.
+
+    UFO measures distances over the whole code (Seo et al. 2024 Sec. 3.2), so the projection should too.
+    """
     array = np.asarray(codes.detach().cpu() if hasattr(codes, "detach") else codes, dtype=np.float64)
     if array.ndim == 2:
         array = array[None]
@@ -27,21 +31,27 @@ def _rows(codes) -> np.ndarray:
     return array.reshape(array.shape[0], -1)
 
 
-# A figure without plotly's per-update validation: validating a 300-point figure costs ~0.1 s, the figures here are
-# built from fixed code paths (their content is checked by tests/test_demo_handlers.py), and the d slider is live.
 def _figure() -> go.Figure:
+    """A figure without plotly's per-update validation.
+
+    Validating a 300-point figure costs ~0.1 s, the figures here are built from fixed code paths (their content is
+    checked by tests/test_demo_handlers.py), and the d slider is live.
+    """
     return go.Figure(_validate=False)
 
 
 def _layout(fig: go.Figure, title: str, height: int = 360, **axes) -> go.Figure:
-    # One layout update (each plotly update call re-validates the figure, the d slider's budget is < 1 s).
+    """The studio's common layout, set in one update.
+
+    Each plotly update call re-validates the figure, and the d slider's budget is < 1 s.
+    """
     fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=70), template="plotly_white",
                       legend=dict(orientation="h", yanchor="top", y=-0.3), **axes)
     return fig
 
 
-# A figure that says why it is empty instead of showing blank axes.
 def empty_figure(message: str) -> go.Figure:
+    """A figure that says why it is empty instead of showing blank axes."""
     fig = _figure()
     fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
     fig.update_xaxes(visible=False)
@@ -49,11 +59,15 @@ def empty_figure(message: str) -> go.Figure:
     return _layout(fig, "", height=260)
 
 
-# The plane the UFO picture is drawn in. Its first axis is UFO's own direction (w_u − w̄)/‖w_u − w̄‖, so the
-# extrapolation line is the horizontal axis and distances along it are true latent distances (w_t sits at −d, w_u at
-# +‖w_u − w̄‖); its second axis is the first principal component of the sampled w with that direction removed, so
-# the cloud shows how the latent space spreads around the line. Fitted once per source; the d slider only transforms.
 class LatentPlane:
+    """The plane the UFO picture is drawn in.
+
+    Its first axis is UFO's own direction (w_u − w̄)/‖w_u − w̄‖, so the extrapolation line is the horizontal axis and
+    distances along it are true latent distances (w_t sits at −d, w_u at +‖w_u − w̄‖); its second axis is the first
+    principal component of the sampled w with that direction removed, so the cloud shows how the latent space spreads
+    around the line. Fitted once per source; the d slider only transforms.
+    """
+
     def __init__(self, samples, w_avg, w_u):
         rows = _rows(samples)
         self.center = _rows(w_avg)[0]
@@ -68,13 +82,16 @@ class LatentPlane:
         self.samples_xy = self.transform(samples)
 
     def transform(self, codes) -> np.ndarray:
+        """Codes -> [N, 2] coordinates in the plane."""
         offsets = _rows(codes) - self.center
         return np.stack([offsets @ self.direction, offsets @ self.orthogonal], axis=1)
 
 
-# The UFO picture (Seo et al. 2024, Fig. 3): sampled w, the mean w̄, the source w_u, the extrapolation line
-# {ufo_target(w_u, w̄, d)} and the current target w_t.
 def ufo_geometry(plane: LatentPlane, w_avg, w_u, line: Sequence, line_d: Sequence[float], w_t, d: float) -> go.Figure:
+    """The UFO picture (Seo et al. 2024, Fig. 3).
+
+    Sampled w, the mean w̄, the source w_u, the extrapolation line {ufo_target(w_u, w̄, d)} and the current target w_t.
+    """
     xy = plane.samples_xy
     mean_xy = plane.transform(w_avg)[0]
     source_xy = plane.transform(w_u)[0]
@@ -98,8 +115,8 @@ def ufo_geometry(plane: LatentPlane, w_avg, w_u, line: Sequence, line_d: Sequenc
                    yaxis=dict(title=f"PC1 of sampled w ⟂ that direction ({plane.explained:.0%})"))
 
 
-# Loss curves of Latent Target Unlearning as they stream in: one line per loss term (Seo et al. 2024, Eq. 4–7).
 def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int]) -> go.Figure:
+    """Loss curves of Latent Target Unlearning as they stream in: one line per loss term (Seo et al. 2024, Eq. 4–7)."""
     if not steps:
         return empty_figure("Loss curves appear here while unlearning runs.")
     fig = _figure()
@@ -110,8 +127,8 @@ def loss_curves(history: Mapping[str, Sequence[float]], steps: Sequence[int]) ->
     return _layout(fig, "Latent Target Unlearning losses")
 
 
-# Identity similarity to each source photo per camera view, before (G_s) and after (G_u) unlearning.
 def identity_per_view(yaws_deg: Sequence[float], series: Mapping[str, Sequence[float]]) -> go.Figure:
+    """Identity similarity to each source photo per camera view, before (G_s) and after (G_u) unlearning."""
     fig = _figure()
     for name, values in series.items():
         dash = "solid" if name.startswith("before") else "dash"
@@ -123,9 +140,11 @@ def identity_per_view(yaws_deg: Sequence[float], series: Mapping[str, Sequence[f
     return _layout(fig, "Identity similarity per view")
 
 
-# The erasure audit's attack curves: identity similarity to the photo per attack step, against G_s (solid) and G_u
-# (dashed), one colour per attack, for the identity the attacker recovers best from G_u.
 def audit_curves(attacks: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], name: str = "") -> go.Figure:
+    """The erasure audit's attack curves: identity similarity to the photo per attack step.
+
+    Against G_s (solid) and G_u (dashed), one colour per attack, for the identity the attacker recovers best from G_u.
+    """
     if not attacks:
         return empty_figure("Attack curves appear here when the report runs the erasure audit.")
     fig = _figure()
@@ -142,9 +161,11 @@ def audit_curves(attacks: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
     return _layout(fig, "Erasure audit: re-inversion attacks" + (f" ({name})" if name else ""))
 
 
-# t-SNE of identity embeddings: one scatter per generator (before / after), coloured by identity, so erasing the
-# sources shows as their clusters dissolving while the other clusters stay put.
 def identity_clusters(embeddings, labels: Sequence[str], generators: Sequence[str], seed: int = 0) -> go.Figure:
+    """t-SNE of identity embeddings: one scatter per generator (before / after), coloured by identity.
+
+    Erasing the sources shows as their clusters dissolving while the other clusters stay put.
+    """
     rows = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, dtype=np.float64)
     perplexity = float(max(2.0, min(30.0, (len(rows) - 1) / 3.0)))
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(rows)

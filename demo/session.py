@@ -1,5 +1,8 @@
-# Per-visitor state of the studio (kept in gr.State): the identities listed, the chain of finished runs and this
-# visitor's unlearned generator. Nothing in here is ever shared with another session.
+"""Per-visitor state of the studio, kept in gr.State.
+
+The identities listed, the chain of finished runs and this visitor's unlearned generator. Nothing in here is ever
+shared with another session.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,17 +14,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-# Another photo of a listed person (ID_others in the paper): its file name, SHA-256, code and aligned crop.
+
 class OtherPhoto(NamedTuple):
+    """Another photo of a listed person (ID_others in the paper): its file name, SHA-256, code and aligned crop."""
     name: str
     sha256: str
     w: torch.Tensor
     aligned: Any
 
 
-# One person to forget: the photo they were inverted from, its codes, and what the Source tab shows of them.
 @dataclasses.dataclass
 class Identity:
+    """One person to forget: the photo they were inverted from, its codes, and what the Source tab shows of them."""
     name: str  # the uploaded file's name without its suffix (as the CLI names identities), made unique per session
     sha256: str
     file_name: str
@@ -37,15 +41,16 @@ class Identity:
     upload_note: str = ""  # the browser may deliver one upload twice, and the second must show the same page
 
 
-# A finished run that a later run continues from: its Unlearning and, once a later run needed it, its saved folder.
 @dataclasses.dataclass
 class ChainRun:
+    """A finished run that a later run continues from: its Unlearning and, once a later run needed it, its folder."""
     job: Any
     run_dir: Path | None = None
 
 
 @dataclasses.dataclass
 class StudioSession:
+    """One visitor's studio: the model, the listed identities, the chain of runs and the latest unlearned generator."""
     model: str | None = None
     identities: list[Identity] = dataclasses.field(default_factory=list)
     selected: str | None = None  # name of the identity the Source and UFO tabs show
@@ -65,39 +70,41 @@ class StudioSession:
     def __deepcopy__(self, memo) -> "StudioSession":
         return StudioSession()
 
-    # This visitor's private folder for saved runs and downloads.
     @property
     def workdir(self) -> Path:
+        """This visitor's private folder for saved runs and downloads."""
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="guide-session-"))
         return self._workdir
 
-    # The selected identity (None while none is listed).
     @property
     def current(self) -> Identity | None:
+        """The selected identity (None while none is listed)."""
         return next((i for i in self.identities if i.name == self.selected), None)
 
-    # The listed identity of that name (None when there is none).
     def identity(self, name: str | None) -> Identity | None:
+        """The listed identity of that name (None when there is none)."""
         return next((i for i in self.identities if i.name == name), None)
 
     def forget_run(self) -> None:
+        """Drop the latest run's generator, settings and loss history (the chain of finished runs stays)."""
         self.generator_u, self.job, self.config, self.steps, self.losses = None, None, None, [], {}
         self.run_state = "none"
         self.run_seconds = 0.0
 
-    # A new model: identities, runs and the unlearned generator all belong to the old one.
     def reset(self, model: str | None) -> None:
+        """A new model: identities, runs and the unlearned generator all belong to the old one."""
         self.model, self.identities, self.selected, self.chain = model, [], None, []
         self.forget_run()
 
 
 def new_session() -> StudioSession:
+    """A fresh, empty session."""
     return StudioSession()
 
 
-# Gradio drops a visitor's state after they leave: stop their run and remove their run files with it.
 def end_session(session: StudioSession | None) -> None:
+    """Gradio drops a visitor's state after they leave: stop their run and remove their run files with it."""
     if session is None:
         return
     import shutil

@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-import torch.nn.functional as F
 
-from guide_core.metrics import stage_bar
+from guide_core.identity import embedding_similarity
+from guide_core.inversion import (LAMBDA_ID, attacker_identity_weight, attacker_perceptual_weight, optimise_codes,
+                                  photo_batch, to_resolution)
+from guide_core.progress import progress_bar
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -29,8 +31,6 @@ ATTACKS = ("encoder", "code", "mean", "random")
 RANDOM_STARTS = 2
 # Steps of the encoder's refinement: it settles within a few (ReStyle uses 5); more only repeat renders.
 ENCODER_REFINE_STEPS = 10
-# Weight of the loss-side identity term in the optimisation attacks (pSp / GOAE train their encoders with 0.1-1).
-LAMBDA_ID = 0.5
 
 
 # Result of one attack on one generator: best / final / starting identity similarity to the photo, the step of the
@@ -44,24 +44,6 @@ class AttackResult:
     history: list[dict[str, float]]
 
 
-# Resize a [-1, 1] photo batch to a render's resolution (area filter when shrinking).
-def _to_resolution(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
-                         align_corners=None if x.shape[-1] > size else False)
-
-
-# The weight the attacker may give the loss-side identity net: none when it is the metric net itself.
-def attacker_identity_weight(bundle: "ModelBundle", lambda_id: float = LAMBDA_ID) -> float:
-    return 0.0 if bundle.id_loss_net is bundle.id_metric_net else float(lambda_id)
-
-
-# The weight of the perceptual term: none when the bundle's perceptual distance is made of the metric net's features.
-def attacker_perceptual_weight(bundle: "ModelBundle") -> float:
-    return 0.0 if bundle.perceptual_uses_metric_net else 1.0
-
-
 # The attacker's objective in words (run.json, reports).
 def objective_text(lambda_per: float, lambda_l2: float, lambda_id: float) -> str:
     terms = (["LPIPS"] if lambda_per else []) + [f"{lambda_l2:g} * MSE"]
@@ -72,7 +54,6 @@ def objective_text(lambda_per: float, lambda_l2: float, lambda_id: float) -> str
 # Identity similarity to the photo's metric embedding, as the audit scores a render.
 class _Scorer:
     def __init__(self, bundle: "ModelBundle", photo: torch.Tensor):
-        from guide_core.identity import embedding_similarity
         self.net, self.similarity = bundle.id_metric_net, embedding_similarity
         with torch.no_grad():
             self.target = self.net.embed(photo)
@@ -82,62 +63,10 @@ class _Scorer:
             return float(self.similarity(self.net.embed(image), self.target).mean())
 
 
-def _photo_batch(bundle: "ModelBundle", photo: torch.Tensor) -> torch.Tensor:
-    photo = photo.to(bundle.device, torch.float32)
-    return photo.unsqueeze(0) if photo.ndim == 3 else photo
-
-
 def _finish(history: list[dict[str, float]]) -> AttackResult:
     best = max(history, key=lambda h: h["id"])
     return AttackResult(best_id=best["id"], final_id=history[-1]["id"], start_id=history[0]["id"],
                         best_step=int(best["step"]), history=history)
-
-
-# The attacker's w+ optimisation: G's frontal renders of w (start w_init, one code per photo) pulled onto the photos
-# under lambda_per * LPIPS + lambda_l2 * MSE + lambda_id * the loss-side identity loss. Yields (step, render, loss,
-# None) before each Adam step and (steps, render, None, the codes found) at the end; the generator is never changed.
-# Shared by the audit and by robust unlearning, whose attacker is the same one.
-def optimise_codes(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
-                   steps: int, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = 0.0,
-                   lambda_per: float = 1.0):
-    from guide_core.identity import embedding_similarity
-
-    if steps < 0:
-        raise ValueError(f"audit steps must be >= 0, got {steps}")
-    if lambda_id and bundle.id_loss_net is bundle.id_metric_net:
-        raise ValueError("the attacker's identity term would optimise the metric's own network: this bundle has one "
-                         "identity net, so use lambda_id=0 (attacker_identity_weight)")
-    if lambda_per and bundle.perceptual_uses_metric_net:
-        raise ValueError("the attacker's perceptual term would optimise the metric's own network: this bundle's "
-                         "perceptual distance is built on it, so use lambda_per=0 (attacker_perceptual_weight)")
-    photo = _photo_batch(bundle, photo)
-    c = bundle.camera(0.0, 0.0).expand(photo.shape[0], -1)
-    was = [p.requires_grad for p in G.parameters()]
-    G.requires_grad_(False)
-    if lambda_id:
-        with torch.no_grad():
-            id_target = bundle.id_loss_net.embed(photo)
-    w = w_init.detach().clone().to(bundle.device).requires_grad_(True)
-    optimizer = torch.optim.Adam([w], lr=lr)
-    try:
-        for step in range(steps + 1):
-            image = G.synthesis(w, c, noise_mode="const", deterministic=True)["image"]
-            if step == steps:
-                yield step, image.detach(), None, w.detach()
-                break
-            target = _to_resolution(photo, image.shape[-1])
-            loss = lambda_l2 * F.mse_loss(image, target)
-            if lambda_per:
-                loss = loss + lambda_per * bundle.perceptual(image, target).mean()
-            if lambda_id:
-                loss = loss + lambda_id * (1 - embedding_similarity(bundle.id_loss_net.embed(image), id_target)).mean()
-            yield step, image.detach(), float(loss.detach()), None
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    finally:
-        for p, flag in zip(G.parameters(), was):
-            p.requires_grad_(flag)
 
 
 # Re-inversion by optimisation (optimise_codes), scored every `check_every` steps and at both ends.
@@ -146,17 +75,16 @@ def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.T
                        lambda_per: float = 1.0, seed: int = 0, check_every: int = 10,
                        progress: str | None = None) -> AttackResult:
     torch.manual_seed(seed)
-    photo = _photo_batch(bundle, photo)
+    photo = photo_batch(bundle, photo)
     score = _Scorer(bundle, photo)
     history: list[dict[str, float]] = []
-    bar = stage_bar(steps, progress or "", progress is not None)
+    bar = progress_bar(steps, progress or "", progress is not None)
     for step, image, loss, _ in optimise_codes(bundle, G, photo, w_init, steps, lr, lambda_l2, lambda_id, lambda_per):
         if step % check_every == 0 or step == steps:
             history.append({"step": step, "id": score(image), **({"loss": loss} if loss is not None else {})})
-        if progress is not None and step < steps:
+        if step < steps:
             bar.update(1)
-    if progress is not None:
-        bar.close()
+    bar.close()
     return _finish(history)
 
 
@@ -166,7 +94,7 @@ def encoder_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tenso
                    steps: int = ENCODER_REFINE_STEPS) -> AttackResult:
     if steps < 0:
         raise ValueError(f"audit steps must be >= 0, got {steps}")
-    photo = _photo_batch(bundle, photo)
+    photo = photo_batch(bundle, photo)
     score = _Scorer(bundle, photo)
     w_photo = bundle.invert(photo)
     w = w_photo.clone()
@@ -175,7 +103,7 @@ def encoder_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tenso
         image = bundle.render(G, w)
         history.append({"step": step, "id": score(image)})
         if step < steps:
-            w = w + w_photo - bundle.invert(_to_resolution(image, photo.shape[-1]))
+            w = w + w_photo - bundle.invert(to_resolution(image, photo.shape[-1]))
     return _finish(history)
 
 
@@ -282,7 +210,7 @@ def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tens
                   steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = LAMBDA_ID,
                   seed: int = 0, attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM_STARTS,
                   progress: bool = False, reuse_before: AuditResult | None = None) -> AuditResult:
-    photo = _photo_batch(bundle, photo)
+    photo = photo_batch(bundle, photo)
     names = attack_names(attacks, random_starts)
     if bundle.encoder is None:
         names = [n for n in names if n != "encoder"]
@@ -318,8 +246,7 @@ def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tens
             w0, where = bundle.w_avg_code()[None], "mean latent"
         else:  # random-k: G_s and G_u share the mapping network (unlearning changes the synthesis only)
             z = torch.randn(1, bundle.z_dim, generator=gen).to(bundle.device)
-            with torch.no_grad():
-                w0 = bundle.G.mapping(z, bundle.cond_c.to(bundle.device))
+            w0 = bundle.map(bundle.G, z)
             where = f"mapping of random z (seed {seed}, draw {name.split('-')[1]})"
         label = (lambda side: f"attack {name} on {side}") if progress else (lambda side: None)
         before = on_G_s(name, lambda: reinversion_attack(bundle, bundle.G, photo, w0, **kwargs, progress=label("G_s")))

@@ -13,14 +13,15 @@
 from __future__ import annotations
 
 import math
-import sys
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from guide_core.identity import identity_similarity
+from guide_core.progress import progress_bar
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -38,15 +39,7 @@ PITCH = -0.2
 def default_n_fid(bundle: "ModelBundle") -> int:
     if torch.device(bundle.device).type != "cpu":
         return N_FID_PAPER
-    return N_FID_CPU_SMALL if int(bundle.G.img_resolution) <= 128 else N_FID_CPU_LARGE
-
-
-# A tqdm bar on stderr for one long stage, or a context that does nothing (library calls stay quiet by default).
-def stage_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return nullcontext(None)
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+    return N_FID_CPU_SMALL if bundle.backend.resolution(bundle.G) <= 128 else N_FID_CPU_LARGE
 
 
 # The official evaluation views: yaw = linspace(-pi/12, pi/12, 11), pitch -0.2 from frontal.
@@ -58,12 +51,12 @@ def view_yaws(n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE) -> torch.Ten
 def render_views(bundle: "ModelBundle", G: torch.nn.Module, ws: torch.Tensor, yaws: torch.Tensor, pitch: float,
                  batch: int = 16, bar=None) -> torch.Tensor:
     codes = ws.repeat_interleave(len(yaws), dim=0)
-    cams = bundle.camera(yaws, pitch).repeat(ws.shape[0], 1)
+    cams = bundle.camera(yaws, pitch)
+    cams = None if cams is None else cams.repeat(ws.shape[0], 1)
     out = []
     with torch.no_grad():
         for i in range(0, codes.shape[0], batch):
-            out.append(G.synthesis(codes[i:i + batch], cams[i:i + batch], noise_mode="const",
-                                   deterministic=True)["image"])
+            out.append(bundle.synthesize(G, codes[i:i + batch], None if cams is None else cams[i:i + batch]))
             if bar is not None:
                 bar.update(len(out[-1]))
     return torch.cat(out)
@@ -73,10 +66,8 @@ def render_views(bundle: "ModelBundle", G: torch.nn.Module, ws: torch.Tensor, ya
 def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Module, ws: torch.Tensor,
                   n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE, pitch: float = PITCH,
                   progress: str | None = None) -> torch.Tensor:
-    from guide_core.identity import identity_similarity
-
     yaws = view_yaws(n_views, yaw_range)
-    with stage_bar(2 * ws.shape[0] * len(yaws), progress or "", progress is not None) as bar:
+    with progress_bar(2 * ws.shape[0] * len(yaws), progress or "", progress is not None, unit="img") as bar:
         before = render_views(bundle, G_s, ws, yaws, pitch, bar=bar)
         after = render_views(bundle, G_u, ws, yaws, pitch, bar=bar)
     with torch.no_grad():
@@ -84,13 +75,17 @@ def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Mod
     return cos.view(ws.shape[0], len(yaws)).mean(dim=1).cpu()
 
 
+def other_codes(source: dict[str, Any], device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """The codes of a run.json source's other photos [K, num_ws, 512], or None when it has none."""
+    others = source.get("others") or []
+    return torch.tensor([o["w"] for o in others], dtype=torch.float32, device=device) if others else None
+
+
 # ID and ID_others of every identity forgotten (run.json source records with w_u, as runs.chain_sources lists them
 # for a chain), each against the root G_s: [{name, run, earlier, id, id_others, n_others}]. `earlier` marks the
 # identities of earlier runs of a chain, which must stay forgotten.
 def identity_rows(bundle: "ModelBundle", G_u: torch.nn.Module, identities: list[dict[str, Any]],
                   progress: bool = False) -> list[dict[str, Any]]:
-    from guide_core.runs import other_codes
-
     codes = torch.tensor([s["w_u"] for s in identities], dtype=torch.float32, device=bundle.device)
     ids = id_similarity(bundle, bundle.G, G_u, codes, progress="ID renders" if progress else None).tolist()
     latest = max(s.get("run", 0) for s in identities)
@@ -128,12 +123,11 @@ def sample_features(bundle: "ModelBundle", G: torch.nn.Module, n: int, seed: int
     z = torch.randn(n, bundle.z_dim, generator=gen)
     yaw = (torch.rand(n, generator=gen) * 2 - 1) * yaw_range
     feats = []
-    with torch.no_grad(), stage_bar(n, progress or "", progress is not None) as bar:
+    with torch.no_grad(), progress_bar(n, progress or "", progress is not None, unit="img") as bar:
         for i in range(0, n, batch):
             zb = z[i:i + batch].to(bundle.device)
-            ws = G.mapping(zb, bundle.cond_c.expand(zb.shape[0], -1), truncation_psi=1.0)
-            images = G.synthesis(ws, bundle.camera(yaw[i:i + batch], pitch), noise_mode="const",
-                                 deterministic=True)["image"]
+            ws = bundle.map(G, zb, 1.0)
+            images = bundle.synthesize(G, ws, bundle.camera(yaw[i:i + batch], pitch))
             feats.append(bundle.feature_net(images).double().cpu().numpy())
             if bar is not None:
                 bar.update(len(zb))

@@ -1,11 +1,11 @@
-# LPIPS-VGG perceptual distance (Zhang et al., CVPR 2018), used by GUIDE's local and global losses (§4) through the
-# `lpips` package. Its linear heads ship inside the lpips wheel; the VGG16 ImageNet backbone comes from
-# weights/vgg16-397923af.pth (torchvision's file). Nothing is ever downloaded: lpips would ask torchvision for
-# pretrained weights, so the backbone is built empty and filled from the local file.
-#
-# The perceptual-net protocol: any feature net used in place of LPIPS (e.g. the embedded world's) is a module called as
-# `net(x, y) -> [N]`, x and y [N,3,H,W] images in [-1,1] of equal shape, returning a per-sample distance that is >= 0,
-# 0 for identical images, symmetric, and differentiable in both inputs; its own parameters stay frozen.
+"""LPIPS-VGG perceptual distance (Zhang et al., CVPR 2018), used by GUIDE's local and global losses (§4) through the
+`lpips` package. Its linear heads ship inside the lpips wheel; the VGG16 ImageNet backbone comes from
+weights/vgg16-397923af.pth (torchvision's file). Nothing is ever downloaded: lpips would ask torchvision for
+pretrained weights, so the backbone is built empty and filled from the local file.
+
+The perceptual-net protocol: any feature net used in place of LPIPS (e.g. the embedded world's) is a module called as
+`net(x, y) -> [N]`, x and y [N,3,H,W] images in [-1,1] of equal shape, returning a per-sample distance that is >= 0,
+0 for identical images, symmetric, and differentiable in both inputs; its own parameters stay frozen."""
 from __future__ import annotations
 
 import warnings
@@ -24,21 +24,22 @@ LPIPS_VGG_SLICES: tuple[tuple[int, range], ...] = (
 VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 
-# The call signature every perceptual net of the project provides (see the module header).
 @runtime_checkable
 class PerceptualNet(Protocol):
+    """The call signature every perceptual net of the project provides (see the module docstring)."""
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
 
 
-# Where the lpips wheel keeps its linear heads (v0.1, the calibrated release).
 def lpips_heads_path() -> Path:
+    """Where the lpips wheel keeps its linear heads (v0.1, the calibrated release)."""
     import lpips
     return Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / "vgg.pth"
 
 
-# The VGG16 file to read: `weights_dir/vgg16-397923af.pth`, or the weights manager's location ($GUIDE_WEIGHTS_DIR or
-# weights/); absent -> a FileNotFoundError saying where to put it and how to fetch it.
 def vgg16_path(weights_dir: str | Path | None = None) -> Path:
+    """The VGG16 file to read: `weights_dir/vgg16-397923af.pth`, or the weights manager's location ($GUIDE_WEIGHTS_DIR
+    or weights/); absent -> a FileNotFoundError saying where to put it and how to fetch it."""
     from guide_core.weights import MissingWeightsError, path_of
     path = Path(weights_dir) / VGG16_FILE if weights_dir is not None else path_of(VGG16_WEIGHTS_NAME)
     if not path.is_file():
@@ -49,9 +50,9 @@ def vgg16_path(weights_dir: str | Path | None = None) -> Path:
     return path
 
 
-# torchvision VGG16 keys (features.<i>.weight/bias) -> lpips keys (net.slice<s>.<i>.weight/bias); other keys, such as
-# the classifier, are not used by LPIPS and are ignored.
 def vgg16_to_lpips(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision VGG16 keys (features.<i>.weight/bias) -> lpips keys (net.slice<s>.<i>.weight/bias); other keys, such
+    as the classifier, are not used by LPIPS and are ignored."""
     slice_of = {index: number for number, indices in LPIPS_VGG_SLICES for index in indices}
     missing = [f"features.{i}.{p}" for i in VGG16_CONV_INDICES for p in ("weight", "bias")
                if f"features.{i}.{p}" not in state]
@@ -62,8 +63,12 @@ def vgg16_to_lpips(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             for i in VGG16_CONV_INDICES for p in ("weight", "bias")}
 
 
-# The LPIPS-VGG distance as a frozen module: Perceptual(...)(x, y) -> [N] for images in [-1,1].
 class Perceptual(nn.Module):
+    """The LPIPS-VGG distance as a frozen module: Perceptual(...)(x, y) -> [N] for images in [-1,1].
+
+    The VGG16 backbone is read from `vgg_state_dict` when given, else from `weights_dir` (default: the weights
+    manager's vgg16 file) through the safe loaders; the linear heads from the lpips wheel."""
+
     def __init__(self, weights_dir: str | Path | None = None,
                  vgg_state_dict: Mapping[str, torch.Tensor] | None = None,
                  device: str | torch.device = "cpu"):
@@ -96,12 +101,12 @@ class Perceptual(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    # Always evaluated as released (the heads' dropout off), whatever a parent module's mode.
     def train(self, mode: bool = True) -> "Perceptual":
+        """Always evaluated as released (the heads' dropout off), whatever a parent module's mode."""
         return super().train(False)
 
-    # Per-sample LPIPS distance [N] between two [N,3,H,W] batches in [-1,1]; gradients flow into both inputs.
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample LPIPS distance [N] between two [N,3,H,W] batches in [-1,1]; gradients flow into both inputs."""
         if x.shape != y.shape:
             raise ValueError(f"Perceptual: images must have equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
         if x.ndim != 4 or x.shape[1] != 3:

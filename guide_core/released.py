@@ -9,7 +9,7 @@ import torch
 
 from guide_core.bundle import ModelBundle
 from guide_core.eg3d.camera import camera_params
-from guide_core.guide import LTUConfig
+from guide_core.config import LTUConfig
 from guide_core.registry import register_model
 
 # Released-model worlds: bundle name -> (generator weight name, what it is). GUIDE's experiments use the rebalanced
@@ -33,7 +33,7 @@ RELEASED_LTU_DEFAULTS = LTUConfig()
 # manifest entry that declares itself converted from this very generator qualifies.
 def released_generator_name(generator_name: str) -> str:
     from guide_core import weights
-    from guide_core.hub import converted_name
+    from guide_core.weights.catalogue import converted_name
 
     converted = converted_name(generator_name)
     return converted if converted is not None and weights.is_installed(converted) else generator_name
@@ -69,14 +69,15 @@ def _require_all(names: dict[str, str]) -> dict[str, Path]:
 # Inception for FID, the EG3D face crop). Pivot (0, 0, 0): GUIDE's scripts read a rendering key that EG3D does not
 # define (`avg_cam_pivot`) and so fall back to the origin; the paper's numbers were made with that camera.
 def _released_bundle(name: str, generator_name: str | None, generator_path: Path | None, device: str) -> ModelBundle:
-    from guide_core import weights
+    from guide_core.eg3d import io as eg3d_io
+    from guide_core.eg3d import mean_latent
 
     needed = dict(NET_WEIGHTS)
     if generator_name is not None:
         needed = {"generator": released_generator_name(generator_name), **needed}
     files = _require_all(needed)
-    G = weights.load_generator(files.get("generator", generator_path), device=device)
-    w_avg = weights.w_avg(G, generator_name or str(generator_path))
+    G = eg3d_io.load_generator(files.get("generator", generator_path), device=device)
+    w_avg = mean_latent.w_avg(G, generator_name or str(generator_path))
 
     from guide_core import faces
     from guide_core.encoders import load_goae

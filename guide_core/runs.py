@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from guide_core.files import atomic_write, sha256_file, state_fingerprint
+from guide_core.metrics import other_codes  # noqa: F401 - read from run records; kept importable here
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
-    from guide_core.guide import Unlearning
+    from guide_core.engine import Unlearning
 
 RUN_FORMAT = "guide-run/2"
 OLD_FORMAT = "guide-run/1"  # one identity, `source` + top-level codes: read and upgraded in memory
@@ -88,7 +89,7 @@ def run_record(unlearning: "Unlearning", delta_keys: list[str]) -> dict[str, Any
     return {"format": RUN_FORMAT, "model": unlearning.bundle.name,
             "root_fingerprint": state_fingerprint(unlearning.bundle.G), "base_run": unlearning.base_run,
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "sources": sources, "config": unlearning.cfg.to_dict(),
+            "sources": sources, "method": unlearning.method.name, "config": unlearning.cfg.to_dict(),
             "trainable_prefix": unlearning.trainable_prefix, "steps_done": unlearning.steps_done,
             "completed": unlearning.completed, "cancelled": unlearning.cancelled,
             "train_seconds": round(unlearning.seconds, 3),
@@ -270,10 +271,13 @@ def run_codes(record: dict[str, Any], device: torch.device | str = "cpu") -> tup
             torch.tensor([s["w_t"] for s in record["sources"]], dtype=torch.float32, device=device))
 
 
-# The codes of a source's other photos [K, num_ws, 512], or None when it has none.
-def other_codes(source: dict[str, Any], device: torch.device | str = "cpu") -> torch.Tensor | None:
-    others = source.get("others") or []
-    return torch.tensor([o["w"] for o in others], dtype=torch.float32, device=device) if others else None
+def forgotten_codes(base_run: dict[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(w_u, w_t) [M, num_ws, 512] of every identity forgotten along the chain behind a base_run record, nearest
+    parent first (what a continuing run holds to its targets); None when there is none."""
+    earlier = [s for link in chain_links({"base_run": base_run}) for s in link["sources"]]
+    if not earlier:
+        return None
+    return tuple(torch.tensor([s[key] for s in earlier], dtype=torch.float32) for key in ("w_u", "w_t"))
 
 
 # A full original-layout generator state_dict of a run's G_u for other EG3D tools: `out` (.safetensors, every tensor

@@ -89,7 +89,7 @@ def _center_crop(size: int) -> Callable[[Any], Any]:
 # 512 px, 128 px neural rendering, 48+48 depth samples).
 def random_bundle(profile: str = "small", device: str | torch.device = "cpu", seed: int = 0) -> ModelBundle:
     from guide_core.eg3d import TriPlaneGenerator, camera_params
-    from guide_core.guide import LTUConfig
+    from guide_core.config import LTUConfig
     from guide_core.released import RELEASED_LTU_DEFAULTS
 
     if profile not in ("small", "paper"):

@@ -120,7 +120,8 @@ ROBUST = dict(lr=3e-3, iters=12, preview_every=0, deterministic_render=True, adv
 
 
 def test_robust_unlearning_holds_the_attack_latents_to_the_target(bundle, w_u):  # noqa: F811
-    from guide_core.guide import LTUConfig, Unlearning
+    from guide_core.config import LTUConfig
+    from guide_core.engine import Unlearning
     photo = bundle.render(bundle.G, w_u)
     paper = dict(ROBUST, adversarial_sources=0)
     plain = Unlearning(bundle, w_u, cfg=LTUConfig(**paper)).run_all()
@@ -129,7 +130,7 @@ def test_robust_unlearning_holds_the_attack_latents_to_the_target(bundle, w_u): 
     assert all(torch.equal(a, b) for a, b in zip(plain.G_u.parameters(), same.G_u.parameters()))
     assert "adversarial" not in plain.history[-1]
     robust = Unlearning(bundle, w_u, cfg=LTUConfig(**ROBUST), photos=[photo]).run_all()
-    memory = robust.adversarial_memory
+    memory = robust.method.memory
     # Attacks at iterations 0, 4, 8, each of the 2 chains (from w_u and from w̄) at once; the last 2 latents kept.
     assert memory.rounds == 3 and memory.codes[0].shape == (2, *w_u.shape[1:])
     assert len(memory.found_id) == 3 and all(-1 <= v <= 1 for v in memory.found_id)
@@ -141,7 +142,7 @@ def test_robust_unlearning_holds_the_attack_latents_to_the_target(bundle, w_u): 
     assert not torch.equal(memory.codes[0][1], bundle.w_avg_code())
     # More chains start from seeded random people, the same ones in every run with the same seed.
     chains = dict(ROBUST, attack_chains=4, adversarial_sources=8, iters=1)
-    a, b = (Unlearning(bundle, w_u, cfg=LTUConfig(**chains), photos=[photo]).run_all().adversarial_memory
+    a, b = (Unlearning(bundle, w_u, cfg=LTUConfig(**chains), photos=[photo]).run_all().method.memory
             for _ in range(2))
     assert a.codes[0].shape[0] == 4 and torch.equal(a.codes[0], b.codes[0])
     assert (a.codes[0][2] - a.codes[0][3]).abs().max() > 1e-3
@@ -157,7 +158,7 @@ def test_robust_unlearning_holds_the_attack_latents_to_the_target(bundle, w_u): 
 def test_robust_unlearning_lowers_what_the_attacker_recovers():
     import dataclasses
     from guide_core.bundle import pil_to_tensor
-    from guide_core.guide import Unlearning
+    from guide_core.engine import Unlearning
     from guide_core.registry import load_bundle
     world = load_bundle("default")
     photo = pil_to_tensor(world.align(Image.open(EXAMPLES / "person000_photo0.png")))

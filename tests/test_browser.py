@@ -45,6 +45,7 @@ def studio_url():
     _require_browser()
     from demo import app as demo_app
     from demo import handlers
+    from demo.handlers import common
     from guide_core import registry
     from tests.test_demo_handlers import TINY, tiny_bundle
 
@@ -61,7 +62,7 @@ def studio_url():
     yield f"http://127.0.0.1:{port}/"
     blocks.close()
     registry.unregister_model(TINY)
-    handlers._BUNDLES.pop(TINY, None)
+    common._BUNDLES.pop(TINY, None)
 
 
 @pytest.fixture(scope="module")

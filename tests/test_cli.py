@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from guide_core import guide, registry, runs, testing
+from guide_core import registry, runs, testing
+from guide_core.config import LTUConfig
+from guide_core.engine import Progress, Unlearning
 from guide_core.__main__ import main
 
 MODEL = "random-small-clitest"
@@ -141,7 +143,7 @@ def test_flags_come_from_ltu_config(capsys):
 def test_model_defaults_fill_missing_flags(tmp_path, capsys):
     def factory(device: str):
         world = testing.random_bundle("small", device=device, seed=0)
-        world.ltu_defaults = guide.LTUConfig(iters=2, alpha_max=5.0)
+        world.ltu_defaults = LTUConfig(iters=2, alpha_max=5.0)
         return world
 
     registry.register_model("random-small-defaults", factory)
@@ -162,10 +164,10 @@ def test_interrupt_leaves_no_run(tmp_path, capsys, monkeypatch):
     photo = make_photo(tmp_path / "p.png")
 
     def interrupted(self):
-        yield guide.Progress(step=1, total=3, losses={k: 0.0 for k in ("total", "local", "adjacency", "global")})
+        yield Progress(step=1, total=3, losses={k: 0.0 for k in ("total", "local", "adjacency", "global")})
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(guide.Unlearning, "run", interrupted)
+    monkeypatch.setattr(Unlearning, "run", interrupted)
     code, _, err = run_cli(["unlearn", "--image", str(photo), "--out", str(tmp_path / "r"), *FAST], capsys)
     assert code == 130 and "no run was written" in err
     assert not (tmp_path / "r").exists() and [p.name for p in tmp_path.iterdir()] == ["p.png"]

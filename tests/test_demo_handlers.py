@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demo import handlers
+from demo import handlers, plots
+from demo.handlers import common, views
 from guide_core import guide, registry, runs
 from guide_core.bundle import ModelBundle
 
@@ -88,10 +89,10 @@ def tiny_bundle(device: str = "cpu") -> ModelBundle:
 @pytest.fixture(scope="module")
 def tiny_model():
     registry.register_model(TINY, tiny_bundle, "tiny seeded model for the studio's tests")
-    handlers._BUNDLES.pop(TINY, None)
+    common._BUNDLES.pop(TINY, None)
     yield TINY
     registry.unregister_model(TINY)
-    handlers._BUNDLES.pop(TINY, None)
+    common._BUNDLES.pop(TINY, None)
 
 
 # A small "photo": smooth colour gradients with a face-like blob, saved as PNG (or JPEG) in tmp_path.
@@ -338,13 +339,13 @@ def test_two_identities_are_forgotten_in_one_run_with_a_row_each(tiny_model, tmp
     view = handlers.render_view(0, 0, session)
     assert [caption for _, caption in view.others] == ["bob: before", "bob: after"]
     assert not np.array_equal(view.before, view.others[0][0])
-    monkeypatch.setattr(handlers, "ORBIT_YAWS_DEG", (-15.0, 15.0))  # fewer views: the layout is what is checked
-    monkeypatch.setattr(handlers, "CLUSTER_YAWS_DEG", (0.0,))
+    monkeypatch.setattr(views, "ORBIT_YAWS_DEG", (-15.0, 15.0))  # fewer views: the layout is what is checked
+    monkeypatch.setattr(views, "CLUSTER_YAWS_DEG", (0.0,))
     orbit = handlers.orbit(session)
     assert orbit.before_strip.shape == (2 * 256, 2 * 256, 3)  # one row per identity
     assert {name.split(" of ")[1].split(" vs")[0] for name in (t.name for t in orbit.id_plot.data)} == {"ann", "bob"}
     seen = {}
-    monkeypatch.setattr(handlers.plots, "identity_clusters",
+    monkeypatch.setattr(plots, "identity_clusters",
                         lambda embeddings, labels, generators: seen.update(labels=labels, n=len(embeddings)))
     handlers.identity_clusters(session)
     assert {"ann", "bob"} <= set(seen["labels"]) and seen["n"] == len(seen["labels"])
@@ -458,7 +459,7 @@ def test_real_photo_on_a_released_model_shows_the_detected_box(data_dir, monkeyp
     name = "eg3d-ffhq"
     registry.available_models()
     monkeypatch.setitem(registry._REGISTRY, name, (lambda device: dataclasses.replace(tiny_bundle(device), name=name), ""))
-    handlers._BUNDLES.pop(name, None)
+    common._BUNDLES.pop(name, None)
     try:
         photo = sorted((data_dir / "celebahq_1024").glob("*.jpg"))[0]
         out = handlers.upload_photo(str(photo), name, 30.0, None)
@@ -466,4 +467,4 @@ def test_real_photo_on_a_released_model_shows_the_detected_box(data_dir, monkeyp
         red = (out.detected[..., 0] == 255) & (out.detected[..., 1] == 64) & (out.detected[..., 2] == 64)
         assert red.sum() > 100, "the detected face box is not drawn"
     finally:
-        handlers._BUNDLES.pop(name, None)
+        common._BUNDLES.pop(name, None)

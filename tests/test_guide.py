@@ -11,12 +11,20 @@ import threading
 import pytest
 import torch
 
-from guide_core import guide, runs
+from guide_core import runs
+from guide_core.backends import EG3DBackend
 from guide_core.registry import available_models, load_bundle
 from guide_core.testing import random_bundle
-from guide_core.guide import LossNets, LTUConfig, Unlearning, ltu_losses, ltu_losses_reference, sample_draws, ufo_target
+from guide_core.config import LTUConfig
+from guide_core.engine import Unlearning
+from guide_core.engine.draws import NEAR_POOL, sample_draws
+from guide_core.engine.losses import LossNets, global_latents, ltu_losses, render
+from guide_core.engine.reference import ltu_losses_reference
+from guide_core.methods.guide import ufo_target
 from guide_core.runs import load_run, read_run, save_run
 from tests.util import assert_close
+
+TRAINABLE_PREFIX = EG3DBackend.trainable_prefix
 
 # A short run that is long enough to halve the local distance on the small world (lr raised from the paper's 1e-4 so
 # 20 iterations suffice; every other setting is the paper's).
@@ -124,29 +132,29 @@ def test_config_validation_and_round_trip():
 # n_glob_near: the global loss's last N_near latents are the pool's people nearest to w_u outside the adjacency
 # radius; the others stay uniformly random, and at 0 the draws are the paper's.
 def test_global_latents_add_the_nearest_people_outside_the_adjacency_radius(bundle, w_u):
-    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.backend)
     paper = sample_draws(torch.Generator().manual_seed(0), LTUConfig(n_glob=3), 1, bundle.z_dim)
     assert paper.z_pool.shape[0] == 0
     draws = sample_draws(torch.Generator().manual_seed(0), LTUConfig(n_glob=3, n_glob_near=2), 1, bundle.z_dim)
-    assert torch.equal(draws.z_glob, paper.z_glob[:1]) and draws.z_pool.shape[0] == guide.NEAR_POOL
-    pool = guide.map_latents(bundle.G, draws.z_pool, bundle.cond_c, 1.0)
+    assert torch.equal(draws.z_glob, paper.z_glob[:1]) and draws.z_pool.shape[0] == NEAR_POOL
+    pool = bundle.backend.map(bundle.G, draws.z_pool, 1.0)
     distance = (pool - w_u).flatten(1).norm(dim=1).sort().values
     radius = float(distance[5] + distance[6]) / 2  # the 6 nearest lie inside the adjacency radius
     cfg = LTUConfig(n_glob=3, n_glob_near=2, alpha_max=radius)
-    chosen = guide.global_latents(bundle.G, w_u, draws, nets, cfg)
+    chosen = global_latents(bundle.G, w_u, draws, nets, cfg)
     assert chosen.shape == (3, *w_u.shape[1:])
-    assert_close(chosen[0], guide.map_latents(bundle.G, draws.z_glob, bundle.cond_c, 1.0)[0], 0, "random latent")
+    assert_close(chosen[0], bundle.backend.map(bundle.G, draws.z_glob, 1.0)[0], 0, "random latent")
     near = (chosen[1:] - w_u).flatten(1).norm(dim=1)
     assert_close(near, distance[6:8], 1e-4, "distances of the chosen people")
     capped_cfg = LTUConfig(n_glob=1, n_glob_near=3, alpha_max=radius)  # N_near is at most N_g
     capped = sample_draws(torch.Generator().manual_seed(0), capped_cfg, 1, bundle.z_dim)
     assert capped.z_glob.shape[0] == 0
-    capped_pool = (guide.map_latents(bundle.G, capped.z_pool, bundle.cond_c, 1.0) - w_u).flatten(1).norm(dim=1)
-    one = guide.global_latents(bundle.G, w_u, capped, nets, capped_cfg)
+    capped_pool = (bundle.backend.map(bundle.G, capped.z_pool, 1.0) - w_u).flatten(1).norm(dim=1)
+    one = global_latents(bundle.G, w_u, capped, nets, capped_cfg)
     assert_close((one - w_u).flatten(1).norm(dim=1), capped_pool[capped_pool > radius].min()[None], 1e-4,
                  "distance of the one global latent")
-    assert torch.equal(guide.global_latents(bundle.G, w_u, paper, nets, LTUConfig(n_glob=3)),
-                       guide.map_latents(bundle.G, paper.z_glob, bundle.cond_c, 1.0))
+    assert torch.equal(global_latents(bundle.G, w_u, paper, nets, LTUConfig(n_glob=3)),
+                       bundle.backend.map(bundle.G, paper.z_glob, 1.0))
 
 
 # ---- batched == reference ----------------------------------------------------------------------------------------
@@ -169,11 +177,11 @@ def test_batched_losses_equal_one_at_a_time(bundle, w_u, n_sources):
     with torch.no_grad():  # move G_u off G_s so every loss term (global included) is non-zero
         gen = torch.Generator().manual_seed(1)
         for name, p in G_u.named_parameters():
-            if name.startswith(guide.TRAINABLE_PREFIX):
+            if name.startswith(TRAINABLE_PREFIX):
                 p.add_(0.01 * torch.randn(p.shape, generator=gen))
     for name, p in G_u.named_parameters():
-        p.requires_grad_(name.startswith(guide.TRAINABLE_PREFIX))
-    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+        p.requires_grad_(name.startswith(TRAINABLE_PREFIX))
+    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.backend)
     draws = sample_draws(torch.Generator().manual_seed(0), cfg, n_sources, 512, step)
     if n_sources == 3:
         assert draws.adj_index.tolist() == [1, 2] and draws.z_adj.shape[:2] == (2, 2)
@@ -202,13 +210,13 @@ def test_batched_losses_equal_one_at_a_time(bundle, w_u, n_sources):
 def test_fixed_camera_target_render_cache(bundle, w_u):
     cfg = LTUConfig(deterministic_render=True, yaw_range=0.0)
     w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
-    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.backend)
     draws = sample_draws(torch.Generator().manual_seed(0), cfg, 1, 512)
     assert draws.yaw == 0.0
     c = bundle.camera(draws.yaw, cfg.pitch)
     with torch.no_grad():
         planes_t = bundle.G.get_planes(w_t)
-        image_t = guide.render(bundle.G, planes_t, w_t, c, cfg)
+        image_t = render(nets, bundle.G, planes_t, w_t, c, cfg)
         plain = ltu_losses(bundle.G, bundle.G, w_u, w_t, planes_t, draws, nets, cfg, c)[1]
         cached = ltu_losses(bundle.G, bundle.G, w_u, w_t, planes_t, draws, nets, cfg, c, image_t=image_t)[1]
     for key in plain:
@@ -242,7 +250,7 @@ def test_effect_test_catches_broken_unlearning(bundle, w_u, variant):
 def test_only_the_synthesis_backbone_changes(bundle, short_run):
     base = bundle.G.state_dict()
     changed = [k for k, v in short_run.G_u.state_dict().items() if not torch.equal(v, base[k])]
-    assert changed and all(k.startswith(guide.TRAINABLE_PREFIX) for k in changed), changed[:5]
+    assert changed and all(k.startswith(TRAINABLE_PREFIX) for k in changed), changed[:5]
     assert not any(p.requires_grad for p in bundle.G.parameters())
 
 
@@ -296,7 +304,7 @@ def test_run_record_round_trip(bundle, short_run, tmp_path):
     assert record["model"] == "random-small" and record["config"] == short_run.cfg.to_dict()
     assert record["sources"][0]["sha256"] == "0" * 64 and record["completed"] is True
     assert record["delta"]["kind"] == "new_values"
-    assert all(k.startswith(guide.TRAINABLE_PREFIX) for k in record["delta"]["keys"])
+    assert all(k.startswith(TRAINABLE_PREFIX) for k in record["delta"]["keys"])
     assert set(record["versions"]) >= {"guide", "torch", "numpy"}
     assert_close(torch.tensor([s["w_t"] for s in record["sources"]]), short_run.w_t, 0.0, "w_t in run.json")
     G_u = load_run(run_dir, bundle)
@@ -396,7 +404,7 @@ def test_batched_equals_reference_on_the_eg3d_layout(fixtures_dir):
         for name, p in run.G_u.named_parameters():
             if p.requires_grad:
                 p.add_(0.01 * torch.randn(p.shape, generator=gen))
-    loss_nets = LossNets(world.perceptual, world.id_loss_net, world.cond_c)
+    loss_nets = LossNets(world.perceptual, world.id_loss_net, world.backend)
     draws = sample_draws(torch.Generator().manual_seed(0), cfg, 1, 512)
     c = world.camera(draws.yaw, cfg.pitch)
     with torch.no_grad():
@@ -417,12 +425,12 @@ def test_local_only_baseline_without_adjacent_or_global_codes(bundle, w_u):
     cfg = LTUConfig(d=0.0, n_adj=0, n_glob=0, deterministic_render=True, yaw_range=0.0).original_arithmetic()
     w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
     assert_close(w_t, bundle.w_avg.expand_as(w_t), 1e-6, "baseline target")
-    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+    nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.backend)
     draws = sample_draws(torch.Generator().manual_seed(0), cfg, 1, 512)
     c = bundle.camera(draws.yaw, cfg.pitch)
     with torch.no_grad():
         planes_t = bundle.G.get_planes(w_t)
-        image_t = guide.render(bundle.G, planes_t, w_t, c, cfg)
+        image_t = render(nets, bundle.G, planes_t, w_t, c, cfg)
         batched = ltu_losses(bundle.G, bundle.G, w_u, w_t, planes_t, draws, nets, cfg, c, image_t=image_t)[1]
         reference = ltu_losses_reference(bundle.G, bundle.G, w_u, w_t, draws, nets, cfg, c)[1]
     assert float(batched["adjacency"]) == 0.0 and float(batched["global"]) == 0.0

@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from guide_core import hub, registry, released, testing
+from guide_core import registry, released, testing
 from guide_core import weights as W
-from guide_core.weights import catalogue
+from guide_core.eg3d import io as eg3d_io
+from guide_core.weights import catalogue, sources, transports
 from guide_core.__main__ import main as cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -194,8 +195,8 @@ def hubserver(tmp_path, monkeypatch):
     # The client's import-time settings, set for the test: online, a private cache, small write chunks.
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(hub, "GDOWN_COOKIES", str(tmp_path / "gdown-cookies.txt"))
-    monkeypatch.setattr(hub, "_DRIVE_LISTINGS", {})
+    monkeypatch.setattr(transports, "GDOWN_COOKIES", str(tmp_path / "gdown-cookies.txt"))
+    monkeypatch.setattr(transports, "_DRIVE_LISTINGS", {})
     yield httpd
     httpd.shutdown()
     httpd.server_close()
@@ -282,20 +283,20 @@ def test_source_chain_order_and_precedence(monkeypatch, manifest):
                                    {"url": "https://example.org/encoder_FFHQ.pt"},
                                    {"hf_repo": "mirror/goae", "hf_filename": "ckpt/encoder_FFHQ.pt"}]
     kinds = lambda chain: [s["kind"] for s in chain]  # noqa: E731
-    assert kinds(hub.sources_for("goae")) == ["hf", "url", "gdrive"]            # default order: hf, url, gdrive
-    assert hub.sources_for("goae")[0]["filename"] == "ckpt/encoder_FFHQ.pt"
-    assert hub.describe(hub.sources_for("goae")[2]) == "Google Drive folder FOLDER / encoder_FFHQ.pt"
-    assert kinds(hub.sources_for("goae", kinds="url,gdrive")) == ["url", "gdrive"]
+    assert kinds(sources.sources_for("goae")) == ["hf", "url", "gdrive"]            # default order: hf, url, gdrive
+    assert sources.sources_for("goae")[0]["filename"] == "ckpt/encoder_FFHQ.pt"
+    assert sources.describe(sources.sources_for("goae")[2]) == "Google Drive folder FOLDER / encoder_FFHQ.pt"
+    assert kinds(sources.sources_for("goae", kinds="url,gdrive")) == ["url", "gdrive"]
     monkeypatch.setenv("GUIDE_SOURCES", "gdrive")
-    assert kinds(hub.sources_for("goae")) == ["gdrive"]
+    assert kinds(sources.sources_for("goae")) == ["gdrive"]
     monkeypatch.setenv("GUIDE_HF_REPO", "host/mirror")                            # a host's mirror replaces them all
-    assert hub.sources_for("goae") == [{"kind": "hf", "repo": "host/mirror", "filename": "encoder_FFHQ.pt",
+    assert sources.sources_for("goae") == [{"kind": "hf", "repo": "host/mirror", "filename": "encoder_FFHQ.pt",
                                         "revision": None, "repo_type": "model"}]
     monkeypatch.setenv("GUIDE_GDRIVE_GOAE", "1AbCdEf")                            # per-name environment wins
-    assert hub.sources_for("goae") == [{"kind": "gdrive", "id": "1AbCdEf"}]
-    assert hub.sources_for("goae", url="https://x.org/a.pt") == [{"kind": "url", "url": "https://x.org/a.pt"}]
+    assert sources.sources_for("goae") == [{"kind": "gdrive", "id": "1AbCdEf"}]
+    assert sources.sources_for("goae", url="https://x.org/a.pt") == [{"kind": "url", "url": "https://x.org/a.pt"}]
     with pytest.raises(W.UnknownWeightsError, match="unknown source kind.*ftp"):
-        hub.sources_for("ir_se50", kinds="hf,ftp")
+        sources.sources_for("ir_se50", kinds="hf,ftp")
 
 
 def test_licence_must_be_accepted_before_any_download(hubserver, manifest, tmp_path, monkeypatch, capsys):
@@ -335,7 +336,7 @@ def test_offline_is_one_clear_line(hubserver, manifest, tmp_path, monkeypatch, c
 
 def test_gdown_download_resumes_across_runs_and_checks_the_hash(hubserver, manifest, tmp_path, monkeypatch):
     folder = _use_dir(monkeypatch, tmp_path / "w")
-    monkeypatch.setattr(hub, "GDRIVE_RETRIES", 0)                     # surface the cut instead of retrying at once
+    monkeypatch.setattr(transports, "GDRIVE_RETRIES", 0)                  # surface the cut instead of retrying at once
     data = _payload("ffhq-real-feat") * 64
     hubserver.files["/files/ffhq_real_feat.npy"] = data
     hubserver.cut_once.add("/files/ffhq_real_feat.npy")
@@ -363,12 +364,12 @@ def test_drive_folder_listing_selects_by_file_name():
 
     listing = [Entry(id="1aaa", path="encoder_FFHQ.pt", local_path="/x/encoder_FFHQ.pt"),
                Entry(id="1bbb", path="sub/ffhq_real_feat.npy", local_path="/x/sub/ffhq_real_feat.npy")]
-    assert hub.pick_drive_file(listing, "ffhq_real_feat.npy", "F") == "1bbb"
+    assert transports.pick_drive_file(listing, "ffhq_real_feat.npy", "F") == "1bbb"
     with pytest.raises(W.FetchError, match="has no model_ir_se50.pth \\(it lists: encoder_FFHQ.pt, ffhq_real"):
-        hub.pick_drive_file(listing, "model_ir_se50.pth", "F")
+        transports.pick_drive_file(listing, "model_ir_se50.pth", "F")
     twice = listing + [Entry(id="1ccc", path="copy/encoder_FFHQ.pt", local_path="/x/copy/encoder_FFHQ.pt")]
     with pytest.raises(W.FetchError, match="2 files named encoder_FFHQ.pt.*--gdrive"):
-        hub.pick_drive_file(twice, "encoder_FFHQ.pt", "F")
+        transports.pick_drive_file(twice, "encoder_FFHQ.pt", "F")
 
 
 def test_a_failing_source_hands_over_to_the_next(hubserver, manifest, tmp_path, monkeypatch):
@@ -469,7 +470,7 @@ def test_publish_then_space_start_up_loads_the_converted_generator(hubserver, ma
     assert gets == {f"/{HOST_REPO}/resolve/main/{f}" for f in expected if f != "LICENSE-EG3D.txt"}
     assert released.released_generator_name("eg3d-ffhq-rebalanced") == "eg3d-ffhq-rebalanced-safetensors"
     assert released.required_weights("eg3d-ffhq-rebalanced")[0] == "eg3d-ffhq-rebalanced-safetensors"
-    loaded = W.load_generator(W.require(released.released_generator_name("eg3d-ffhq-rebalanced")))
+    loaded = eg3d_io.load_generator(W.require(released.released_generator_name("eg3d-ffhq-rebalanced")))
     for key, value in G.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     from demo import handlers
@@ -516,7 +517,7 @@ def test_bundle_prefers_an_installed_converted_generator(manifest, tmp_path, mon
         opened.append(Path(path))
         raise RuntimeError("stop")
 
-    monkeypatch.setattr(W, "load_generator", load_generator)
+    monkeypatch.setattr(eg3d_io, "load_generator", load_generator)
     with pytest.raises(RuntimeError, match="stop"):
         registry.load_bundle("eg3d-ffhq-rebalanced")
     assert opened == [folder / "ffhqrebalanced512-128.safetensors"]

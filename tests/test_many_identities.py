@@ -10,7 +10,9 @@ import torch
 
 from guide_core import registry, runs, testing
 from guide_core.__main__ import main
-from guide_core.guide import LTUConfig, Unlearning, ufo_target
+from guide_core.config import LTUConfig
+from guide_core.engine import Unlearning
+from guide_core.methods.guide import ufo_target
 from tests.test_cli import make_photo, run_cli
 from tests.test_guide import SHORT, render_distance
 
@@ -65,7 +67,7 @@ def chain(bundle, people, tmp_path_factory):
     G_1 = runs.load_run(folder / "run1", bundle)
     link = runs.base_run_record(folder / "run1", runs.read_run(folder / "run1"), G_1)
     second = Unlearning(bundle, people[1], cfg=LTUConfig(**SHORT), sources=named("b"), base=G_1,
-                        base_run=link).run_all()
+                        base_run=link, forgotten=runs.forgotten_codes(link)).run_all()
     runs.save_run(folder / "run2", second)
     return folder, first, second
 
@@ -80,7 +82,7 @@ def test_two_identities_in_one_run_are_both_erased_and_a_third_is_kept(bundle, p
 
 
 def test_adjacency_turns_cover_every_identity(bundle, people):
-    from guide_core.guide import adjacency_sources
+    from guide_core.engine.draws import adjacency_sources
 
     cfg = LTUConfig(n_adj_sources=2)
     seen = torch.cat([adjacency_sources(step, 3, cfg) for step in range(3)])
@@ -106,7 +108,7 @@ def test_earlier_identities_in_the_global_loss_keep_them_forgotten(bundle, peopl
     G_1 = runs.load_run(folder / "run1", bundle)
     link = runs.base_run_record(folder / "run1", runs.read_run(folder / "run1"), G_1)
     without = Unlearning(bundle, people[1], cfg=LTUConfig(**SHORT, n_glob_forgotten=0), sources=named("b"), base=G_1,
-                         base_run=link).run_all()
+                         base_run=link, forgotten=runs.forgotten_codes(link)).run_all()
     kept, drifted = erasure_ratio(bundle, second.G_u, people[0]), erasure_ratio(bundle, without.G_u, people[0])
     assert kept < drifted - 0.05, f"a at {kept:.3f} with the forgotten codes kept, {drifted:.3f} without"
 

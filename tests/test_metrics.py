@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from guide_core import metrics
-from guide_core.guide import TRAINABLE_PREFIX
+from guide_core.backends import EG3DBackend
+
+TRAINABLE_PREFIX = EG3DBackend.trainable_prefix
 from tests.test_guide import bundle, short_run, w_u  # noqa: F401  (module-scoped fixtures shared with the engine tests)
 from tests.util import assert_close
 

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from guide_core import files, registry, testing
-from guide_core.guide import LTUConfig, Unlearning
+from guide_core.config import LTUConfig
+from guide_core.engine import Unlearning
 from tests.fixtures import build as fixtures
 
 REPO = fixtures.HERE.parents[1]

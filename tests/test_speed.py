@@ -9,10 +9,18 @@ import dataclasses
 import pytest
 import torch
 
-from guide_core import guide, precision
-from guide_core.guide import LossNets, LTUConfig, ltu_losses, ltu_losses_reference, sample_draws, ufo_target
+from guide_core import precision
+from guide_core.backends import EG3DBackend
+from guide_core.engine import Unlearning
+from guide_core.config import LTUConfig
+from guide_core.engine.draws import sample_draws
+from guide_core.engine.losses import LossNets, ltu_losses
+from guide_core.engine.reference import ltu_losses_reference
+from guide_core.methods.guide import ufo_target
 from tests.test_guide import bundle, w_u  # noqa: F401  (the small random world and its source code)
 from tests.util import assert_close
+
+TRAINABLE_PREFIX = EG3DBackend.trainable_prefix
 
 
 # G_u moved off G_s (so every loss term is non-zero) with its backbone trainable, and the source code w_u.
@@ -22,10 +30,10 @@ def moved(bundle, w_u):  # noqa: F811
     G_u = copy.deepcopy(bundle.G)
     with torch.no_grad():
         for name, p in G_u.named_parameters():
-            if name.startswith(guide.TRAINABLE_PREFIX):
+            if name.startswith(TRAINABLE_PREFIX):
                 p.add_(0.01 * torch.randn(p.shape, generator=gen))
     for name, p in G_u.named_parameters():
-        p.requires_grad_(name.startswith(guide.TRAINABLE_PREFIX))
+        p.requires_grad_(name.startswith(TRAINABLE_PREFIX))
     G_u.train()
     return G_u, w_u
 
@@ -41,7 +49,7 @@ def losses_and_gradient(bundle, G_u, w_u, cfg: LTUConfig, batched: bool):
             planes_t = bundle.G.get_planes(w_t)
         total, parts = ltu_losses(G_u, bundle.G, w_u, w_t, planes_t, draws, LossNets.of(bundle, cfg), cfg, c)
     else:
-        nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.cond_c)
+        nets = LossNets(bundle.perceptual, bundle.id_loss_net, bundle.backend)
         total, parts = ltu_losses_reference(G_u, bundle.G, w_u, w_t, draws, nets, cfg.original_arithmetic(), c)
     total.backward()
     grad = torch.cat([p.grad.flatten() for p in G_u.parameters() if p.grad is not None])
@@ -136,7 +144,7 @@ def test_fast_settings_erase_as_well_as_fp32_on_the_default_world():
     for name, cfg in (("fp32", base.original_arithmetic()),
                       ("fast", dataclasses.replace(base, precision="bf16", channels_last=True, fused_sr=True,
                                                    compile_renderer=True))):
-        G_u = guide.Unlearning(world, w_u, cfg=cfg).run_all().G_u
+        G_u = Unlearning(world, w_u, cfg=cfg).run_all().G_u
         ids[name] = float(id_similarity(world, world.G, G_u, w_u)[0])
     assert ids["fp32"] < 0.5, ids  # the run erased at all
     assert abs(ids["fast"] - ids["fp32"]) <= 0.05, ids

@@ -8,16 +8,16 @@ import http.server
 import json
 import os
 import re
-import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
 from guide_core import weights as W
+from guide_core.eg3d import io as eg3d_io
+from guide_core.eg3d import mean_latent
 from guide_core.weights import catalogue
 from guide_core.__main__ import main as cli_main
 
@@ -259,7 +259,7 @@ def test_source_from_environment_and_missing_source(server, wdir, monkeypatch):
         W.fetch("manual", url="file:///etc/passwd", progress=False, force=True)
 
 
-# The real huggingface_hub client pointed at the local server: HF_ENDPOINT is read by guide_core.hub when it
+# The real huggingface_hub client pointed at the local server: HF_ENDPOINT is read by guide_core.weights when it
 # downloads; the client's import-time settings (offline flag, cache folder, implicit token) are set for this test.
 @pytest.fixture
 def hub(server, wdir, tmp_path, monkeypatch):
@@ -489,17 +489,15 @@ def test_npy_loader_refuses_pickled_objects(tmp_path):
 def test_load_generator_resolves_names_and_reports_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(W.MissingWeightsError, match="ffhqrebalanced512-128.pkl"):
-        W.load_generator("eg3d-ffhq-rebalanced")
+        eg3d_io.load_generator("eg3d-ffhq-rebalanced")
     with pytest.raises(FileNotFoundError, match="known names"):
-        W.load_generator(tmp_path / "nothing.safetensors")
-    # Delegation to the EG3D loader with the resolved path (a stand-in module: this test is about the manager).
+        eg3d_io.load_generator(tmp_path / "nothing.safetensors")
+    # Delegation to the EG3D file reader with the resolved path (a stand-in reader: this test is about resolving).
     calls = []
-    fake = types.ModuleType("guide_core.eg3d.io")
-    fake.load_generator_file = lambda path, device: calls.append((Path(path), device)) or "G"
-    monkeypatch.setitem(sys.modules, "guide_core.eg3d.io", fake)
+    monkeypatch.setattr(eg3d_io, "load_generator_file", lambda path, device: calls.append((Path(path), device)) or "G")
     (tmp_path / "ffhqrebalanced512-128.pkl").write_bytes(b"x")
-    assert W.load_generator("eg3d-ffhq-rebalanced", device="cuda:1") == "G"
-    assert W.load_generator(str(tmp_path / "ffhqrebalanced512-128.pkl")) == "G"
+    assert eg3d_io.load_generator("eg3d-ffhq-rebalanced", device="cuda:1") == "G"
+    assert eg3d_io.load_generator(str(tmp_path / "ffhqrebalanced512-128.pkl")) == "G"
     assert calls == [(tmp_path / "ffhqrebalanced512-128.pkl", "cuda:1"), (tmp_path / "ffhqrebalanced512-128.pkl", "cpu")]
 
 
@@ -537,42 +535,41 @@ class _TinyG(torch.nn.Module):
 
 
 def test_w_avg_sources_and_cache(wdir, monkeypatch):
-    from guide_core.eg3d import mean_latent
-
     G = _TinyG()
     c = torch.zeros(1, 25)
     monkeypatch.setattr(mean_latent, "conditioning_camera", lambda G: c)  # keeps this test independent of EG3D cameras
-    value, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
+    value, source = mean_latent.w_avg_with_source(G, "tiny", n=4000, seed=3)
     assert source.startswith("samples") and value.shape == (3, 6)
     # The mean of a linear map of z ~ N(0, I) is the map at z = 0: the bias (+ the camera term, zero here).
     err = (value - 0.5).abs().max().item()
     assert err < 0.15, f"w̄ from samples off by {err:.3f}"
-    assert torch.allclose(value, W.mean_of_mapping(G, n=4000, seed=3, c=c, batch=333))   # batching does not matter
+    # Batching does not matter.
+    assert torch.allclose(value, mean_latent.mean_of_mapping(G, n=4000, seed=3, c=c, batch=333))
     cache = wdir / "cache" / "tiny-w_avg.safetensors"
     assert cache.is_file()
     calls = G.calls
-    again, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
+    again, source = mean_latent.w_avg_with_source(G, "tiny", n=4000, seed=3)
     assert source.startswith("cache") and torch.equal(again, value) and G.calls == calls
     with torch.no_grad():
         G.backbone.mapping.fc.bias.add_(1.0)                      # a different generator: the cache must not be reused
-    moved, source = W.w_avg_with_source(G, "tiny", n=4000, seed=3)
+    moved, source = mean_latent.w_avg_with_source(G, "tiny", n=4000, seed=3)
     assert source.startswith("samples") and (moved - value - 1.0).abs().max() < 1e-4
 
-    _, source = W.w_avg_with_source(G, "/some/dir/my gen.pkl", n=10, seed=0)   # a path as the name
+    _, source = mean_latent.w_avg_with_source(G, "/some/dir/my gen.pkl", n=10, seed=0)   # a path as the name
     assert (wdir / "cache" / "some_dir_my_gen.pkl-w_avg.safetensors").is_file()
 
     G.backbone.mapping.w_avg.copy_(torch.arange(6.0))            # a trained running mean is used as is
-    value, source = W.w_avg_with_source(G, "tiny")
+    value, source = mean_latent.w_avg_with_source(G, "tiny")
     assert source == "buffer" and torch.equal(value, torch.arange(6.0).expand(3, 6))
 
     torch.save(torch.full((3, 6), 7.0), wdir / "wbar.pt")        # the released file wins over the buffer
-    value, source = W.w_avg_with_source(G, "tiny")
+    value, source = mean_latent.w_avg_with_source(G, "tiny")
     assert source.startswith("file") and torch.equal(value, torch.full((3, 6), 7.0))
     torch.save(torch.zeros(5, 6), wdir / "wbar.pt")
     with pytest.raises(W.WeightsError, match="shape"):
-        W.w_avg(G, "tiny")
+        mean_latent.w_avg(G, "tiny")
     with pytest.raises(ValueError, match="source"):
-        W.w_avg(G, "tiny", source="guess")
+        mean_latent.w_avg(G, "tiny", source="guess")
 
 
 def test_w_avg_of_the_eg3d_fixture_generator(fixtures_dir, tmp_path, monkeypatch):
@@ -588,16 +585,16 @@ def test_w_avg_of_the_eg3d_fixture_generator(fixtures_dir, tmp_path, monkeypatch
     G.load_state_dict(state)
     # GUIDE's scripts ask rendering_kwargs for 'avg_cam_pivot', which the released configuration names
     # 'avg_camera_pivot': the conditioning camera therefore looks at the origin.
-    c = W.conditioning_camera(G)
+    c = mean_latent.conditioning_camera(G)
     assert torch.allclose(c, camera_params(0.0, 0.0, radius=2.7, pivot=(0, 0, 0)))
     original = G.rendering_kwargs
     G.rendering_kwargs = dict(original, avg_cam_pivot=[0, 0, 0.2], avg_cam_radius=3.0)   # the keys the scripts read
-    assert torch.allclose(W.conditioning_camera(G), camera_params(0.0, 0.0, radius=3.0, pivot=(0, 0, 0.2)))
+    assert torch.allclose(mean_latent.conditioning_camera(G), camera_params(0.0, 0.0, radius=3.0, pivot=(0, 0, 0.2)))
     G.rendering_kwargs = original
-    value, source = W.w_avg_with_source(G, "fixture")
+    value, source = mean_latent.w_avg_with_source(G, "fixture")
     assert source == "buffer" and torch.equal(value[3], state["backbone.mapping.w_avg"])
     num_ws = G.backbone.mapping.num_ws
-    sampled, source = W.w_avg_with_source(G, "fixture", n=64, source="samples")
+    sampled, source = mean_latent.w_avg_with_source(G, "fixture", n=64, source="samples")
     z = torch.randn(64, 512, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = G.mapping(z, c.expand(64, -1)).mean(dim=0)
@@ -619,12 +616,12 @@ def test_load_generator_end_to_end_with_eg3d_io(fixtures_dir, tmp_path, monkeypa
     monkeypatch.setenv("GUIDE_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(catalogue, "manifest", lambda: {"tiny-eg3d": {"file": "tiny.safetensors", "source": "test"}})
     save_generator(G, tmp_path / "tiny.safetensors")
-    loaded = W.load_generator("tiny-eg3d")
+    loaded = eg3d_io.load_generator("tiny-eg3d")
     assert not loaded.training and loaded.neural_rendering_resolution == G.neural_rendering_resolution
     for key, value in G.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     z = torch.randn(2, 512, generator=torch.Generator().manual_seed(0))
-    c = W.conditioning_camera(G).expand(2, -1)
+    c = mean_latent.conditioning_camera(G).expand(2, -1)
     with torch.no_grad():
         err = (loaded.mapping(z, c) - G.eval().mapping(z, c)).abs().max().item()
     assert err == 0.0, f"mapping after load_generator differs by {err:.2e}"

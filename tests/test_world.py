@@ -1,5 +1,7 @@
-# The embedded world: procedural heads (determinism, exact identity, depth, camera behaviour), the fixed z -> params
-# map, and — when weights/default/ is shipped — the identity net's verification rate and the generator's fidelity.
+"""The embedded world: procedural heads (determinism, exact identity, depth, camera behaviour), the fixed z -> params
+map, the world's trainers, export and model card (tools.world), and — when weights/default/ is shipped — the identity
+net's verification rate and the generator's fidelity.
+"""
 from __future__ import annotations
 
 import json
@@ -44,17 +46,17 @@ def _set(p: HeadParams, **values: float) -> HeadParams:
 # The trainers' configs for a test: the shipped settings with the test's overrides (the generator without its polish
 # phase unless the test asks for one).
 def _gen(**overrides):
-    from guide_core.world.generator import GeneratorTrainConfig
+    from tools.world.generator import GeneratorTrainConfig
     return replace(GeneratorTrainConfig(), **{"polish_steps": 0, **overrides})
 
 
 def _ident(**overrides):
-    from guide_core.world.identity import IdentityTrainConfig
+    from tools.world.identity import IdentityTrainConfig
     return replace(IdentityTrainConfig(), **overrides)
 
 
 def _enc(**overrides):
-    from guide_core.world.encoder import EncoderTrainConfig
+    from tools.world.encoder import EncoderTrainConfig
     return replace(EncoderTrainConfig(), **overrides)
 
 
@@ -184,9 +186,9 @@ def test_bad_input_is_rejected():
         HeadParams(torch.zeros(1, N_ID + 1), p.photo)
 
 
-# Issue 5's bars. Until the shipped weights meet them (metrics.json, measured on every held-out photo by `export`),
-# the checks below hold the weights to what their model card records, so a regression still fails; 4 samples are
-# noisier than 1,024, hence the margin.
+# The bars of the shipped weights. Until the weights meet them (metrics.json, measured on every held-out photo by
+# `export`), the checks below hold the weights to what their model card records, so a regression still fails; 4
+# samples are noisier than 1,024, hence the margin.
 BARS = {"generator_psnr": 24.0, "encoder_psnr": 22.0, "encoder_id": 0.8, "identity_tar": 0.95}
 SAMPLE_MARGIN_DB = 1.5
 
@@ -198,8 +200,8 @@ def _recorded() -> dict:
 @pytest.mark.skipif(not (WEIGHTS / "identity.safetensors").exists(), reason="weights/default/ not shipped yet")
 def test_shipped_identity_net_verifies_heldout_people():
     from guide_core.world.bundle import load_world_nets
-    from guide_core.world.data import CHUNK_IDS, WorldData, render_chunk
-    from guide_core.world.identity import verification_tar
+    from tools.world.data import CHUNK_IDS, WorldData, render_chunk
+    from tools.world.evaluate import verification_tar
     nets = load_world_nets("cpu")
     chunk = render_chunk(9000, 3, seed=77, resolution=64)  # people never seen in training (other seed)
     data = WorldData(chunk["z"], chunk["c"], chunk["image"], chunk["depth"], chunk["person"])
@@ -211,8 +213,8 @@ def test_shipped_identity_net_verifies_heldout_people():
 @pytest.mark.skipif(not (WEIGHTS / "generator.safetensors").exists(), reason="weights/default/ not shipped yet")
 def test_shipped_generator_reproduces_heldout_renders():
     from guide_core.world.bundle import load_world_nets
-    from guide_core.world.generator import psnr
     from guide_core.world.heads import render_z
+    from tools.world.evaluate import psnr
     G = load_world_nets("cpu")["G"]
     z = random_z(4, 424242)
     c = camera_params(torch.tensor([0.0, 0.3, -0.3, 0.15]), torch.tensor([0.0, -0.1, 0.1, 0.0]))
@@ -249,8 +251,8 @@ def test_default_bundle_is_complete():
 @pytest.mark.skipif(not (WEIGHTS / "encoder.safetensors").exists(), reason="weights/default/ not shipped yet")
 def test_shipped_encoder_inverts_heldout_photos():
     from guide_core.world.bundle import load_world_nets
-    from guide_core.world.generator import psnr
     from guide_core.world.heads import render_z
+    from tools.world.evaluate import psnr
     nets = load_world_nets("cpu")
     G, enc, idnet = nets["G"], nets["encoder"], nets["identity"]
     z = random_z(4, 515151)
@@ -280,7 +282,7 @@ def test_model_card_states_every_unmet_bar():
              "TAR": m["identity"]["tar"] < BARS["identity_tar"]}
     for name, missed in unmet.items():
         assert (name in status) == missed, f"status line {status!r} vs {name} {'missed' if missed else 'met'}"
-    from guide_core.world.export import model_card
+    from tools.world.card import model_card
     assert card == model_card(m), "MODEL_CARD.md is not the card export writes for metrics.json: re-run export"
 
 
@@ -323,8 +325,8 @@ def test_default_settings_erase_the_source_and_keep_far_people():
 # Resumable training (long CPU runs stop and go on): a run resumed from its checkpoint continues at the saved step
 # with the saved optimiser state and loss history, instead of starting over.
 def test_generator_training_resumes_from_its_checkpoint(tmp_path):
-    from guide_core.world.data import render_dataset
-    from guide_core.world.generator import train_generator
+    from tools.world.data import render_dataset
+    from tools.world.generator import train_generator
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     messages: list[str] = []
     kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run",
@@ -348,7 +350,7 @@ def test_generator_training_resumes_from_its_checkpoint(tmp_path):
 # The model card lists the calls a generator was trained with, and the learning rate a resumed, longer polish
 # restarted at (the cosine of the new length at the step it resumed from).
 def test_model_card_lists_the_generator_legs():
-    from guide_core.world.export import model_card
+    from tools.world.card import model_card
     leg = {"steps": 17000, "lr": 2e-3, "polish_lr": 2e-4, "batch": 8}
     legs = [{"from_step": 0, "polish_steps": 3000, "normalize_z": True, **leg},
             {"from_step": 20000, "polish_steps": 9000, "normalize_z": False, **leg},
@@ -387,11 +389,14 @@ def test_model_card_lists_the_generator_legs():
 @pytest.mark.slow
 def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path):
     from safetensors.torch import load_file
-    from guide_core.world.data import load_dataset, render_dataset
-    from guide_core.world.encoder import train_encoder
-    from guide_core.world.export import export_weights, model_card
-    from guide_core.world.generator import evaluate_generator, load_world_generator, train_generator
-    from guide_core.world.identity import train_identity
+    from guide_core.world.generator import load_world_generator
+    from tools.world.card import model_card
+    from tools.world.data import load_dataset, render_dataset
+    from tools.world.encoder import train_encoder
+    from tools.world.evaluate import evaluate_generator
+    from tools.world.export import export_weights
+    from tools.world.generator import train_generator
+    from tools.world.identity import train_identity
     runs, out = tmp_path / "runs", tmp_path / "weights"
     render_dataset(runs / "data" / "train", 32, 2, seed=5, progress=False)
     render_dataset(runs / "data" / "heldout", 32, 3, seed=6, progress=False)
@@ -437,7 +442,7 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
     trained = [k for k in encoder if "running_" not in k and "num_batches" not in k]  # not the batch-norm statistics
     moved = max((state["enc"][k] - encoder[k]).abs().max().item() for k in trained)
     assert state["step"] == 4 and 0 < moved < 5e-3, (state["step"], moved)  # two steps at the cosine's 5e-4
-    from guide_core.world.encoder import _load_identity
+    from tools.world.encoder import _load_identity
     identity = _load_identity(tmp_path / "no_identity_run", out)  # the identity loss's net: the exported one
     exported_identity = load_file(str(out / "identity.safetensors"))
     assert all(torch.equal(v.float(), exported_identity[k]) for k, v in identity.state_dict().items())
@@ -457,9 +462,9 @@ def test_export_ships_the_checkpoints_and_measures_every_heldout_photo(tmp_path)
 # A generator trained at another tri-plane resolution (the road to sharper eyes and glasses) or mapping depth saves,
 # resumes only as what it is, and loads back as what it is.
 def test_generator_architecture_is_kept_by_its_checkpoint(tmp_path):
-    from guide_core.world.data import render_dataset
-    from guide_core.world.generator import (generator_from_checkpoint, mapping_layers_of, plane_resolution_of,
-                                            train_generator)
+    from guide_core.world.generator import generator_from_checkpoint, mapping_layers_of, plane_resolution_of
+    from tools.world.data import render_dataset
+    from tools.world.generator import train_generator
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     kwargs = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "run", log=lambda m: None)
     settings = dict(batch=2, ckpt_every=1, eval_every=1, coarse_fraction=0.0)
@@ -485,11 +490,12 @@ def test_generator_architecture_is_kept_by_its_checkpoint(tmp_path):
 # pictures at first; the checkpoint keeps the new widths, its leg says where it grew, and narrower widths fail.
 def test_widened_generator_draws_the_same_pictures_and_trains_on(tmp_path):
     from guide_core.world.cameras import camera_params
-    from guide_core.world.data import render_dataset
-    from guide_core.world.export import model_card
     from guide_core.world.generator import (build_generator, generator_config, generator_from_checkpoint,
-                                            load_world_generator, synthesis_channels_of, train_generator, widen_state)
+                                            load_world_generator, synthesis_channels_of)
     from guide_core.world.heads import random_z
+    from tools.world.card import model_card
+    from tools.world.data import render_dataset
+    from tools.world.generator import train_generator, widen_state
     G = build_generator(3, mapping_layers=2)
     with torch.no_grad():  # non-zero biases and noise strengths (fresh ones are zero), so that every kept weight counts
         for name, p in G.named_parameters():
@@ -537,9 +543,10 @@ def test_widened_generator_draws_the_same_pictures_and_trains_on(tmp_path):
 # error at MSE_WEIGHT instead of L1, no perceptual term, and a learning rate that warms up again from near zero.
 def test_generator_polish_phase_switches_to_squared_error(tmp_path):
     import torch.nn.functional as F
-    from guide_core.world.data import load_dataset, render_dataset
-    from guide_core.world.generator import MSE_WEIGHT, build_generator, generator_loss, train_generator
-    from guide_core.world.identity import train_identity
+    from guide_core.world.generator import build_generator
+    from tools.world.data import load_dataset, render_dataset
+    from tools.world.generator import MSE_WEIGHT, generator_loss, train_generator
+    from tools.world.identity import train_identity
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     data = load_dataset(tmp_path / "data")
     G, idx = build_generator(), torch.arange(2)
@@ -573,9 +580,9 @@ def test_generator_polish_phase_switches_to_squared_error(tmp_path):
 # The generator's perceptual loss keeps the identity net its run started with: the identity net is retrained later on
 # the generator's renders, and a resumed generator run must not silently switch losses.
 def test_generator_checkpoint_keeps_its_perceptual_net(tmp_path):
-    from guide_core.world.data import render_dataset
-    from guide_core.world.generator import train_generator
-    from guide_core.world.identity import train_identity
+    from tools.world.data import render_dataset
+    from tools.world.generator import train_generator
+    from tools.world.identity import train_identity
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     data = dict(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data")
     train_identity(out=tmp_path / "identity", config=_ident(steps=2, batch=16, eval_every=2), log=lambda m: None,
@@ -596,9 +603,9 @@ def test_generator_checkpoint_keeps_its_perceptual_net(tmp_path):
 
 # Stage two of the identity net sees the generator's renders, each G's picture of one training photo (its z and camera).
 def test_identity_net_trains_on_generator_renders_of_its_photos(tmp_path):
-    from guide_core.world.data import load_dataset, render_dataset, save_checkpoint
     from guide_core.world.generator import build_generator, generator_config
-    from guide_core.world.identity import generator_renders, train_identity
+    from tools.world.data import load_dataset, render_dataset, save_checkpoint
+    from tools.world.identity import generator_renders, train_identity
     render_dataset(tmp_path / "data", 32, 3, seed=5, progress=False)
     data = load_dataset(tmp_path / "data")
     G = build_generator(0).eval()
@@ -626,9 +633,10 @@ def test_identity_net_trains_on_generator_renders_of_its_photos(tmp_path):
 
 # The pair term pulls a render's embedding onto the embedding of the photo it renders (beyond the shared class).
 def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
-    from guide_core.world.data import load_dataset, render_dataset, save_checkpoint
     from guide_core.world.generator import build_generator, generator_config
-    from guide_core.world.identity import load_identity_net, render_rows, train_identity
+    from guide_core.world.identity import load_identity_net
+    from tools.world.data import load_dataset, render_dataset, save_checkpoint
+    from tools.world.identity import render_rows, train_identity
     render_dataset(tmp_path / "data", 32, 3, seed=5, progress=False)
     data = load_dataset(tmp_path / "data")
     G = build_generator(0).eval()
@@ -661,7 +669,7 @@ def test_identity_pair_term_pulls_renders_onto_their_photos(tmp_path):
 # Rendering in worker processes (`render-data --workers N`) writes the very files a single process writes: chunks are
 # seeded by their index, not by the order they finish in.
 def test_parallel_rendering_writes_the_serial_files(tmp_path):
-    from guide_core.world.data import load_dataset, render_dataset
+    from tools.world.data import load_dataset, render_dataset
     render_dataset(tmp_path / "serial", 64, 1, seed=5, progress=False)
     render_dataset(tmp_path / "parallel", 64, 1, seed=5, progress=False, workers=2)
     names = sorted(p.name for p in (tmp_path / "parallel").iterdir())
@@ -676,10 +684,11 @@ def test_parallel_rendering_writes_the_serial_files(tmp_path):
 # generators read z as it is, the choice travels with the weights (config), and configs saved before the option
 # (weights trained that way) load with EG3D's normalisation.
 def test_world_generator_reads_the_length_of_z(tmp_path):
-    from guide_core.world.data import render_dataset
     from guide_core.world.generator import (build_generator, generator_config, generator_from_checkpoint,
-                                            load_world_generator, train_generator)
+                                            load_world_generator)
     from guide_core.world.heads import params_from_z, random_z
+    from tools.world.data import render_dataset
+    from tools.world.generator import train_generator
     z, c = random_z(4, 0), torch.zeros(4, 25)
     assert (params_from_z(1.2 * z).identity - params_from_z(z).identity).abs().max() > 1e-3
     G = build_generator()
@@ -708,8 +717,10 @@ def test_world_generator_reads_the_length_of_z(tmp_path):
 # machine without a GPU with the same weights.
 @pytest.mark.gpu
 def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
-    from guide_core.world.data import load_dataset, render_dataset
-    from guide_core.world.generator import evaluate_generator, generator_from_checkpoint, train_generator
+    from guide_core.world.generator import generator_from_checkpoint
+    from tools.world.data import load_dataset, render_dataset
+    from tools.world.evaluate import evaluate_generator
+    from tools.world.generator import train_generator
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
@@ -729,9 +740,11 @@ def test_generator_trained_on_gpu_checkpoints_on_the_cpu(tmp_path):
 
 # The encoder's training (the GOAE role) learns the codes of the photos it sees and resumes where it stopped.
 def test_encoder_training_learns_codes_and_resumes(tmp_path):
-    from guide_core.world.data import load_dataset, render_dataset
-    from guide_core.world.encoder import WorldEncoder, _codes, load_world_encoder, train_encoder
-    from guide_core.world.generator import generator_from_checkpoint, train_generator
+    from guide_core.world.encoder import WorldEncoder, load_world_encoder
+    from guide_core.world.generator import generator_from_checkpoint
+    from tools.world.data import load_dataset, render_dataset
+    from tools.world.encoder import _codes, train_encoder
+    from tools.world.generator import train_generator
     render_dataset(tmp_path / "data", 32, 2, seed=5, progress=False)
     train_generator(data_dir=tmp_path / "data", heldout_dir=tmp_path / "data", out=tmp_path / "generator",
                     config=_gen(steps=1, batch=2, coarse_fraction=0.0), log=lambda m: None)
@@ -761,7 +774,7 @@ def test_encoder_training_learns_codes_and_resumes(tmp_path):
 # times: the generator gets its share split into main and polish phases, the encoder stops at its default length and
 # leaves the rest to the generator, and a budget already spent is refused.
 def test_world_plan_sizes_steps_from_measured_step_times():
-    from guide_core.world.pipeline import ENCODER_MAX_STEPS, ENCODER_SHARE, MAIN_FRACTION, WorldPlan, size_plan
+    from tools.world.pipeline import ENCODER_MAX_STEPS, ENCODER_SHARE, MAIN_FRACTION, WorldPlan, size_plan
     plan = size_plan(WorldPlan("cuda", 9), seconds=1000, generator_step_s=0.1, encoder_step_s=0.02)
     assert plan.encoder_steps == int(1000 * ENCODER_SHARE / 0.02) == 10000
     total = plan.generator_steps + plan.polish_steps
@@ -779,7 +792,7 @@ def test_world_plan_sizes_steps_from_measured_step_times():
 # is saved as the run printed it.
 @pytest.mark.slow
 def test_train_world_runs_its_plan(tmp_path):
-    from guide_core.world.pipeline import PLAN_ENCODER, PLAN_GENERATOR, WorldPlan, train_world
+    from tools.world.pipeline import PLAN_ENCODER, PLAN_GENERATOR, WorldPlan, train_world
     plan = WorldPlan("cpu", 0.6, identity=_ident(steps=4), generator=replace(PLAN_GENERATOR, batch=2),
                      encoder=replace(PLAN_ENCODER, batch=8))
     tiny = {"train": (32, 2, 5, 1), "heldout": (32, 2, 6, 1)}
@@ -793,7 +806,7 @@ def test_train_world_runs_its_plan(tmp_path):
 
 
 def test_train_all_dry_run_prints_the_plan(capsys):
-    from guide_core.world.__main__ import main
+    from tools.world.__main__ import main
     assert main(["train-all", "--dry-run", "--minutes", "12", "--generator-batch", "48"]) == 0
     printed = json.loads(capsys.readouterr().out.split("\n}")[0] + "}")
     assert printed["minutes"] == 12 and printed["generator_batch"] == 48 and printed["device"] == "cuda"
@@ -802,8 +815,8 @@ def test_train_all_dry_run_prints_the_plan(capsys):
 # `train generator --lr --polish-lr` reach train_generator (the model card names them as these flags); unset, the
 # trainer's defaults.
 def test_train_generator_cli_passes_the_learning_rates(monkeypatch, tmp_path):
-    import guide_core.world.__main__ as cli
-    import guide_core.world.generator as generator
+    import tools.world.__main__ as cli
+    import tools.world.generator as generator
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the CLI's --threads would outlast this test
     monkeypatch.setattr(cli, "_rendering_elsewhere", lambda: False)

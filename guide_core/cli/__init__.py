@@ -1,7 +1,7 @@
 # The GUIDE commands of `python -m guide_core`: unlearn (UFO + Latent Target Unlearning of one photo's identity,
 # GUIDE Sec. 3), eval (ID / ID_others / FID_pre / dFID_real, GUIDE Sec. 5), audit (re-inversion attack) and import
 # (a generator unlearned by another tool becomes a run that eval and audit measure).
-# Every LTUConfig field becomes an `unlearn` flag, so a default lives only in guide_core.guide.LTUConfig.
+# Every LTUConfig field becomes an `unlearn` flag, so a default lives only in guide_core.config.LTUConfig.
 # Expected failures (no face, missing weights, bad run directory, bad settings) print one line on stderr, exit code 2.
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 # Flags that are not given stay absent from the namespace, so a model's own defaults (bundle.ltu_defaults, e.g. the
 # tiny world's shorter schedule) can fill them; an explicit flag always wins.
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from guide_core.guide import LTUConfig
+    from guide_core.config import LTUConfig
 
     group = parser.add_argument_group("Latent Target Unlearning settings (GUIDE defaults; a model may set its own)")
     for f in dataclasses.fields(LTUConfig):
@@ -92,7 +92,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 # The LTUConfig the parsed flags describe: given flags, else the model's own defaults, else the paper's.
 def config_from_args(args: argparse.Namespace, model_defaults=None):
-    from guide_core.guide import LTUConfig
+    from guide_core.config import LTUConfig
 
     base = model_defaults or LTUConfig()
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(LTUConfig) if hasattr(args, f.name)}
@@ -214,8 +214,9 @@ def _unlearn_run(args: argparse.Namespace) -> int:
 
     from guide_core import metrics
     from guide_core.registry import load_bundle
-    from guide_core.guide import Unlearning, ufo_target
-    from guide_core.runs import chain_sources, read_run, run_sources, save_run, source_record
+    from guide_core.engine import Unlearning
+    from guide_core.methods.guide import ufo_target
+    from guide_core.runs import chain_sources, forgotten_codes, read_run, run_sources, save_run, source_record
 
     config_from_args(args)  # bad settings fail before any model is loaded
     people = _identities(args)
@@ -253,7 +254,8 @@ def _unlearn_run(args: argparse.Namespace) -> int:
                 "config": cfg.to_dict(), "out": str(out)}
         print(json.dumps(plan, indent=1))
         return 0
-    unlearning = Unlearning(bundle, w_u, cfg=cfg, sources=sources, base=G_parent, base_run=base_run, photos=photos)
+    unlearning = Unlearning(bundle, w_u, cfg=cfg, sources=sources, base=G_parent, base_run=base_run, photos=photos,
+                            forgotten=forgotten_codes(base_run))
     with tqdm(total=cfg.iters, desc=f"unlearning {len(sources)} identit{'y' if len(sources) == 1 else 'ies'}",
               unit="it", file=sys.stderr) as bar:
         for progress in unlearning.run():
@@ -446,7 +448,7 @@ audit = Command(_audit_arguments, _audit_run)
 
 # Flags of `import`: a generator unlearned elsewhere, the photo it erased, and the model it was made from.
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
-    from guide_core.guide import LTUConfig
+    from guide_core.config import LTUConfig
 
     parser.add_argument("generator", help="the unlearned generator: the official GUIDE unlearn.py's last.pkl "
                                           "({'G_ema': ...}), any EG3D network pickle, or guide's .safetensors")
@@ -482,7 +484,8 @@ def _import_run(args: argparse.Namespace) -> int:
 
     from guide_core.registry import load_bundle
     from guide_core.eg3d.legacy import TRAINING_ONLY_BUFFERS
-    from guide_core.guide import LTUConfig, Unlearning
+    from guide_core.config import LTUConfig
+    from guide_core.engine import Unlearning
     from guide_core.runs import changed_tensors, save_run, source_record
     from guide_core.weights import sha256_file
 

@@ -1,4 +1,4 @@
-# The `weights` command: python -m guide_core weights status | fetch NAME | fetch --all | verify | path | publish.
+"""The `weights` command: python -m guide_core weights status | fetch NAME | fetch --all | verify | path | publish."""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +6,23 @@ import json
 import sys
 from dataclasses import asdict
 
-from guide_core.files import human_size
+from guide_core.fetching import DEFAULT_MODEL
 from guide_core.weights.catalogue import install_hint, install_steps, require, weights_dir
 from guide_core.weights.download import fetch
 from guide_core.weights.errors import LicenceNotAcceptedError, NoSourceError, UnknownWeightsError, WeightsError
 from guide_core.weights.hashes import cached_verdict
-from guide_core.weights.inventory import WeightStatus, record, status, verify
+from guide_core.weights.inventory import WeightStatus, record, status, status_table, verify
+from guide_core.weights.licences import licence_line
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
 
-# Sub-commands and their options.
+# Colours of the table's cells that call for attention (the cells themselves come from weights.status_table).
+_CELL_STYLES = {"yes": "green", "no": "red", "MISMATCH": "red", "partial (.part)": "yellow"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sub-commands of `weights` and their options."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     p_status = sub.add_parser("status", help="table of every weight file (exit 1 when something is missing)")
     p_status.add_argument("--check", action="store_true", help="hash installed files now (slow for large files)")
@@ -28,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_fetch.add_argument("--all", action="store_true",
                          help="every file the --model bundle needs (generator, networks, optional w̄ / FID "
                               "statistics)")
-    p_fetch.add_argument("--model", default="eg3d-ffhq-rebalanced", help="bundle whose files --all fetches")
+    p_fetch.add_argument("--model", default=DEFAULT_MODEL, help="bundle whose files --all fetches")
     p_fetch.add_argument("--accept-licence", "--accept-license", dest="accept_licence", action="store_true",
                          help="accept the licences that must be accepted before download (NVIDIA's EG3D licence: "
                               "non-commercial); same as GUIDE_ACCEPT_LICENCE=1")
@@ -52,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "bundle to your own Hugging Face model repository (for a Space)")
     p_pub.add_argument("--repo", required=True,
                        help="your Hugging Face model repository, OWNER/NAME (created if absent)")
-    p_pub.add_argument("--model", default="eg3d-ffhq-rebalanced", help="bundle whose files are uploaded")
+    p_pub.add_argument("--model", default=DEFAULT_MODEL, help="bundle whose files are uploaded")
     p_pub.add_argument("--dry-run", action="store_true",
                        help="print what would be converted and uploaded; touch nothing")
     p_pub.add_argument("--private", action="store_true", help="create the repository private")
@@ -63,22 +68,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="accept the licences of the files redistributed (same as GUIDE_ACCEPT_LICENCE=1)")
 
 
-# Print the status table (rich) and, when offline or incomplete, what is missing and where it goes.
 def _print_status(rows: list[WeightStatus], out=None) -> None:
+    """Print the status table (rich) and, when something is missing, what is missing and where it goes."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     stream = out or sys.stdout
     # Piped output (CI logs, tests) gets a wide fixed width so rows are not folded into unreadable columns.
     console = Console(file=stream, width=None if stream.isatty() else 160)
     table = Table(title=f"guide weights in {weights_dir()}")
-    for column in ("name", "file", "installed", "size", "verified", "feature"):
+    header, cells = status_table(rows)
+    for column in header:
         table.add_column(column, overflow="fold")
-    for row in rows:
-        installed = "[green]yes[/]" if row.installed else "[red]no[/]"
-        verified = {"mismatch": "[red]MISMATCH[/]", "missing": "-",
-                    "partial": "[yellow]partial (.part)[/]"}.get(row.verified, row.verified)
-        table.add_row(row.name, row.file, installed, human_size(row.size), verified, row.feature)
+    highlighted = {header.index("installed"), header.index("verified")}
+    for row in cells:
+        table.add_row(*(Text(cell, style=_CELL_STYLES.get(cell, "") if i in highlighted else "")
+                        for i, cell in enumerate(row)))
     console.print(table)
     missing = [r for r in rows if not r.installed]
     if missing:
@@ -92,8 +98,8 @@ def _print_status(rows: list[WeightStatus], out=None) -> None:
                       "--accept-licence", highlight=False, markup=False)
 
 
-# Entry point of `python -m guide_core weights ...`.
 def main(args: argparse.Namespace) -> int:
+    """Entry point of `python -m guide_core weights ...`; returns the exit code (0 ok, 1 a file problem, 2 usage)."""
     action = getattr(args, "action", None)
     try:
         if action in (None, "status"):
@@ -108,9 +114,9 @@ def main(args: argparse.Namespace) -> int:
         if action == "fetch":
             return _main_fetch(args)
         if action == "publish":
-            from guide_core import hub
+            from guide_core.publish import publish
 
-            hub.publish(args.repo, model=args.model, dry_run=args.dry_run, token=args.token, private=args.private,
+            publish(args.repo, model=args.model, dry_run=args.dry_run, token=args.token, private=args.private,
                         accept_licence=args.accept_licence, extra=args.add)
             return EXIT_OK
         if action == "verify":
@@ -142,16 +148,16 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
-# `weights fetch NAME` (licence printed first) or `weights fetch --all` (licences of every file first, one line per
-# file after, one line in all when no host answers).
 def _main_fetch(args: argparse.Namespace) -> int:
-    from guide_core import hub
+    """`weights fetch NAME` (licence printed first) or `weights fetch --all` (licences of every file first, one line
+    per file after, one line in all when no host answers)."""
+    from guide_core.fetching import fetch_all
 
     if args.all == bool(args.name):
         print("error: give a weights NAME or --all (not both)", file=sys.stderr)
         return EXIT_USAGE
     if not args.all:
-        print(f"licence of {args.name}: {hub.licence_line(args.name)}")
+        print(f"licence of {args.name}: {licence_line(args.name)}")
         path = fetch(args.name, url=args.url, hf_repo=args.hf_repo, hf_filename=args.hf_filename, gdrive=args.gdrive,
                      force=args.force, progress=not args.quiet, accept_licence=args.accept_licence,
                      sources=args.sources)
@@ -161,8 +167,8 @@ def _main_fetch(args: argparse.Namespace) -> int:
         print("error: --url, --gdrive and --hf-filename name one file; with --all use --hf-repo or --sources",
               file=sys.stderr)
         return EXIT_USAGE
-    report = hub.fetch_all(args.model, host_repo=args.hf_repo, accept_licence=args.accept_licence,
-                           kinds=args.sources, progress=not args.quiet, force=args.force)
+    report = fetch_all(args.model, host_repo=args.hf_repo, accept_licence=args.accept_licence,
+                       kinds=args.sources, progress=not args.quiet, force=args.force)
     if report.offline:
         print(f"error: offline: cannot reach {', '.join(report.offline_hosts) or 'any download host'}; nothing was "
               f"downloaded (check the network or proxy, then run the same command again)", file=sys.stderr)

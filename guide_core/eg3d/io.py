@@ -15,6 +15,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from guide_core.eg3d.legacy import GeneratorCheckpoint, UnsafePickleError, load_generator_checkpoint
 from guide_core.eg3d.triplane import TriPlaneGenerator
 from guide_core.files import atomic_path, atomic_write
+from guide_core.weights import catalogue
 
 FORMAT_VERSION = 1
 METADATA_KEY = "guide_eg3d_config"
@@ -126,6 +127,22 @@ def load_generator_file(path: str | os.PathLike, device: str | torch.device = "c
     else:
         raise CheckpointError(f"{path}: unknown generator format {suffix!r}; expected .pkl or .safetensors")
     return G.to(device).eval().requires_grad_(False)
+
+
+def load_generator(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> TriPlaneGenerator:
+    """A generator (eval mode) from a weights-manifest name or a path to an original .pkl or guide's .safetensors.
+
+    A name resolves through guide_core.weights (MissingWeightsError saying how to fetch it when it is not installed);
+    a path that does not exist is a FileNotFoundError listing the known names. The file is then read by
+    load_generator_file: the pickle through the allowlisting reader, nothing in it run."""
+    if isinstance(path_or_name, str) and path_or_name in catalogue.manifest():
+        path = catalogue.require(path_or_name)
+    else:
+        path = Path(path_or_name)
+        if not path.exists():
+            raise FileNotFoundError(f"generator not found: {path} (and {str(path_or_name)!r} is not a weights name; "
+                                    f"known names: {', '.join(catalogue.manifest())})")
+    return load_generator_file(path, device)
 
 
 # Save G as .safetensors (config in the metadata) plus a sibling .json with the same config; both written atomically.

@@ -12,13 +12,14 @@ import io
 import logging
 import pickle
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+from guide_core.weights.safe_load import foreign_global, is_weights_only_refusal, tensor_file_refusal
 
 # Modules whose classes may appear by reference in EG3D pickles (non-persistent nn.Modules of the training code,
 # plain torch.nn containers/activations). They become inert ModuleRecord stand-ins; nothing is imported.
@@ -101,106 +102,6 @@ def _persistent_record(meta: dict) -> PersistentRecord:
                             version=int(version), state=dict(state))
 
 
-# Globals a plain torch tensor file may name (storage types, tensor rebuilders, dtypes, OrderedDict): anything else
-# in a tensor payload is what made torch's weights-only reader refuse it, and is named in our refusal.
-def _is_tensor_global(module: str, name: str) -> bool:
-    if module == "torch" or module.startswith("torch."):
-        return True
-    return (module, name) in (("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
-                              ("builtins", "slice"), ("builtins", "bytearray"))
-
-
-# Raised inside the scanner below to stop at the first global a tensor file has no business naming.
-class _ForeignGlobal(Exception):
-    pass
-
-
-# Accepts every pickle operation and does nothing, so the scanner can walk a whole pickle without building anything.
-class _Inert:
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __call__(self, *args, **kwargs):
-        return _Inert()
-
-    def __setitem__(self, key, value):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-    def append(self, value):
-        pass
-
-    def extend(self, values):
-        pass
-
-    def add(self, value):
-        pass
-
-
-# Unpickler that only reads: tensor globals become _Inert, the first other global is reported, nothing is executed.
-class _GlobalScanner(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if _is_tensor_global(module, name):
-            return _Inert
-        raise _ForeignGlobal(f"{module}.{name}")
-
-    def persistent_load(self, pid):
-        return _Inert()
-
-
-# The first global outside plain tensor data in a torch file (zip or legacy stream, as bytes or a path), or None.
-# Used to say in our own words why torch's weights-only reader refused a file; it never builds any object.
-def foreign_global(source: bytes | str | Path) -> str | None:
-    def scan(stream: BinaryIO) -> str | None:
-        for _ in range(8):  # a legacy torch.save stream is five pickles, then raw storage bytes
-            try:
-                _GlobalScanner(stream).load()
-            except _ForeignGlobal as found:
-                return str(found)
-            except Exception:  # the end of the pickles, raw bytes, or a corrupt stream: nothing more to name
-                return None
-        return None
-
-    try:
-        opened = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
-        with opened as f:
-            if not zipfile.is_zipfile(f):
-                f.seek(0)
-                return scan(f)
-            with zipfile.ZipFile(f) as archive:
-                for member in archive.namelist():
-                    if member.endswith(".pkl"):
-                        with archive.open(member) as pickled:
-                            found = scan(io.BytesIO(pickled.read()))
-                        if found is not None:
-                            return found
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return None
-    return None
-
-
-# Why torch.load(weights_only=True) could not read a tensor file, in our words: the global it refused (named by
-# scanning the file, nothing built), a refusal of other content, or corruption; never torch's own advice text.
-def tensor_file_refusal(source: bytes | str | Path, error: BaseException) -> str:
-    culprit = foreign_global(source)
-    if culprit is not None:
-        return f"it names the global {culprit}, which plain tensor data never needs; it was not loaded and nothing " \
-               "in it was run"
-    if _is_weights_only_refusal(error):
-        return "it holds content that plain tensor data never contains; it was not loaded and nothing in it was run"
-    return f"the file is truncated or not a torch tensor file ({type(error).__name__})"
-
-
-# True when torch.load(weights_only=True) failed because it refused content, not because the bytes were corrupt.
-def _is_weights_only_refusal(exc: BaseException) -> bool:
-    return isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower()
-
-
 # Read one legacy tensor-storage payload (torch.storage._load_from_bytes' argument) with weights_only; a refusal
 # becomes UnsafePickleError naming the storage and the global in our words, a corrupt payload an UnpicklingError.
 def _storage_from_bytes(data: bytes, index: int = 0):
@@ -211,7 +112,7 @@ def _storage_from_bytes(data: bytes, index: int = 0):
             warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notice, once per tensor
             return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
     except Exception as exc:
-        if _is_weights_only_refusal(exc) or foreign_global(bytes(data)) is not None:
+        if is_weights_only_refusal(exc) or foreign_global(bytes(data)) is not None:
             raise UnsafePickleError(f"refused tensor storage #{index} ({len(data)} bytes): "
                                     f"{tensor_file_refusal(bytes(data), exc)}") from None
         raise pickle.UnpicklingError(f"tensor storage #{index} ({len(data)} bytes) is corrupt "

@@ -1,5 +1,5 @@
-# w̄, the mean latent of a generator's mapping network: GUIDE's UFO target (Seo et al. CVPR 2024 §3.2), taken from a
-# released file, the mapping's trained running mean, or seeded samples cached beside the weights.
+"""w̄, the mean latent of a generator's mapping network: GUIDE's UFO target (Seo et al. CVPR 2024 §3.2), taken from a
+released file, the mapping's trained running mean, or seeded samples cached beside the weights."""
 from __future__ import annotations
 
 import re
@@ -14,20 +14,21 @@ from guide_core.weights.errors import MissingWeightsError, UnsafeCheckpointError
 from guide_core.weights.safe_load import load_safetensors, load_torch, save_safetensors
 
 
-# The frontal conditioning camera of GUIDE's scripts. They look up rendering_kwargs "avg_cam_pivot" / "avg_cam_radius"
-# with defaults (0, 0, 0) / 2.7, while the released checkpoints store "avg_camera_pivot" / "avg_camera_radius": so for
-# the released models the effective camera looks at the origin (not AVG_CAMERA_PIVOT) from AVG_CAMERA_RADIUS. The
-# same lookup is kept here on purpose.
 def conditioning_camera(G) -> torch.Tensor:
+    """The frontal conditioning camera of GUIDE's scripts. They look up rendering_kwargs "avg_cam_pivot" /
+    "avg_cam_radius" with defaults (0, 0, 0) / 2.7, while the released checkpoints store "avg_camera_pivot" /
+    "avg_camera_radius": so for the released models the effective camera looks at the origin (not AVG_CAMERA_PIVOT)
+    from AVG_CAMERA_RADIUS. The same lookup is kept here on purpose."""
     kwargs = getattr(G, "rendering_kwargs", None) or {}
     pivot = tuple(float(v) for v in kwargs.get("avg_cam_pivot", (0.0, 0.0, 0.0)))
     radius = float(kwargs.get("avg_cam_radius", AVG_CAMERA_RADIUS))
     return camera_params(0.0, 0.0, radius=radius, pivot=pivot)
 
 
-# The mean of n mapping outputs for seeded z under one camera: w̄ as "the average latent code" of the GUIDE release.
 @torch.no_grad()
 def mean_of_mapping(G, n: int = 10000, seed: int = 0, c: torch.Tensor | None = None, batch: int = 1000) -> torch.Tensor:
+    """The mean of n mapping outputs for seeded z under one camera: w̄ as "the average latent code" of the GUIDE
+    release."""
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
     c = conditioning_camera(G) if c is None else c
@@ -43,14 +44,15 @@ def mean_of_mapping(G, n: int = 10000, seed: int = 0, c: torch.Tensor | None = N
     return (total / n).to(torch.float32)
 
 
-# w̄ of a generator as [num_ws, 512], and where it came from.
 def w_avg_with_source(G, name: str | None = None, n: int = 10000, seed: int = 0, source: str = "auto",
                       c: torch.Tensor | None = None, cache: bool = True) -> tuple[torch.Tensor, str]:
-    """Order for source="auto": (1) a released w̄ file for `name` (the GUIDE authors' w_avg_ffhqrebalanced512-128.pt,
+    """w̄ of a generator as [num_ws, 512], and where it came from.
+
+    Order for source="auto": (1) a released w̄ file for `name` (the GUIDE authors' w_avg_ffhqrebalanced512-128.pt,
     what the paper used) when installed; (2) the mapping network's trained `w_avg` buffer (the running mean kept by
     StyleGAN2/EG3D training), when it is not all zeros; (3) the mean of n mapping samples (ψ = 1) under the
-    conditioning camera `c` (default `conditioning_camera(G)`, GUIDE's), cached in weights/cache/<name>-w_avg.safetensors
-    keyed by n, seed, the camera and a fingerprint of the mapping weights.
+    conditioning camera `c` (default `conditioning_camera(G)`, GUIDE's), cached in
+    weights/cache/<name>-w_avg.safetensors keyed by n, seed, the camera and a fingerprint of the mapping weights.
     source="file" | "buffer" | "samples" forces one of them."""
     if source not in ("auto", "file", "buffer", "samples"):
         raise ValueError(f"source must be auto, file, buffer or samples, got {source!r}")
@@ -103,7 +105,7 @@ def w_avg_with_source(G, name: str | None = None, n: int = 10000, seed: int = 0,
     return shaped(value, "mapping samples"), f"samples:n={n},seed={seed}"
 
 
-# w̄ of a generator as [num_ws, 512] (see w_avg_with_source for which source is used).
 def w_avg(G, name: str | None = None, n: int = 10000, seed: int = 0, source: str = "auto",
           c: torch.Tensor | None = None, cache: bool = True) -> torch.Tensor:
+    """w̄ of a generator as [num_ws, 512] (see w_avg_with_source for which source is used)."""
     return w_avg_with_source(G, name=name, n=n, seed=seed, source=source, c=c, cache=cache)[0]

@@ -1,11 +1,11 @@
-# GOAE inversion encoder (Yuan et al., "Make Encoder Great Again in 3D GAN Inversion through Geometry and
-# Occlusion-Aware Encoding", ICCV 2023, its geometry-aware encoder and Fig. 3), the network GUIDE (Seo et al.,
-# CVPR 2024) uses to invert a photo into EG3D's W+ space: w_u = w_avg + E(x).
-#
-# A Swin-V2 backbone yields features at four depths. The base code w0 comes from the deepest, normalised map; the
-# per-layer deltas of W+ rows 1-3 / 4-6 / 7-13 are queries (from the last stage's input) that cross-attend to key/value
-# maps built from progressively finer features ("coarse", "mid", "fine"). Parameter names follow the released
-# `encoder_FFHQ.pt` so that it loads with strict key matching.
+"""GOAE inversion encoder (Yuan et al., "Make Encoder Great Again in 3D GAN Inversion through Geometry and
+Occlusion-Aware Encoding", ICCV 2023, its geometry-aware encoder and Fig. 3), the network GUIDE (Seo et al.,
+CVPR 2024) uses to invert a photo into EG3D's W+ space: w_u = w_avg + E(x).
+
+A Swin-V2 backbone yields features at four depths. The base code w0 comes from the deepest, normalised map; the
+per-layer deltas of W+ rows 1-3 / 4-6 / 7-13 are queries (from the last stage's input) that cross-attend to key/value
+maps built from progressively finer features ("coarse", "mid", "fine"). Parameter names follow the released
+`encoder_FFHQ.pt` so that it loads with strict key matching."""
 from __future__ import annotations
 
 import os
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from guide_core.eg3d.legacy import tensor_file_refusal
+from guide_core.weights.safe_load import load_safetensors, load_torch, tensor_file_refusal
 
 from .swin_v2 import SwinFeatures, SwinTransformerV2, SwinV2Config
 
@@ -33,13 +33,13 @@ INPUT_SIZE = 256
 STAGE_BASE, STAGE_COARSE, STAGE_MID, STAGE_FINE = 0, 1, 2, 3
 
 
-# Raised when a checkpoint does not fit the GOAE architecture (missing / unexpected keys, wrong shapes, bad file).
 class GOAEWeightsError(ValueError):
-    pass
+    """Raised when a checkpoint does not fit the GOAE architecture (missing / unexpected keys, wrong shapes) or
+    cannot be read as plain tensor data."""
 
 
-# The "mapper" MLP of GOAE: (mlp_layer - 1) x [Linear(d, d), LeakyReLU(0.01)], then Linear(d, out).
 def mapper_mlp(in_dim: int, out_dim: int, mlp_layer: int = 2) -> nn.Sequential:
+    """The "mapper" MLP of GOAE: (mlp_layer - 1) x [Linear(d, d), LeakyReLU(0.01)], then Linear(d, out)."""
     modules: list[nn.Module] = []
     for _ in range(mlp_layer - 1):
         modules += [nn.Linear(in_dim, in_dim), nn.LeakyReLU()]
@@ -47,18 +47,19 @@ def mapper_mlp(in_dim: int, out_dim: int, mlp_layer: int = 2) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-# Linear layers each followed by LeakyReLU(0.01): the key/value channel and spatial mappers.
 def leaky_stack(*dims: int) -> nn.Sequential:
+    """Linear layers each followed by LeakyReLU(0.01): the key/value channel and spatial mappers."""
     modules: list[nn.Module] = []
     for d_in, d_out in zip(dims[:-1], dims[1:]):
         modules += [nn.Linear(d_in, d_out), nn.LeakyReLU()]
     return nn.Sequential(*modules)
 
 
-# GOAE's cross-attention block (DETR-style decoder layer without self-attention): W+ queries attend to the feature
-# tokens, then a residual ReLU FFN. Only one LayerNorm (no affine) is applied, after the attention residual; the
-# FFN residual is left un-normalised, exactly as in the released model.
 class CrossAttention(nn.Module):
+    """GOAE's cross-attention block (DETR-style decoder layer without self-attention): W+ queries attend to the feature
+    tokens, then a residual ReLU FFN. Only one LayerNorm (no affine) is applied, after the attention residual; the
+    FFN residual is left un-normalised, exactly as in the released model."""
+
     def __init__(self, d_model: int = W_DIM, nhead: int = 4, dim_feedforward: int = 1024, dropout: float = 0.1):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
@@ -70,13 +71,15 @@ class CrossAttention(nn.Module):
         self.norm = nn.LayerNorm(d_model, elementwise_affine=False)
 
     def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """W+ queries [N, rows, 512] attending to feature tokens `memory` [N, T, 512] -> [N, rows, 512]."""
         attended = self.multihead_attn(queries, memory, memory, need_weights=False)[0]
         x = self.norm(queries + self.dropout2(attended))
         return x + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(x)))))
 
 
-# The GOAE encoder: image [N, 3, 256, 256] in [-1, 1] -> (ws, ws_base), both [N, 14, 512], offsets from w_avg.
 class GOAEncoder(nn.Module):
+    """The GOAE encoder: image [N, 3, 256, 256] in [-1, 1] -> (ws, ws_base), both [N, 14, 512], offsets from w_avg."""
+
     def __init__(self, swin_config: SwinV2Config = SwinV2Config(), mlp_layer: int = 2,
                  stage_list: Sequence[int] = (10000, 20000, 30000)):
         super().__init__()
@@ -110,9 +113,9 @@ class GOAEncoder(nn.Module):
         self.cross_att_mid = CrossAttention()
         self.cross_att_fine = CrossAttention()
 
-    # Training schedule of the progressive stages: stage i while iteration < stage_list[i]; note that an iteration
-    # equal to the last boundary stays in stage 2 (the original's loop), only later ones reach stage 3.
     def set_stage(self, iteration: int) -> int:
+        """Training schedule of the progressive stages: stage i while iteration < stage_list[i]; note that an iteration
+        equal to the last boundary stays in stage 2 (the original's loop), only later ones reach stage 3."""
         if iteration > self.stage_list[-1]:
             self.stage = STAGE_FINE
         else:
@@ -120,13 +123,14 @@ class GOAEncoder(nn.Module):
                               len(self.stage_list) - 1)
         return self.stage
 
-    # Pool a channels-first map [B, C, T] to `rows` codes: learned token mixing plus the global max, then channels.
     @staticmethod
     def _pooled_codes(x: torch.Tensor, spatial: nn.Module, channel: nn.Module) -> torch.Tensor:
+        """Pool a channels-first map [B, C, T] to `rows` codes: learned token mixing plus the global max, then
+        channels."""
         return channel(spatial(x).transpose(1, 2) + x.amax(dim=2, keepdim=True).transpose(1, 2))
 
-    # Inputs checked here so that a wrong layout fails with a readable message instead of a matmul shape error.
     def _check_input(self, imgs: torch.Tensor) -> None:
+        """Inputs checked here so that a wrong layout fails with a readable message instead of a matmul shape error."""
         size = self.swin_model.config.img_size
         if not isinstance(imgs, torch.Tensor):
             raise TypeError(f"GOAEncoder expects a tensor, got {type(imgs).__name__}")
@@ -136,13 +140,13 @@ class GOAEncoder(nn.Module):
         if not imgs.is_floating_point():
             raise TypeError(f"GOAEncoder expects floating-point images in [-1, 1], got {imgs.dtype}")
 
-    # Images [N, 3, 256, 256] in [-1, 1] -> (ws, ws_base); ws is the W+ offset that unlearn.py adds to w_avg.
     def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [N, 3, 256, 256] in [-1, 1] -> (ws, ws_base); ws is the W+ offset that unlearn.py adds to w_avg."""
         self._check_input(imgs)
         return self.heads(self.swin_model(imgs))
 
-    # The GOAE heads on precomputed backbone features, at the current `stage` -> (ws, ws_base).
     def heads(self, feats: SwinFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """The GOAE heads on precomputed backbone features, at the current `stage` -> (ws, ws_base)."""
         ws_base = self._pooled_codes(feats.x_base, self.mapper_base_spatial, self.mapper_base_channel)
         ws_base = ws_base.repeat(1, NUM_WS, 1)
         if self.stage <= STAGE_BASE:
@@ -166,21 +170,21 @@ class GOAEncoder(nn.Module):
             ws_delta[:, rows] = getattr(self, f"cross_att_{name}")(queries, kv[name])
         return ws_base + ws_delta, ws_base
 
-    # Photo(s) -> W+ offset [N, 14, 512] (add w_avg to get w_u), without gradients.
-    # Preprocessing follows GUIDE's unlearn.py: PIL `resize((256, 256))` (bicubic, Pillow's default), uint8, then
-    # x / 127.5 - 1. PIL images take exactly that path. Tensors [N, 3, H, W] or [3, H, W] in [-1, 1] are, by default
-    # (quantize=True), snapped to the 8-bit grid and resized by `pil_bicubic_resize`, which reproduces Pillow (bit-exact
-    # for 512 / 1024 -> 256; other sizes differ by one level on < 1e-4 of the pixels, from Pillow's fixed-point filter
-    # weights); quantize=False resizes in float with one antialiased bicubic (differentiable, within ~1-2 levels).
     @torch.no_grad()
     def invert(self, images, quantize: bool = True) -> torch.Tensor:
+        """Photo(s) -> W+ offset [N, 14, 512] (add w_avg to get w_u), without gradients. Preprocessing follows GUIDE's
+        unlearn.py: PIL `resize((256, 256))` (bicubic, Pillow's default), uint8, then x / 127.5 - 1. PIL images take
+        exactly that path. Tensors [N, 3, H, W] or [3, H, W] in [-1, 1] are, by default (quantize=True), snapped to
+        the 8-bit grid and resized by `pil_bicubic_resize`, which reproduces Pillow (bit-exact for 512 / 1024 -> 256;
+        other sizes differ by one level on < 1e-4 of the pixels, from Pillow's fixed-point filter weights);
+        quantize=False resizes in float with one antialiased bicubic (differentiable, within ~1-2 levels)."""
         device = next(self.parameters()).device
         batch = preprocess_for_goae(images, size=self.swin_model.config.img_size, quantize=quantize)
         return self(batch.to(device=device, dtype=next(self.parameters()).dtype))[0]
 
 
-# GUIDE's unlearn.py image loader: PIL resize to size x size (bicubic default), uint8 -> [-1, 1] float32.
 def _pil_to_tensor(image, size: int) -> torch.Tensor:
+    """GUIDE's unlearn.py image loader: PIL resize to size x size (bicubic default), uint8 -> [-1, 1] float32."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
@@ -189,10 +193,11 @@ def _pil_to_tensor(image, size: int) -> torch.Tensor:
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy()).float() / 127.5 - 1
 
 
-# Pillow's bicubic resize of 8-bit levels [N, C, H, W] (floats 0..255): separable Keys (a = -0.5) filter whose
-# support widens with the downscale factor (antialiasing), horizontal pass first, each pass rounded half-up and
-# clipped to 0..255 as Pillow stores its intermediate image in uint8. torch's antialiased bicubic uses the same taps.
 def pil_bicubic_resize(levels: torch.Tensor, size: int) -> torch.Tensor:
+    """Pillow's bicubic resize of 8-bit levels [N, C, H, W] (floats 0..255): separable Keys (a = -0.5) filter whose
+    support widens with the downscale factor (antialiasing), horizontal pass first, each pass rounded half-up and
+    clipped to 0..255 as Pillow stores its intermediate image in uint8. torch's antialiased bicubic uses the same
+    taps."""
     h, w = levels.shape[-2:]
     x = levels
     if w != size:
@@ -204,8 +209,9 @@ def pil_bicubic_resize(levels: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
-# Any of: PIL image, list of PIL images, tensor [3, H, W] or [N, 3, H, W] in [-1, 1] -> [N, 3, size, size] float32.
 def preprocess_for_goae(images, size: int = INPUT_SIZE, quantize: bool = True) -> torch.Tensor:
+    """Any of: PIL image, list of PIL images, tensor [3, H, W] or [N, 3, H, W] in [-1, 1] -> [N, 3, size, size]
+    float32."""
     if isinstance(images, torch.Tensor):
         x = images.unsqueeze(0) if images.ndim == 3 else images
         if x.ndim != 4 or x.shape[1] != 3:
@@ -228,8 +234,8 @@ def preprocess_for_goae(images, size: int = INPUT_SIZE, quantize: bool = True) -
     return _pil_to_tensor(images, size).unsqueeze(0)
 
 
-# Normalise a loaded checkpoint to a flat {name: tensor} state dict.
 def _as_state_dict(obj, source: str) -> dict[str, torch.Tensor]:
+    """Normalise a loaded checkpoint to a flat {name: tensor} state dict."""
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -245,24 +251,23 @@ def _as_state_dict(obj, source: str) -> dict[str, torch.Tensor]:
     return state
 
 
-# Read a checkpoint file without executing code: safetensors, or torch.load(weights_only=True).
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file without executing code: safetensors, or torch.load(weights_only=True)."""
     if not path.is_file():
         raise FileNotFoundError(f"GOAE encoder weights not found: {path} (the GOAE release's encoder_FFHQ.pt; "
                                 f"see `python -m guide_core weights status`)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return _as_state_dict(load_file(str(path)), str(path))
+        return _as_state_dict(load_safetensors(path)[0], str(path))
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = load_torch(path)
     except Exception as err:  # pickles that need code, truncated or foreign files: said in our words, not torch's
         raise GOAEWeightsError(f"{path}: cannot be read as plain tensor data with weights_only=True "
                                f"({tensor_file_refusal(path, err)})") from None
     return _as_state_dict(obj, str(path))
 
 
-# Compare a state dict with the model's layout; one error listing missing, unexpected and mis-shaped entries.
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+    """Compare a state dict with the model's layout; one error listing missing, unexpected and mis-shaped entries."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -277,11 +282,11 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
         raise GOAEWeightsError(f"{source} does not match the GOAE encoder architecture; " + "; ".join(problems))
 
 
-# Build the GOAE encoder and load weights strictly (a file path or an in-memory state dict); eval mode, frozen.
-# The original runs the encoder in train mode (never calls .eval()), so its stochastic depth (rate up to 0.2) and
-# cross-attention dropout (0.1) make every inversion random; here the encoder is deterministic by default.
 def load_goae(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
               mlp_layer: int = 2) -> GOAEncoder:
+    """Build the GOAE encoder and load weights strictly (a file path or an in-memory state dict); eval mode, frozen. The
+    original runs the encoder in train mode (never calls .eval()), so its stochastic depth (rate up to 0.2) and
+    cross-attention dropout (0.1) make every inversion random; here the encoder is deterministic by default."""
     if isinstance(path_or_state_dict, Mapping):
         state, source = _as_state_dict(path_or_state_dict, "state dict"), "state dict"
     elif isinstance(path_or_state_dict, (str, os.PathLike)):

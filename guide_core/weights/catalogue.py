@@ -1,4 +1,4 @@
-# The manifest of every weight file guide can use (names, files, licences, features) and where each one lives.
+"""The manifest of every weight file guide can use (names, files, licences, features) and where each one lives."""
 from __future__ import annotations
 
 import json
@@ -15,9 +15,9 @@ MANIFEST_FILE = "manifest.json"
 INSTALLED_WEIGHTS = Path(sys.prefix) / "share" / "guide" / "weights"  # where pip puts weights/ (pyproject data-files)
 
 
-# The shipped files (the manifest and the default world): the checkout's weights/ folder when running from a clone
-# or an editable install, else the copy an installed package carries.
 def _shipped_root() -> Path:
+    """The shipped files (the manifest and the default world): the checkout's weights/ folder when running from a clone
+    or an editable install, else the copy an installed package carries."""
     checkout = REPO / "weights"
     if (checkout / MANIFEST_FILE).is_file() or not (INSTALLED_WEIGHTS / MANIFEST_FILE).is_file():
         return checkout
@@ -29,9 +29,9 @@ MANIFEST_PATH = SHIPPED_ROOT / MANIFEST_FILE
 IN_CHECKOUT = SHIPPED_ROOT == REPO / "weights"
 
 
-# The folder the downloaded weights live in: $GUIDE_WEIGHTS_DIR, else the checkout's weights/, else (an installed
-# package, whose share/ folder may not be writable) ~/.cache/guide/weights.
 def weights_dir() -> Path:
+    """The folder the downloaded weights live in: $GUIDE_WEIGHTS_DIR, else the checkout's weights/, else (an installed
+    package, whose share/ folder may not be writable) ~/.cache/guide/weights."""
     override = os.environ.get("GUIDE_WEIGHTS_DIR")
     if override:
         return Path(override).expanduser().resolve()
@@ -41,10 +41,10 @@ def weights_dir() -> Path:
 _MANIFEST_CACHE: dict[str, Any] = {}
 
 
-# The manifest always comes with the code (it describes the code's needs), whatever weights_dir() is.
-# Parsed once per file version: status/require call it for every row. Other modules call it as
-# `catalogue.manifest()`, so that replacing this one attribute (as tests do) changes every reader.
 def manifest() -> dict[str, dict[str, Any]]:
+    """Every manifest entry by name. The manifest always comes with the code (it describes the code's needs),
+    whatever weights_dir() is. Parsed once per file version: status/require call it for every row. Other modules
+    call it as `catalogue.manifest()`, so that replacing this one attribute (as tests do) changes every reader."""
     path = MANIFEST_PATH
     try:
         stamp = path.stat().st_mtime_ns
@@ -52,7 +52,8 @@ def manifest() -> dict[str, dict[str, Any]]:
             return _MANIFEST_CACHE["entries"]
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise WeightsError(f"the weights manifest {path} is missing; restore it with `git checkout weights/manifest.json`") from exc
+        raise WeightsError(f"the weights manifest {path} is missing; restore it with "
+                           f"`git checkout weights/manifest.json`") from exc
     except json.JSONDecodeError as exc:
         raise WeightsError(f"the weights manifest {path} is not valid JSON: {exc}") from exc
     entries = data.get("weights")
@@ -65,16 +66,25 @@ def manifest() -> dict[str, dict[str, Any]]:
     return entries
 
 
-# One manifest entry, with a clear error naming the known entries.
 def entry(name: str) -> dict[str, Any]:
+    """One manifest entry, with a clear error naming the known entries."""
     entries = manifest()
     if name not in entries:
         raise UnknownWeightsError(f"unknown weights name {name!r}; known names: {', '.join(entries)}")
     return entries[name]
 
 
-# Where a name's file (or folder, for shipped entries) lives, whether or not it is installed.
+def converted_name(original: str) -> str | None:
+    """The manifest entry that declares itself converted from `original` (guide's .safetensors of an EG3D pickle),
+    if the manifest has one."""
+    for name, item in manifest().items():
+        if item.get("converted_from") == original:
+            return name
+    return None
+
+
 def path_of(name: str) -> Path:
+    """Where a name's file (or folder, for shipped entries) lives, whether or not it is installed."""
     item = entry(name)
     if item.get("dir"):
         # Shipped folders travel with the repository, and their loaders read them there, whatever weights_dir() is.
@@ -82,8 +92,8 @@ def path_of(name: str) -> Path:
     return weights_dir() / item["file"]
 
 
-# Whether the file (or every required file of a shipped folder) is present.
 def is_installed(name: str) -> bool:
+    """Whether the file (or every required file of a shipped folder) is present."""
     item = entry(name)
     path = path_of(name)
     if item.get("dir"):
@@ -93,15 +103,15 @@ def is_installed(name: str) -> bool:
     return path.is_file()
 
 
-# The environment variable names that override a name's download source (e.g. GUIDE_URL_IR_SE50).
 def env_names(name: str) -> dict[str, str]:
+    """The environment variable names that override a name's download source (e.g. GUIDE_URL_IR_SE50)."""
     key = re.sub(r"[^A-Za-z0-9]", "_", name).upper()
     return {"url": f"GUIDE_URL_{key}", "hf_repo": f"GUIDE_HF_REPO_{key}", "hf_filename": f"GUIDE_HF_FILENAME_{key}",
             "gdrive": f"GUIDE_GDRIVE_{key}"}
 
 
-# The human instructions for a missing file: where it goes, the command that fetches it, where it comes from.
 def install_steps(name: str) -> list[str]:
+    """The human instructions for a missing file: where it goes, the command that fetches it, where it comes from."""
     item = entry(name)
     target = path_of(name)
     source = item.get("source", "see weights/README.md").rstrip(". ")
@@ -124,13 +134,13 @@ def install_steps(name: str) -> list[str]:
     return steps
 
 
-# The same instructions as one string.
 def install_hint(name: str) -> str:
+    """The instructions of install_steps as one string."""
     return "; ".join(install_steps(name))
 
 
-# The installed path of a name, or a MissingWeightsError saying exactly what to do.
 def require(name: str) -> Path:
+    """The installed path of a name, or a MissingWeightsError saying exactly what to do."""
     item = entry(name)
     if is_installed(name):
         return path_of(name)

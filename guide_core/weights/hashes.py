@@ -1,23 +1,21 @@
-# Hashes of weight files: the manifest's reference values, the local record (trust on first use) and a cache of
-# checks keyed by size + mtime, so `status` can show a verdict without re-hashing hundreds of MB.
+"""Hashes of weight files: the manifest's reference values, the local record (trust on first use) and a cache of
+checks keyed by size + mtime, so `status` can show a verdict without re-hashing hundreds of MB. The hashing itself
+is guide_core.files.sha256_file, the project's one SHA-256 of a file."""
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from guide_core import files
-from guide_core.files import sha256_file  # noqa: F401 - re-exported: weights.sha256_file
-from guide_core.progress import progress_bar  # noqa: F401
 from guide_core.weights.catalogue import entry, weights_dir
 
 HASHES_FILE = "hashes.json"
 
 
-# The local hash record, weights/hashes.json (never in git: it describes this machine's files).
 def _read_hashes() -> dict[str, Any]:
+    """The local hash record, weights/hashes.json (never in git: it describes this machine's files)."""
     path = weights_dir() / HASHES_FILE
     if not path.is_file():
         return {"format_version": 1, "recorded": {}, "checked": {}}
@@ -31,13 +29,13 @@ def _read_hashes() -> dict[str, Any]:
     return data
 
 
-# Written atomically, so a crash never leaves half a JSON file.
 def _write_hashes(data: dict[str, Any]) -> None:
+    """Written atomically, so a crash never leaves half a JSON file."""
     files.atomic_write(weights_dir() / HASHES_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-# The reference a file is judged against: manifest full hash > manifest prefix > locally recorded hash.
 def expected_hash(name: str) -> tuple[str | None, str]:
+    """The reference a file is judged against: manifest full hash > manifest prefix > locally recorded hash."""
     item = entry(name)
     if item.get("sha256"):
         return item["sha256"].lower(), "sha256"
@@ -49,8 +47,8 @@ def expected_hash(name: str) -> tuple[str | None, str]:
     return None, "none"
 
 
-# Compare a digest with a name's reference: returns the verdict word used by status/verify.
 def judge_hash(name: str, digest: str, size: int | None = None) -> str:
+    """Compare a digest with a name's reference: returns the verdict word used by status/verify."""
     item = entry(name)
     if size is not None and item.get("size") and int(item["size"]) != size:
         return "mismatch"
@@ -61,16 +59,16 @@ def judge_hash(name: str, digest: str, size: int | None = None) -> str:
     return kind if matched else "mismatch"
 
 
-# Pin a file's hash in the local record (trust on first use): later fetches and `verify` compare against it.
 def record_hash(name: str, path: Path, digest: str, source: str) -> None:
+    """Pin a file's hash in the local record (trust on first use): later fetches and `verify` compare against it."""
     data = _read_hashes()
     data["recorded"][name] = {"file": path.name, "sha256": digest, "size": path.stat().st_size, "source": source,
                               "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     _write_hashes(data)
 
 
-# The cached verdict of a file whose size and mtime have not changed since it was last hashed.
 def cached_verdict(name: str, path: Path) -> str:
+    """The cached verdict of a file whose size and mtime have not changed since it was last hashed."""
     checked = _read_hashes()["checked"].get(name)
     if not checked:
         return "unchecked"
@@ -80,8 +78,8 @@ def cached_verdict(name: str, path: Path) -> str:
     return judge_hash(name, checked["sha256"], stat.st_size)
 
 
-# Remember a computed hash for this exact file state, so `status` can show it without re-hashing.
 def remember_check(name: str, path: Path, digest: str) -> None:
+    """Remember a computed hash for this exact file state, so `status` can show it without re-hashing."""
     data = _read_hashes()
     stat = path.stat()
     data["checked"][name] = {"file": path.name, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

@@ -1,23 +1,32 @@
-# What is installed and whether it is intact: the `weights status` table and `weights verify` of installed files.
+"""What is installed and whether it is intact: the rows of `weights status` (and the one table every front end
+shows them as), and `weights verify` of installed files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import guide_core.weights.catalogue as catalogue
+from guide_core.files import human_size, sha256_file
 from guide_core.weights.catalogue import entry, install_hint, is_installed, path_of
-from guide_core.weights.hashes import cached_verdict, judge_hash, record_hash, remember_check, sha256_file
+from guide_core.weights.hashes import cached_verdict, judge_hash, record_hash, remember_check
+from guide_core.weights.transports import incoming_dir
+
+STATUS_COLUMNS = ("name", "file", "installed", "size", "verified", "feature")
+# How a verdict reads in the table; the other verdicts read as themselves.
+VERDICT_LABELS = {"mismatch": "MISMATCH", "missing": "-", "partial": "partial (.part)"}
 
 
-# One row of `weights status`.
 @dataclass
 class WeightStatus:
+    """One row of `weights status`."""
     name: str
     file: str
     path: str
     installed: bool
     size: int | None
-    verified: str          # sha256 | prefix | recorded | no reference | mismatch | unchecked | shipped | missing | partial
+    # sha256 | prefix | recorded | no reference | mismatch | unchecked | shipped | missing | partial
+    verified: str
     feature: str
     license: str
     kind: str
@@ -25,9 +34,9 @@ class WeightStatus:
     hint: str              # what to do when missing, else ""
 
 
-# The result of verifying one name.
 @dataclass
 class VerifyResult:
+    """The result of verifying one name."""
     name: str
     path: str
     verdict: str           # sha256 | prefix | recorded | no reference | mismatch | missing | shipped
@@ -35,30 +44,30 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the file may be used: intact, pinned, without a reference yet, or shipped."""
         return self.verdict in ("sha256", "prefix", "recorded", "no reference", "shipped")
 
 
-# Size of a file or the total of a folder.
 def _disk_size(path: Path) -> int:
+    """Size of a file or the total of a folder."""
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
 
 
-# Bytes of an interrupted download of `path` (its `.part`, or gdown's partial file in the staging folder), else None.
 def _partial_size(path: Path) -> int | None:
+    """Bytes of an interrupted download of `path` (its `.part`, or gdown's partial file in its staging folder), or
+    None when there is none."""
     part = path.with_name(path.name + ".part")
     if part.is_file():
         return part.stat().st_size
-    from guide_core.hub import incoming_dir
-
     staging = incoming_dir(path)
     found = [p for p in staging.glob("*") if p.is_file()] if staging.is_dir() else []
     return sum(p.stat().st_size for p in found) if found else None
 
 
-# The table of every manifest entry. With check_hashes, hashes installed files now (slow for the big ones).
 def status(check_hashes: bool = False) -> list[WeightStatus]:
+    """One row per manifest entry. With check_hashes, hashes installed files now (slow for the big ones)."""
     rows = []
     for name, item in catalogue.manifest().items():
         path = path_of(name)
@@ -82,8 +91,17 @@ def status(check_hashes: bool = False) -> list[WeightStatus]:
     return rows
 
 
-# Hash one installed file against its reference (shipped folders: presence of their files).
+def status_table(rows: Iterable[WeightStatus]) -> tuple[list[str], list[list[str]]]:
+    """The status rows as one plain-text table: the header (STATUS_COLUMNS) and, per row, its cells (name, file,
+    yes / no, human size, verdict label, feature). `weights status` and the studio's weights panel both show this
+    table, each in its own markup."""
+    cells = [[row.name, row.file, "yes" if row.installed else "no", human_size(row.size),
+              VERDICT_LABELS.get(row.verified, row.verified), row.feature] for row in rows]
+    return list(STATUS_COLUMNS), cells
+
+
 def verify_one(name: str, progress: bool = False) -> VerifyResult:
+    """Hash one installed file against its reference (shipped folders: presence of their files)."""
     item = entry(name)
     path = path_of(name)
     if not is_installed(name):
@@ -95,8 +113,9 @@ def verify_one(name: str, progress: bool = False) -> VerifyResult:
     return VerifyResult(name, str(path), judge_hash(name, digest, path.stat().st_size), digest)
 
 
-# Pin the current hash of an installed file that has no reference yet (a file downloaded by hand): trust on first use.
 def record(name: str) -> VerifyResult:
+    """Pin the current hash of an installed file that has no reference yet (a file downloaded by hand): trust on
+    first use."""
     result = verify_one(name)
     if result.verdict != "no reference":
         return result
@@ -104,8 +123,8 @@ def record(name: str) -> VerifyResult:
     return VerifyResult(name, result.path, "recorded", result.sha256)
 
 
-# Verify one name, or every installed one when name is None.
 def verify(name: str | None = None, progress: bool = False) -> list[VerifyResult]:
+    """Verify one name, or every installed one when name is None."""
     if name is not None:
         return [verify_one(name, progress=progress)]
     return [verify_one(n, progress=progress) for n in catalogue.manifest() if is_installed(n)]

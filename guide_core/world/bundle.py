@@ -1,7 +1,10 @@
-# The embedded world as a ModelBundle: the tiny tri-plane generator, its w_avg, the encoder (GOAE role), the identity
-# net in the ArcFace / CurricularFace roles, its feature maps as the perceptual distance (LPIPS role) and its
-# embeddings as FID-style features. Weights come from weights/default/ (shipped), or, before an export, from the
-# training checkpoints in runs/world/. Nothing is downloaded; safetensors and weights_only torch.load only.
+"""The embedded world as a ModelBundle, registered as the "default" model.
+
+The tiny tri-plane generator, its w_avg, the encoder (GOAE role), the identity net in the ArcFace / CurricularFace
+roles, its feature maps as the perceptual distance (LPIPS role) and its embeddings as FID-style features. Weights come
+from weights/default/ (shipped), or, before an export, from the training checkpoints in runs/world/ (written by
+``python -m tools.world``). Nothing is downloaded; safetensors and weights_only torch.load only.
+"""
 from __future__ import annotations
 
 import json
@@ -11,7 +14,7 @@ from typing import Any
 import torch
 
 from guide_core.bundle import ModelBundle
-from guide_core.guide import LTUConfig
+from guide_core.config import LTUConfig
 from guide_core.registry import register_model
 from guide_core.weights.catalogue import SHIPPED_ROOT
 from guide_core.world.cameras import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS, FOV_DEGREES, frontal_camera
@@ -24,21 +27,24 @@ FEATURE_NOTE = ("world identity-net embeddings (128-d, before normalisation) —
                 "features, not Inception: numbers are comparable only within the default world")
 
 
-# The identity net behind the `.embed` interface the engine and metrics use (unit embeddings of images in [-1, 1]).
 class WorldIdentity(torch.nn.Module):
+    """The identity net behind the ``.embed`` interface of the engine and metrics (unit embeddings of images)."""
+
     def __init__(self, net: torch.nn.Module):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit identity embeddings of images in [-1, 1]."""
         return self.net(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
 
-# FID-style features: the identity net's embedding before L2 normalisation.
 class WorldFeatures(torch.nn.Module):
+    """FID-style features: the identity net's embedding before L2 normalisation."""
+
     def __init__(self, net: torch.nn.Module):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
@@ -48,8 +54,8 @@ class WorldFeatures(torch.nn.Module):
         return self.net.head(self.net.features(images)[-1])
 
 
-# The world's photos are already aligned renders: check the picture and bring it to the encoder's 64 px.
 def align_world_photo(image: Any) -> Any:
+    """The world's photos are already aligned renders: check the picture and bring it to the encoder's 64 px."""
     from PIL import Image
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image, got {type(image).__name__}")
@@ -58,17 +64,18 @@ def align_world_photo(image: Any) -> Any:
         raise ValueError(f"photo is {w}x{h}; the default world needs at least 32x32 px")
     if abs(w - h) > 0.05 * max(w, h):
         raise ValueError(f"photo is {w}x{h}; the default world expects a square render of one of its people "
-                         "(python -m guide_core.world render --out DIR writes some)")
+                         "(python -m tools.world render --out DIR writes some)")
     return image.convert("RGB").resize((PHOTO_RESOLUTION, PHOTO_RESOLUTION), Image.LANCZOS)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors as float32."""
     from safetensors.torch import load_file
     return {k: v.float() for k, v in load_file(str(path)).items()}
 
 
-# State dicts + configs of the three networks, from weights/default/ or else from the newest training checkpoints.
 def _load_states() -> dict[str, tuple[dict[str, torch.Tensor], dict]]:
+    """State dicts + configs of the three networks, from weights/default/ or else from the training checkpoints."""
     from guide_core.world.generator import checkpoint_config
     if (WEIGHTS_DIR / "generator.safetensors").exists():
         out = {}
@@ -94,8 +101,8 @@ def _load_states() -> dict[str, tuple[dict[str, torch.Tensor], dict]]:
     return out
 
 
-# The world's networks as plain modules: {"G", "identity", "encoder" (when trained)}.
 def load_world_nets(device: str = "cpu") -> dict[str, torch.nn.Module]:
+    """The world's networks as plain modules: {"G", "identity", "encoder" (when trained)}."""
     from guide_core.world.encoder import load_world_encoder
     from guide_core.world.generator import load_world_generator
     from guide_core.world.identity import load_identity_net
@@ -105,7 +112,7 @@ def load_world_nets(device: str = "cpu") -> dict[str, torch.nn.Module]:
         raise FileNotFoundError(
             f"the default world's {', '.join(missing)} weights are missing: expected {WEIGHTS_DIR}/*.safetensors "
             f"(shipped with the repository) or training checkpoints in {RUNS_DIR}; train them with "
-            "`python -m guide_core.world train identity` / `train generator` and `python -m guide_core.world export`")
+            "`python -m tools.world train identity` / `train generator` and `python -m tools.world export`")
     nets = {"G": load_world_generator(*states["generator"]).to(device),
             "identity": load_identity_net(*states["identity"]).to(device)}
     if "encoder" in states:
@@ -113,14 +120,14 @@ def load_world_nets(device: str = "cpu") -> dict[str, torch.nn.Module]:
     return nets
 
 
-# A photo of world person `person` (photo 0 is the reference photo, others vary expression/light/pose), as PIL.
 def world_photo(person: int, photo: int = 0, resolution: int = PHOTO_RESOLUTION) -> Any:
+    """A photo of world person ``person`` as PIL (photo 0 is the reference photo, others vary expression/light/pose)."""
     from guide_core.world.examples import person_photos
     return person_photos(person, photo + 1, resolution)[photo]
 
 
-# ModelBundle of the default world (the engine, CLI and studio use it when nothing else is installed).
 def load_bundle(device: str = "cpu"):
+    """ModelBundle of the default world (the engine, CLI and studio use it when nothing else is installed)."""
     from guide_core.world.identity import WorldPerceptual
     nets = load_world_nets(device)
     G = nets["G"]
@@ -144,15 +151,14 @@ def load_bundle(device: str = "cpu"):
         ltu_defaults=WORLD_LTU_DEFAULTS, perceptual_uses_metric_net=True, extras={"photo": world_photo, "world": True})
 
 
-# Where a run on the world starts (the CLI, the studio and the Python API alike). 160 LTU iterations instead of the
-# paper's 1000, with lr 3e-4 instead of 1e-4 to make up for it, so a run takes about 2.3 minutes on 2 CPU cores.
-# N_g 4 and lambda_glob 5 instead of 2 and 1, because the world's perceptual distance (identity-net features, not
-# LPIPS) is smaller for the same change: at the paper's weights unrelated people kept only 0.58 identity similarity.
-# 3 of the 4 global latents are the random people nearest to w_u (n_glob_near, not in the paper): the edit spreads to
-# w-neighbours, which uniformly random latents rarely are. alpha_max 7.5 instead of 15 (a whole-code norm, as UFO's
-# d: here |w - w_avg| ~ 22, two random people ~ 31 apart, the nearest of 256 ~ 19). Measured with
-# benchmarks/world_erasure.py on persons 0-5 (docs/world.md).
-# fp32 throughout: its 64 px convolutions are too small for bf16 to pay (measured: no faster on a bf16-native CPU).
+# Where a run on the world starts (the CLI, the studio and the Python API alike); the measurements behind each value
+# are in docs/world.md (benchmarks/world_erasure.py on persons 0-5). 160 LTU iterations instead of the paper's 1000,
+# with lr 3e-4 instead of 1e-4 to make up for it, so that a run takes minutes on a CPU. N_g 4 and lambda_glob 5
+# instead of 2 and 1, because the world's perceptual distance (identity-net features, not LPIPS) is smaller for the
+# same change, so the paper's weights leave unrelated people too little protection. 3 of the 4 global latents are the
+# random people nearest to w_u (n_glob_near, not in the paper): the edit spreads to w-neighbours, which uniformly
+# random latents rarely are. alpha_max 7.5 instead of 15: a whole-code norm, as UFO's d, scaled to this world's
+# distances in w. fp32 throughout: its 64 px convolutions are too small for bf16 to pay.
 WORLD_LTU_DEFAULTS = LTUConfig(iters=160, preview_every=20, lr=3e-4, n_glob=4, n_glob_near=3, lambda_glob=5.0,
                                alpha_max=7.5, precision="fp32")
 

@@ -1,8 +1,10 @@
-# EG3D-convention cameras for the embedded world (Chan et al. CVPR 2022): poses come from guide_core.eg3d.camera so the
-# world and its generator share one definition (a camera at radius 2.7 from the origin, horizontal angle pi/2 + yaw,
-# vertical angle pi/2 + pitch, looking at the pivot (0, 0, 0.2), world y up, OpenCV camera axes; c = 16 cam2world
-# values + 9 normalised intrinsics). The ray sampler below mirrors EG3D's so procedural renders and generator renders
-# see the same pixels.
+"""EG3D-convention cameras for the embedded world (Chan et al. CVPR 2022).
+
+Poses come from guide_core.eg3d.camera so the world and its generator share one definition (a camera at radius 2.7
+from the origin, horizontal angle pi/2 + yaw, vertical angle pi/2 + pitch, looking at the pivot (0, 0, 0.2), world y
+up, OpenCV camera axes; c = 16 cam2world values + 9 normalised intrinsics). The ray sampler below mirrors EG3D's so
+procedural renders and generator renders see the same pixels.
+"""
 from __future__ import annotations
 
 import torch
@@ -17,26 +19,26 @@ YAW_STD, YAW_MAX = 0.3, 0.7
 PITCH_STD, PITCH_MAX = 0.12, 0.35
 
 
-# Camera parameters c [N,25] for yaw/pitch offsets (radians) from the frontal view: the project's one EG3D definition.
 def camera_params(yaw: torch.Tensor | float, pitch: torch.Tensor | float, radius: float = AVG_CAMERA_RADIUS,
                   pivot: tuple[float, float, float] = AVG_CAMERA_PIVOT, fov_degrees: float = FOV_DEGREES) -> torch.Tensor:
+    """Camera parameters c [N,25] for yaw/pitch offsets (radians) from the frontal view (the one EG3D camera)."""
     return eg3d_camera_params(yaw, pitch, radius=radius, fov_deg=fov_degrees, pivot=pivot, device="cpu")
 
 
-# The frontal camera: the mapping network's conditioning in GUIDE (Seo et al. 2024, Sec. 4: camera of the canonical view).
 def frontal_camera(n: int = 1) -> torch.Tensor:
+    """The frontal camera: the mapping network's conditioning in GUIDE (Seo et al. 2024, Sec. 4: the canonical view)."""
     return camera_params(torch.zeros(n), torch.zeros(n))
 
 
-# Random FFHQ-like poses: Gaussian yaw/pitch clipped to the range the world was trained on.
 def sample_yaw_pitch(n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random FFHQ-like poses: Gaussian yaw/pitch clipped to the range the world was trained on."""
     yaw = (torch.randn(n, generator=generator) * YAW_STD).clamp(-YAW_MAX, YAW_MAX)
     pitch = (torch.randn(n, generator=generator) * PITCH_STD).clamp(-PITCH_MAX, PITCH_MAX)
     return yaw, pitch
 
 
-# Rays of every pixel centre for cameras c [N,25] (EG3D's ray sampler): origins [N,R,3], unit directions [N,R,3].
 def camera_rays(c: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays of every pixel centre for cameras c [N,25] (EG3D's ray sampler): origins and unit directions [N,R,3]."""
     if c.ndim != 2 or c.shape[1] != 25:
         raise ValueError(f"camera parameters must have shape [N, 25], got {tuple(c.shape)}")
     n = c.shape[0]

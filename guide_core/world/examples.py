@@ -1,4 +1,4 @@
-# Example photos of world people (the studio's and the CLI's "photos" when the default world is used).
+"""Example photos of world people (the studio's and the CLI's "photos" when the default world is used)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +13,11 @@ from guide_core.world.heads import random_z, render_z, same_identity_z
 EXAMPLE_SEED = 5_000_000
 
 
-# Latents of `n` photos of world person `person`: photo 0 faces the camera, later ones vary pose, expression, light.
 def person_latents(person: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents and cameras of ``n`` photos of world person ``person``.
+
+    Photo 0 faces the camera; later ones vary pose, expression and light.
+    """
     anchor = random_z(1, EXAMPLE_SEED + person)
     z = torch.cat([anchor, same_identity_z(anchor, n - 1, EXAMPLE_SEED + person + 10_000_000)]) if n > 1 else anchor
     g = torch.Generator().manual_seed(EXAMPLE_SEED + person)
@@ -23,8 +26,8 @@ def person_latents(person: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return z, camera_params(yaw, pitch)
 
 
-# PIL photos of one person.
 def person_photos(person: int, n: int = 1, resolution: int = 64) -> list[Any]:
+    """PIL photos of one person."""
     from PIL import Image
     z, c = person_latents(person, n)
     images = render_z(z, c, resolution).image
@@ -32,8 +35,8 @@ def person_photos(person: int, n: int = 1, resolution: int = 64) -> list[Any]:
     return [Image.fromarray(p) for p in pixels]
 
 
-# Write `n` people x 3 photos as PNG files; returns their paths.
 def write_examples(out: Path, n: int = 6, seed: int = 0, resolution: int = 128) -> list[Path]:
+    """Write ``n`` people x 3 photos as PNG files; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -1,14 +1,16 @@
-# Procedural 3D heads: the embedded world's "people", rendered from EG3D-convention cameras.
-# Each head is a signed distance field of smoothly unioned primitives (cranium, jaw, cheeks, neck, nose, ears, a hair
-# shell, optional glasses), sphere-traced in a fixed number of steps, with colour regions (eyes, brows, lips, beard) that
-# live on the 3D surface so every view of one person agrees. Identity is exact: the identity parameters alone fix the
-# person; per-photo parameters (expression, lighting, glasses) change only one picture.
-# A FIXED map z in R^Z_DIM -> parameters ties the world to a generator's latent space (GUIDE, Seo et al. CVPR 2024, needs
-# w_avg, truncation and UFO extrapolation to act on a generator that was trained on this map): z dims 0..N_ID-1 are
-# identity, the next N_PHOTO dims are per-photo; each dim goes through the normal CDF to a value in (0, 1) and then
-# linearly to its physical range. Every z dim means something: an earlier 512-dim layout with 475 ignored dims left the
-# mapping network dominated by them (resampling the ignored dims moved w 2.4x more than resampling the used ones), and
-# the generator could only learn blurred average heads.
+"""Procedural 3D heads: the embedded world's "people", rendered from EG3D-convention cameras.
+
+Each head is a signed distance field of smoothly unioned primitives (cranium, jaw, cheeks, neck, nose, ears, a hair
+shell, optional glasses), sphere-traced in a fixed number of steps, with colour regions (eyes, brows, lips, beard) that
+live on the 3D surface so every view of one person agrees. Identity is exact: the identity parameters alone fix the
+person; per-photo parameters (expression, lighting, glasses) change only one picture.
+
+A FIXED map z in R^Z_DIM -> parameters ties the world to a generator's latent space (GUIDE, Seo et al. CVPR 2024, needs
+w_avg, truncation and UFO extrapolation to act on a generator that was trained on this map): z dims 0..N_ID-1 are
+identity, the next N_PHOTO dims are per-photo; each dim goes through the normal CDF to a value in (0, 1) and then
+linearly to its physical range. Every z dim means something: ignored dims would dominate the mapping network, and the
+generator would learn only blurred average heads (docs/world.md).
+"""
 from __future__ import annotations
 
 import math
@@ -85,9 +87,10 @@ _GLASSES = torch.tensor([[0.05, 0.05, 0.05], [0.35, 0.20, 0.08], [0.65, 0.08, 0.
                          [0.75, 0.75, 0.78]])
 
 
-# Parameters of a batch of heads: identity and per-photo values in their physical ranges, one row per head.
 @dataclass
 class HeadParams:
+    """Parameters of a batch of heads: identity and per-photo values in their physical ranges, one row per head."""
+
     identity: torch.Tensor  # [B, N_ID]
     photo: torch.Tensor  # [B, N_PHOTO]
 
@@ -101,6 +104,7 @@ class HeadParams:
         return self.identity.shape[0]
 
     def get(self, name: str) -> torch.Tensor:
+        """One parameter's values [B] by name (identity or per-photo)."""
         for i, (key, _, _) in enumerate(IDENTITY_SPEC):
             if key == name:
                 return self.identity[:, i]
@@ -110,9 +114,10 @@ class HeadParams:
         raise KeyError(f"unknown head parameter {name!r}")
 
 
-# One rendered batch: image in [-1, 1] (EG3D's range), ray distance of the surface, coverage of the head.
 @dataclass
 class HeadRender:
+    """One rendered batch: image in [-1, 1] (EG3D's range), ray distance of the surface, coverage of the head."""
+
     image: torch.Tensor  # [B, 3, H, W]
     depth: torch.Tensor  # [B, 1, H, W], RAY_FAR on the background
     mask: torch.Tensor  # [B, 1, H, W] in [0, 1]
@@ -124,21 +129,21 @@ def _to_range(u: torch.Tensor, spec: list[tuple[str, float, float]]) -> torch.Te
     return low + (high - low) * u
 
 
-# The fixed z -> parameters map: normal CDF of the designated dims, then each parameter's range.
 def params_from_z(z: torch.Tensor) -> HeadParams:
+    """The fixed z -> parameters map: normal CDF of the designated dims, then each parameter's range."""
     if z.ndim != 2 or z.shape[1] != Z_DIM:
         raise ValueError(f"z must have shape [B, {Z_DIM}], got {tuple(z.shape)}")
     u = 0.5 * (1 + torch.erf(z.float() / math.sqrt(2)))
     return HeadParams(_to_range(u[:, IDENTITY_DIMS], IDENTITY_SPEC), _to_range(u[:, PHOTO_DIMS], PHOTO_SPEC))
 
 
-# Seeded standard-normal latents, the generator's prior.
 def random_z(n: int, seed: int) -> torch.Tensor:
+    """Seeded standard-normal latents, the generator's prior."""
     return torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed))
 
 
-# Other "photos" of the person behind z: the same identity dims, fresh per-photo dims.
 def same_identity_z(z: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Other "photos" of the person behind z: the same identity dims, fresh per-photo dims."""
     z = z.reshape(-1, Z_DIM) if z.numel() == Z_DIM else z
     if z.ndim != 2 or z.shape != (1, Z_DIM):
         raise ValueError(f"same_identity_z takes one latent of {Z_DIM} values, got shape {tuple(z.shape)}")
@@ -147,16 +152,17 @@ def same_identity_z(z: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return others
 
 
-# Interpolate a colour palette [K,3] at positions t in [0,1] -> [B,3].
 def _palette(colours: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Interpolate a colour palette [K,3] at positions t in [0,1] -> [B,3]."""
     x = t.clamp(0, 1) * (len(colours) - 1)
     i = x.floor().long().clamp(max=len(colours) - 2)
     f = (x - i)[:, None]
     return colours[i] * (1 - f) + colours[i + 1] * f
 
 
-# Per-head derived geometry and albedos, packed as named columns so that rays can gather them with one index op.
 class _Geometry:
+    """Per-head derived geometry and albedos, packed as named columns so that rays can gather them with one index op."""
+
     def __init__(self, p: HeadParams):
         g = {}
         hw, hh, hd = p.get("head_width"), p.get("head_height"), p.get("head_depth")
@@ -218,8 +224,9 @@ class _Geometry:
         return cz + rz * torch.sqrt((1 - ((y - cy) / ry) ** 2).clamp(min=0.0))
 
 
-# Gathered per-ray view of the packed geometry: g["name"] -> [M, k].
 class _Rays:
+    """Gathered per-ray view of the packed geometry: g["name"] -> [M, k]."""
+
     def __init__(self, geom: _Geometry, rows: torch.Tensor):
         self.geom, self.data = geom, rows
 
@@ -227,16 +234,16 @@ class _Rays:
         return self.data[:, self.geom.slices[key]]
 
 
-# Signed distance to an ellipsoid (the common bound-preserving approximation k0 (k0 - 1) / k1).
 def _ellipsoid(p: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Signed distance to an ellipsoid (the common bound-preserving approximation k0 (k0 - 1) / k1)."""
     q = (p - c) / r
     k0 = q.norm(dim=-1)
     k1 = (q / r).norm(dim=-1).clamp(min=1e-6)
     return k0 * (k0 - 1) / k1
 
 
-# Polynomial smooth minimum: blends two surfaces over a band of width k (a soft union).
 def _smin(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
+    """Polynomial smooth minimum: blends two surfaces over a band of width k (a soft union)."""
     h = (k - (a - b).abs()).clamp(min=0) / k
     return torch.minimum(a, b) - h * h * k * 0.25
 
@@ -247,8 +254,8 @@ def _capsule(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: float) -> tor
     return (pa - ba * h[:, None]).norm(dim=-1) - r
 
 
-# The head's distance fields: (skin surface, hair shell, glasses); the union is their minimum.
 def _sdf_parts(p: torch.Tensor, g: _Rays) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The head's distance fields: (skin surface, hair shell, glasses); the union is their minimum."""
     head, hair, glasses = _sdf_local((p - p.new_tensor(HEAD_OFFSET)) / HEAD_SCALE, g)
     return head * HEAD_SCALE, hair * HEAD_SCALE, glasses * HEAD_SCALE
 
@@ -295,8 +302,8 @@ def _sdf(p: torch.Tensor, g: _Rays) -> torch.Tensor:
     return torch.minimum(torch.minimum(head, hair), glasses)
 
 
-# Surface colour (albedo) of hit points: glasses, hair, then skin with eyes, brows, lips and beard painted on.
 def _albedo(p: torch.Tensor, g: _Rays) -> torch.Tensor:
+    """Surface colour (albedo) of hit points: glasses, hair, then skin with eyes, brows, lips and beard painted on."""
     head, hair, glasses = _sdf_parts(p, g)
     p = (p - p.new_tensor(HEAD_OFFSET)) / HEAD_SCALE
     x, y, z = p[:, 0].abs(), p[:, 1], p[:, 2]
@@ -335,17 +342,20 @@ def _albedo(p: torch.Tensor, g: _Rays) -> torch.Tensor:
     return colour
 
 
-# Outward normals by the tetrahedron finite-difference stencil (four SDF evaluations).
 def _normals(p: torch.Tensor, g: _Rays, h: float = 1e-3) -> torch.Tensor:
+    """Outward normals by the tetrahedron finite-difference stencil (four SDF evaluations)."""
     k = p.new_tensor([[1, -1, -1], [-1, -1, 1], [-1, 1, -1], [1, 1, 1]])
     n = sum(k[i] * _sdf(p + k[i] * h, g)[:, None] for i in range(4))
     return n / n.norm(dim=-1, keepdim=True).clamp(min=1e-8)
 
 
-# Sphere tracing of every ray from its entry into the bounding sphere, in a fixed number of steps; the working set is
-# compacted as rays converge or leave, so late steps only pay for the few rays still grazing the head.
 def _trace(origins: torch.Tensor, dirs: torch.Tensor, rows: torch.Tensor, geom: _Geometry,
            steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sphere tracing of every ray from its entry into the bounding sphere, in a fixed number of steps.
+
+    The working set is compacted as rays converge or leave, so late steps only pay for the few rays still grazing the
+    head. Returns the ray distance of each hit and whether the ray hit.
+    """
     centre = origins.new_tensor([0.0, -0.05 * HEAD_SCALE, 0.0]) + origins.new_tensor(HEAD_OFFSET)
     radius = 0.6 * HEAD_SCALE
     oc = origins - centre
@@ -376,10 +386,10 @@ def _trace(origins: torch.Tensor, dirs: torch.Tensor, rows: torch.Tensor, geom: 
     return t, hit
 
 
-# Render heads from cameras c [B,25]: image in [-1,1], ray depth and coverage, anti-aliased by supersampling.
 @torch.no_grad()
 def render_heads(params: HeadParams, c: torch.Tensor, resolution: int = 64, supersample: int = 2,
                  steps: int = 64, chunk: int = 16) -> HeadRender:
+    """Render heads from cameras c [B,25]: image in [-1,1], ray depth and coverage, anti-aliased by supersampling."""
     if c.ndim != 2 or c.shape[1] != 25:
         raise ValueError(f"camera parameters must be [B, 25], got {tuple(c.shape)}")
     if c.shape[0] != len(params):
@@ -419,6 +429,6 @@ def _render_chunk(params: HeadParams, c: torch.Tensor, resolution: int, supersam
     return image * 2 - 1, depth, mask
 
 
-# Convenience: render the people behind latents z from yaw/pitch offsets.
 def render_z(z: torch.Tensor, c: torch.Tensor, resolution: int = 64, **kwargs) -> HeadRender:
+    """Convenience: render the people behind latents z from yaw/pitch offsets."""
     return render_heads(params_from_z(z), c, resolution, **kwargs)

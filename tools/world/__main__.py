@@ -1,37 +1,40 @@
-# Command line of the embedded world: render data, train its networks, export the shipped weights, render examples.
-#   python -m guide_core.world render-data
-#   python -m guide_core.world train {identity,generator,encoder} [--steps N] [--resume] [--seed 0] [--out DIR]
-#                                    [--device cuda] [--batch N] [... one flag per field of the network's
-#                                    IdentityTrainConfig / GeneratorTrainConfig / EncoderTrainConfig; see --help]
-#   (order: identity, generator, identity again — now with the generator's renders —, encoder, export)
-#   python -m guide_core.world train-all --device cuda --minutes 9   (all of the above within a time budget)
-#   python -m guide_core.world export
-#   python -m guide_core.world render --out DIR
-# Every step is seeded and resumable; long trainings are meant to run in the background (nice, few threads).
+"""Command line of the embedded world: render data, train its networks, export the shipped weights, render examples.
+
+  python -m tools.world render-data [--workers N]
+  python -m tools.world train {identity,generator,encoder} [--steps N] [--resume] [--seed 0] [--out DIR]
+                              [--device cuda] [--batch N] [... one flag per field of the network's
+                              IdentityTrainConfig / GeneratorTrainConfig / EncoderTrainConfig; see --help]
+  (order: identity, generator, identity again — now with the generator's renders —, encoder, export)
+  python -m tools.world train-all --device cuda --minutes 9   (all of the above within a time budget)
+  python -m tools.world export
+  python -m tools.world render --out DIR
+
+Every step is seeded and resumable; long trainings are meant to run in the background (nice, few threads).
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
-import typing
 from pathlib import Path
 
 import torch
 
-from guide_core.world.data import CHUNK_IDS, DATASETS
-from guide_core.world.encoder import EncoderTrainConfig
-from guide_core.world.generator import GeneratorTrainConfig
-from guide_core.world.identity import IdentityTrainConfig
+from guide_core.flags import add_flags, given_values
+from guide_core.world.bundle import RUNS_DIR as RUNS
+from tools.world.data import CHUNK_IDS, DATASETS
+from tools.world.encoder import EncoderTrainConfig
+from tools.world.generator import GeneratorTrainConfig
+from tools.world.identity import IdentityTrainConfig
 
-REPO = Path(__file__).resolve().parents[2]
-RUNS = REPO / "runs" / "world"
 # Each network's trainer config: `train NETWORK` has one flag per field, its default the config's.
 TRAIN_CONFIGS = {"identity": IdentityTrainConfig, "generator": GeneratorTrainConfig, "encoder": EncoderTrainConfig}
 
 
 def _render_data(which: list[str], workers: int = 1) -> None:
+    """Render (or resume rendering) the named data sets under runs/world/data, holding the render lock meanwhile."""
     import os
-    from guide_core.world.data import render_dataset
+    from tools.world.data import render_dataset
     lock = RUNS / "data" / "RENDERING"
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(str(os.getpid()))
@@ -43,8 +46,8 @@ def _render_data(which: list[str], workers: int = 1) -> None:
         lock.unlink(missing_ok=True)
 
 
-# True while another live process holds the render lock (then this one waits instead of rendering too).
 def _rendering_elsewhere() -> bool:
+    """True while another live process holds the render lock (then this one waits instead of rendering too)."""
     import os
     lock = RUNS / "data" / "RENDERING"
     if not lock.exists():
@@ -57,6 +60,7 @@ def _rendering_elsewhere() -> bool:
 
 
 def _wait_for_chunks(minimum: int = 4) -> None:
+    """Wait until the held-out set is complete and the training set has ``minimum`` chunks."""
     import time
     n_heldout = -(-DATASETS["heldout"][0] // CHUNK_IDS)
     while (len(list((RUNS / "data" / "heldout").glob("chunk_*.pt"))) < n_heldout
@@ -65,15 +69,17 @@ def _wait_for_chunks(minimum: int = 4) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """`train NETWORK`: one network, with the trainer config its flags ask for."""
     torch.set_num_threads(args.threads)
     if args.network == "identity" or not _rendering_elsewhere():
         _render_data(["heldout", "train"], args.threads)
     else:  # another process is rendering: train on the chunks as they appear
         _wait_for_chunks()
     out = Path(args.out) if args.out else RUNS / args.network
-    config = _config_from_args(TRAIN_CONFIGS[args.network], args)
+    config_type = TRAIN_CONFIGS[args.network]
+    config = config_type(**given_values(config_type, args))
     if args.network == "identity":
-        from guide_core.world.identity import train_identity
+        from tools.world.identity import train_identity
         # Two stages: before the generator exists, photos only (its perceptual loss needs this net); once trained,
         # the net is retrained on photos and the generator's renders (generator_renders says why).
         trained = (RUNS / "generator" / "ckpt.pt").exists() and config.generator_mix > 0
@@ -83,43 +89,22 @@ def _train(args: argparse.Namespace) -> int:
         result = train_identity(RUNS / "data" / "train", RUNS / "data" / "heldout", out, config=config,
                                 generator_dir=generator_dir, resume=args.resume, device=args.device)
     elif args.network == "generator":
-        from guide_core.world.generator import train_generator
+        from tools.world.generator import train_generator
         result = train_generator(RUNS / "data" / "train", RUNS / "data" / "heldout", out, config=config,
                                  identity_dir=RUNS / "identity", init_from=args.init_from or None, widen=args.widen,
                                  resume=args.resume, device=args.device)
     else:
-        from guide_core.world.encoder import train_encoder
+        from tools.world.encoder import train_encoder
         result = train_encoder(out, RUNS / "generator", RUNS / "identity", config=config,
                                init_from=args.init_from or None, resume=args.resume, device=args.device)
     print(result)
     return 0
 
 
-# One flag per field of a trainer config (`--polish-steps` for polish_steps), its default and help from the field;
-# booleans take --name / --no-name.
-def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> None:
-    hints, default = typing.get_type_hints(config_type), config_type()
-    for f in dataclasses.fields(config_type):
-        value, kind = getattr(default, f.name), hints[f.name]
-        kind = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # int | None -> int
-        text = f.metadata.get("help", "").replace("%", "%%")
-        flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value,
-                                help=f"{text} (default: %(default)s)")
-        else:
-            parser.add_argument(flag, type=kind, default=value,
-                                help=text if value is None else f"{text} (default: %(default)s)")
-
-
-# The trainer config the parsed flags of _add_config_flags ask for.
-def _config_from_args(config_type: type, args: argparse.Namespace):
-    return config_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)})
-
-
 def _train_all(args: argparse.Namespace) -> int:
+    """`train-all`: the whole chain within a time budget (or, with --dry-run, its resolved plan)."""
     import json
-    from guide_core.world.pipeline import PLAN_ENCODER, PLAN_GENERATOR, WorldPlan, train_world
+    from tools.world.pipeline import PLAN_ENCODER, PLAN_GENERATOR, WorldPlan, train_world
     plan = WorldPlan(args.device, args.minutes,
                      generator=dataclasses.replace(PLAN_GENERATOR, batch=args.generator_batch),
                      encoder=dataclasses.replace(PLAN_ENCODER, batch=args.encoder_batch))
@@ -132,13 +117,15 @@ def _train_all(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=2))
     print("repeat one network at a time with:")
     for command in plan.commands():
-        print(f"  python -m guide_core.world {command}")
+        print(f"  python -m tools.world {command}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from guide_core.world.pipeline import PLAN_ENCODER, PLAN_GENERATOR
-    parser = argparse.ArgumentParser(prog="python -m guide_core.world", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    """The command line: render-data, train NETWORK, train-all, export, render."""
+    from tools.world.pipeline import PLAN_ENCODER, PLAN_GENERATOR
+    parser = argparse.ArgumentParser(prog="python -m tools.world", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("render-data", help="render (or resume rendering) the training / held-out photo sets")
     data.add_argument("--which", choices=["train", "heldout", "all"], default="all")
@@ -159,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         network = networks.add_parser(name, parents=[common], help=helps[name],
                                       description=f"{helps[name]}; defaults are the shipped network's settings "
                                                   f"({config_type.__name__})")
-        _add_config_flags(network, config_type)
+        add_flags(network, config_type)
         if name in ("generator", "encoder"):
             network.add_argument("--init-from", default="",
                                  help="start from exported weights (e.g. weights/default: their step count, a fresh "
@@ -186,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--n", type=int, default=6)
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--resolution", type=int, default=128)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command of the world's command line; returns the exit status."""
+    args = _parser().parse_args(argv)
     if args.command == "render-data":
         _render_data(["train", "heldout"] if args.which == "all" else [args.which], args.workers)
         return 0
@@ -195,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-all":
         return _train_all(args)
     if args.command == "export":
-        from guide_core.world.export import export_weights
+        from tools.world.export import export_weights
         print(export_weights(Path(args.runs)))
         return 0
     from guide_core.world.examples import write_examples

@@ -1,7 +1,10 @@
-# The whole world trained in one call on one accelerator within a wall-clock budget (`train-all`): data, identity net
-# (stage 1), generator, identity net (stage 2, on the generator's renders), encoder. The generator's and the encoder's
-# step counts are sized from their step time measured on the device itself, and the plan is printed and saved
-# (runs/world/plan.json) before either trains, so a run is repeatable with the plain `train` commands it names.
+"""The whole world trained in one call on one accelerator within a wall-clock budget (``train-all``).
+
+Data, identity net (stage 1), generator, identity net (stage 2, on the generator's renders), encoder. The generator's
+and the encoder's step counts are sized from their step time measured on the device itself, and the plan is printed
+and saved (runs/world/plan.json) before either trains, so a run is repeatable with the plain ``train`` commands it
+names.
+"""
 from __future__ import annotations
 
 import json
@@ -11,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from guide_core.world.encoder import EncoderTrainConfig
-from guide_core.world.generator import GeneratorTrainConfig
-from guide_core.world.identity import IdentityTrainConfig
+from tools.world.encoder import EncoderTrainConfig
+from tools.world.generator import GeneratorTrainConfig
+from tools.world.identity import IdentityTrainConfig
 
 # Share of the generator's steps in its main (L1 + perceptual) phase; the rest is the MSE polish (train_generator).
 MAIN_FRACTION = 0.7
@@ -27,11 +30,14 @@ PLAN_GENERATOR = replace(GeneratorTrainConfig(), steps=0, polish_steps=0, batch=
 PLAN_ENCODER = replace(EncoderTrainConfig(), steps=0, batch=64, ckpt_every=1000)
 
 
-# What train_world will do: one trainer config per network (both identity stages share one); the generator's and the
-# encoder's step counts stay 0 until sized from measured step times (size_plan). The flat properties name the numbers
-# a plan is summed up by (plan.json, `train-all --dry-run`, commands()).
 @dataclass
 class WorldPlan:
+    """What train_world will do: one trainer config per network (both identity stages share one).
+
+    The generator's and the encoder's step counts stay 0 until sized from measured step times (size_plan). The flat
+    properties name the numbers a plan is summed up by (plan.json, ``train-all --dry-run``, commands()).
+    """
+
     device: str
     minutes: float
     identity: IdentityTrainConfig = field(default_factory=IdentityTrainConfig)
@@ -41,39 +47,48 @@ class WorldPlan:
 
     @property
     def identity_steps(self) -> int:
+        """Steps of each identity stage."""
         return self.identity.steps
 
     @property
     def generator_steps(self) -> int:
+        """Steps of the generator's main phase."""
         return self.generator.steps
 
     @property
     def polish_steps(self) -> int:
+        """Steps of the generator's polish phase."""
         return self.generator.polish_steps
 
     @property
     def encoder_steps(self) -> int:
+        """Steps of the encoder."""
         return self.encoder.steps
 
     @property
     def generator_batch(self) -> int:
+        """The generator's batch."""
         return self.generator.batch
 
     @property
     def encoder_batch(self) -> int:
+        """The encoder's batch."""
         return self.encoder.batch
 
-    # The plan as plan.json and `train-all --dry-run` show it: the summary numbers under their flat names (the layout
-    # plan.json had before the configs were saved beside them), then each trainer's full config.
     def record(self) -> dict:
+        """The plan as plan.json and ``train-all --dry-run`` show it.
+
+        The summary numbers under their flat names (the layout plan.json had before the configs were saved beside
+        them), then each trainer's full config.
+        """
         return {"device": self.device, "minutes": self.minutes, "generator_batch": self.generator_batch,
                 "encoder_batch": self.encoder_batch, "identity_steps": self.identity_steps,
                 "generator_steps": self.generator_steps, "polish_steps": self.polish_steps,
                 "encoder_steps": self.encoder_steps, "seconds_per_step": self.seconds_per_step,
                 **{name: asdict(getattr(self, name)) for name in ("identity", "generator", "encoder")}}
 
-    # The `python -m guide_core.world` commands that repeat this plan one network at a time.
     def commands(self) -> list[str]:
+        """The ``python -m tools.world`` commands that repeat this plan one network at a time."""
         dev = f" --device {self.device}"
         return ["render-data --workers N",
                 f"train identity --steps {self.identity_steps}{dev}",
@@ -83,9 +98,12 @@ class WorldPlan:
                 f"train encoder --steps {self.encoder_steps} --batch {self.encoder_batch}{dev}"]
 
 
-# Step counts for `seconds` of training: the encoder gets ENCODER_SHARE of it up to ENCODER_MAX_STEPS, the generator
-# the rest (split MAIN_FRACTION main, the rest polish).
 def size_plan(plan: WorldPlan, seconds: float, generator_step_s: float, encoder_step_s: float) -> WorldPlan:
+    """Step counts for ``seconds`` of training, set in ``plan`` (returned).
+
+    The encoder gets ENCODER_SHARE of the time up to ENCODER_MAX_STEPS, the generator the rest (split MAIN_FRACTION
+    main, the rest polish).
+    """
     if seconds <= 0:
         raise ValueError(f"no time left to train the generator and the encoder ({seconds:.0f} s): raise --minutes")
     encoder_steps = min(ENCODER_MAX_STEPS, int(seconds * ENCODER_SHARE / encoder_step_s))
@@ -98,6 +116,7 @@ def size_plan(plan: WorldPlan, seconds: float, generator_step_s: float, encoder_
 
 
 def _seconds_per_step(step, n: int, device: str) -> float:
+    """Mean seconds of ``n`` calls of ``step`` after three warm-up calls, synchronised on a GPU."""
     for _ in range(3):  # warm-up: allocator, cuDNN algorithm choice
         step()
     if device.startswith("cuda"):
@@ -110,11 +129,16 @@ def _seconds_per_step(step, n: int, device: str) -> float:
     return (time.perf_counter() - t) / n
 
 
-# Measured seconds per training step of the generator (full neural-rendering resolution, perceptual loss on: its
-# dearest phase) and of the encoder (averaged over one re-render cycle), on throwaway networks.
 def measure_step_times(data, perceptual, plan: WorldPlan, n: int = 20) -> tuple[float, float]:
-    from guide_core.world.encoder import WorldEncoder, default_rerender_batch
-    from guide_core.world.generator import build_generator, generator_loss
+    """Measured seconds per training step of the generator and of the encoder, on throwaway networks.
+
+    The generator at full neural-rendering resolution with the perceptual loss on (its dearest phase), the encoder
+    averaged over one re-render cycle.
+    """
+    from guide_core.world.encoder import WorldEncoder
+    from guide_core.world.generator import build_generator
+    from tools.world.encoder import default_rerender_batch
+    from tools.world.generator import generator_loss
     g = plan.generator
     G = build_generator(12345, g.plane_resolution, g.mapping_layers, g.normalize_z, g.channel_base,
                         g.channel_max).to(plan.device)
@@ -151,13 +175,15 @@ def measure_step_times(data, perceptual, plan: WorldPlan, n: int = 20) -> tuple[
     return generator_s, encoder_s
 
 
-# Train the world into `runs` within plan.minutes of wall clock, each network with its config in the plan. Returns the
-# sized plan (WorldPlan.record) with the final metrics of each network.
 def train_world(runs: Path, plan: WorldPlan, workers: int = 1, datasets: dict | None = None, log=print) -> dict:
-    from guide_core.world.data import DATASETS, load_dataset, render_dataset
-    from guide_core.world.encoder import train_encoder
-    from guide_core.world.generator import _perceptual, train_generator
-    from guide_core.world.identity import train_identity
+    """Train the world into ``runs`` within plan.minutes of wall clock, each network with its config in the plan.
+
+    Returns the sized plan (WorldPlan.record) with the final metrics of each network.
+    """
+    from tools.world.data import DATASETS, load_dataset, render_dataset
+    from tools.world.encoder import train_encoder
+    from tools.world.generator import perceptual_net, train_generator
+    from tools.world.identity import train_identity
     start = time.time()
     deadline = start + plan.minutes * 60
     runs = Path(runs)
@@ -171,7 +197,7 @@ def train_world(runs: Path, plan: WorldPlan, workers: int = 1, datasets: dict | 
                                                device=plan.device, log=log)
     identity_s = time.time() - t
     data = load_dataset(data_dir).to(plan.device)
-    generator_s, encoder_s = measure_step_times(data, _perceptual(runs / "identity", device=plan.device), plan)
+    generator_s, encoder_s = measure_step_times(data, perceptual_net(runs / "identity", device=plan.device), plan)
     del data
     # Stage 2 costs stage 1 plus the generator's renders of the training people; evaluations and checkpoints take
     # about a tenth on top of the measured steps.

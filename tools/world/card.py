@@ -1,126 +1,36 @@
-# Export of the shipped weights: training checkpoints (runs/world/*/ckpt.pt) -> weights/default/*.safetensors + JSON
-# configs + metrics.json (the numbers of the model card), measured here on held-out people so they are reproducible.
+"""The model card of the shipped world weights (weights/default/MODEL_CARD.md), written from metrics.json.
+
+Written by ``export`` from the measured metrics, so that the card's numbers are always those of the shipped files.
+"""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import torch
-
-from guide_core.files import atomic_path
-from guide_core.world.bundle import WEIGHTS_DIR
-
-SIZE_LIMIT_MB = 30.0
-
-
-def _save(state: dict[str, torch.Tensor], config: dict, name: str, out: Path) -> Path:
-    from safetensors.torch import save_file
-    path = out / f"{name}.safetensors"
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().float() for k, v in state.items()}, str(tmp))
-        tmp.chmod(0o644)  # shipped files, readable by everyone
-    (out / f"{name}.json").write_text(json.dumps(config, indent=2) + "\n")
-    return path
-
-
-# Export every trained network found under `runs` and measure its held-out metrics.
-@torch.no_grad()
-def export_weights(runs: Path, out: Path = WEIGHTS_DIR) -> dict:
-    from guide_core.world.data import load_dataset
-    from guide_core.world.encoder import evaluate_encoder, load_world_encoder
-    from guide_core.world.generator import (evaluate_generator, generator_config, generator_from_checkpoint,
-                                            multiview_psnr, synthesis_channels_of)
-    from guide_core.world.identity import load_identity_net, render_verification, verification_tar
-    runs, out = Path(runs), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    heldout = load_dataset(runs / "data" / "heldout")
-    metrics: dict = {}
-    idnet = None
-    identity = _trained(runs, out, "identity", "net")
-    if identity is not None:
-        tensors, config, facts = identity
-        idnet = load_identity_net(tensors, config)
-        metrics["identity"] = {**facts, **verification_tar(idnet, heldout, far=0.01)}
-        _save(idnet.state_dict(), config, "identity", out)
-    G = None
-    if (runs / "generator" / "ckpt.pt").exists():
-        state = torch.load(runs / "generator" / "ckpt.pt", weights_only=True)
-        G = generator_from_checkpoint(state)
-        metrics["generator"] = {"steps": state["step"], "plane_resolution": G.backbone.synthesis.img_resolution,
-                                "mapping_layers": G.backbone.mapping.num_layers,
-                                "normalize_z": G.backbone.mapping.normalize_z,
-                                **dict(zip(("channel_base", "channel_max"), synthesis_channels_of(state["G"]))),
-                                "legs": json.loads(state.get("legs", "[]")), **_train_config(state),
-                                **evaluate_generator(G, heldout, n=len(heldout)), **multiview_psnr(G)}
-        _save(G.state_dict(), generator_config(G), "generator", out)
-        if idnet is not None:
-            metrics["identity"].update(render_verification(idnet, G, heldout))
-    encoder = _trained(runs, out, "encoder", "enc") if G is not None else None
-    if encoder is not None:
-        tensors, config, facts = encoder
-        enc = load_world_encoder(tensors, config)
-        w_avg = G.backbone.mapping.w_avg
-        metrics["encoder"] = {**facts, **evaluate_encoder(enc, G, w_avg, idnet, heldout, n=len(heldout))}
-        _save(enc.state_dict(), config, "encoder", out)
-    total = sum(p.stat().st_size for p in out.glob("*.safetensors")) / 2 ** 20
-    metrics["total_size_mb"] = round(total, 2)
-    if total > SIZE_LIMIT_MB:
-        raise RuntimeError(f"exported weights take {total:.1f} MB, over the {SIZE_LIMIT_MB} MB budget")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "MODEL_CARD.md").write_text(model_card(metrics))
-    return metrics
-
-
-# The training settings a checkpoint records (the trainer's config of its last call, dataclasses.asdict), as
-# metrics.json keeps them; {} for a checkpoint written before it recorded them.
-def _train_config(state: dict) -> dict:
-    return {"train_config": json.loads(state["train_config"])} if "train_config" in state else {}
-
-
-# A network's weights, config and training facts (steps; the identity net's generator mix and pair weight; the
-# trainer's config): from its training checkpoint under `runs`, else the copy already exported in `out` (a session
-# whose runs/ folder is gone, or a generator retrained alone), re-measured like a new one and marked as kept. None when
-# there is neither.
-def _trained(runs: Path, out: Path, name: str, key: str) -> tuple[dict, dict, dict] | None:
-    from guide_core.world.data import load_exported
-    ckpt = runs / name / "ckpt.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        tensors, config, facts = state[key], json.loads(state["config"]), {"steps": state["step"]}
-        recorded = {k: float(v) for k, v in state.items() if k in ("generator_mix", "lambda_pair")}
-        recorded.update(_train_config(state))
-    elif (out / f"{name}.safetensors").exists():
-        tensors, text, metrics = load_exported(out, name)
-        config, facts = json.loads(text), {"steps": metrics.get("steps", 0), "kept_from_export": True}
-        recorded = {k: v for k, v in metrics.items() if k in ("generator_mix", "lambda_pair", "train_config")}
-    else:
-        return None
-    if name == "identity":
-        facts.update({"generator_mix": 0.0, "lambda_pair": 0.0})
-    facts.update(recorded)
-    return tensors, config, facts
+from guide_core.world.generator import (CHANNEL_BASE, CHANNEL_MAX, GENERATOR_KWARGS, MAPPING_LAYERS,
+                                        NEURAL_RENDERING_RESOLUTION, PLANE_RESOLUTION, WorldSuperresolution2X)
+from guide_core.world.heads import N_ID, Z_DIM
+from tools.world.data import DATASETS
+from tools.world.generator import MSE_WEIGHT, POLISH_STEPS, GeneratorTrainConfig, learning_rate
 
 
 def _fmt(metrics: dict, net: str, key: str, digits: int = 3, unit: str = "") -> str:
+    """One metric of one network as the card shows it ("not trained yet" when absent)."""
     value = metrics.get(net, {}).get(key)
     return "not trained yet" if value is None else f"{value:.{digits}f}{unit}"
 
 
-# The trained-steps cell of the card: a network kept from the previous export was trained against that generator.
 def _steps(net: dict) -> str:
+    """The trained-steps cell: a network kept from the previous export was trained against that generator."""
     kept = " (kept from the previous export: trained with its generator, re-measured with this one)"
     return f"{net.get('steps', '-')}" + (kept if net.get("kept_from_export") else "")
 
 
-# On how many held-out photos a metric was measured (metrics.json files written before the count: not said).
 def _on(net: dict) -> str:
+    """On how many held-out photos a metric was measured (metrics.json files written before the count: not said)."""
     return f" on {net['n']:,} photos" if "n" in net else ""
 
 
-# One line on the generator's architecture, from the constants it is built with.
 def _generator_architecture(gen: dict) -> str:
-    from guide_core.world.generator import (GENERATOR_KWARGS as k, MAPPING_LAYERS, NEURAL_RENDERING_RESOLUTION,
-                                            PLANE_RESOLUTION, WorldSuperresolution2X)
+    """One line on the generator's architecture, from the constants it is built with."""
+    k = GENERATOR_KWARGS
     plane_resolution = gen.get("plane_resolution", PLANE_RESOLUTION)
     widths = (gen.get("channel_base", k["channel_base"]), gen.get("channel_max", k["channel_max"]))
     mapping_layers = gen.get("mapping_layers", MAPPING_LAYERS)
@@ -135,10 +45,8 @@ def _generator_architecture(gen: dict) -> str:
             f"super-resolution 2X to {k['img_resolution']}² with blocks of {sr} channels")
 
 
-# The `train generator` calls the shipped generator went through (the checkpoint's legs), as one sentence.
 def _generator_legs(gen: dict) -> str:
-    from guide_core.world.generator import (CHANNEL_BASE, CHANNEL_MAX, MAPPING_LAYERS, GeneratorTrainConfig,
-                                            learning_rate)
+    """The `train generator` calls the shipped generator went through (the checkpoint's legs), as one sentence."""
     legs = gen.get("legs") or []
     # The widths the first leg built: the shipped ones, unless a later leg widened the generator. Every call names
     # the architecture it continues (a resumed or --init-from run refuses other widths or depths).
@@ -176,11 +84,8 @@ def _generator_legs(gen: dict) -> str:
     return "  The shipped generator's calls: " + "; ".join(parts) + ".\n"
 
 
-# The model card, written from the measured metrics so that its numbers are always those of the shipped files.
 def model_card(metrics: dict) -> str:
-    from guide_core.world.data import DATASETS
-    from guide_core.world.generator import MSE_WEIGHT, POLISH_STEPS
-    from guide_core.world.heads import N_ID, Z_DIM
+    """The model card, written from the measured metrics so that its numbers are always those of the shipped files."""
     train, heldout = DATASETS["train"], DATASETS["heldout"]
     ident, gen, enc = (metrics.get(k, {}) for k in ("identity", "generator", "encoder"))
     mix = f"{ident['generator_mix']:.0%}" if ident.get("generator_mix") else "a fraction"
@@ -190,7 +95,7 @@ def model_card(metrics: dict) -> str:
             "encoder identity similarity >= 0.8": enc.get("id_similarity", 0) >= 0.8}
     missed = [name for name, ok in bars.items() if not ok]
     status = ("all bars met." if not missed else "INTERIM weights, bars not yet met: " + "; ".join(missed)
-              + ". Training continues (`python -m guide_core.world train generator --resume`, or `--init-from "
+              + ". Training continues (`python -m tools.world train generator --resume`, or `--init-from "
               "weights/default` without a runs/ folder, then `train identity`, `train encoder --resume`, `export`).")
     return f"""# The embedded default world — model card
 
@@ -212,7 +117,7 @@ normalised feature maps (`WorldPerceptual`), the Inception role by its 128-d pre
 (`WorldFeatures`); ID metrics use the same identity net for loss and metric. Numbers from this world are
 comparable only with each other, never with the paper's FFHQ numbers.
 
-## How it was trained (seeded, resumable; `python -m guide_core.world ...`)
+## How it was trained (seeded, resumable; `python -m tools.world ...`)
 - data: `render-data` renders {train[0]:,} training people x {train[1]} photos (1 sample per pixel) and
   {heldout[0]:,} held-out people x {heldout[1]} photos (other seed, 2x2 supersampled), 64 px, EG3D cameras (yaw ~
   N(0, 0.3) clipped to ±0.7, pitch ~ N(0, 0.12) clipped to ±0.35, radius 2.7, pivot (0, 0, 0.2), fov 18.837°);

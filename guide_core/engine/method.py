@@ -1,0 +1,87 @@
+"""The Method seam: how an unlearning method picks its targets, parameterises G_u and trains it.
+
+The engine's loop (guide_core.engine.loop) owns what every method shares: the seeded draws, the camera, the optimiser,
+progress, cancellation and the run record. A method answers the rest. GUIDE (guide_core.methods.guide) is the first:
+UFO targets, the synthesis network fine-tuned, the local / adjacency / global losses, optionally robust. A new method
+is a new module under guide_core/methods that calls ``register_method``; the loop is not edited.
+
+Each method's settings are a dataclass (LTUConfig or a subclass of it), whose fields generate the CLI flags and the
+studio's controls (guide_core.flags); run.json records the method's name beside them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import torch
+
+from guide_core.config import LTUConfig
+
+if TYPE_CHECKING:
+    from guide_core.bundle import ModelBundle
+    from guide_core.engine.loop import Unlearning
+
+# The package whose import registers the built-in methods (loaded on first lookup, like the model registry's worlds).
+BUILTIN_METHODS = "guide_core.methods"
+DEFAULT_METHOD = "guide"
+
+
+class Method(Protocol):
+    """One unlearning method, created per run by its registered factory."""
+
+    name: str
+    config_type: type
+
+    def targets(self, bundle: "ModelBundle", w_u: torch.Tensor, cfg: LTUConfig) -> torch.Tensor:
+        """The target codes w_t [N, num_ws, w_dim] that the identities' renders are pulled to."""
+        ...
+
+    def generator(self, bundle: "ModelBundle", base: torch.nn.Module, trainable_prefix: str) -> torch.nn.Module:
+        """G_u: a trainable parameterisation of ``base`` (its parameters that train have requires_grad set)."""
+        ...
+
+    def start(self, run: "Unlearning") -> None:
+        """Prepare what the method keeps over a run, after G_u exists and before the first iteration."""
+        ...
+
+    def losses(self, run: "Unlearning", step: int, draws: Any, camera: torch.Tensor | None,
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One iteration's total loss and its named parts."""
+        ...
+
+    def finish(self, run: "Unlearning") -> None:
+        """After the last iteration: add what run.json should keep to ``run.extra``."""
+        ...
+
+
+_METHODS: dict[str, tuple[Callable[[], Method], str]] = {}
+_imported = False
+
+
+def register_method(name: str, factory: Callable[[], Method], description: str = "") -> None:
+    """Register a method by name; ``factory()`` makes one for a run. A later registration replaces it."""
+    _METHODS[name] = (factory, description)
+
+
+def _import_builtins() -> None:
+    global _imported
+    if not _imported:
+        _imported = True
+        importlib.import_module(BUILTIN_METHODS)
+
+
+def available_methods() -> dict[str, str]:
+    """Registered method names with one line each."""
+    _import_builtins()
+    return {name: text for name, (_, text) in _METHODS.items()}
+
+
+def make_method(method: "str | Method | None" = None) -> Method:
+    """A method by name (or one already made); unknown names fail loudly with the known ones."""
+    if method is not None and not isinstance(method, str):
+        return method
+    name = method or DEFAULT_METHOD
+    _import_builtins()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name][0]()
