@@ -18,7 +18,7 @@ EXAMPLES_DIR = REPO / "assets" / "examples"
 
 def build_app(max_queue: int = 16) -> gr.Blocks:
     """Build the Blocks app with its queue: heavy events share one worker, the queue shows each visitor's position."""
-    from guide_core.guide import LTUConfig
+    from guide_core.config import LTUConfig
 
     models = handlers.available_models()
     if not models:

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 COMMANDS = {
-    "unlearn": ("guide_core.cli", "unlearn",
+    "unlearn": ("guide_core.cli.unlearn", "command",
                 "erase identities from a generator, all at once or continuing a run (Latent Target Unlearning)"),
-    "eval": ("guide_core.cli", "evaluate", "ID / ID_others / FID_pre / dFID_real of a run directory"),
-    "audit": ("guide_core.cli", "audit", "re-inversion attack on an unlearned generator"),
-    "import": ("guide_core.cli", "import_run", "make a run directory of a generator unlearned by another tool "
+    "eval": ("guide_core.cli.evaluate", "command", "ID / ID_others / FID_pre / dFID_real of a run directory"),
+    "audit": ("guide_core.cli.audit", "command", "re-inversion attack on an unlearned generator"),
+    "import": ("guide_core.cli.import_run", "command", "make a run directory of a generator unlearned by another tool "
                                               "(e.g. the official GUIDE unlearn.py's last.pkl)"),
     "weights": ("guide_core.cli.weights", "cli", "status | fetch NAME | fetch --all | verify | path | publish of the "
                                              "weight files"),

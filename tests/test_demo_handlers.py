@@ -16,7 +16,9 @@ from PIL import Image
 
 from demo import handlers, plots
 from demo.handlers import common, views
-from guide_core import guide, registry, runs
+from guide_core import registry, runs
+from guide_core.config import LTUConfig
+from guide_core.methods.guide import ufo_target
 from guide_core.bundle import ModelBundle
 
 TINY = "tiny-studio-test"
@@ -83,7 +85,7 @@ def tiny_bundle(device: str = "cpu") -> ModelBundle:
         name=TINY, G=G, w_avg=w_avg, cond_c=cond_c, id_loss_net=identity, id_metric_net=identity,
         perceptual=lambda x, y: (x - y).pow(2).flatten(1).mean(dim=1), encoder=encoder, encoder_resolution=16,
         align=tiny_align, pivot=(0.0, 0.0, 0.2), feature_note="no feature network in the tiny test world",
-        ltu_defaults=guide.LTUConfig(iters=3, preview_every=1, lr=1e-2))
+        ltu_defaults=LTUConfig(iters=3, preview_every=1, lr=1e-2))
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +131,7 @@ def test_upload_shows_detection_crop_inversion_and_target(tiny_model, tmp_path):
     assert "Inverted" in out.status
     # w_t is exactly guide's UFO target of w_u at d = 30 (no math in the UI: it only calls it).
     bundle = handlers.get_bundle(tiny_model)
-    expected = guide.ufo_target(out.session.current.w_u, bundle.w_avg_code().cpu(), 30.0)
+    expected = ufo_target(out.session.current.w_u, bundle.w_avg_code().cpu(), 30.0)
     assert torch.equal(out.session.current.w_t, expected)
 
 
@@ -222,7 +224,7 @@ def test_run_streams_progress_and_after_differs_from_before(uploaded):
     diff = np.abs(view.after.astype(int) - view.before.astype(int)).mean()
     assert diff > 0.5, f"after-image equals before-image (mean |diff| {diff:.3f})"
     # The session's settings are LTUConfig's, with the model's overrides and the sliders' values.
-    assert uploaded.config.iters == 3 and uploaded.config.d == 30.0 and uploaded.config.n_adj == guide.LTUConfig().n_adj
+    assert uploaded.config.iters == 3 and uploaded.config.d == 30.0 and uploaded.config.n_adj == LTUConfig().n_adj
 
 
 def test_settings_from_sliders_override_defaults_and_bad_values_are_reported(uploaded):
@@ -330,7 +332,7 @@ def test_two_identities_are_forgotten_in_one_run_with_a_row_each(tiny_model, tmp
     handlers.change_d(10.0, session)
     w_avg = handlers.get_bundle(tiny_model).w_avg_code().cpu()
     for identity in session.identities:
-        assert torch.equal(identity.w_t, guide.ufo_target(identity.w_u, w_avg, 10.0)), identity.name
+        assert torch.equal(identity.w_t, ufo_target(identity.w_u, w_avg, 10.0)), identity.name
     final = run_to_end(session, d=10.0, **QUICK)[-1]
     assert "Finished 1/1" in final.status and "**ann**, **bob**" in final.status
     assert [caption.split(" · ")[0] for _, caption in final.previews] == ["ann"] * 3 + ["bob"] * 3
@@ -422,15 +424,15 @@ def test_config_sliders_come_from_ltuconfig(tiny_model):
     from demo import layout
 
     defaults = handlers.config_defaults(tiny_model)
-    assert defaults.iters == 3 and defaults.alpha_max == guide.LTUConfig().alpha_max
+    assert defaults.iters == 3 and defaults.alpha_max == LTUConfig().alpha_max
     with gr.Blocks():
-        names, components = layout.config_sliders(guide.LTUConfig, advanced=False, defaults=defaults)
-        adv_names, adv = layout.config_sliders(guide.LTUConfig, advanced=True, defaults=defaults)
+        names, components = layout.config_sliders(LTUConfig, advanced=False, defaults=defaults)
+        adv_names, adv = layout.config_sliders(LTUConfig, advanced=True, defaults=defaults)
     assert {"iters", "alpha_max", "n_adj", "n_glob"} == set(names)
     assert {"lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob"} <= set(adv_names)
     for name, component in zip(names + adv_names, components + adv):
         assert component.value == getattr(defaults, name), name
-        field = next(f for f in dataclasses.fields(guide.LTUConfig) if f.name == name)
+        field = next(f for f in dataclasses.fields(LTUConfig) if f.name == name)
         if "range" in field.metadata:  # the paper's range, widened only to hold a model's own default
             lo, hi = field.metadata["range"]
             assert (component.minimum, component.maximum) == (min(lo, component.value), max(hi, component.value))

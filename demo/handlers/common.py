@@ -19,6 +19,7 @@ from PIL import Image
 
 from demo.session import Identity, StudioSession
 from guide_core.devices import pick_device
+from guide_core.engine import to_uint8
 
 # Largest upload the server accepts at all (a 50 MP JPEG is about 20–30 MB); faces.load_image limits the pixels.
 MAX_UPLOAD = "60mb"
@@ -45,10 +46,10 @@ except ImportError:  # not on a Space: the decorators do nothing
 
 
 def lib():
-    """guide_core's registry, guide and metrics modules, as (registry, guide, metrics)."""
-    from guide_core import guide, metrics, registry  # imported lazily so the page renders even while a piece is missing
+    """guide_core's model registry and metrics modules, as (registry, metrics), imported on first use."""
+    from guide_core import metrics, registry
 
-    return registry, guide, metrics
+    return registry, metrics
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ _BUNDLE_LOCK = threading.Lock()
 
 def get_bundle(name: str | None):
     """One read-only ModelBundle per model name, shared by all sessions (G_s is frozen; sessions copy it to unlearn)."""
-    registry, _, _ = lib()
+    registry, _ = lib()
     if not name:
         raise gr.Error("Pick a model first.")
     with _BUNDLE_LOCK:
@@ -180,10 +181,9 @@ def show(images: torch.Tensor) -> list[np.ndarray]:
     Renders of small worlds are enlarged with nearest-neighbour (every generated pixel stays visible as a block) so the
     page can show them.
     """
-    _, guide, _ = lib()
     shown = []
     for image in images:
-        pixels = guide.to_uint8(image)
+        pixels = to_uint8(image)
         factor = -(-DISPLAY_MIN_SIDE // max(pixels.shape[:2]))
         shown.append(pixels.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else pixels)
     return shown

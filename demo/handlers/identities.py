@@ -11,9 +11,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from demo import plots
-from demo.handlers.common import (align, crop_of, get_bundle, gpu, invert, lib, load_photo, need_source, render,
+from demo.handlers.common import (align, crop_of, get_bundle, gpu, invert, load_photo, need_source, render,
                                   samples, show)
 from demo.session import Identity, StudioSession, new_session
+from guide_core.config import LTUConfig
+from guide_core.methods.guide import ufo_target
 
 # Photos above this many megapixels get a note: detection runs on a reduced copy (guide_core.faces.DETECT_LONG_SIDE).
 LARGE_PHOTO_MP = 12.0
@@ -41,14 +43,12 @@ class UFOOut(NamedTuple):
 
 def default_d() -> float:
     """The d slider's starting value: LTUConfig's own."""
-    _, guide, _ = lib()
-    return float(guide.LTUConfig().d)
+    return float(LTUConfig().d)
 
 
 def d_range() -> tuple[float, float]:
     """The d slider's range and the extent of the UFO line: LTUConfig.d's own metadata (about −30…60)."""
-    _, guide, _ = lib()
-    field = next(f for f in dataclasses.fields(guide.LTUConfig) if f.name == "d")
+    field = next(f for f in dataclasses.fields(LTUConfig) if f.name == "d")
     low, high = field.metadata["range"]
     return float(low), float(high)
 
@@ -188,19 +188,18 @@ def change_d(d: float, session: StudioSession | None) -> UFOOut:
 
     Returns the selected identity's target render and latent picture (light: < 1 s on CPU).
     """
-    _, guide, _ = lib()
     session = need_source(session)
     bundle = get_bundle(session.model)
     w_avg = bundle.w_avg_code().detach().cpu()
     try:
         for identity in session.identities:
-            identity.w_t = guide.ufo_target(identity.w_u, w_avg, float(d))
+            identity.w_t = ufo_target(identity.w_u, w_avg, float(d))
     except ValueError as error:
         raise gr.Error(str(error)) from None
     session.d = float(d)
     shown = session.current or session.identities[-1]
     # The line runs from the source (d = −‖w_u − w̄‖ gives back w_u) through w̄ to the far end of the slider.
     line_d = sorted({-shown.plane.source_distance, *(float(v) for v in np.linspace(*d_range(), 19))})
-    line = [guide.ufo_target(shown.w_u, w_avg, value) for value in line_d]
+    line = [ufo_target(shown.w_u, w_avg, value) for value in line_d]
     figure = plots.ufo_geometry(shown.plane, w_avg, shown.w_u, line, line_d, shown.w_t, float(d))
     return UFOOut(session, show(render(bundle, bundle.G, shown.w_t))[0], figure)

@@ -10,7 +10,7 @@ from demo.session import StudioSession, new_session
 
 def available_models() -> list[str]:
     """Models the selector offers: the default world always, released ones only when their files are installed."""
-    registry, _, _ = lib()
+    registry, _ = lib()
     from guide_core import weights
     from guide_core.released import required_weights
 

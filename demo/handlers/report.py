@@ -38,7 +38,7 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
     """
     from guide_core import runs
 
-    _, _, metrics = lib()
+    _, metrics = lib()
     session = need_unlearned(session)
     bundle = get_bundle(session.model)
     job = session.job

@@ -11,9 +11,12 @@ import numpy as np
 import torch
 
 from demo import plots
-from demo.handlers.common import get_bundle, gpu_unlearn, lib, need_source, photo_tensor, source_record
+from demo.handlers.common import get_bundle, gpu_unlearn, need_source, photo_tensor, source_record
 from demo.session import ChainRun, Identity, StudioSession
+from guide_core.config import LTUConfig
+from guide_core.engine import Unlearning
 from guide_core.flags import cast_settings
+from guide_core.runs import forgotten_codes
 
 
 class RunOut(NamedTuple):
@@ -29,11 +32,10 @@ def config_defaults(model: str):
 
     A model that cannot load yet gets the paper's; the UI never writes a default of its own.
     """
-    _, guide, _ = lib()
     try:
         return get_bundle(model).ltu_defaults
     except Exception:  # noqa: BLE001 - a model that cannot load yet still gets the paper's defaults on the page
-        return guide.LTUConfig()
+        return LTUConfig()
 
 
 def _plan_run(session: StudioSession, start_over: bool) -> tuple[list[Identity], str]:
@@ -93,11 +95,10 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
     Yields the status line, loss curves and previews; stops within one iteration on Cancel. A finished run joins the
     session's chain; a cancelled one does not.
     """
-    _, guide, _ = lib()
     session = need_source(session)
     bundle = get_bundle(session.model)
     try:
-        values = {**cast_settings(guide.LTUConfig, settings), "d": float(d)}
+        values = {**cast_settings(LTUConfig, settings), "d": float(d)}
         cfg = dataclasses.replace(config_defaults(session.model), **values).validate()
     except (TypeError, ValueError) as error:
         raise gr.Error(f"Invalid setting: {error}") from None
@@ -111,9 +112,9 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
         # robust unlearning attacks each person's photo and their other photos
         photos = [torch.cat([photo_tensor(bundle, i.aligned), *(photo_tensor(bundle, o.aligned) for o in i.others)])
                   for i in members] if cfg.adversarial_sources else None
-        job = guide.Unlearning(bundle, torch.stack([i.w_u for i in members]), None, cfg, cancel=session.cancel,
-                               sources=[source_record(i) for i in members], base=base, base_run=base_run,
-                               photos=photos)
+        job = Unlearning(bundle, torch.stack([i.w_u for i in members]), None, cfg, cancel=session.cancel,
+                         sources=[source_record(i) for i in members], base=base, base_run=base_run,
+                         photos=photos, forgotten=forgotten_codes(base_run))
         previews: Any = gr.skip()
         last_yield = 0.0
         for report in job.run():

@@ -1,0 +1,73 @@
+"""`eval`: ID / ID_others / FID_pre / dFID_real of a run directory (GUIDE Sec. 5)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from guide_core.cli.common import Command, common_flags, load_run_dir, photo_code
+
+
+# Flags of `eval`.
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run directory written by `unlearn`")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--model", default=None, help="override the model recorded in run.json")
+    parser.add_argument("--n-fid", type=int, default=None,
+                        help="samples per generator for FID (default: the paper's 5000 on a GPU; on a CPU 500 for "
+                             "models up to 128 px, 64 for 512 px models)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the FID latents and cameras")
+    parser.add_argument("--others", nargs="*", default=None, metavar="PHOTO",
+                        help="other photos of the person, for a run of one identity (default: the codes stored in "
+                             "the run)")
+    parser.add_argument("--real-stats", default=None, help=".npz {mu, sigma} or .npy real features for dFID_real")
+    parser.add_argument("--no-save", action="store_true", help="do not write the metrics to run.json")
+    common_flags(parser)
+
+
+# ID / ID_others (per identity, every identity of a chain included) / FID_pre / dFID_real of a run against the root
+# model, printed as a table or one JSON object.
+def _eval_run(args: argparse.Namespace) -> int:
+    from guide_core import metrics
+    from guide_core.runs import chain_sources, other_record, update_run
+
+    record, bundle, G_u = load_run_dir(args)
+    identities = chain_sources(record)
+    if args.others is not None:
+        if len(record["sources"]) != 1:
+            raise ValueError(f"--others names one person's photos, but run {args.run_dir} forgot "
+                             f"{len(record['sources'])} identities; their other photos are stored in the run")
+        identities[-1]["others"] = [other_record(info, w) for _, w, info in (photo_code(bundle, p)
+                                                                              for p in args.others)]
+    n_fid = metrics.default_n_fid(bundle) if args.n_fid is None else args.n_fid
+    if args.n_fid is None and n_fid != metrics.N_FID_PAPER:
+        print(f"FID on {n_fid} samples per generator on {bundle.device} (the paper uses {metrics.N_FID_PAPER}: "
+              f"pass --n-fid {metrics.N_FID_PAPER} to match it)", file=sys.stderr)
+    result = metrics.evaluate(bundle, G_u, n_fid=n_fid, seed=args.seed, real_stats=args.real_stats, progress=True,
+                              identities=identities)
+    values = result.to_dict()
+    if not args.no_save:
+        update_run(args.run_dir, metrics=values)
+    if args.json:
+        print(json.dumps(values))
+        return 0
+    rows = [("ID (lower = identity erased)", values["id"]), ("ID_others (lower = erasure generalises)",
+                                                            values["id_others"]),
+            ("FID_pre (lower = G_u close to G_s)", values["fid_pre"]),
+            ("dFID_real (lower = no drift from real faces)", values["delta_fid_real"])]
+    print(f"run {args.run_dir}  model {bundle.name}")
+    for label, value in rows:
+        print(f"  {label:<46} {'n/a' if value is None else f'{value:.4f}'}")
+    if len(values["per_identity"]) > 1:
+        print("  per identity (ID / ID_others against the original model):")
+        for row in values["per_identity"]:
+            others = "n/a" if row["id_others"] is None else f"{row['id_others']:.4f}"
+            print(f"    {row['name']:<30} {row['id']:.4f} / {others}"
+                  + (f"   (forgotten in earlier run {row['run'] + 1})" if row["earlier"] else ""))
+    print(f"  FID features: {values['feature_note']} (n = {values['n_fid']}, seed {values['seed']})")
+    for note in values["notes"]:
+        print(f"  note: {note}")
+    return 0
+
+
+command = Command(_eval_arguments, _eval_run)
