@@ -10,7 +10,7 @@ import torch
 from guide_core.bundle import ModelBundle
 from guide_core.eg3d.camera import camera_params
 from guide_core.config import LTUConfig
-from guide_core.registry import register_model
+from guide_core.registry import register_file_loader, register_model
 
 # Released-model worlds: bundle name -> (generator weight name, what it is). GUIDE's experiments use the rebalanced
 # FFHQ checkpoint (unlearn.py's default `ffhqrebalanced512-128.pkl`).
@@ -148,3 +148,4 @@ def released_file_bundle(path: Path, device: str) -> ModelBundle:
 
 for _name, (_weight, _text) in EG3D_MODELS.items():
     register_model(_name, lambda device, name=_name, weight=_weight: _released_bundle(name, weight, None, device), _text)
+register_file_loader((".pkl", ".safetensors", ".pt", ".pth"), released_file_bundle)

@@ -39,6 +39,7 @@ class WorldIdentity(torch.nn.Module):
         return self.net(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The same unit embeddings as ``embed``."""
         return self.net(images)
 
 
@@ -51,6 +52,7 @@ class WorldFeatures(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Features [B, 128] of images in [-1, 1]."""
         return self.net.head(self.net.features(images)[-1])
 
 

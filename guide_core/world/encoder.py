@@ -32,6 +32,7 @@ class WorldEncoder(nn.Module):
         nn.init.zeros_(self.per_row.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Offsets from w_avg [N, num_ws, w_dim] for images [N, 3, H, W] in [-1, 1]."""
         h = self.trunk(self.stages(self.stem(IdentityNet.prepare(x))))
         offset = self.shared(h)[:, None, :] + self.per_row(h).view(-1, self.num_ws, self.w_dim)
         return offset

@@ -25,6 +25,7 @@ class ResidualBlock(nn.Module):
         self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Half the resolution, ``cout`` channels."""
         return self.body(x) + self.shortcut(x)
 
 
@@ -60,6 +61,7 @@ class IdentityNet(nn.Module):
         return maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings [B, embed_dim] of images in [-1, 1]."""
         return F.normalize(self.head(self.features(x)[-1]), dim=1)
 
 
@@ -81,6 +83,7 @@ class WorldPerceptual(nn.Module):
         self.net, self.stages = net, stages
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Distance [B] in [0, 1] between two image batches in [-1, 1]."""
         fa, fb = self.net.features(a), self.net.features(b)
         total = a.new_zeros(a.shape[0])
         for x, y in list(zip(fa, fb))[: self.stages]:

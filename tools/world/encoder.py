@@ -36,10 +36,10 @@ class EncoderTrainConfig:
 
     # metrics.json encoder.steps
     steps: int = field(default=16000, metadata={"help": "optimisation steps"})
-    # batch and lr: the trainer's defaults since its first version (the model card names no others)
+    # batch and lr: the trainer's own defaults from the start (the model card names no others)
     batch: int = field(default=32, metadata={"help": "photos per step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam's peak learning rate, cosine to zero"})
-    # the trainer's schedule since its first version: 4 of the 32 photos re-rendered every 4th step
+    # the trainer's schedule from the start: 4 of the 32 photos re-rendered every 4th step
     rerender_every: int = field(default=4, metadata={
         "help": "steps between re-render steps through the frozen generator (0 = code regression only)"})
     rerender_batch: int | None = field(default=None, metadata={
