@@ -22,6 +22,7 @@ from guide_core.identity import embedding_similarity
 from guide_core.inversion import (LAMBDA_ID, attacker_identity_weight, attacker_perceptual_weight, optimise_codes,
                                   photo_batch, to_resolution)
 from guide_core.progress import progress_bar
+from guide_core.tables import Table, number
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -188,6 +189,17 @@ def audit_summary(results: list[tuple[dict[str, Any], AuditResult]]) -> dict[str
                           for a in result.attacks}
         rows.append({"name": source["name"], "run": source.get("run", 0), **row})
     return {**worst.to_dict(), "name": worst_source["name"], "per_identity": rows}
+
+
+def audit_table(results: list[tuple[dict[str, Any], AuditResult]]) -> Table:
+    """Every attack's best identity before (G_s) and after (G_u) per identity, and the best of them (CLI and studio)."""
+    rows = []
+    for source, result in results:
+        rows += [(source["name"], f"{pair.name} (from {pair.start})", number(pair.before.best_id),
+                  number(pair.after.best_id), number(pair.erased)) for pair in result.attacks]
+        rows.append((source["name"], f"**best of {len(result.attacks)}**", number(result.before.best_id),
+                     number(result.after.best_id), number(result.erased)))
+    return Table(("identity", "attack", "best ID from G_s", "best ID from G_u", "erased"), rows)
 
 
 # The attack names an audit with `random_starts` random starts runs, for `attacks` drawn from ATTACKS.

@@ -22,6 +22,7 @@ import torch
 
 from guide_core.identity import identity_similarity
 from guide_core.progress import progress_bar
+from guide_core.tables import Table, number
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -239,6 +240,25 @@ class Metrics:
     # JSON-able dict (the CLI's --json output and run.json's metrics).
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def tables(self) -> list[Table]:
+        """The headline metrics, then ID / ID_others of every identity forgotten (CLI and studio alike)."""
+        headline = Table(("metric", "value"), [
+            ("ID (lower = identity erased)", number(self.id)),
+            ("ID_others (lower = erasure generalises)", number(self.id_others)),
+            (f"FID_pre (lower = G_u close to G_s; {self.n_fid} samples)", number(self.fid_pre)),
+            ("ΔFID_real (lower = no drift from real faces)", number(self.delta_fid_real))])
+        rows = []
+        for row in self.per_identity:
+            photos = f" ({row['n_others']} photo{'s' if row['n_others'] != 1 else ''})" if row["n_others"] else ""
+            rows.append((row["name"], f"run {row['run'] + 1}{' (earlier run)' if row['earlier'] else ''}",
+                         number(row["id"]), number(row["id_others"]) + photos))
+        return [headline, Table(("identity", "forgotten in", "ID", "ID_others"), rows,
+                                title="per identity, against the original model")]
+
+    def notes_text(self) -> list[str]:
+        """What the numbers rest on: the FID features and the evaluation's notes."""
+        return [f"FID features: {self.feature_note} (n = {self.n_fid}, seed {self.seed})", *self.notes]
 
 
 # Evaluate G_u against the bundle's G_s: ID on w_u, ID_others on the other codes, FID_pre and dFID_real on n samples.

@@ -35,14 +35,10 @@ def weights_panel() -> str:
         rows = weights.status()
     except Exception as error:  # noqa: BLE001 - the panel reports, it never takes the page down
         return f"The weights manager could not read the manifest: {error}"
-    lines = ["| name | installed | size | what | verified |", "|---|---|---|---|---|"]
-    hints = []
-    for row in rows:
-        size = f"{row.size / 2**20:.1f} MB" if row.size else "?"
-        lines.append(f"| `{row.name}` | {'yes' if row.installed else 'no'} | {size} | {row.feature} | {row.verified} |")
-        if not row.installed and row.hint:
-            hints.append(f"- `{row.name}`: {row.hint}")
-    text = "\n".join(lines)
+    from guide_core.tables import Table
+
+    text = Table(*weights.status_table(rows)).markdown()
+    hints = [f"- `{row.name}`: {row.hint}" for row in rows if not row.installed and row.hint]
     if hints:
         text += "\n\n**How to add the missing files** (`python -m guide_core weights status` says the same):\n" + \
             "\n".join(hints)

@@ -23,11 +23,6 @@ def default_audit_steps() -> int:
     return 20
 
 
-def _number(value: float | None) -> str:
-    """A metric as the report's tables show it."""
-    return "n/a" if value is None else f"{value:.4f}"
-
-
 @gpu
 def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPORT_FID_SAMPLES) -> ReportOut:
     """Evaluate and package the latest run.
@@ -65,37 +60,15 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
     job.metrics = values
     run_dir = session.workdir / "run"
     runs.save_run(run_dir, job, overwrite=True)
-    rows = [("ID (lower = identity gone; G_s vs G_u renders of w_u, 11 views; mean over this run's identities)",
-             result.id),
-            ("ID_others (other photos of this run's identities)", result.id_others),
-            (f"FID_pre (G_s vs G_u, {result.n_fid} samples; preservation)", result.fid_pre),
-            ("ΔFID_real", result.delta_fid_real)]
+    lines = [table.markdown() for table in result.tables()]
     if audits:
         summary = values["audit"]
-        rows += [(f"audit: best identity reached by re-inversion into G_s (best of {len(summary['attacks'])} "
-                  f"attacks, {summary['steps']} steps each; {summary['name']}: the identity recovered best from G_u)",
-                  summary["best_id_before"]),
-                 (f"audit: best identity reached by re-inversion into G_u (attack {summary['strongest_attack']})",
-                  summary["best_id_after"]),
-                 ("audit: fraction of the identity erased", summary["erased"])]
-    lines = ["| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {_number(value)} |" for name, value in rows]
-    lines += ["", "| identity | forgotten in | ID | ID_others |", "|---|---|---|---|"]
-    for row in result.per_identity:
-        photos = f" ({row['n_others']} photo{'s' if row['n_others'] != 1 else ''})" if row["n_others"] else ""
-        lines.append(f"| {row['name']} | run {row['run'] + 1}{' (earlier run)' if row['earlier'] else ''} | "
-                     f"{_number(row['id'])} | {_number(row['id_others'])}{photos} |")
-    if audits:
-        names = [pair.name for pair in audits[0][1].attacks]
-        lines += ["", "| identity | attack | best ID from G_s | best ID from G_u | erased |", "|---|---|---|---|---|"]
-        for s, a in audits:
-            lines += [f"| {s['name']} | {pair.name} | {_number(pair.before.best_id)} | {_number(pair.after.best_id)} | "
-                      f"{_number(pair.erased)} |" for pair in a.attacks]
-            lines.append(f"| {s['name']} | **best of {len(names)}** | {_number(a.before.best_id)} | "
-                         f"{_number(a.after.best_id)} | {_number(a.erased)} |")
-    notes = [f"Features: {result.feature_note or bundle.feature_note}."] + [f"{note}." for note in result.notes]
+        lines.append(f"Erasure audit ({summary['steps']} steps per attack; {summary['objective']}): the best identity "
+                     f"similarity to the photo that re-inversion reaches in G_s and in G_u.\n\n"
+                     + audit.audit_table(audits).markdown())
+    notes = [f"{note}." for note in result.notes_text()]
     state = "cancelled" if job.cancelled else "complete"
-    markdown = "\n".join(lines) + "\n\n" + " ".join(notes) + (f"\n\nRun {state}: {job.steps_done}/{job.cfg.iters} "
+    markdown = "\n\n".join(lines) + "\n\n" + " ".join(notes) + (f"\n\nRun {state}: {job.steps_done}/{job.cfg.iters} "
                                                               f"iterations, {job.seconds:.1f} s.")
     curves = plots.audit_curves(summary["attacks"], summary["name"]) if audits else plots.audit_curves({})
     return ReportOut(markdown, [str(run_dir / runs.DELTA_FILE), str(run_dir / runs.RUN_JSON)], curves)

@@ -83,12 +83,7 @@ def _audit_run(args: argparse.Namespace) -> int:
         return 0
     print(f"re-inversion attacks on run {args.run_dir} ({args.steps} steps each; {values['objective']})")
     print("  best identity similarity to the photo the attacker reaches: before (G_s) / after (G_u)")
-    for source, result in results:
-        print(f"  {source['name']}:")
-        for pair in result.attacks:
-            print(f"    {pair.name:<9} from {pair.start:<40} {pair.before.best_id:7.4f} / {pair.after.best_id:7.4f}")
-        print(f"    {'best':<9} {'':<45} {result.before.best_id:7.4f} / {result.after.best_id:7.4f}"
-              f"   erased fraction {result.erased:.3f}")
+    print(audit.audit_table(results).text())
     return 0
 
 

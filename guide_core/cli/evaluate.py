@@ -51,22 +51,13 @@ def _eval_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(values))
         return 0
-    rows = [("ID (lower = identity erased)", values["id"]), ("ID_others (lower = erasure generalises)",
-                                                            values["id_others"]),
-            ("FID_pre (lower = G_u close to G_s)", values["fid_pre"]),
-            ("dFID_real (lower = no drift from real faces)", values["delta_fid_real"])]
     print(f"run {args.run_dir}  model {bundle.name}")
-    for label, value in rows:
-        print(f"  {label:<46} {'n/a' if value is None else f'{value:.4f}'}")
-    if len(values["per_identity"]) > 1:
-        print("  per identity (ID / ID_others against the original model):")
-        for row in values["per_identity"]:
-            others = "n/a" if row["id_others"] is None else f"{row['id_others']:.4f}"
-            print(f"    {row['name']:<30} {row['id']:.4f} / {others}"
-                  + (f"   (forgotten in earlier run {row['run'] + 1})" if row["earlier"] else ""))
-    print(f"  FID features: {values['feature_note']} (n = {values['n_fid']}, seed {values['seed']})")
-    for note in values["notes"]:
-        print(f"  note: {note}")
+    headline, per_identity = result.tables()
+    print(headline.text())
+    if len(per_identity.rows) > 1:
+        print(per_identity.text())
+    for note in result.notes_text():
+        print(f"  {note}")
     return 0
 
 
