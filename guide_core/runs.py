@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
+from guide_core.engine.method import DEFAULT_METHOD
 from guide_core.files import atomic_write, sha256_file, state_fingerprint
 from guide_core.metrics import other_codes  # noqa: F401 - read from run records; kept importable here
 
@@ -202,9 +203,10 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     if record.get("format") == OLD_FORMAT:
-        return _upgrade_old_record(record)
-    if record.get("format") != RUN_FORMAT:
+        record = _upgrade_old_record(record)
+    elif record.get("format") != RUN_FORMAT:
         raise ValueError(f"{path}: unknown run format {record.get('format')!r} (expected {RUN_FORMAT})")
+    record.setdefault("method", DEFAULT_METHOD)  # runs made before methods were recorded are GUIDE's
     return record
 
 
