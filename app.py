@@ -1,4 +1,6 @@
-# Entry point of the guide studio (also the Hugging Face Spaces app_file): `python app.py [--host H] [--port P] [--share]`.
+"""Entry point of the guide studio (also the Hugging Face Spaces app_file):
+`python app.py [--host H] [--port P] [--share]`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def main() -> None:
+    """Launch the studio (locally, or on a Hugging Face Space when SPACE_ID is set)."""
     on_space = bool(os.environ.get("SPACE_ID"))
     parser = argparse.ArgumentParser(description="guide studio", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--host", default="0.0.0.0" if on_space else "127.0.0.1",

@@ -201,8 +201,8 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
         d.change(handlers.change_d, inputs=[d, session], outputs=[session, target, ufo_plot], **LIGHT)
         config_names = [*basic_names, *advanced_names]
 
-        # Sliders arrive positionally; the handler takes them as a {LTUConfig field: value} mapping.
         def run_from_sliders(session_value, d_value, start_over_value, *values, progress=gr.Progress()):
+            """Sliders arrive positionally; the handler takes them as a {LTUConfig field: value} mapping."""
             yield from handlers.run_unlearning(session_value, d_value, dict(zip(config_names, values)), progress,
                                                start_over=bool(start_over_value))
 

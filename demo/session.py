@@ -66,8 +66,8 @@ class StudioSession:
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     _workdir: Path | None = None  # made on first use: most visitors never save a run
 
-    # Gradio deep-copies initial state values; a session is never copied, a copy starts a fresh one.
     def __deepcopy__(self, memo) -> "StudioSession":
+        """Gradio deep-copies initial state values; a session is never copied, a copy starts a fresh one."""
         return StudioSession()
 
     @property

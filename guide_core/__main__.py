@@ -1,6 +1,7 @@
-# Command-line entry point: `python -m guide_core COMMAND ...`.
-# Each command lives in the module that owns its concept; the module is imported only when its command runs,
-# so `--help` stays fast. A command module provides `add_arguments(parser)` and `main(args) -> int`.
+"""Command-line entry point: `python -m guide_core COMMAND ...`.
+Each command lives in the module that owns its concept; the module is imported only when its command runs,
+so `--help` stays fast. A command module provides `add_arguments(parser)` and `main(args) -> int`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,7 @@ def _load(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command name, import its module, parse its flags and run it; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Named as it was started: the `guide` script of an installed package, or `python -m guide_core`.
     prog = "guide" if Path(sys.argv[0]).name == "guide" else "python -m guide_core"

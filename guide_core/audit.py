@@ -1,16 +1,17 @@
-# The erasure audit (beyond the paper): is the identity gone from the generator, or only from the stored latent w_u?
-# GUIDE, LEGATO and SUGAR score G_u(w_u) against G_s(w_u); an attacker instead inverts the photo again into G_u. The
-# audit runs several such attacks against G_s and against G_u and reports the best identity similarity to the photo
-# each reaches, scored by the metric identity net (the CurricularFace role), which the attacker never optimises:
-#   encoder  the encoder's code refined on the generator's own renders, w <- w + E(photo) - E(G(w)) (the iterative
-#            refinement of ReStyle, Alaluf et al. ICCV 2021): no gradient through G, cheap, adapts to G_u
-#   code     w+ optimisation from the encoder's code (or the code given)
-#   mean     w+ optimisation from the mean latent w̄
-#   random-k w+ optimisation from mapping(z_k) for seeded random z_k
-# The optimisation attacks minimise LPIPS + lambda_l2 * MSE + lambda_id * (1 - cos) under the LOSS-side identity net
-# (the ArcFace role), never the metric net: where a bundle has a single identity net the identity term is left out,
-# and where its perceptual distance is built on the metric net (the embedded world) so is the perceptual term, and the
-# attacker matches pixels only.
+"""The erasure audit (beyond the paper): is the identity gone from the generator, or only from the stored latent w_u?
+GUIDE, LEGATO and SUGAR score G_u(w_u) against G_s(w_u); an attacker instead inverts the photo again into G_u. The
+audit runs several such attacks against G_s and against G_u and reports the best identity similarity to the photo
+each reaches, scored by the metric identity net (the CurricularFace role), which the attacker never optimises:
+  encoder  the encoder's code refined on the generator's own renders, w <- w + E(photo) - E(G(w)) (the iterative
+           refinement of ReStyle, Alaluf et al. ICCV 2021): no gradient through G, cheap, adapts to G_u
+  code     w+ optimisation from the encoder's code (or the code given)
+  mean     w+ optimisation from the mean latent w̄
+  random-k w+ optimisation from mapping(z_k) for seeded random z_k
+The optimisation attacks minimise LPIPS + lambda_l2 * MSE + lambda_id * (1 - cos) under the LOSS-side identity net
+(the ArcFace role), never the metric net: where a bundle has a single identity net the identity term is left out,
+and where its perceptual distance is built on the metric net (the embedded world) so is the perceptual term, and the
+attacker matches pixels only.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -34,10 +35,11 @@ RANDOM_STARTS = 2
 ENCODER_REFINE_STEPS = 10
 
 
-# Result of one attack on one generator: best / final / starting identity similarity to the photo, the step of the
-# best, and the curve (identity, and the attacker's loss where it has one, every check_every steps and at both ends).
 @dataclass
 class AttackResult:
+    """Result of one attack on one generator: best / final / starting identity similarity to the photo, the step of the
+    best, and the curve (identity, and the attacker's loss where it has one, every check_every steps and at both ends).
+    """
     best_id: float
     final_id: float
     start_id: float
@@ -45,15 +47,15 @@ class AttackResult:
     history: list[dict[str, float]]
 
 
-# The attacker's objective in words (run.json, reports).
 def objective_text(lambda_per: float, lambda_l2: float, lambda_id: float) -> str:
+    """The attacker's objective in words (run.json, reports)."""
     terms = (["LPIPS"] if lambda_per else []) + [f"{lambda_l2:g} * MSE"]
     terms += [f"{lambda_id:g} * identity loss (loss-side net)"] if lambda_id else []
     return " + ".join(terms) + "; scored by the metric identity net"
 
 
-# Identity similarity to the photo's metric embedding, as the audit scores a render.
 class _Scorer:
+    """Identity similarity to the photo's metric embedding, as the audit scores a render."""
     def __init__(self, bundle: "ModelBundle", photo: torch.Tensor):
         self.net, self.similarity = bundle.id_metric_net, embedding_similarity
         with torch.no_grad():
@@ -70,11 +72,11 @@ def _finish(history: list[dict[str, float]]) -> AttackResult:
                         best_step=int(best["step"]), history=history)
 
 
-# Re-inversion by optimisation (optimise_codes), scored every `check_every` steps and at both ends.
 def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
                        steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = 0.0,
                        lambda_per: float = 1.0, seed: int = 0, check_every: int = 10,
                        progress: str | None = None) -> AttackResult:
+    """Re-inversion by optimisation (optimise_codes), scored every `check_every` steps and at both ends."""
     torch.manual_seed(seed)
     photo = photo_batch(bundle, photo)
     score = _Scorer(bundle, photo)
@@ -89,10 +91,12 @@ def reinversion_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.T
     return _finish(history)
 
 
-# Re-inversion by the encoder alone, refined on G's own renders: w_0 = E(photo), w_{k+1} = w_k + E(photo) - E(G(w_k)).
-# A generator that only moved w_u's render away still renders E(photo)'s neighbours; the refinement follows them.
 def encoder_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor,
                    steps: int = ENCODER_REFINE_STEPS) -> AttackResult:
+    """Re-inversion by the encoder alone, refined on G's own renders: w_0 = E(photo), w_{k+1} = w_k + E(photo) -
+    E(G(w_k)).
+    A generator that only moved w_u's render away still renders E(photo)'s neighbours; the refinement follows them.
+    """
     if steps < 0:
         raise ValueError(f"audit steps must be >= 0, got {steps}")
     photo = photo_batch(bundle, photo)
@@ -108,9 +112,9 @@ def encoder_attack(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tenso
     return _finish(history)
 
 
-# One attack against G_s (before) and G_u (after), from the same start with the same seed.
 @dataclass
 class AttackPair:
+    """One attack against G_s (before) and G_u (after), from the same start with the same seed."""
     name: str
     start: str
     before: AttackResult
@@ -126,8 +130,8 @@ RECORDED_KEYS = ("best_id_before", "best_id_after", "erased", "steps", "objectiv
                  "name", "per_identity")
 
 
-# Fraction of the attacker's identity similarity that unlearning removed (1 = nothing left, 0 = unchanged).
 def erased_fraction(best_before: float, best_after: float) -> float:
+    """Fraction of the attacker's identity similarity that unlearning removed (1 = nothing left, 0 = unchanged)."""
     if best_before <= 0:
         return float("nan")
     return 1.0 - max(best_after, 0.0) / best_before
@@ -137,10 +141,11 @@ def _curve(result: AttackResult) -> list[list[float]]:
     return [[h["step"], h["id"]] for h in result.history]
 
 
-# Audit of one photo: every attack against G_s and G_u. The headline numbers are the best over all attacks, on each
-# side: what the strongest attacker reaches.
 @dataclass
 class AuditResult:
+    """Audit of one photo: every attack against G_s and G_u. The headline numbers are the best over all attacks, on each
+    side: what the strongest attacker reaches.
+    """
     attacks: list[AttackPair]
     steps: int
     start: str
@@ -164,8 +169,10 @@ class AuditResult:
                 return pair
         raise KeyError(f"no attack {name!r} in this audit; it ran {[a.name for a in self.attacks]}")
 
-    # JSON-able dict: the headline numbers at the top level, then each attack's bests and curves ([step, id] pairs).
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict: the headline numbers at the top level, then each attack's bests and curves ([step, id]
+        pairs).
+        """
         strongest = max(self.attacks, key=lambda a: a.after.best_id)
         return {"before": asdict(self.before), "after": asdict(self.after), "steps": self.steps, "start": self.start,
                 "objective": self.objective, "best_id_before": self.before.best_id,
@@ -176,10 +183,11 @@ class AuditResult:
                             for a in self.attacks}}
 
 
-# The audits of several identities as run.json and `audit --json` keep them: the headline numbers (and curves) are
-# those of the identity the attacker recovers best from G_u (its name beside them), plus one row per identity with
-# each attack's bests. results: [(run.json source record with "name" and "run", its AuditResult)].
 def audit_summary(results: list[tuple[dict[str, Any], AuditResult]]) -> dict[str, Any]:
+    """The audits of several identities as run.json and `audit --json` keep them: the headline numbers (and curves) are
+    those of the identity the attacker recovers best from G_u (its name beside them), plus one row per identity with
+    each attack's bests. results: [(run.json source record with "name" and "run", its AuditResult)].
+    """
     worst_source, worst = max(results, key=lambda item: item[1].after.best_id)
     rows = []
     for source, result in results:
@@ -202,8 +210,8 @@ def audit_table(results: list[tuple[dict[str, Any], AuditResult]]) -> Table:
     return Table(("identity", "attack", "best ID from G_s", "best ID from G_u", "erased"), rows)
 
 
-# The attack names an audit with `random_starts` random starts runs, for `attacks` drawn from ATTACKS.
 def attack_names(attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM_STARTS) -> list[str]:
+    """The attack names an audit with `random_starts` random starts runs, for `attacks` drawn from ATTACKS."""
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown audit attack(s) {unknown}; known: {', '.join(ATTACKS)}")
@@ -214,14 +222,15 @@ def attack_names(attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM
     return names
 
 
-# Run the audit for a photo (aligned, [-1, 1]). `w_start`: the code the "code" attack starts from (default: the
-# encoder's); the "encoder" attack needs the bundle's encoder and is skipped without one. Every attack is seeded, so
-# its G_s side is the same for every G_u: `reuse_before`, an earlier audit of the same photo with the same settings,
-# lends its G_s results (comparing several unlearnings of one person costs one G_s side).
 def erasure_audit(bundle: "ModelBundle", G_u: torch.nn.Module, photo: torch.Tensor, w_start: torch.Tensor | None = None,
                   steps: int = 200, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = LAMBDA_ID,
                   seed: int = 0, attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM_STARTS,
                   progress: bool = False, reuse_before: AuditResult | None = None) -> AuditResult:
+    """Run the audit for a photo (aligned, [-1, 1]). `w_start`: the code the "code" attack starts from (default: the
+    encoder's); the "encoder" attack needs the bundle's encoder and is skipped without one. Every attack is seeded, so
+    its G_s side is the same for every G_u: `reuse_before`, an earlier audit of the same photo with the same settings,
+    lends its G_s results (comparing several unlearnings of one person costs one G_s side).
+    """
     photo = photo_batch(bundle, photo)
     names = attack_names(attacks, random_starts)
     if bundle.encoder is None:

@@ -15,6 +15,8 @@ from guide_core.precision import PRECISIONS
 
 @dataclass
 class LTUConfig:
+    """Every setting of one unlearning (GUIDE's, the engine's and the speed settings), with the paper's defaults."""
+
     d: float = field(default=30.0, metadata={"help": "UFO distance d: w_t = w_avg - d * unit(w_u - w_avg)",
                                              "range": (-30.0, 60.0)})
     alpha_max: float = field(default=15.0, metadata={"help": "adjacency step alpha ~ U(0, alpha_max)",
@@ -88,8 +90,8 @@ class LTUConfig:
         "help": "render rays through torch.compile: each new shape compiles first (tens of seconds), then the "
                 "renderer runs about 1.5x faster; pays on long runs"})
 
-    # Reject settings that cannot describe an unlearning, with the field's name in the message.
     def validate(self) -> "LTUConfig":
+        """Reject settings that cannot describe an unlearning, with the field's name in the message."""
         checks = [("iters", self.iters >= 1, "must be >= 1"), ("lr", self.lr > 0, "must be > 0"),
                   ("n_adj", self.n_adj >= 0, "must be >= 0"), ("n_glob", self.n_glob >= 0, "must be >= 0"),
                   ("n_glob_near", self.n_glob_near >= 0, "must be >= 0"),
@@ -116,17 +118,18 @@ class LTUConfig:
                 raise ValueError(f"LTUConfig.{name} = {getattr(self, name)!r} {why}")
         return self
 
-    # The same settings at the original's arithmetic (fp32, unfused, eager): what ltu_losses_reference computes.
     def original_arithmetic(self) -> "LTUConfig":
+        """The same settings at the original's arithmetic (fp32, unfused, eager): what ltu_losses_reference computes."""
         return dataclasses.replace(self, precision="fp32", channels_last=False, fused_sr=False, compile_renderer=False)
 
-    # Plain dict of every setting (run.json, the UI).
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every setting (run.json, the UI)."""
         return dataclasses.asdict(self)
 
-    # Rebuild from a run.json "config" object; unknown keys are an error so a typo never silently uses a default.
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LTUConfig":
+        """Rebuild from a run.json "config" object; unknown keys are an error so a typo never silently uses a default.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

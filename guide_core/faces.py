@@ -1,10 +1,11 @@
-# Faces in the wild: detect a face and its five landmarks (MTCNN), then warp it to the 512² crop EG3D and GOAE were
-# trained on. The crop convention is EG3D's FFHQ preprocessing (Chan et al., CVPR 2022, dataset_preprocessing/ffhq),
-# which GOAE and GUIDE reuse without extra offset: a weak-perspective fit of the five landmarks to a 3D mean face
-# gives a scale and a centre (the projected origin of the 3D face); the photo is scaled so the face measures
-# `rescale_factor` px per unit on a 1024² canvas centred there, whose central 700² is resized to 512².
-# We additionally remove in-plane roll (as FFHQ's own alignment did for EG3D's training photos), because the
-# cameras we condition on have no roll, and average the landmarks over jittered copies so the crop is repeatable.
+"""Faces in the wild: detect a face and its five landmarks (MTCNN), then warp it to the 512² crop EG3D and GOAE were
+trained on. The crop convention is EG3D's FFHQ preprocessing (Chan et al., CVPR 2022, dataset_preprocessing/ffhq),
+which GOAE and GUIDE reuse without extra offset: a weak-perspective fit of the five landmarks to a 3D mean face
+gives a scale and a centre (the projected origin of the 3D face); the photo is scaled so the face measures
+`rescale_factor` px per unit on a 1024² canvas centred there, whose central 700² is resized to 512².
+We additionally remove in-plane roll (as FFHQ's own alignment did for EG3D's training photos), because the
+cameras we condition on have no roll, and average the landmarks over jittered copies so the crop is repeatable.
+"""
 from __future__ import annotations
 
 import functools
@@ -59,14 +60,14 @@ CANONICAL_LANDMARKS = np.stack([MEAN_FACE_3D[:, 0], -MEAN_FACE_3D[:, 1]], axis=1
 
 
 
-# A face that could not be detected or aligned; the message is meant for the person who uploaded the photo.
 class FaceError(Exception):
+    """A face that could not be detected or aligned; the message is meant for the person who uploaded the photo."""
     pass
 
 
-# One MTCNN detection in source-image pixel coordinates.
 @dataclass(frozen=True, eq=False)
 class Detection:
+    """One MTCNN detection in source-image pixel coordinates."""
     box: tuple[float, float, float, float]  # x0, y0, x1, y1
     landmarks: np.ndarray  # 5×2: eye (image left), eye (image right), nose, mouth left, mouth right
     confidence: float
@@ -79,9 +80,9 @@ class Detection:
         return float(np.linalg.norm(mouth - eyes))
 
 
-# The aligned crop and what was learnt on the way.
 @dataclass(frozen=True, eq=False)
 class AlignedFace:
+    """The aligned crop and what was learnt on the way."""
     image: Image.Image  # OUTPUT_SIZE² RGB, the EG3D/GOAE crop
     image256: Image.Image  # ENCODER_SIZE² RGB, the same crop for the encoder
     landmarks: np.ndarray  # 5×2 landmarks in `image` (pixel-index coordinates)
@@ -99,8 +100,8 @@ class AlignedFace:
     source_size: tuple[int, int]  # (width, height) of the upright source photo
 
 
-# Fail with the user-facing message if `source` is not a decodable image of acceptable size; return upright RGB.
 def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Fail with the user-facing message if `source` is not a decodable image of acceptable size; return upright RGB."""
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, max_pixels)
     image = source if isinstance(source, Image.Image) else _open(source)
@@ -119,8 +120,8 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return _to_rgb(image)
 
 
-# Open lazily (header only) so the pixel limit is checked before any decoding.
 def _open(source: ImageInput) -> Image.Image:
+    """Open lazily (header only) so the pixel limit is checked before any decoding."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         stream: Any = io.BytesIO(bytes(source))
         name = "the uploaded bytes"
@@ -146,8 +147,8 @@ def _open(source: ImageInput) -> Image.Image:
         raise FaceError(f"{name} could not be opened as an image ({err})") from None
 
 
-# Refuse empty or oversized images using only their header size.
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse empty or oversized images using only their header size."""
     width, height = size
     if width < 1 or height < 1:
         raise FaceError(f"the image is empty ({width}×{height} pixels)")
@@ -156,8 +157,9 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
                         f"{max_pixels / 1e6:.0f} MP limit; please downscale it first")
 
 
-# Convert any PIL mode to 8-bit RGB: transparency over white, 16/32-bit and float rescaled, CMYK/palette converted.
 def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: transparency over white, 16/32-bit and float rescaled, CMYK/palette converted.
+    """
     mode = image.mode
     if mode == "RGB":
         return image
@@ -173,8 +175,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-# A numpy image (H×W, H×W×1/3/4; uint8, uint16, other ints, bool or float) to 8-bit RGB.
 def _array_to_rgb(array: np.ndarray, max_pixels: int | None) -> Image.Image:
+    """A numpy image (H×W, H×W×1/3/4; uint8, uint16, other ints, bool or float) to 8-bit RGB."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -207,9 +209,9 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int | None) -> Image.Image:
     return _to_rgb(image) if image.mode == "RGBA" else image
 
 
-# The three MTCNN stages from facenet-pytorch, weights read from its wheel as plain tensors (weights_only=True).
 @functools.lru_cache(maxsize=1)
 def _mtcnn() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, Any]:
+    """The three MTCNN stages from facenet-pytorch, weights read from its wheel as plain tensors (weights_only=True)."""
     try:
         # facenet_pytorch/__init__ also imports its InceptionResnetV1 (needs `requests`) and torchvision (for NMS).
         import facenet_pytorch.models.mtcnn as mtcnn_module
@@ -226,11 +228,13 @@ def _mtcnn() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, Any]:
     return nets[0], nets[1], nets[2], detect_face
 
 
-# All faces with a box of at least `min_size` source pixels, largest first. MTCNN runs on a copy shrunk so that such a
-# box measures ~24 px (and no longer than `long_side`): its stage-2/3 resampling dominates the cost, and the landmarks
-# are re-measured at full resolution afterwards anyway (refine_landmarks).
 def detect_faces(image: Image.Image, min_size: float = 20.0, long_side: int = DETECT_LONG_SIDE,
                  min_confidence: float = MIN_CONFIDENCE) -> list[Detection]:
+    """All faces with a box of at least `min_size` source pixels, largest first. MTCNN runs on a copy shrunk so that
+    such a
+    box measures ~24 px (and no longer than `long_side`): its stage-2/3 resampling dominates the cost, and the landmarks
+    are re-measured at full resolution afterwards anyway (refine_landmarks).
+    """
     pnet, rnet, onet, detect_face = _mtcnn()
     scale = min(1.0, long_side / max(image.size), _DETECT_BOX / max(min_size, 1.0))
     small = image
@@ -256,15 +260,16 @@ def detect_faces(image: Image.Image, min_size: float = 20.0, long_side: int = DE
     return found
 
 
-# 2D rotation matrix.
 def _rotation(angle: float) -> np.ndarray:
+    """2D rotation matrix."""
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, -s], [s, c]])
 
 
-# In-plane angle of a face as FFHQ's alignment measures it: eye-to-eye plus the eye-to-mouth vector turned by 90°
-# (Karras et al., CVPR 2019, ffhq-dataset's recreate_aligned_images); 0 for a level face, > 0 turned clockwise.
 def _ffhq_orientation(points: np.ndarray) -> float:
+    """In-plane angle of a face as FFHQ's alignment measures it: eye-to-eye plus the eye-to-mouth vector turned by 90°
+    (Karras et al., CVPR 2019, ffhq-dataset's recreate_aligned_images); 0 for a level face, > 0 turned clockwise.
+    """
     eye_left, eye_right, _, mouth_left, mouth_right = points
     eye_to_eye = eye_right - eye_left
     eye_to_mouth = (mouth_left + mouth_right) / 2 - (eye_left + eye_right) / 2
@@ -272,9 +277,10 @@ def _ffhq_orientation(points: np.ndarray) -> float:
     return math.atan2(axis[1], axis[0])
 
 
-# EG3D's crop for five landmarks: source→output affine (2×3), yaw, pitch (None if not estimable) and removed roll.
 def eg3d_crop_transform(landmarks: np.ndarray, size: int = OUTPUT_SIZE) -> tuple[np.ndarray, float | None,
                                                                                   float | None, float]:
+    """EG3D's crop for five landmarks: source→output affine (2×3), yaw, pitch (None if not estimable) and removed roll.
+    """
     points = np.asarray(landmarks, dtype=np.float64)
     if points.shape != (5, 2) or not np.isfinite(points).all():
         raise FaceError(f"five finite (x, y) landmarks are needed, got an array of shape {points.shape}")
@@ -301,9 +307,10 @@ def eg3d_crop_transform(landmarks: np.ndarray, size: int = OUTPUT_SIZE) -> tuple
     return transform, (yaw if plausible else None), (pitch if plausible else None), roll
 
 
-# Apply `transform` (source → output pixel indices): bicubic onto a 2× canvas, then Lanczos down to `size`, as EG3D
-# resizes bicubically before its Lanczos resample to 512. Outside the photo, edge pixels repeat.
 def warp_to_crop(image: Image.Image, transform: np.ndarray, size: int = OUTPUT_SIZE) -> Image.Image:
+    """Apply `transform` (source → output pixel indices): bicubic onto a 2× canvas, then Lanczos down to `size`, as EG3D
+    resizes bicubically before its Lanczos resample to 512. Outside the photo, edge pixels repeat.
+    """
     linear, offset = transform[:, :2], transform[:, 2]
     inverse = np.linalg.inv(linear)
     zoom = math.sqrt(abs(np.linalg.det(linear)))
@@ -339,9 +346,10 @@ def warp_to_crop(image: Image.Image, transform: np.ndarray, size: int = OUTPUT_S
     return canvas.resize((size, size), Image.LANCZOS)
 
 
-# Average ONet's landmarks over shifted, rescaled and mirrored copies of the face box. A single MTCNN pass puts the
-# landmarks a few pixels off depending on which pyramid level won, which moves the crop by 1-2 % of its width.
 def refine_landmarks(image: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Average ONet's landmarks over shifted, rescaled and mirrored copies of the face box. A single MTCNN pass puts the
+    landmarks a few pixels off depending on which pyramid level won, which moves the crop by 1-2 % of its width.
+    """
     onet = _mtcnn()[2]
     x0, y0, x1, y1 = box
     side = max(x1 - x0, y1 - y0)  # MTCNN squares its boxes before the last stage
@@ -377,8 +385,8 @@ def refine_landmarks(image: Image.Image, box: tuple[float, float, float, float])
     return np.mean(estimates, axis=0)
 
 
-# Re-measure the landmarks inside the current crop (upright and at a fixed scale, where ONet is most reliable).
 def _landmarks_in_crop(image: Image.Image, transform: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Re-measure the landmarks inside the current crop (upright and at a fixed scale, where ONet is most reliable)."""
     crop = warp_to_crop(image, transform)
     found = detect_faces(crop, min_size=OUTPUT_SIZE / 4)  # an aligned face's box is ~OUTPUT_SIZE / 2
     if not found:
@@ -390,8 +398,8 @@ def _landmarks_in_crop(image: Image.Image, transform: np.ndarray, fallback: np.n
     return inside @ inverse[:, :2].T + inverse[:, 2]
 
 
-# Detect the largest face in a photo and return it in EG3D/GOAE's 512² crop.
 def align_face(image: ImageInput, *, min_face_px: float = MIN_FACE_PX, max_pixels: int = MAX_PIXELS) -> AlignedFace:
+    """Detect the largest face in a photo and return it in EG3D/GOAE's 512² crop."""
     rgb = load_image(image, max_pixels=max_pixels)
     if min(rgb.size) < 2 * min_face_px:  # a usable face box is about twice its eye-to-mouth distance
         raise FaceError(f"the photo is only {rgb.width}×{rgb.height} pixels; a usable face needs about "

@@ -43,8 +43,9 @@ def human_size(size: int | None) -> str:
     return f"{size} B"
 
 
-# Fingerprint of a module's state (keys, shapes and float32 values): which model a delta or a cached w̄ belongs to.
 def state_fingerprint(module) -> str:
+    """Fingerprint of a module's state (keys, shapes and float32 values): which model a delta or a cached w̄ belongs to.
+    """
     import torch
 
     digest = hashlib.sha256()
@@ -55,10 +56,11 @@ def state_fingerprint(module) -> str:
     return digest.hexdigest()
 
 
-# A temporary path beside `path` that becomes `path` only when the block finishes without an exception; on any
-# exception (KeyboardInterrupt included) the temporary file is removed and `path` keeps what it held before.
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that becomes `path` only when the block finishes without an exception; on any
+    exception (KeyboardInterrupt included) the temporary file is removed and `path` keeps what it held before.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -71,8 +73,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
-# Write text (or bytes) to `path` atomically, flushed to disk before the rename.
 def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write text (or bytes) to `path` atomically, flushed to disk before the rename."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)

@@ -1,15 +1,16 @@
-# Evaluation of an unlearning (GUIDE Sec. 5, "Evaluation metrics") and an erasure audit that goes beyond the paper.
-#   ID          identity cosine between pre- and post-unlearning renders of w_u over 11 yaw views in +-pi/12 at pitch
-#               -0.2 (the official evaluate_id.py / unlearn.py views), metric network = CurricularFace role. Lower = the
-#               identity is gone.
-#   ID_others   the same for OTHER photos of the same person, inverted with the encoder: lower = the erasure
-#               generalises beyond the one photo used for unlearning.
-#   per identity  ID / ID_others of every identity a run (or a chain of runs) forgot, each against the root G_s.
-#   FID_pre     Frechet distance between G_s and G_u samples drawn from the same z and cameras (paper: 5,000 samples).
-#   dFID_real   FID(real, G_u) - FID(real, G_s) against a real-image statistics file {mu, sigma}.
-#   audit       guide_core.audit: attackers re-invert the source photo into G_s and into G_u; the best identity
-#               similarity to the photo they reach, before and after.
-# All draws come from seeded generators: two evaluations of the same run give identical numbers.
+"""Evaluation of an unlearning (GUIDE Sec. 5, "Evaluation metrics") and an erasure audit that goes beyond the paper.
+  ID          identity cosine between pre- and post-unlearning renders of w_u over 11 yaw views in +-pi/12 at pitch
+              -0.2 (the official evaluate_id.py / unlearn.py views), metric network = CurricularFace role. Lower = the
+              identity is gone.
+  ID_others   the same for OTHER photos of the same person, inverted with the encoder: lower = the erasure
+              generalises beyond the one photo used for unlearning.
+  per identity  ID / ID_others of every identity a run (or a chain of runs) forgot, each against the root G_s.
+  FID_pre     Frechet distance between G_s and G_u samples drawn from the same z and cameras (paper: 5,000 samples).
+  dFID_real   FID(real, G_u) - FID(real, G_s) against a real-image statistics file {mu, sigma}.
+  audit       guide_core.audit: attackers re-invert the source photo into G_s and into G_u; the best identity
+              similarity to the photo they reach, before and after.
+All draws come from seeded generators: two evaluations of the same run give identical numbers.
+"""
 from __future__ import annotations
 
 import math
@@ -36,21 +37,21 @@ YAW_RANGE = math.pi / 12
 PITCH = -0.2
 
 
-# The FID sample count used when none is given: the paper's 5,000 on a GPU, fewer on a CPU (by output size).
 def default_n_fid(bundle: "ModelBundle") -> int:
+    """The FID sample count used when none is given: the paper's 5,000 on a GPU, fewer on a CPU (by output size)."""
     if torch.device(bundle.device).type != "cpu":
         return N_FID_PAPER
     return N_FID_CPU_SMALL if bundle.backend.resolution(bundle.G) <= 128 else N_FID_CPU_LARGE
 
 
-# The official evaluation views: yaw = linspace(-pi/12, pi/12, 11), pitch -0.2 from frontal.
 def view_yaws(n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE) -> torch.Tensor:
+    """The official evaluation views: yaw = linspace(-pi/12, pi/12, 11), pitch -0.2 from frontal."""
     return torch.linspace(-yaw_range, yaw_range, n_views) if n_views > 1 else torch.zeros(1)
 
 
-# Renders of codes [N, num_ws, 512] at each view: [N * n_views, 3, H, W] (code-major), deterministic rendering.
 def render_views(bundle: "ModelBundle", G: torch.nn.Module, ws: torch.Tensor, yaws: torch.Tensor, pitch: float,
                  batch: int = 16, bar=None) -> torch.Tensor:
+    """Renders of codes [N, num_ws, 512] at each view: [N * n_views, 3, H, W] (code-major), deterministic rendering."""
     codes = ws.repeat_interleave(len(yaws), dim=0)
     cams = bundle.camera(yaws, pitch)
     cams = None if cams is None else cams.repeat(ws.shape[0], 1)
@@ -63,10 +64,10 @@ def render_views(bundle: "ModelBundle", G: torch.nn.Module, ws: torch.Tensor, ya
     return torch.cat(out)
 
 
-# Identity similarity per code between G_s and G_u renders over the evaluation views: [N] (mean over views).
 def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Module, ws: torch.Tensor,
                   n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE, pitch: float = PITCH,
                   progress: str | None = None) -> torch.Tensor:
+    """Identity similarity per code between G_s and G_u renders over the evaluation views: [N] (mean over views)."""
     yaws = view_yaws(n_views, yaw_range)
     with progress_bar(2 * ws.shape[0] * len(yaws), progress or "", progress is not None, unit="img") as bar:
         before = render_views(bundle, G_s, ws, yaws, pitch, bar=bar)
@@ -82,11 +83,12 @@ def other_codes(source: dict[str, Any], device: torch.device | str = "cpu") -> t
     return torch.tensor([o["w"] for o in others], dtype=torch.float32, device=device) if others else None
 
 
-# ID and ID_others of every identity forgotten (run.json source records with w_u, as runs.chain_sources lists them
-# for a chain), each against the root G_s: [{name, run, earlier, id, id_others, n_others}]. `earlier` marks the
-# identities of earlier runs of a chain, which must stay forgotten.
 def identity_rows(bundle: "ModelBundle", G_u: torch.nn.Module, identities: list[dict[str, Any]],
                   progress: bool = False) -> list[dict[str, Any]]:
+    """ID and ID_others of every identity forgotten (run.json source records with w_u, as runs.chain_sources lists them
+    for a chain), each against the root G_s: [{name, run, earlier, id, id_others, n_others}]. `earlier` marks the
+    identities of earlier runs of a chain, which must stay forgotten.
+    """
     codes = torch.tensor([s["w_u"] for s in identities], dtype=torch.float32, device=bundle.device)
     ids = id_similarity(bundle, bundle.G, G_u, codes, progress="ID renders" if progress else None).tolist()
     latest = max(s.get("run", 0) for s in identities)
@@ -101,9 +103,11 @@ def identity_rows(bundle: "ModelBundle", G_u: torch.nn.Module, identities: list[
     return rows
 
 
-# The headline numbers of identity_rows: id = mean over the latest run's identities, id_others = mean over all their
-# other photos (each photo counts once, as when they are pooled), plus the rows themselves.
 def identity_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline numbers of identity_rows: id = mean over the latest run's identities, id_others = mean over all
+    their
+    other photos (each photo counts once, as when they are pooled), plus the rows themselves.
+    """
     latest = [r for r in rows if not r["earlier"]]
     n_others = sum(r["n_others"] for r in latest)
     return {"id": sum(r["id"] for r in latest) / len(latest),
@@ -112,10 +116,12 @@ def identity_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "per_identity": rows}
 
 
-# Features of n generator samples: z ~ N(0, I) and yaw ~ U(-pi/12, pi/12) from a seeded generator (identical for G_s
-# and G_u), mapping on the frontal camera with psi = 1, pitch -0.2 (official evaluate_fid.py).
 def sample_features(bundle: "ModelBundle", G: torch.nn.Module, n: int, seed: int = 0, batch: int = 16,
                     yaw_range: float = YAW_RANGE, pitch: float = PITCH, progress: str | None = None) -> np.ndarray:
+    """Features of n generator samples: z ~ N(0, I) and yaw ~ U(-pi/12, pi/12) from a seeded generator (identical for
+    G_s
+    and G_u), mapping on the frontal camera with psi = 1, pitch -0.2 (official evaluate_fid.py).
+    """
     if bundle.feature_net is None:
         raise RuntimeError(f"model {bundle.name!r} has no feature network: FID is not computable")
     if n < 2:
@@ -135,13 +141,13 @@ def sample_features(bundle: "ModelBundle", G: torch.nn.Module, n: int, seed: int
     return np.concatenate(feats)
 
 
-# Mean and covariance of features [n, F].
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of features [n, F]."""
     return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
 
 
-# Frechet distance between two Gaussians (Heusel et al. 2017): |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^1/2).
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Frechet distance between two Gaussians (Heusel et al. 2017): |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^1/2)."""
     import scipy.linalg
 
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
@@ -162,14 +168,15 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-# FID between two feature sets.
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    """FID between two feature sets."""
     return frechet_distance(*feature_statistics(a), *feature_statistics(b))
 
 
-# Real-image statistics: an .npz with arrays mu and sigma, or an .npy of real features [n, F] (the official
-# `ffhq_real_feat.npy`). Loaded without pickles.
 def load_real_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Real-image statistics: an .npz with arrays mu and sigma, or an .npy of real features [n, F] (the official
+    `ffhq_real_feat.npy`). Loaded without pickles.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"real-image statistics file {path} does not exist")
@@ -189,8 +196,8 @@ def load_real_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 _SOURCE_FEATURES: dict[tuple[int, str, int, int], np.ndarray] = {}
 
 
-# Features of the source generator G_s for FID (cached, see above).
 def source_features(bundle: "ModelBundle", n: int, seed: int, progress: bool = False) -> np.ndarray:
+    """Features of the source generator G_s for FID (cached, see above)."""
     key = (id(bundle.G), bundle.name, n, seed)
     if key not in _SOURCE_FEATURES:
         _SOURCE_FEATURES[key] = sample_features(bundle, bundle.G, n, seed,
@@ -198,24 +205,25 @@ def source_features(bundle: "ModelBundle", n: int, seed: int, progress: bool = F
     return _SOURCE_FEATURES[key]
 
 
-# Features of the unlearned generator G_u (never cached: its weights change between calls).
 def unlearned_features(bundle: "ModelBundle", G_u: torch.nn.Module, n: int, seed: int,
                        progress: bool = False) -> np.ndarray:
+    """Features of the unlearned generator G_u (never cached: its weights change between calls)."""
     return sample_features(bundle, G_u, n, seed, progress="FID samples of G_u" if progress else None)
 
 
-# FID_pre (GUIDE Sec. 5): G_s vs G_u on the same z and cameras.
-# features_u: G_u's features when already computed (evaluate shares them with dFID_real).
 def fid_pre(bundle: "ModelBundle", G_u: torch.nn.Module, n: int = N_FID_PAPER, seed: int = 0,
             progress: bool = False, features_u: np.ndarray | None = None) -> float:
+    """FID_pre (GUIDE Sec. 5): G_s vs G_u on the same z and cameras.
+    features_u: G_u's features when already computed (evaluate shares them with dFID_real).
+    """
     if features_u is None:
         features_u = unlearned_features(bundle, G_u, n, seed, progress)
     return fid_from_features(source_features(bundle, n, seed, progress), features_u)
 
 
-# dFID_real (GUIDE Sec. 5): FID(real, G_u) - FID(real, G_s); > 0 means G_u drifted away from real faces.
 def delta_fid_real(bundle: "ModelBundle", G_u: torch.nn.Module, real_stats: str | Path, n: int = N_FID_PAPER,
                    seed: int = 0, progress: bool = False, features_u: np.ndarray | None = None) -> float:
+    """dFID_real (GUIDE Sec. 5): FID(real, G_u) - FID(real, G_s); > 0 means G_u drifted away from real faces."""
     mu_r, sigma_r = load_real_stats(real_stats)
     if features_u is None:
         features_u = unlearned_features(bundle, G_u, n, seed, progress)
@@ -224,9 +232,10 @@ def delta_fid_real(bundle: "ModelBundle", G_u: torch.nn.Module, real_stats: str 
     return fid_u - fid_s
 
 
-# All metrics of one unlearning; None where a metric is not computable (no others, no feature net, no real stats).
 @dataclass
 class Metrics:
+    """All metrics of one unlearning; None where a metric is not computable (no others, no feature net, no real stats).
+    """
     id: float | None = None
     id_others: float | None = None
     fid_pre: float | None = None
@@ -237,8 +246,8 @@ class Metrics:
     notes: list[str] = field(default_factory=list)
     per_identity: list[dict[str, Any]] = field(default_factory=list)
 
-    # JSON-able dict (the CLI's --json output and run.json's metrics).
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (the CLI's --json output and run.json's metrics)."""
         return asdict(self)
 
     def tables(self) -> list[Table]:
@@ -261,14 +270,16 @@ class Metrics:
         return [f"FID features: {self.feature_note} (n = {self.n_fid}, seed {self.seed})", *self.notes]
 
 
-# Evaluate G_u against the bundle's G_s: ID on w_u, ID_others on the other codes, FID_pre and dFID_real on n samples.
-# identities: run.json source records (runs.chain_sources) instead of w_u / others: ID and ID_others per identity,
-# the headline id / id_others over the latest run's. n_fid None: default_n_fid(bundle). progress: one tqdm bar on
-# stderr per stage (renders, FID samples).
 def evaluate(bundle: "ModelBundle", G_u: torch.nn.Module, w_u: torch.Tensor | None = None,
              others: torch.Tensor | None = None, n_fid: int | None = N_FID_PAPER, seed: int = 0,
              real_stats: str | Path | None = None, progress: bool = False,
              identities: list[dict[str, Any]] | None = None) -> Metrics:
+    """Evaluate G_u against the bundle's G_s: ID on w_u, ID_others on the other codes, FID_pre and dFID_real on n
+    samples.
+    identities: run.json source records (runs.chain_sources) instead of w_u / others: ID and ID_others per identity,
+    the headline id / id_others over the latest run's. n_fid None: default_n_fid(bundle). progress: one tqdm bar on
+    stderr per stage (renders, FID samples).
+    """
     n_fid = default_n_fid(bundle) if n_fid is None else int(n_fid)
     metrics = Metrics(n_fid=n_fid, seed=seed, feature_note=bundle.feature_note)
     if identities is not None:

@@ -1,7 +1,8 @@
-# Mixed precision of one Latent Target Unlearning step: which autocast dtype a setting stands for on a device. The
-# half-precision part is the frozen super-resolution (where EG3D itself runs fp16, sr_num_fp16_res) plus the loss
-# networks (LPIPS-VGG, the identity net). The trained tri-plane backbone stays fp32 although EG3D runs its top blocks
-# in fp16: in bf16 its rounding noise was larger than the global loss between G_u and G_s near the start of a run.
+"""Mixed precision of one Latent Target Unlearning step: which autocast dtype a setting stands for on a device. The
+half-precision part is the frozen super-resolution (where EG3D itself runs fp16, sr_num_fp16_res) plus the loss
+networks (LPIPS-VGG, the identity net). The trained tri-plane backbone stays fp32 although EG3D runs its top blocks
+in fp16: in bf16 its rounding noise was larger than the global loss between G_u and G_s near the start of a run.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 
 
-# Whether this machine's CPU computes bf16 in hardware; without it oneDNN emulates bf16 and is slower than fp32.
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
+    """Whether this machine's CPU computes bf16 in hardware; without it oneDNN emulates bf16 and is slower than fp32."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -29,17 +30,19 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-# Whether `device` computes bf16 natively (CUDA: compute capability 8.0 and later).
 def native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` computes bf16 natively (CUDA: compute capability 8.0 and later)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-# The autocast dtype of a precision setting on `device`, or None for plain fp32. "auto" is bf16 where the device has
-# it natively and fp32 elsewhere; fp16 is a CUDA format (CPU convolutions in fp16 are slower than in fp32).
 def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of a precision setting on `device`, or None for plain fp32. "auto" is bf16 where the device
+    has
+    it natively and fp32 elsewhere; fp16 is a CUDA format (CPU convolutions in fp16 are slower than in fp32).
+    """
     device = torch.device(device)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -50,8 +53,8 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-# Autocast to `dtype` on `device_type`; a no-op context for None, so fp32 code paths stay exactly as they were.
 def mixed_precision(dtype: torch.dtype | None, device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device_type`; a no-op context for None, so fp32 code paths stay exactly as they were."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=dtype)

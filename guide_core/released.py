@@ -1,5 +1,6 @@
-# The released EG3D FFHQ worlds: the generator with GOAE, IR-SE50 (ArcFace role), IR-101 (CurricularFace role),
-# LPIPS-VGG, Inception for FID and the EG3D face crop, assembled from the weight files guide_core.weights manages.
+"""The released EG3D FFHQ worlds: the generator with GOAE, IR-SE50 (ArcFace role), IR-101 (CurricularFace role),
+LPIPS-VGG, Inception for FID and the EG3D face crop, assembled from the weight files guide_core.weights manages.
+"""
 from __future__ import annotations
 
 import os
@@ -28,10 +29,11 @@ INCEPTION_NOTE = "Inception-v3 pool features (pytorch-fid architecture, FID weig
 RELEASED_LTU_DEFAULTS = LTUConfig()
 
 
-# The weight name that fills a released generator: guide's converted .safetensors of it when installed (the same
-# weights with no pickle to read; `weights publish` and a host's mirror provide it), else the original pickle. Only a
-# manifest entry that declares itself converted from this very generator qualifies.
 def released_generator_name(generator_name: str) -> str:
+    """The weight name that fills a released generator: guide's converted .safetensors of it when installed (the same
+    weights with no pickle to read; `weights publish` and a host's mirror provide it), else the original pickle. Only a
+    manifest entry that declares itself converted from this very generator qualifies.
+    """
     from guide_core import weights
     from guide_core.weights.catalogue import converted_name
 
@@ -39,13 +41,14 @@ def released_generator_name(generator_name: str) -> str:
     return converted if converted is not None and weights.is_installed(converted) else generator_name
 
 
-# Every weight name a released model needs, its generator resolved as above (what "installed" means for a model).
 def required_weights(model: str) -> list[str]:
+    """Every weight name a released model needs, its generator resolved as above (what "installed" means for a model).
+    """
     return [released_generator_name(EG3D_MODELS.get(model, (model, ""))[0]), *NET_WEIGHTS.values()]
 
 
-# Resolve every weight file a released-model bundle needs; one error names all that are missing.
 def _require_all(names: dict[str, str]) -> dict[str, Path]:
+    """Resolve every weight file a released-model bundle needs; one error names all that are missing."""
     from guide_core import weights
 
     found, missing = {}, []
@@ -65,10 +68,11 @@ def _require_all(names: dict[str, str]) -> dict[str, Path]:
     return found
 
 
-# The released EG3D generator with the real networks (GOAE encoder, IR-SE50 loss net, IR-101 metric net, LPIPS-VGG,
-# Inception for FID, the EG3D face crop). Pivot (0, 0, 0): GUIDE's scripts read a rendering key that EG3D does not
-# define (`avg_cam_pivot`) and so fall back to the origin; the paper's numbers were made with that camera.
 def _released_bundle(name: str, generator_name: str | None, generator_path: Path | None, device: str) -> ModelBundle:
+    """The released EG3D generator with the real networks (GOAE encoder, IR-SE50 loss net, IR-101 metric net, LPIPS-VGG,
+    Inception for FID, the EG3D face crop). Pivot (0, 0, 0): GUIDE's scripts read a rendering key that EG3D does not
+    define (`avg_cam_pivot`) and so fall back to the origin; the paper's numbers were made with that camera.
+    """
     from guide_core.eg3d import io as eg3d_io
     from guide_core.eg3d import mean_latent
 
@@ -87,8 +91,8 @@ def _released_bundle(name: str, generator_name: str | None, generator_path: Path
     goae = load_goae(files["encoder"], device=device)
     w_avg = torch.as_tensor(w_avg, dtype=torch.float32, device=device)
 
-    # GOAE predicts an offset from the mean latent; the bundle's encoder returns absolute codes.
     def encode(images: torch.Tensor) -> torch.Tensor:
+        """GOAE predicts an offset from the mean latent; the bundle's encoder returns absolute codes."""
         return goae.invert(images) + w_avg
 
     cond_c = camera_params(0.0, 0.0, pivot=(0.0, 0.0, 0.0))
@@ -104,8 +108,8 @@ def _released_bundle(name: str, generator_name: str | None, generator_path: Path
         description=EG3D_MODELS.get(name, ("", f"generator {generator_path}"))[1], ltu_defaults=RELEASED_LTU_DEFAULTS)
 
 
-# A weight file that improves a bundle but is not required (e.g. the real-image FID statistics).
 def _optional_weight(name: str) -> Path | None:
+    """A weight file that improves a bundle but is not required (e.g. the real-image FID statistics)."""
     from guide_core import weights
     try:
         return Path(weights.require(name))
@@ -113,11 +117,12 @@ def _optional_weight(name: str) -> Path | None:
         return None
 
 
-# Inception-v3 pool features for FID, with pytorch-fid's architecture and the FID weights loaded from a LOCAL file.
-# pytorch-fid fetches its weights by URL inside its constructor; it is handed the verified local state_dict instead,
-# so nothing is ever downloaded. Images in [-1, 1] are snapped to 8-bit levels first, as the official evaluation
-# saves PNGs and reads them back.
 class InceptionFeatures(torch.nn.Module):
+    """Inception-v3 pool features for FID, with pytorch-fid's architecture and the FID weights loaded from a LOCAL file.
+    pytorch-fid fetches its weights by URL inside its constructor; it is handed the verified local state_dict instead,
+    so nothing is ever downloaded. Images in [-1, 1] are snapped to 8-bit levels first, as the official evaluation
+    saves PNGs and reads them back.
+    """
     def __init__(self, weights_path: str | os.PathLike, device: str | torch.device = "cpu"):
         super().__init__()
         try:
@@ -141,8 +146,8 @@ class InceptionFeatures(torch.nn.Module):
         return self.net(levels)[0].flatten(1)
 
 
-# A bundle around a generator file given by path (a .pkl or .safetensors), with the released networks.
 def released_file_bundle(path: Path, device: str) -> ModelBundle:
+    """A bundle around a generator file given by path (a .pkl or .safetensors), with the released networks."""
     return _released_bundle(path.name, None, path, device)
 
 

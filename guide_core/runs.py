@@ -1,9 +1,10 @@
-# Run records of an unlearning: delta.safetensors (G_u's new values of the synthesis tensors that differ from the ROOT
-# model, the released or embedded G_s) and run.json (every identity forgotten, settings, losses, metrics, and for
-# sequential unlearning the run it continued from). A chain of runs is reproducible from its records alone: each run
-# names its parent (`base_run`: path, G_u fingerprint, delta hash, sources) and nests the parent's own `base_run`.
-# Folders are written into a temporary sibling and renamed into place, so an interrupted write never leaves a
-# complete-looking run.
+"""Run records of an unlearning: delta.safetensors (G_u's new values of the synthesis tensors that differ from the ROOT
+model, the released or embedded G_s) and run.json (every identity forgotten, settings, losses, metrics, and for
+sequential unlearning the run it continued from). A chain of runs is reproducible from its records alone: each run
+names its parent (`base_run`: path, G_u fingerprint, delta hash, sources) and nests the parent's own `base_run`.
+Folders are written into a temporary sibling and renamed into place, so an interrupted write never leaves a
+complete-looking run.
+"""
 from __future__ import annotations
 
 import copy
@@ -39,8 +40,8 @@ __all__ = ["RUN_FORMAT", "RUN_JSON", "DELTA_FILE", "sha256_file", "state_fingerp
 
 
 
-# Versions of everything that shaped the numbers, stored in run.json.
 def versions() -> dict[str, str]:
+    """Versions of everything that shaped the numbers, stored in run.json."""
     import safetensors
 
     import guide_core
@@ -48,8 +49,8 @@ def versions() -> dict[str, str]:
             "safetensors": safetensors.__version__, "python": sys.version.split()[0]}
 
 
-# The synthesis tensors of G_u that differ from G_s, under their state_dict names.
 def changed_tensors(G_u: torch.nn.Module, G_s: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The synthesis tensors of G_u that differ from G_s, under their state_dict names."""
     base = G_s.state_dict()
     return {k: v.detach().cpu().contiguous() for k, v in G_u.state_dict().items()
             if k in base and not torch.equal(v.detach().cpu(), base[k].detach().cpu())}
@@ -58,34 +59,37 @@ def changed_tensors(G_u: torch.nn.Module, G_s: torch.nn.Module) -> dict[str, tor
 # ---------------------------------------------------------------------------------------------------------------------
 # Sources: one record shape for every identity, whoever made the run (CLI, studio, import, API).
 
-# A photo as run.json names it: file name stem, absolute path and SHA-256 (the photo itself is never stored).
 def photo_record(path: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
+    """A photo as run.json names it: file name stem, absolute path and SHA-256 (the photo itself is never stored)."""
     path = Path(path)
     return {"name": name or path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
 
 
-# One identity to forget: its name, the photo it was inverted from (sha256 / path; None when only a code was given)
-# and the other photos of the person with their codes (others: [{name, sha256, path, w}], for ID_others).
 def source_record(name: str, sha256: str | None = None, path: str | None = None,
                   others: list[tuple[dict[str, Any], torch.Tensor]] | None = None) -> dict[str, Any]:
+    """One identity to forget: its name, the photo it was inverted from (sha256 / path; None when only a code was given)
+    and the other photos of the person with their codes (others: [{name, sha256, path, w}], for ID_others).
+    """
     return {"name": name, "sha256": sha256, "path": path, "others": [other_record(info, w) for info, w in others or []]}
 
 
-# One other photo of a person: its photo record ({name, sha256, path}) and its code w ([num_ws, 512]; encoders
-# return a batch of one, [1, num_ws, 512]).
 def other_record(info: dict[str, Any], w: torch.Tensor) -> dict[str, Any]:
+    """One other photo of a person: its photo record ({name, sha256, path}) and its code w ([num_ws, 512]; encoders
+    return a batch of one, [1, num_ws, 512]).
+    """
     w = torch.as_tensor(w).detach().cpu()
     return {**info, "w": (w[0] if w.ndim == 3 else w).tolist()}
 
 
-# An unlearning's source records with their codes w_u / w_t, as run.json stores them.
 def run_sources(unlearning: "Unlearning") -> list[dict[str, Any]]:
+    """An unlearning's source records with their codes w_u / w_t, as run.json stores them."""
     w_u, w_t = unlearning.w_u.detach().cpu(), unlearning.w_t.detach().cpu()
     return [{**meta, "w_u": w_u[i].tolist(), "w_t": w_t[i].tolist()} for i, meta in enumerate(unlearning.sources)]
 
 
-# Everything run.json says about an unlearning; codes are stored per source, delta keys relative to the root model.
 def run_record(unlearning: "Unlearning", delta_keys: list[str]) -> dict[str, Any]:
+    """Everything run.json says about an unlearning; codes are stored per source, delta keys relative to the root model.
+    """
     sources = run_sources(unlearning)
     return {"format": RUN_FORMAT, "model": unlearning.bundle.name,
             "root_fingerprint": state_fingerprint(unlearning.bundle.G), "base_run": unlearning.base_run,
@@ -102,16 +106,17 @@ def run_record(unlearning: "Unlearning", delta_keys: list[str]) -> dict[str, Any
                       "keys": delta_keys}}
 
 
-# What a run that continues from `run_dir` records about its parent: where it is, what its G_u was (fingerprint and
-# delta hash), whom it forgot, and the parent's own parent (nested), so the whole chain is in the newest record.
 def base_run_record(run_dir: str | os.PathLike, record: dict[str, Any], G_parent: torch.nn.Module) -> dict[str, Any]:
+    """What a run that continues from `run_dir` records about its parent: where it is, what its G_u was (fingerprint and
+    delta hash), whom it forgot, and the parent's own parent (nested), so the whole chain is in the newest record.
+    """
     return {"path": str(Path(run_dir).resolve()), "fingerprint": state_fingerprint(G_parent),
             "delta_sha256": record["delta"].get("sha256"), "sources": record["sources"],
             "base_run": record.get("base_run")}
 
 
-# The runs a record continues from, nearest parent first.
 def chain_links(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs a record continues from, nearest parent first."""
     links, link = [], record.get("base_run")
     while link:
         links.append(link)
@@ -119,9 +124,10 @@ def chain_links(record: dict[str, Any]) -> list[dict[str, Any]]:
     return links
 
 
-# Every identity forgotten along a chain, earliest run first; each source gains "run": 0 for the chain's first run,
-# up to len(chain) for this record's own sources.
 def chain_sources(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every identity forgotten along a chain, earliest run first; each source gains "run": 0 for the chain's first run,
+    up to len(chain) for this record's own sources.
+    """
     runs = [link["sources"] for link in reversed(chain_links(record))] + [record["sources"]]
     return [{**source, "run": depth} for depth, sources in enumerate(runs) for source in sources]
 
@@ -129,9 +135,10 @@ def chain_sources(record: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Writing and reading run folders.
 
-# Write a folder atomically: fill a hidden temporary sibling, then rename it over `run_dir` (replacing an old run
-# only when `overwrite`). An exception or kill before the rename leaves only the hidden `.partial` folder.
 def _write_atomically(run_dir: Path, files: Callable[[Path], None], overwrite: bool) -> None:
+    """Write a folder atomically: fill a hidden temporary sibling, then rename it over `run_dir` (replacing an old run
+    only when `overwrite`). An exception or kill before the rename leaves only the hidden `.partial` folder.
+    """
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"run directory {run_dir} already exists and is not empty (pass overwrite=True)")
@@ -153,15 +160,15 @@ def _write_atomically(run_dir: Path, files: Callable[[Path], None], overwrite: b
         raise
 
 
-# Save a run: delta.safetensors + run.json (run.json is written last inside the temporary folder).
 def save_run(run_dir: str | os.PathLike, unlearning: "Unlearning", overwrite: bool = False) -> Path:
+    """Save a run: delta.safetensors + run.json (run.json is written last inside the temporary folder)."""
     from safetensors.torch import save_file
 
     delta = changed_tensors(unlearning.G_u, unlearning.bundle.G)
     record = run_record(unlearning, sorted(delta))
 
-    # The run's files, written into the temporary folder; run.json last.
     def files(folder: Path) -> None:
+        """The run's files, written into the temporary folder; run.json last."""
         save_file(delta, str(folder / DELTA_FILE), metadata={"format": RUN_FORMAT, "kind": "new_values"})
         record["delta"]["sha256"] = sha256_file(folder / DELTA_FILE)
         (folder / RUN_JSON).write_text(json.dumps(record, indent=1))
@@ -170,9 +177,10 @@ def save_run(run_dir: str | os.PathLike, unlearning: "Unlearning", overwrite: bo
     return Path(run_dir)
 
 
-# A one-identity record of the first format, in the current shape: its `source` and top-level codes become
-# sources[0], the other photos' codes (extra.w_others) that source's others, base_fingerprint the root's.
 def _upgrade_old_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A one-identity record of the first format, in the current shape: its `source` and top-level codes become
+    sources[0], the other photos' codes (extra.w_others) that source's others, base_fingerprint the root's.
+    """
     old = record.pop("source", {}) or {}
     w_others = (record.get("extra") or {}).pop("w_others", None) or []
     infos = old.get("others") or [{} for _ in w_others]
@@ -190,8 +198,8 @@ def _upgrade_old_record(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-# Read and check run.json; a folder without a complete record is not a run (clear error naming what is missing).
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and check run.json; a folder without a complete record is not a run (clear error naming what is missing)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
@@ -210,8 +218,8 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-# Replace run.json's metrics (and optional extra fields) atomically, e.g. after `guide eval`.
 def update_run(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
+    """Replace run.json's metrics (and optional extra fields) atomically, e.g. after `guide eval`."""
     run_dir = Path(run_dir)
     record = read_run(run_dir)
     for key, value in fields.items():
@@ -220,9 +228,10 @@ def update_run(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     return record
 
 
-# Every parent run of a chain that is still on disk must be the one this run was made from: its delta hash (and so
-# its G_u) as recorded. A parent folder that is gone is no error: the delta is relative to the root, not the parent.
 def check_chain(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Every parent run of a chain that is still on disk must be the one this run was made from: its delta hash (and so
+    its G_u) as recorded. A parent folder that is gone is no error: the delta is relative to the root, not the parent.
+    """
     for link in chain_links(record):
         parent = Path(link["path"])
         if not (parent / RUN_JSON).is_file():
@@ -235,9 +244,11 @@ def check_chain(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
             raise ValueError(f"run {run_dir} and its parent run {parent} were made on different root models")
 
 
-# The unlearned generator G_u of a saved run, rebuilt on `bundle`'s generator, which must be the run's root model (for
-# a chain: the original G_s of its first run).
 def load_run(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Module:
+    """The unlearned generator G_u of a saved run, rebuilt on `bundle`'s generator, which must be the run's root model
+    (for
+    a chain: the original G_s of its first run).
+    """
     from safetensors.torch import load_file
 
     record = read_run(run_dir)
@@ -267,8 +278,8 @@ def load_run(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Modu
     return G_u.eval().requires_grad_(False)
 
 
-# The codes of a run's own sources: (w_u, w_t) as [N, num_ws, 512] tensors on `device`.
 def run_codes(record: dict[str, Any], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The codes of a run's own sources: (w_u, w_t) as [N, num_ws, 512] tensors on `device`."""
     return (torch.tensor([s["w_u"] for s in record["sources"]], dtype=torch.float32, device=device),
             torch.tensor([s["w_t"] for s in record["sources"]], dtype=torch.float32, device=device))
 
@@ -282,10 +293,12 @@ def forgotten_codes(base_run: dict[str, Any] | None) -> tuple[torch.Tensor, torc
     return tuple(torch.tensor([s[key] for s in earlier], dtype=torch.float32) for key in ("w_u", "w_t"))
 
 
-# A full original-layout generator state_dict of a run's G_u for other EG3D tools: `out` (.safetensors, every tensor
-# under the original TriPlaneGenerator key names) plus the generator config in its metadata and a sibling .json
-# (guide_core.eg3d.io.save_generator, which writes both atomically).
 def export_state_dict(run_dir: str | os.PathLike, bundle: "ModelBundle", out: str | os.PathLike) -> Path:
+    """A full original-layout generator state_dict of a run's G_u for other EG3D tools: `out` (.safetensors, every
+    tensor
+    under the original TriPlaneGenerator key names) plus the generator config in its metadata and a sibling .json
+    (guide_core.eg3d.io.save_generator, which writes both atomically).
+    """
     from guide_core.eg3d.io import save_generator
 
     out = Path(out)

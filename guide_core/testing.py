@@ -1,6 +1,7 @@
-# Random-weight worlds for tests and timing only (never for results): an EG3D TriPlaneGenerator with seeded random
-# weights plus small seeded conv nets in the identity / perceptual / feature / encoder roles ("small"), or the
-# released architectures at full size with random weights ("paper", for timing the paper profile).
+"""Random-weight worlds for tests and timing only (never for results): an EG3D TriPlaneGenerator with seeded random
+weights plus small seeded conv nets in the identity / perceptual / feature / encoder roles ("small"), or the
+released architectures at full size with random weights ("paper", for timing the paper profile).
+"""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -20,8 +21,8 @@ PAPER_RENDERING = {**SMALL_RENDERING, "image_resolution": 512, "superresolution_
                    "depth_resolution": 48, "depth_resolution_importance": 48}
 
 
-# Small conv embedding in the identity-network role: images in [-1, 1] -> unit vectors [N, dim].
 class RandomEmbedding(torch.nn.Module):
+    """Small conv embedding in the identity-network role: images in [-1, 1] -> unit vectors [N, dim]."""
     def __init__(self, dim: int = 64, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
@@ -29,8 +30,8 @@ class RandomEmbedding(torch.nn.Module):
                                         torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.LeakyReLU(0.2),
                                         torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(256, dim))
 
-    # Per-image mean colour removed first, so the shared face colour does not dominate every cosine.
     def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-image mean colour removed first, so the shared face colour does not dominate every cosine."""
         features = self.body(images - images.mean(dim=(2, 3), keepdim=True))
         return torch.nn.functional.normalize(features - self.body[-1].bias, dim=1)
 
@@ -38,9 +39,10 @@ class RandomEmbedding(torch.nn.Module):
         return self.embed(images)
 
 
-# LPIPS-shaped distance on random conv features: channel-normalised features of two layers, squared difference,
-# spatial mean -> [N] (Zhang et al. CVPR 2018 without the learned linear heads).
 class RandomPerceptual(torch.nn.Module):
+    """LPIPS-shaped distance on random conv features: channel-normalised features of two layers, squared difference,
+    spatial mean -> [N] (Zhang et al. CVPR 2018 without the learned linear heads).
+    """
     def __init__(self, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
@@ -57,8 +59,8 @@ class RandomPerceptual(torch.nn.Module):
         return total
 
 
-# Small conv encoder in the GOAE role: image -> w_avg + a small offset per ws row.
 class RandomEncoder(torch.nn.Module):
+    """Small conv encoder in the GOAE role: image -> w_avg + a small offset per ws row."""
     def __init__(self, num_ws: int, w_avg: torch.Tensor, seed: int = 0, scale: float = 1.0):
         super().__init__()
         torch.manual_seed(seed)
@@ -73,8 +75,8 @@ class RandomEncoder(torch.nn.Module):
         return self.w_avg + self.scale * offset
 
 
-# Square centre crop resized to `size` (the random worlds have no face detector).
 def _center_crop(size: int) -> Callable[[Any], Any]:
+    """Square centre crop resized to `size` (the random worlds have no face detector)."""
     def align(image: Any) -> Any:
         from PIL import Image
         w, h = image.size
@@ -84,10 +86,12 @@ def _center_crop(size: int) -> Callable[[Any], Any]:
     return align
 
 
-# A random-weight bundle: "small" (32^2 tri-planes, 32 px images, 16 px neural rendering, 8+8 depth samples, reduced
-# widths; well under a second per LTU iteration on a CPU) or "paper" (the ffhq512-128 architecture at full size:
-# 512 px, 128 px neural rendering, 48+48 depth samples).
 def random_bundle(profile: str = "small", device: str | torch.device = "cpu", seed: int = 0) -> ModelBundle:
+    """A random-weight bundle: "small" (32^2 tri-planes, 32 px images, 16 px neural rendering, 8+8 depth samples,
+    reduced
+    widths; well under a second per LTU iteration on a CPU) or "paper" (the ffhq512-128 architecture at full size:
+    512 px, 128 px neural rendering, 48+48 depth samples).
+    """
     from guide_core.eg3d import TriPlaneGenerator, camera_params
     from guide_core.config import LTUConfig
     from guide_core.released import RELEASED_LTU_DEFAULTS
@@ -141,14 +145,14 @@ def random_bundle(profile: str = "small", device: str | torch.device = "cpu", se
                        ltu_defaults=LTUConfig() if small else RELEASED_LTU_DEFAULTS)
 
 
-# LPIPS-VGG with random VGG weights (the lpips package's own linear heads; nothing is downloaded).
 def _random_lpips() -> torch.nn.Module:
+    """LPIPS-VGG with random VGG weights (the lpips package's own linear heads; nothing is downloaded)."""
     import lpips
 
     net = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
 
-    # The lpips module returns [N,1,1,1]; the bundle contract is [N].
     class Flat(torch.nn.Module):
+        """The lpips module returns [N,1,1,1]; the bundle contract is [N]."""
         def __init__(self) -> None:
             super().__init__()
             self.net = net

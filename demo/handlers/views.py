@@ -119,8 +119,8 @@ def orbit(session: StudioSession | None) -> OrbitOut:
             similarity = (embed(bundle, views) @ ref.T).squeeze(1)
             series[f"after: {identity.name} · {other.name} vs its photo"] = similarity.tolist()
 
-    # [N, yaws, 3, H, W] -> one image: a row of views per identity.
     def strips(images: torch.Tensor) -> np.ndarray:
+        """[N, yaws, 3, H, W] -> one image: a row of views per identity."""
         return np.concatenate([np.concatenate(show(row), axis=1) for row in images], axis=0)
 
     return OrbitOut(strips(before), strips(after), plots.identity_per_view(ORBIT_YAWS_DEG, series))

@@ -10,8 +10,8 @@ from typing import Any
 from guide_core.cli.common import Command, aligned_photo, common_flags, load_run_dir
 
 
-# Flags of `audit`.
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `audit`."""
     from guide_core import audit
 
     parser.add_argument("run_dir", help="a run directory written by `unlearn`")
@@ -31,8 +31,8 @@ def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     common_flags(parser)
 
 
-# A source's photo for the audit: the recorded path when its SHA-256 still matches, else None with the reason.
 def _recorded_photo(source: dict[str, Any]) -> tuple[str | None, str]:
+    """A source's photo for the audit: the recorded path when its SHA-256 still matches, else None with the reason."""
     from guide_core.weights import sha256_file
 
     path = source.get("path")
@@ -43,9 +43,11 @@ def _recorded_photo(source: dict[str, Any]) -> tuple[str | None, str]:
     return path, ""
 
 
-# Re-inversion attacks against G_s and G_u for every identity the run (chain included) forgot whose photo is at hand;
-# the headline is the identity the attacker recovers best from G_u.
 def _audit_run(args: argparse.Namespace) -> int:
+    """Re-inversion attacks against G_s and G_u for every identity the run (chain included) forgot whose photo is at
+    hand;
+    the headline is the identity the attacker recovers best from G_u.
+    """
     from guide_core import audit
     from guide_core.runs import chain_sources, update_run
 

@@ -13,19 +13,19 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-# One subcommand: how it declares its flags and what it runs (the shape guide_core.__main__ expects).
 @dataclass(frozen=True)
 class Command:
+    """One subcommand: how it declares its flags and what it runs (the shape guide_core.__main__ expects)."""
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
 
-    # Entry point called by guide_core.__main__: run, turning expected failures into exit code 2.
     def main(self, args: argparse.Namespace) -> int:
+        """Entry point called by guide_core.__main__: run, turning expected failures into exit code 2."""
         return guarded(self.run, args)
 
 
-# Failures a user can fix (bad input, missing files or weights, no face): everything else keeps its traceback.
 def expected_failure(exc: BaseException) -> bool:
+    """Failures a user can fix (bad input, missing files or weights, no face): everything else keeps its traceback."""
     import pickle
 
     # UnpicklingError: a checkpoint refused by the restricted reader (its message names what was refused).
@@ -38,8 +38,8 @@ def expected_failure(exc: BaseException) -> bool:
     return isinstance(exc, tuple(kinds))
 
 
-# Turn expected failures into one stderr line + exit 2; GUIDE_DEBUG=1 shows the traceback instead.
 def guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Turn expected failures into one stderr line + exit 2; GUIDE_DEBUG=1 shows the traceback instead."""
     try:
         return fn(args)
     except KeyboardInterrupt:
@@ -60,8 +60,8 @@ def device_of(name: str) -> str:
     return pick_device(name)
 
 
-# Shared flags of all commands.
 def common_flags(parser: argparse.ArgumentParser) -> None:
+    """Shared flags of all commands."""
     parser.add_argument("--device", default="auto", help="torch device (auto = cuda when available)")
 
 
@@ -85,8 +85,8 @@ def config_from_args(args: argparse.Namespace, model_defaults=None):
     return LTUConfig.from_dict({**base.to_dict(), **given_values(LTUConfig, args)})
 
 
-# Open a photo (EXIF-upright RGB) with a clear error for a missing, unreadable or oversized file.
 def open_photo(path: str):
+    """Open a photo (EXIF-upright RGB) with a clear error for a missing, unreadable or oversized file."""
     from guide_core.faces import load_image
 
     if not Path(path).is_file():
@@ -94,16 +94,18 @@ def open_photo(path: str):
     return load_image(path)
 
 
-# Photo path -> the bundle's aligned crop as a [-1, 1] tensor [1, 3, H, W].
 def aligned_photo(bundle, path: str):
+    """Photo path -> the bundle's aligned crop as a [-1, 1] tensor [1, 3, H, W]."""
     from guide_core.bundle import pil_to_tensor
 
     aligned = bundle.align(open_photo(path))
     return aligned if not hasattr(aligned, "convert") else pil_to_tensor(aligned)
 
 
-# Photo path -> (aligned crop [1,3,H,W], absolute w+ [1,num_ws,512] from the bundle's encoder, its run.json record).
 def photo_code(bundle, path: str, name: str | None = None):
+    """Photo path -> (aligned crop [1,3,H,W], absolute w+ [1,num_ws,512] from the bundle's encoder, its run.json
+    record).
+    """
     from guide_core.runs import photo_record
 
     image = aligned_photo(bundle, path)
@@ -111,8 +113,8 @@ def photo_code(bundle, path: str, name: str | None = None):
     return image, w, photo_record(path, name)
 
 
-# Bundle + G_u + record of a run directory (the model recorded in the run unless --model overrides it).
 def load_run_dir(args: argparse.Namespace):
+    """Bundle + G_u + record of a run directory (the model recorded in the run unless --model overrides it)."""
     from guide_core.registry import load_bundle
     from guide_core.runs import load_run, read_run
 

@@ -8,8 +8,8 @@ import sys
 from guide_core.cli.common import Command, common_flags, load_run_dir, photo_code
 
 
-# Flags of `eval`.
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `eval`."""
     parser.add_argument("run_dir", help="a run directory written by `unlearn`")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--model", default=None, help="override the model recorded in run.json")
@@ -25,9 +25,10 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     common_flags(parser)
 
 
-# ID / ID_others (per identity, every identity of a chain included) / FID_pre / dFID_real of a run against the root
-# model, printed as a table or one JSON object.
 def _eval_run(args: argparse.Namespace) -> int:
+    """ID / ID_others (per identity, every identity of a chain included) / FID_pre / dFID_real of a run against the root
+    model, printed as a table or one JSON object.
+    """
     from guide_core import metrics
     from guide_core.runs import chain_sources, other_record, update_run
 

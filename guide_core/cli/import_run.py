@@ -8,8 +8,8 @@ from pathlib import Path
 from guide_core.cli.common import Command, common_flags, device_of, photo_code
 
 
-# Flags of `import`: a generator unlearned elsewhere, the photo it erased, and the model it was made from.
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `import`: a generator unlearned elsewhere, the photo it erased, and the model it was made from."""
     from guide_core.config import LTUConfig
 
     parser.add_argument("generator", help="the unlearned generator: the official GUIDE unlearn.py's last.pkl "
@@ -24,9 +24,10 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
     common_flags(parser)
 
 
-# The tensors of an unlearned generator file, by state_dict name: an EG3D network pickle (read safely, G_ema) or
-# guide's .safetensors. Only the tensors are taken: they load onto the base model, whose architecture they must have.
 def _generator_tensors(path: Path) -> dict:
+    """The tensors of an unlearned generator file, by state_dict name: an EG3D network pickle (read safely, G_ema) or
+    guide's .safetensors. Only the tensors are taken: they load onto the base model, whose architecture they must have.
+    """
     from guide_core.eg3d.io import CheckpointError, read_generator_pickle
     from guide_core.weights import load_safetensors
 
@@ -39,9 +40,11 @@ def _generator_tensors(path: Path) -> dict:
     raise CheckpointError(f"{path}: unknown generator format {path.suffix!r}; expected .pkl or .safetensors")
 
 
-# Turn an unlearned generator from another tool into a guide run, so `eval` and `audit` measure it like guide's own:
-# it must have the base model's exact architecture; the tensors that differ become the run's delta.
 def _import_run(args: argparse.Namespace) -> int:
+    """Turn an unlearned generator from another tool into a guide run, so `eval` and `audit` measure it like guide's
+    own:
+    it must have the base model's exact architecture; the tensors that differ become the run's delta.
+    """
     import torch
 
     from guide_core.registry import load_bundle

@@ -14,9 +14,10 @@ from guide_core.cli.common import Command, add_config_flags, common_flags, confi
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-# Flags of `unlearn`: photos (one identity each, or a folder per person), run directory, world, the run to continue
-# from, and every LTUConfig setting.
 def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `unlearn`: photos (one identity each, or a folder per person), run directory, world, the run to continue
+    from, and every LTUConfig setting.
+    """
     parser.add_argument("--image", nargs="+", default=[], metavar="PHOTO",
                         help="photo(s) of the identities to erase: each photo is one person, all forgotten in one run")
     parser.add_argument("--images-dir", default=None, metavar="DIR",
@@ -39,13 +40,15 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser)
 
 
-# The photos of a folder, sorted by name (the first one is the person's source photo).
 def _photos_in(folder: Path) -> list[Path]:
+    """The photos of a folder, sorted by name (the first one is the person's source photo)."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
-# The identities `unlearn` was asked to forget: [(name, source photo, other photos)], checked before any model loads.
 def _identities(args: argparse.Namespace) -> list[tuple[str, Path, list[Path]]]:
+    """The identities `unlearn` was asked to forget: [(name, source photo, other photos)], checked before any model
+    loads.
+    """
     people = [(Path(p).stem, Path(p), []) for p in args.image]
     if args.others:
         if len(people) != 1 or args.images_dir:
@@ -76,9 +79,10 @@ def _identities(args: argparse.Namespace) -> list[tuple[str, Path, list[Path]]]:
     return people
 
 
-# The parent run of `--base-run` from its record: (its G_u, what the new run records about it); the chain's root
-# model must be the loaded one (load_run checks the fingerprint and every parent still on disk).
 def _base_run(args: argparse.Namespace, record: dict[str, Any] | None, bundle):
+    """The parent run of `--base-run` from its record: (its G_u, what the new run records about it); the chain's root
+    model must be the loaded one (load_run checks the fingerprint and every parent still on disk).
+    """
     from guide_core.runs import base_run_record, load_run
 
     if record is None:
@@ -90,9 +94,10 @@ def _base_run(args: argparse.Namespace, record: dict[str, Any] | None, bundle):
     return G_parent, base_run_record(args.base_run, record, G_parent)
 
 
-# Align + invert every photo, UFO targets, Latent Target Unlearning of all identities in one run (optionally
-# continuing from a base run) with a progress bar, ID numbers per identity, atomic save.
 def _unlearn_run(args: argparse.Namespace) -> int:
+    """Align + invert every photo, UFO targets, Latent Target Unlearning of all identities in one run (optionally
+    continuing from a base run) with a progress bar, ID numbers per identity, atomic save.
+    """
     import torch
     from tqdm import tqdm
 

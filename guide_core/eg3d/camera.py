@@ -1,5 +1,6 @@
-# Camera helpers in EG3D's conventions (Chan et al., CVPR 2022, Sec. 5; camera_utils of the original): look-at poses
-# on a sphere around a pivot, normalised pinhole intrinsics, and the 25-value camera vector (16 cam2world + 9 K).
+"""Camera helpers in EG3D's conventions (Chan et al., CVPR 2022, Sec. 5; camera_utils of the original): look-at poses
+on a sphere around a pivot, normalised pinhole intrinsics, and the 25-value camera vector (16 cam2world + 9 K).
+"""
 from __future__ import annotations
 
 import math
@@ -18,8 +19,10 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / torch.norm(v, dim=-1, keepdim=True)
 
 
-# cam2world of OpenCV-convention cameras (x right, y down, z forward) at `origin` looking along `forward`, y-up world.
 def create_cam2world_matrix(forward_vector: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+    """cam2world of OpenCV-convention cameras (x right, y down, z forward) at `origin` looking along `forward`, y-up
+    world.
+    """
     forward_vector = _unit(forward_vector)
     up_vector = torch.tensor([0, 1, 0], dtype=torch.float, device=origin.device).expand_as(forward_vector)
     right_vector = -_unit(torch.cross(up_vector, forward_vector, dim=-1))
@@ -32,11 +35,12 @@ def create_cam2world_matrix(forward_vector: torch.Tensor, origin: torch.Tensor) 
     return translation @ rotation
 
 
-# Look-at pose from the original's angles: horizontal = azimuth around +y (pi/2 = frontal), vertical = polar angle
-# from +y (pi/2 = level). As in the original sampler, the camera sits on a sphere around the world origin and looks
-# at lookat_position; the vertical angle is mapped through arccos(1 - 2 v / pi).
 def lookat_pose(horizontal: torch.Tensor, vertical: torch.Tensor, lookat_position: torch.Tensor,
                 radius: float = 1.0) -> torch.Tensor:
+    """Look-at pose from the original's angles: horizontal = azimuth around +y (pi/2 = frontal), vertical = polar angle
+    from +y (pi/2 = level). As in the original sampler, the camera sits on a sphere around the world origin and looks
+    at lookat_position; the vertical angle is mapped through arccos(1 - 2 v / pi).
+    """
     h = horizontal.reshape(-1, 1).float()
     v = torch.clamp(vertical.reshape(-1, 1).float(), 1e-5, math.pi - 1e-5)
     phi = torch.arccos(1 - 2 * (v / math.pi))
@@ -48,9 +52,10 @@ def lookat_pose(horizontal: torch.Tensor, vertical: torch.Tensor, lookat_positio
     return create_cam2world_matrix(forward, origins)
 
 
-# 3x3 intrinsics normalised by image size for a field of view in degrees (principal point at the centre). The
-# original's rounded constants (3.14159, 1.414) are kept so released cameras are reproduced exactly.
 def fov_to_intrinsics(fov_degrees: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """3x3 intrinsics normalised by image size for a field of view in degrees (principal point at the centre). The
+    original's rounded constants (3.14159, 1.414) are kept so released cameras are reproduced exactly.
+    """
     focal_length = float(1 / (math.tan(fov_degrees * 3.14159 / 360) * 1.414))
     return torch.tensor([[focal_length, 0, 0.5], [0, focal_length, 0.5], [0, 0, 1]], device=device)
 
@@ -60,9 +65,10 @@ def _as_batch(x, device) -> torch.Tensor:
     return t.reshape(-1)
 
 
-# Camera vectors [N, 25] for yaw/pitch offsets (radians) from the frontal view, as the original scripts build them.
 def camera_params(yaw, pitch, radius: float = AVG_CAMERA_RADIUS, fov_deg: float = FOV_DEGREES,
                   pivot: Sequence[float] = AVG_CAMERA_PIVOT, device: torch.device | str | None = None) -> torch.Tensor:
+    """Camera vectors [N, 25] for yaw/pitch offsets (radians) from the frontal view, as the original scripts build them.
+    """
     if device is None:
         device = yaw.device if isinstance(yaw, torch.Tensor) else "cpu"
     yaw_t, pitch_t = _as_batch(yaw, device), _as_batch(pitch, device)

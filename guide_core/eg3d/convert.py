@@ -1,5 +1,6 @@
-# `python -m guide_core convert-eg3d IN.pkl OUT.safetensors`: turn an original EG3D network pickle into guide's
-# .safetensors + JSON format without executing anything stored in the pickle.
+"""`python -m guide_core convert-eg3d IN.pkl OUT.safetensors`: turn an original EG3D network pickle into guide's
+.safetensors + JSON format without executing anything stored in the pickle.
+"""
 from __future__ import annotations
 
 import argparse
@@ -15,17 +16,19 @@ EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 1, 2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `convert-eg3d`: the pickle to read and the .safetensors to write."""
     parser.add_argument("input", type=Path, help="original EG3D network pickle (e.g. ffhq512-128.pkl)")
     parser.add_argument("output", type=Path, help="where to write the .safetensors (a sibling .json is written too)")
     parser.add_argument("--dry-run", action="store_true", help="read and check the pickle, print what would be written")
 
 
-# A message on one line, whatever the exception text holds.
 def _one_line(exc: BaseException) -> str:
+    """A message on one line, whatever the exception text holds."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(args: argparse.Namespace) -> int:
+    """Convert without executing the pickle's code; one line on stderr and exit 2 for a refused or broken file."""
     if args.output.suffix.lower() != ".safetensors":
         print(f"error: output must end in .safetensors, got {args.output}", file=sys.stderr)
         return EXIT_USAGE

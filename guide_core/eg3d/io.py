@@ -1,6 +1,7 @@
-# Loading and saving whole generators: the original .pkl (read safely through legacy.py) and guide's own format,
-# .safetensors weights + a JSON config {format_version, init_kwargs, neural_rendering_resolution, rendering_kwargs}
-# stored in the safetensors metadata and in a sibling .json.
+"""Loading and saving whole generators: the original .pkl (read safely through legacy.py) and guide's own format,
+.safetensors weights + a JSON config {format_version, init_kwargs, neural_rendering_resolution, rendering_kwargs}
+stored in the safetensors metadata and in a sibling .json.
+"""
 from __future__ import annotations
 
 import copy
@@ -25,9 +26,9 @@ class CheckpointError(ValueError):
     """A generator checkpoint is missing, corrupt, or does not fit the architecture it describes."""
 
 
-# Build a generator from a config + state_dict, with a readable error listing mismatching keys.
 def build_generator(init_kwargs: dict, state_dict: dict[str, torch.Tensor], neural_rendering_resolution: int,
                     rendering_kwargs: dict | None = None, source: str = "checkpoint") -> TriPlaneGenerator:
+    """Build a generator from a config + state_dict, with a readable error listing mismatching keys."""
     try:
         G = TriPlaneGenerator(**copy.deepcopy(init_kwargs))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -84,10 +85,12 @@ def _read_safetensors_config(path: Path) -> dict:
     return config
 
 
-# Read an original EG3D network pickle (training snapshot, released checkpoint or GUIDE's unlearned {'G_ema': ...})
-# into a GeneratorCheckpoint. UnsafePickleError for a refused file; CheckpointError, one line, for any other bad file
-# (truncated, corrupt, not a pickle, not a generator): unpickling untrusted bytes can fail in any way, all are reported.
 def read_generator_pickle(path: str | os.PathLike) -> GeneratorCheckpoint:
+    """Read an original EG3D network pickle (training snapshot, released checkpoint or GUIDE's unlearned {'G_ema': ...})
+    into a GeneratorCheckpoint. UnsafePickleError for a refused file; CheckpointError, one line, for any other bad file
+    (truncated, corrupt, not a pickle, not a generator): unpickling untrusted bytes can fail in any way, all are
+    reported.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: generator checkpoint not found")
@@ -102,14 +105,14 @@ def read_generator_pickle(path: str | os.PathLike) -> GeneratorCheckpoint:
         raise CheckpointError(f"{path}: cannot read the network pickle: {detail}") from exc
 
 
-# Build the generator a GeneratorCheckpoint describes (the source names the file and its entry in errors).
 def generator_from_checkpoint(ckpt: GeneratorCheckpoint, source: str | os.PathLike) -> TriPlaneGenerator:
+    """Build the generator a GeneratorCheckpoint describes (the source names the file and its entry in errors)."""
     return build_generator(ckpt.init_kwargs, ckpt.state_dict, ckpt.neural_rendering_resolution,
                            ckpt.rendering_kwargs, source=f"{source} [{ckpt.entry}]")
 
 
-# Load a generator (eval mode) from an original EG3D .pkl or from guide's .safetensors (+ JSON config).
 def load_generator_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> TriPlaneGenerator:
+    """Load a generator (eval mode) from an original EG3D .pkl or from guide's .safetensors (+ JSON config)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: generator checkpoint not found")
@@ -145,8 +148,10 @@ def load_generator(path_or_name: str | os.PathLike, device: str | torch.device =
     return load_generator_file(path, device)
 
 
-# Save G as .safetensors (config in the metadata) plus a sibling .json with the same config; both written atomically.
 def save_generator(G: TriPlaneGenerator, path: str | os.PathLike, write_json: bool = True) -> Path:
+    """Save G as .safetensors (config in the metadata) plus a sibling .json with the same config; both written
+    atomically.
+    """
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"{path}: guide saves generators as .safetensors")

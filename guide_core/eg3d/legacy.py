@@ -1,9 +1,10 @@
-# Safe reader for the original EG3D / StyleGAN network pickles (NVlabs dnnlib + torch_utils.persistence format).
-# Those files normally load by *executing* Python source stored inside them. Here every global the pickle names is
-# looked up in an allowlist of inert stand-ins: persistent-class records are kept as data (class name, source text,
-# state) and never executed, torch tensors are rebuilt through torch.load(weights_only=True), and anything else
-# (os.system, builtins.eval, ...) raises UnsafePickleError before it can be called. Refusals are worded here, naming
-# the global or the tensor storage, never passing on torch's advice to turn its check off.
+"""Safe reader for the original EG3D / StyleGAN network pickles (NVlabs dnnlib + torch_utils.persistence format).
+Those files normally load by *executing* Python source stored inside them. Here every global the pickle names is
+looked up in an allowlist of inert stand-ins: persistent-class records are kept as data (class name, source text,
+state) and never executed, torch tensors are rebuilt through torch.load(weights_only=True), and anything else
+(os.system, builtins.eval, ...) raises UnsafePickleError before it can be called. Refusals are worded here, naming
+the global or the tensor storage, never passing on torch's advice to turn its check off.
+"""
 from __future__ import annotations
 
 import codecs
@@ -38,23 +39,24 @@ TRAINING_ONLY_BUFFERS = frozenset({"dataset_label_std"})
 log = logging.getLogger(__name__)
 
 
-# Raised when a pickle names a global outside the allowlist (the pickle is refused, nothing is executed).
 class UnsafePickleError(pickle.UnpicklingError):
+    """Raised when a pickle names a global outside the allowlist (the pickle is refused, nothing is executed)."""
     pass
 
 
-# A persistent-class object as stored in the pickle: the class name, its module's source text (kept, never run),
-# the format version and the object's __dict__ state.
 @dataclass
 class PersistentRecord:
+    """A persistent-class object as stored in the pickle: the class name, its module's source text (kept, never run),
+    the format version and the object's __dict__ state.
+    """
     class_name: str
     module_src: str
     version: int
     state: dict = field(repr=False)
 
 
-# Inert stand-in for a class referenced by name (e.g. torch.nn.Sequential): remembers the name and its state.
 class ModuleRecord:
+    """Inert stand-in for a class referenced by name (e.g. torch.nn.Sequential): remembers the name and its state."""
     qualified_name = "?"
 
     def __setstate__(self, state: Any) -> None:
@@ -67,8 +69,8 @@ class ModuleRecord:
         return f"ModuleRecord({self.qualified_name})"
 
 
-# dict subclass standing in for dnnlib.util.EasyDict (attribute access, no code from the pickle).
 class EasyDict(dict):
+    """dict subclass standing in for dnnlib.util.EasyDict (attribute access, no code from the pickle)."""
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
@@ -87,8 +89,8 @@ def _record_class(qualified_name: str) -> type:
     return cls
 
 
-# Replacement for torch_utils.persistence._reconstruct_persistent_obj: records the meta data, executes nothing.
 def _persistent_record(meta: dict) -> PersistentRecord:
+    """Replacement for torch_utils.persistence._reconstruct_persistent_obj: records the meta data, executes nothing."""
     if not isinstance(meta, dict) or meta.get("type") != "class":
         kind = meta.get("type") if isinstance(meta, dict) else type(meta).__name__
         raise UnsafePickleError(f"unsupported persistent record (type {kind!r})")
@@ -102,9 +104,10 @@ def _persistent_record(meta: dict) -> PersistentRecord:
                             version=int(version), state=dict(state))
 
 
-# Read one legacy tensor-storage payload (torch.storage._load_from_bytes' argument) with weights_only; a refusal
-# becomes UnsafePickleError naming the storage and the global in our words, a corrupt payload an UnpicklingError.
 def _storage_from_bytes(data: bytes, index: int = 0):
+    """Read one legacy tensor-storage payload (torch.storage._load_from_bytes' argument) with weights_only; a refusal
+    becomes UnsafePickleError naming the storage and the global in our words, a corrupt payload an UnpicklingError.
+    """
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafePickleError(f"tensor storage #{index} is not stored as bytes ({type(data).__name__}); refused")
     try:
@@ -119,22 +122,22 @@ def _storage_from_bytes(data: bytes, index: int = 0):
                                      f"({type(exc).__name__})") from None
 
 
-# copyreg._reconstructor for protocol-0/1 pickles, limited to our stand-ins.
 def _safe_reconstructor(cls: type, base: type, state: Any):
+    """copyreg._reconstructor for protocol-0/1 pickles, limited to our stand-ins."""
     if not (isinstance(cls, type) and issubclass(cls, (ModuleRecord, EasyDict))) or base is not object:
         raise UnsafePickleError(f"copyreg._reconstructor refused for {cls!r}")
     return cls.__new__(cls)
 
 
-# _codecs.encode as used by protocol-2 pickles for bytes (latin-1 text -> bytes) and nothing else.
 def _safe_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """_codecs.encode as used by protocol-2 pickles for bytes (latin-1 text -> bytes) and nothing else."""
     if not isinstance(obj, str) or encoding.lower() not in ("latin1", "latin-1"):
         raise UnsafePickleError(f"_codecs.encode refused for encoding {encoding!r}")
     return codecs.encode(obj, "latin1", errors)
 
 
-# numpy reconstruction helpers (harmless data constructors; object arrays only hold already-vetted objects).
 def _numpy_global(module: str, name: str):
+    """numpy reconstruction helpers (harmless data constructors; object arrays only hold already-vetted objects)."""
     if name == "dtype":
         return np.dtype
     if name == "ndarray":
@@ -151,9 +154,11 @@ _TORCH_REBUILDERS = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v
 _ALLOWED_BUILTINS = {"set": set, "frozenset": frozenset, "object": object, "slice": slice, "complex": complex}
 
 
-# pickle.Unpickler whose find_class answers only from the allowlist above; tensor storages are numbered in the order
-# they are read, so a refusal can say which one.
 class RestrictedUnpickler(pickle.Unpickler):
+    """pickle.Unpickler whose find_class answers only from the allowlist above; tensor storages are numbered in the
+    order
+    they are read, so a refusal can say which one.
+    """
     def __init__(self, file: BinaryIO):
         super().__init__(file)
         self.storages_read = 0
@@ -193,8 +198,8 @@ class RestrictedUnpickler(pickle.Unpickler):
                                 "(the file may be malicious or not an EG3D network pickle); nothing in it was run")
 
 
-# Unpickle an EG3D network pickle into plain data (dicts, tensors, PersistentRecord / ModuleRecord trees).
 def safe_load_pickle(file: str | Path | BinaryIO) -> Any:
+    """Unpickle an EG3D network pickle into plain data (dicts, tensors, PersistentRecord / ModuleRecord trees)."""
     if isinstance(file, (str, Path)):
         with open(file, "rb") as f:
             return RestrictedUnpickler(f).load()
@@ -219,8 +224,9 @@ def _name_of(node: Any) -> str:
     return type(node).__name__
 
 
-# state_dict of a module record tree: parameters, then persistent buffers, then submodules (nn.Module's key order).
 def record_state_dict(node: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """state_dict of a module record tree: parameters, then persistent buffers, then submodules (nn.Module's key order).
+    """
     state = _state_of(node)
     if state is None:
         raise pickle.UnpicklingError(f"{prefix or 'network'} is not a module record ({type(node).__name__})")
@@ -238,8 +244,8 @@ def record_state_dict(node: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-# Convert EasyDict / OrderedDict / tuples / numpy scalars into JSON-friendly Python values.
 def plain(value: Any) -> Any:
+    """Convert EasyDict / OrderedDict / tuples / numpy scalars into JSON-friendly Python values."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -249,10 +255,12 @@ def plain(value: Any) -> Any:
     return value
 
 
-# One network of the pickle ('G', 'G_ema' or 'D') as data: class, constructor kwargs, weights, extra attributes, and
-# the record itself (for attributes of its submodules).
 @dataclass
 class NetworkRecord:
+    """One network of the pickle ('G', 'G_ema' or 'D') as data: class, constructor kwargs, weights, extra attributes,
+    and
+    the record itself (for attributes of its submodules).
+    """
     class_name: str
     init_args: list
     init_kwargs: dict
@@ -261,8 +269,8 @@ class NetworkRecord:
     record: Any = field(default=None, repr=False)
 
 
-# A top-level entry must be a persistent-class record (how the original pickles its networks).
 def _network_record(node: Any, entry: str) -> NetworkRecord:
+    """A top-level entry must be a persistent-class record (how the original pickles its networks)."""
     if not isinstance(node, PersistentRecord):
         raise pickle.UnpicklingError(f"entry {entry!r} is not a persistent network record ({_name_of(node)})")
     state = node.state
@@ -272,9 +280,10 @@ def _network_record(node: Any, entry: str) -> NetworkRecord:
                          attributes=attributes, record=node)
 
 
-# Read the 'G', 'G_ema' and 'D' networks of an original training snapshot / released checkpoint, or of the file the
-# official GUIDE unlearn.py writes ({'G_ema': generator} only).
 def load_network_records(file: str | Path | BinaryIO) -> dict[str, NetworkRecord]:
+    """Read the 'G', 'G_ema' and 'D' networks of an original training snapshot / released checkpoint, or of the file the
+    official GUIDE unlearn.py writes ({'G_ema': generator} only).
+    """
     data = safe_load_pickle(file)
     if not isinstance(data, dict):
         raise pickle.UnpicklingError(f"expected a dict of networks, found {type(data).__name__}")
@@ -284,10 +293,12 @@ def load_network_records(file: str | Path | BinaryIO) -> dict[str, NetworkRecord
     return records
 
 
-# Everything needed to rebuild the generator: constructor kwargs, weights, the two runtime attributes, and one line per
-# adjustment made to what the file holds (dropped training-only buffers, sr_antialias taken from the module).
 @dataclass
 class GeneratorCheckpoint:
+    """Everything needed to rebuild the generator: constructor kwargs, weights, the two runtime attributes, and one
+    line per
+    adjustment made to what the file holds (dropped training-only buffers, sr_antialias taken from the module).
+    """
     entry: str
     init_kwargs: dict
     state_dict: dict[str, torch.Tensor] = field(repr=False)
@@ -296,8 +307,10 @@ class GeneratorCheckpoint:
     notes: list[str] = field(default_factory=list)
 
 
-# The training loop's extra buffers on the generator's top level are not part of the architecture: drop them, noted.
 def _drop_training_buffers(state_dict: dict[str, torch.Tensor], entry: str) -> list[str]:
+    """The training loop's extra buffers on the generator's top level are not part of the architecture: drop them,
+    noted.
+    """
     dropped = [f"{k} {list(state_dict.pop(k).shape)}" for k in [k for k in state_dict if k in TRAINING_ONLY_BUFFERS]]
     if not dropped:
         return []
@@ -305,9 +318,10 @@ def _drop_training_buffers(state_dict: dict[str, torch.Tensor], entry: str) -> l
             "(registered by the training loop, read by no forward pass)"]
 
 
-# The super-resolution module renders with its own `sr_antialias` attribute; the original reads it from the pickled
-# module, so that value wins over rendering_kwargs (and fills it where older snapshots lack the key).
 def _sr_antialias_from_module(rec: NetworkRecord, init_kwargs: dict, rendering_kwargs: dict, entry: str) -> list[str]:
+    """The super-resolution module renders with its own `sr_antialias` attribute; the original reads it from the pickled
+    module, so that value wins over rendering_kwargs (and fills it where older snapshots lack the key).
+    """
     children = (_state_of(rec.record) or {}).get("_modules") or {}
     sr_state = _state_of(children.get("superresolution")) or {}
     value = sr_state.get("sr_antialias")
@@ -330,8 +344,10 @@ def _sr_antialias_from_module(rec: NetworkRecord, init_kwargs: dict, rendering_k
     return [f"{entry}: sr_antialias {'; '.join(problems)}: using the super-resolution module's own value {value}"]
 
 
-# G_ema (the weights the paper's results use), else G, as a GeneratorCheckpoint; each adjustment is logged as one line.
 def load_generator_checkpoint(file: str | Path | BinaryIO) -> GeneratorCheckpoint:
+    """G_ema (the weights the paper's results use), else G, as a GeneratorCheckpoint; each adjustment is logged as one
+    line.
+    """
     records = load_network_records(file)
     entry = "G_ema" if "G_ema" in records else "G"
     if entry not in records:

@@ -1,6 +1,7 @@
-# StyleGAN2 mapping and synthesis networks, the tri-plane backbone of EG3D (Chan et al., "Efficient Geometry-aware 3D
-# Generative Adversarial Networks", CVPR 2022, Sec. 4; StyleGAN2 = Karras et al., CVPR 2020, configs E-F).
-# Module and parameter names follow the released checkpoints so their state_dicts load with strict=True.
+"""StyleGAN2 mapping and synthesis networks, the tri-plane backbone of EG3D (Chan et al., "Efficient Geometry-aware 3D
+Generative Adversarial Networks", CVPR 2022, Sec. 4; StyleGAN2 = Karras et al., CVPR 2020, configs E-F).
+Module and parameter names follow the released checkpoints so their state_dicts load with strict=True.
+"""
 from __future__ import annotations
 
 import math
@@ -14,16 +15,17 @@ from guide_core.eg3d.ops import activation_gain, bias_act, conv2d_resample, setu
 NOISE_MODES = ("random", "const", "none")
 
 
-# Scale a feature vector to unit second moment (StyleGAN's pixel norm on z and on the camera embedding).
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale a feature vector to unit second moment (StyleGAN's pixel norm on z and on the camera embedding)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
-# Style-modulated convolution with optional weight demodulation (StyleGAN2, Sec. 2.2). The fused form runs one
-# grouped convolution with per-sample weights; the unfused form scales activations instead (cheaper to train).
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
                      up: int = 1, padding: int = 0, resample_filter: torch.Tensor | None = None,
                      demodulate: bool = True, flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
+    """Style-modulated convolution with optional weight demodulation (StyleGAN2, Sec. 2.2). The fused form runs one
+    grouped convolution with per-sample weights; the unfused form scales activations instead (cheaper to train).
+    """
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     if styles.shape != (batch, in_channels):
@@ -59,8 +61,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return x
 
 
-# Dense layer with equalized learning rate (weights stored unscaled, scaled by lr_multiplier / sqrt(fan_in) at use).
 class FullyConnectedLayer(nn.Module):
+    """Dense layer with equalized learning rate (weights stored unscaled, scaled by lr_multiplier / sqrt(fan_in) at
+    use).
+    """
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
                  lr_multiplier: float = 1.0, bias_init: float = 0.0):
         super().__init__()
@@ -87,8 +91,9 @@ class FullyConnectedLayer(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
 
 
-# Mapping network z (+ embedded camera c) -> w, broadcast to num_ws rows, with the truncation trick around w_avg.
 class MappingNetwork(nn.Module):
+    """Mapping network z (+ embedded camera c) -> w, broadcast to num_ws rows, with the truncation trick around w_avg.
+    """
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
                  embed_features: int | None = None, layer_features: int | None = None, activation: str = "lrelu",
                  lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.998, normalize_z: bool = True):
@@ -146,8 +151,8 @@ class MappingNetwork(nn.Module):
         return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
 
 
-# Modulated 3x3 convolution + per-pixel noise + bias/activation: one style layer of the synthesis network.
 class SynthesisLayer(nn.Module):
+    """Modulated 3x3 convolution + per-pixel noise + bias/activation: one style layer of the synthesis network."""
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
                  up: int = 1, use_noise: bool = True, activation: str = "lrelu", resample_filter=(1, 3, 3, 1),
                  conv_clamp: float | None = None, channels_last: bool = False):
@@ -193,8 +198,8 @@ class SynthesisLayer(nn.Module):
                 f"resolution={self.resolution}, up={self.up}, activation={self.activation}")
 
 
-# Modulated 1x1 projection to output channels without demodulation (the skip architecture's tRGB).
 class ToRGBLayer(nn.Module):
+    """Modulated 1x1 projection to output channels without demodulation (the skip architecture's tRGB)."""
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
                  conv_clamp: float | None = None, channels_last: bool = False):
         super().__init__()
@@ -216,8 +221,8 @@ class ToRGBLayer(nn.Module):
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, w_dim={self.w_dim}"
 
 
-# Resolve the block-level execution settings shared by SynthesisBlock and SynthesisBlockNoUp.
 def _block_mode(block: nn.Module, ws: torch.Tensor, force_fp32: bool, fused_modconv) -> tuple:
+    """Resolve the block-level execution settings shared by SynthesisBlock and SynthesisBlockNoUp."""
     if ws.device.type != "cuda":
         force_fp32 = True  # half precision is a CUDA speed trick; CPU runs stay in float32
     dtype = torch.float16 if block.use_fp16 and not force_fp32 else torch.float32
@@ -229,9 +234,10 @@ def _block_mode(block: nn.Module, ws: torch.Tensor, force_fp32: bool, fused_modc
     return dtype, memory_format, bool(fused_modconv)
 
 
-# One resolution level of the skip-architecture synthesis network: [2x up-conv], conv, tRGB added to the upsampled
-# running image.
 class SynthesisBlock(nn.Module):
+    """One resolution level of the skip-architecture synthesis network: [2x up-conv], conv, tRGB added to the upsampled
+    running image.
+    """
     upsamples = True
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
@@ -295,13 +301,13 @@ class SynthesisBlock(nn.Module):
         return f"resolution={self.resolution}, architecture={self.architecture}"
 
 
-# Same block without the 2x upsampling (EG3D's super-resolution refines at the input resolution first).
 class SynthesisBlockNoUp(SynthesisBlock):
+    """Same block without the 2x upsampling (EG3D's super-resolution refines at the input resolution first)."""
     upsamples = False
 
 
-# StyleGAN2 synthesis network 4x4 -> img_resolution; in EG3D its "image" is the 3x32-channel tri-plane stack.
 class SynthesisNetwork(nn.Module):
+    """StyleGAN2 synthesis network 4x4 -> img_resolution; in EG3D its "image" is the 3x32-channel tri-plane stack."""
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
                  channel_max: int = 512, num_fp16_res: int = 4, **block_kwargs):
         super().__init__()
@@ -341,8 +347,8 @@ class SynthesisNetwork(nn.Module):
                 f"img_channels={self.img_channels}, num_fp16_res={self.num_fp16_res}")
 
 
-# Mapping + synthesis pair (the original's StyleGAN2 `Generator`), used by EG3D as its tri-plane backbone.
 class StyleGAN2Backbone(nn.Module):
+    """Mapping + synthesis pair (the original's StyleGAN2 `Generator`), used by EG3D as its tri-plane backbone."""
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  mapping_kwargs: dict | None = None, **synthesis_kwargs):
         super().__init__()

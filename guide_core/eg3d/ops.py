@@ -1,6 +1,7 @@
-# Plain-PyTorch versions of the StyleGAN2 low-level ops EG3D builds on (Karras et al., "Analyzing and Improving the
-# Image Quality of StyleGAN", CVPR 2020): FIR up/down-sampling, convolution with resampling, fused bias + activation.
-# They reproduce the numerics of the original reference (non-CUDA) code paths, so no compiled extension is needed.
+"""Plain-PyTorch versions of the StyleGAN2 low-level ops EG3D builds on (Karras et al., "Analyzing and Improving the
+Image Quality of StyleGAN", CVPR 2020): FIR up/down-sampling, convolution with resampling, fused bias + activation.
+They reproduce the numerics of the original reference (non-CUDA) code paths, so no compiled extension is needed.
+"""
 from __future__ import annotations
 
 import math
@@ -23,16 +24,16 @@ ACTIVATIONS = {
 }
 
 
-# Default gain of an activation (sqrt(2) for ReLU-like ones, 1 otherwise).
 def activation_gain(act: str) -> float:
+    """Default gain of an activation (sqrt(2) for ReLU-like ones, 1 otherwise)."""
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[act][2]
 
 
-# Bias add, activation, gain and optional symmetric clamp, in that order (StyleGAN2's bias_act).
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
              alpha: float | None = None, gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
+    """Bias add, activation, gain and optional symmetric clamp, in that order (StyleGAN2's bias_act)."""
     func, def_alpha, def_gain = ACTIVATIONS[act]
     if b is not None:
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
@@ -45,9 +46,11 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     return x
 
 
-# Normalised 2-D FIR filter from 1-D taps (outer product when short), as the checkpoints' resample_filter buffers hold.
 def setup_filter(taps: Sequence[float] | torch.Tensor = (1, 3, 3, 1), normalize: bool = True,
                  gain: float = 1.0) -> torch.Tensor:
+    """Normalised 2-D FIR filter from 1-D taps (outer product when short), as the checkpoints' resample_filter buffers
+    hold.
+    """
     f = torch.as_tensor(taps, dtype=torch.float32)
     if f.ndim == 0:
         f = f[None]
@@ -73,9 +76,10 @@ def _filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     return int(f.shape[-1]), int(f.shape[0])
 
 
-# Upsample by zero insertion, pad (negative = crop), FIR-filter, downsample by decimation (StyleGAN2's upfirdn2d).
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1,
               padding: int | Sequence[int] = 0, flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad (negative = crop), FIR-filter, downsample by decimation (StyleGAN2's upfirdn2d).
+    """
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     batch, channels, height, width = x.shape
@@ -98,8 +102,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     return x[:, :, ::down, ::down]
 
 
-# 2x (or up x) upsampling with the FIR filter, padded so the output is exactly up times the input.
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2, gain: float = 1.0) -> torch.Tensor:
+    """2x (or up x) upsampling with the FIR filter, padded so the output is exactly up times the input."""
     fw, fh = _filter_size(f)
     if up == 2 and f.ndim == 2 and (fw, fh) == (4, 4) and x.shape[2] * x.shape[3] >= 4096:
         # Zero insertion + 4x4 filter == one stride-2 transposed depthwise convolution: same sum of products,
@@ -120,10 +124,11 @@ def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int | Sequ
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 
 
-# Convolution with optional up/down-sampling; padding is relative to the upsampled image (StyleGAN2's
-# conv2d_resample). Upsampling runs as a strided transposed convolution followed by the FIR filter.
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
                     padding: int | Sequence[int] = 0, groups: int = 1, flip_weight: bool = True) -> torch.Tensor:
+    """Convolution with optional up/down-sampling; padding is relative to the upsampled image (StyleGAN2's
+    conv2d_resample). Upsampling runs as a strided transposed convolution followed by the FIR filter.
+    """
     out_channels, in_per_group, kh, kw = w.shape
     fw, fh = _filter_size(f)
     px0, px1, py0, py1 = _padding4(padding)

@@ -1,5 +1,6 @@
-# Neural volume rendering of EG3D tri-planes (Chan et al., CVPR 2022, Sec. 4.1-4.2): camera rays, tri-plane feature
-# lookup, the small OSG decoder MLP, stratified + importance sampling along each ray, and MipNeRF-style compositing.
+"""Neural volume rendering of EG3D tri-planes (Chan et al., CVPR 2022, Sec. 4.1-4.2): camera rays, tri-plane feature
+lookup, the small OSG decoder MLP, stratified + importance sampling along each ray, and MipNeRF-style compositing.
+"""
 from __future__ import annotations
 
 import functools
@@ -20,8 +21,8 @@ PLANE_AXES = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 1]],
 _PLANE_COORDS = tuple(tuple(int(torch.linalg.inv(axes)[:, j].argmax()) for j in range(2)) for axes in PLANE_AXES)
 
 
-# Rays through the pixel centres of a resolution x resolution image for OpenCV-convention cameras.
 class RaySampler(nn.Module):
+    """Rays through the pixel centres of a resolution x resolution image for OpenCV-convention cameras."""
     def forward(self, cam2world_matrix: torch.Tensor, intrinsics: torch.Tensor, resolution: int):
         n, m = cam2world_matrix.shape[0], resolution ** 2
         device = cam2world_matrix.device
@@ -45,13 +46,13 @@ class RaySampler(nn.Module):
         return ray_origins, ray_dirs
 
 
-# Bilinear lookup of every point in the three planes; returns [N, 3, M, C] (zeros outside the box_warp cube).
 def sample_from_planes(plane_features: torch.Tensor, coordinates: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Bilinear lookup of every point in the three planes; returns [N, 3, M, C] (zeros outside the box_warp cube)."""
     return _grid_sample_planes(plane_features, coordinates, box_warp).permute(0, 1, 3, 2)
 
 
-# grid_sample of all planes at once: [N, 3, C, M].
 def _grid_sample_planes(plane_features: torch.Tensor, coordinates: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """grid_sample of all planes at once: [N, 3, C, M]."""
     n, n_planes, c, h, w = plane_features.shape
     m = coordinates.shape[1]
     coordinates = (2 / box_warp) * coordinates
@@ -62,14 +63,16 @@ def _grid_sample_planes(plane_features: torch.Tensor, coordinates: torch.Tensor,
     return out.reshape(n, n_planes, c, m)
 
 
-# Mean of the three plane features per point, [N, M, C]: the OSG decoder's input. Averaging in the channels-first
-# layout grid_sample returns, then transposing once, avoids a full copy of the 3x larger per-plane tensor.
 def plane_feature_mean(plane_features: torch.Tensor, coordinates: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Mean of the three plane features per point, [N, M, C]: the OSG decoder's input. Averaging in the channels-first
+    layout grid_sample returns, then transposing once, avoids a full copy of the 3x larger per-plane tensor.
+    """
     return _grid_sample_planes(plane_features, coordinates, box_warp).mean(1).transpose(1, 2)
 
 
-# Ray/axis-aligned-box intersection for ray_start = ray_end = 'auto' (distance of entry and exit, -1/-2 on a miss).
 def ray_limits_box(rays_o: torch.Tensor, rays_d: torch.Tensor, box_side_length: float):
+    """Ray/axis-aligned-box intersection for ray_start = ray_end = 'auto' (distance of entry and exit, -1/-2 on a miss).
+    """
     o_shape = rays_o.shape
     rays_o = rays_o.detach().reshape(-1, 3)
     rays_d = rays_d.detach().reshape(-1, 3)
@@ -93,8 +96,8 @@ def ray_limits_box(rays_o: torch.Tensor, rays_d: torch.Tensor, box_side_length: 
     return tmin.reshape(*o_shape[:-1], 1), tmax.reshape(*o_shape[:-1], 1)
 
 
-# Small MLP turning the plane-averaged feature into density + 32 features whose first 3 are RGB (EG3D Sec. 4.1).
 class OSGDecoder(nn.Module):
+    """Small MLP turning the plane-averaged feature into density + 32 features whose first 3 are RGB (EG3D Sec. 4.1)."""
     def __init__(self, n_features: int, options: dict):
         super().__init__()
         self.hidden_dim = 64
@@ -104,23 +107,24 @@ class OSGDecoder(nn.Module):
             FullyConnectedLayer(self.hidden_dim, 1 + options["decoder_output_dim"],
                                 lr_multiplier=options["decoder_lr_mul"]))
 
-    # sampled_features [N, 3, M, C]; the decoder is view-independent, ray_directions is accepted and unused.
     def forward(self, sampled_features: torch.Tensor,
                 ray_directions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """sampled_features [N, 3, M, C]; the decoder is view-independent, ray_directions is accepted and unused."""
         return self.decode(sampled_features.mean(1))
 
-    # Decode plane-averaged features [N, M, C].
     def decode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decode plane-averaged features [N, M, C]."""
         n, m, c = x.shape
         x = self.net(x.reshape(n * m, c)).view(n, m, -1)
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001  # MipNeRF's widened sigmoid reaches 0 and 1
         return {"rgb": rgb, "sigma": x[..., 0:1]}
 
 
-# Midpoint-rule volume rendering (MipNeRF-style); returns per-ray colour in [-1, 1], depth and sample weights.
-# The original clips depth to the extreme sample depths of the batch; clip_depth=False leaves that to the caller.
 def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, rendering_options: dict,
               clip_depth: bool = True):
+    """Midpoint-rule volume rendering (MipNeRF-style); returns per-ray colour in [-1, 1], depth and sample weights.
+    The original clips depth to the extreme sample depths of the batch; clip_depth=False leaves that to the caller.
+    """
     deltas = depths[:, :, 1:] - depths[:, :, :-1]
     colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
     densities_mid = (densities[:, :, :-1] + densities[:, :, 1:]) / 2
@@ -142,9 +146,9 @@ def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
     return composite_rgb * 2 - 1, composite_depth, weights
 
 
-# Inverse-CDF sampling of a piecewise-constant pdf over bins (NeRF's hierarchical sampling); u fixed when det.
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_importance: int, det: bool = False,
                eps: float = 1e-5) -> torch.Tensor:
+    """Inverse-CDF sampling of a piecewise-constant pdf over bins (NeRF's hierarchical sampling); u fixed when det."""
     n_rays, n_bins = weights.shape
     weights = weights + eps
     pdf = weights / torch.sum(weights, -1, keepdim=True)
@@ -166,10 +170,12 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_importance: int, det
     return bins_g[..., 0] + (u - cdf_g[..., 0]) / denom * (bins_g[..., 1] - bins_g[..., 0])
 
 
-# Two-pass renderer: stratified coarse samples, then importance samples where the coarse weights are high.
-# `deterministic` swaps both random draws for fixed values (half-bin offsets, evenly spaced u), see the fixture README.
 class ImportanceRenderer(nn.Module):
     # Sample points per chunk of rays: bounds peak inference memory without changing any per-ray arithmetic.
+    """Two-pass renderer: stratified coarse samples, then importance samples where the coarse weights are high.
+    `deterministic` swaps both random draws for fixed values (half-bin offsets, evenly spaced u), see the fixture
+    README.
+    """
     chunk_points = 1 << 21
 
     def forward(self, planes: torch.Tensor, decoder: nn.Module, ray_origins: torch.Tensor,
@@ -228,8 +234,8 @@ class ImportanceRenderer(nn.Module):
         rgb, depth, weights = ray_march(colors, densities, depths, opts, clip_depth=False)
         return rgb, depth, weights.sum(2), low, high
 
-    # Features, colour and density at arbitrary points (also used for shape extraction).
     def run_model(self, planes, decoder, sample_coordinates, sample_directions, options) -> dict[str, torch.Tensor]:
+        """Features, colour and density at arbitrary points (also used for shape extraction)."""
         if hasattr(decoder, "decode"):
             out = decoder.decode(plane_feature_mean(planes, sample_coordinates, box_warp=options["box_warp"]))
         else:
@@ -250,10 +256,10 @@ class ImportanceRenderer(nn.Module):
         all_densities = torch.gather(all_densities, -2, indices.expand(-1, -1, -1, 1))
         return all_depths, all_colors, all_densities
 
-    # Evenly spaced depths jittered by a random fraction of a bin (half a bin when deterministic).
     @staticmethod
     def sample_stratified(ray_origins, ray_start, ray_end, depth_resolution: int,
                           disparity_space_sampling: bool = False, deterministic: bool = False) -> torch.Tensor:
+        """Evenly spaced depths jittered by a random fraction of a bin (half a bin when deterministic)."""
         n, m, _ = ray_origins.shape
         device, dtype = ray_origins.device, ray_origins.dtype
 
@@ -276,10 +282,10 @@ class ImportanceRenderer(nn.Module):
         delta = (ray_end - ray_start) / (depth_resolution - 1)
         return depths + jitter(depths) * delta
 
-    # Depths drawn from the smoothed coarse weights (max-pool then average-pool, plus a floor of 0.01).
     @staticmethod
     def sample_importance(z_vals: torch.Tensor, weights: torch.Tensor, n_importance: int,
                           deterministic: bool = False) -> torch.Tensor:
+        """Depths drawn from the smoothed coarse weights (max-pool then average-pool, plus a floor of 0.01)."""
         with torch.no_grad():
             batch, num_rays, samples_per_ray, _ = z_vals.shape
             z_vals = z_vals.reshape(batch * num_rays, samples_per_ray)
@@ -291,10 +297,11 @@ class ImportanceRenderer(nn.Module):
         return fine.detach().reshape(batch, num_rays, n_importance, 1)
 
 
-# ImportanceRenderer._render_rays through torch.compile, built once per process and shared by every renderer (the
-# method reads nothing from the instance). Fusing the per-sample elementwise work (plane mean, decoder activations,
-# compositing) makes the renderer about 1.5x faster on a CPU; the first call of each shape compiles (tens of seconds).
-# Random ops fall back to ATen, so the stratified jitter draws the same numbers from torch's global stream as eager.
 @functools.lru_cache(maxsize=1)
 def compiled_render_rays():
+    """ImportanceRenderer._render_rays through torch.compile, built once per process and shared by every renderer (the
+    method reads nothing from the instance). Fusing the per-sample elementwise work (plane mean, decoder activations,
+    compositing) makes the renderer about 1.5x faster on a CPU; the first call of each shape compiles (tens of seconds).
+    Random ops fall back to ATen, so the stratified jitter draws the same numbers from torch's global stream as eager.
+    """
     return torch.compile(ImportanceRenderer._render_rays, dynamic=False, options={"fallback_random": True})

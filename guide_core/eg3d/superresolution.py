@@ -1,6 +1,7 @@
-# EG3D's super-resolution modules (Chan et al., CVPR 2022, Sec. 4.2): two StyleGAN2 blocks, styled by the last w,
-# that turn the 32-channel neural rendering into the final image. Widths are fixed by the original design, not by
-# channel_base/channel_max, which these modules ignore.
+"""EG3D's super-resolution modules (Chan et al., CVPR 2022, Sec. 4.2): two StyleGAN2 blocks, styled by the last w,
+that turn the 32-channel neural rendering into the final image. Widths are fixed by the original design, not by
+channel_base/channel_max, which these modules ignore.
+"""
 from __future__ import annotations
 
 import torch
@@ -14,10 +15,12 @@ from guide_core.eg3d.ops import setup_filter
 _IGNORED = ("num_fp16_res", "conv_clamp", "channel_base", "channel_max")
 
 
-# Shared body: resize the rendering to the input resolution, then block0 and block1 with ws[:, -1] repeated 3 times.
 class _SuperresolutionBase(nn.Module):
     # Per variant: first block type, block widths, input = img_resolution // input_divisor, whether to resize only
     # smaller renderings, and whether the original registers an (unused) resample_filter buffer.
+    """Shared body: resize the rendering to the input resolution, then block0 and block1 with ws[:, -1] repeated 3
+    times.
+    """
     block0_cls: type = SynthesisBlock
     widths: tuple[int, int] = (128, 64)
     input_divisor: int = 4
@@ -56,32 +59,33 @@ class _SuperresolutionBase(nn.Module):
         return rgb
 
 
-# 128 -> 512 (released FFHQ/AFHQ 512 models): two upsampling blocks of width 256 and 128 ("DC" = double channels).
 class SuperresolutionHybrid8XDC(_SuperresolutionBase):
+    """128 -> 512 (released FFHQ/AFHQ 512 models): two upsampling blocks of width 256 and 128 ("DC" = double channels).
+    """
     widths = (256, 128)
     has_filter = False
 
 
-# 128 -> 512 with half the width of the DC variant.
 class SuperresolutionHybrid8X(_SuperresolutionBase):
+    """128 -> 512 with half the width of the DC variant."""
     widths = (128, 64)
 
 
-# 128 -> 256 (released ShapeNet cars): a same-resolution block, then one upsampling block.
 class SuperresolutionHybrid4X(_SuperresolutionBase):
+    """128 -> 256 (released ShapeNet cars): a same-resolution block, then one upsampling block."""
     block0_cls = SynthesisBlockNoUp
     input_divisor = 2
     resize_if_smaller_only = True
 
 
-# 64 -> 128: same structure as 4X at half the resolution.
 class SuperresolutionHybrid2X(_SuperresolutionBase):
+    """64 -> 128: same structure as 4X at half the resolution."""
     block0_cls = SynthesisBlockNoUp
     input_divisor = 2
 
 
-# 4X variant without antialiased resizing (kept so older configs resolve).
 class SuperresolutionHybridDeepfp32(_SuperresolutionBase):
+    """4X variant without antialiased resizing (kept so older configs resolve)."""
     block0_cls = SynthesisBlockNoUp
     input_divisor = 2
     resize_if_smaller_only = True
@@ -96,8 +100,8 @@ SUPERRESOLUTION_MODULES: dict[str, type[_SuperresolutionBase]] = {
                                   SuperresolutionHybrid2X, SuperresolutionHybridDeepfp32)}
 
 
-# Resolve rendering_kwargs["superresolution_module"] ("training.superresolution.X" or "X") to our class.
 def superresolution_class(name: str) -> type[_SuperresolutionBase]:
+    """Resolve rendering_kwargs["superresolution_module"] ("training.superresolution.X" or "X") to our class."""
     short = str(name).rsplit(".", 1)[-1]
     if short not in SUPERRESOLUTION_MODULES:
         raise ValueError(f"unknown superresolution_module {name!r}; supported: {sorted(SUPERRESOLUTION_MODULES)}")

@@ -1,6 +1,7 @@
-# EG3D's tri-plane generator (Chan et al., "Efficient Geometry-aware 3D Generative Adversarial Networks", CVPR 2022):
-# StyleGAN2 backbone -> three 32-channel feature planes -> volume rendering through the OSG decoder -> super-resolution.
-# Constructor arguments, attribute names and state_dict keys match the original TriPlaneGenerator.
+"""EG3D's tri-plane generator (Chan et al., "Efficient Geometry-aware 3D Generative Adversarial Networks", CVPR 2022):
+StyleGAN2 backbone -> three 32-channel feature planes -> volume rendering through the OSG decoder -> super-resolution.
+Constructor arguments, attribute names and state_dict keys match the original TriPlaneGenerator.
+"""
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,8 @@ _REQUIRED_RENDERING_KEYS = ("superresolution_module", "sr_antialias", "depth_res
                             "c_gen_conditioning_zero", "superresolution_noise_mode")
 
 
-# The full generator: mapping(z, c) -> ws, get_planes(ws) -> tri-planes, synthesis(ws, c) -> images + depth.
 class TriPlaneGenerator(nn.Module):
+    """The full generator: mapping(z, c) -> ws, get_planes(ws) -> tri-planes, synthesis(ws, c) -> images + depth."""
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, mapping_kwargs: dict | None = None, rendering_kwargs: dict | None = None,
                  sr_kwargs: dict | None = None, plane_resolution: int = 256, **synthesis_kwargs):
@@ -52,27 +53,29 @@ class TriPlaneGenerator(nn.Module):
         self.rendering_kwargs = rendering_kwargs
         self._last_planes: torch.Tensor | None = None
 
-    # z + camera conditioning -> ws [N, num_ws, w_dim]; c is scaled by c_scale (0 when absent, as in the original).
     def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        """z + camera conditioning -> ws [N, num_ws, w_dim]; c is scaled by c_scale (0 when absent, as in the original).
+        """
         if self.rendering_kwargs["c_gen_conditioning_zero"]:
             c = torch.zeros_like(c)
         return self.backbone.mapping(z, c * self.rendering_kwargs.get("c_scale", 0), truncation_psi=truncation_psi,
                                      truncation_cutoff=truncation_cutoff, update_emas=update_emas)
 
-    # ws -> tri-planes [N, 96, 256, 256] (plane_resolution^2; the trainable StyleGAN2 synthesis backbone only).
     def get_planes(self, ws: torch.Tensor, noise_mode: str = "const", update_emas: bool = False,
                    **synthesis_kwargs) -> torch.Tensor:
+        """ws -> tri-planes [N, 96, 256, 256] (plane_resolution^2; the trainable StyleGAN2 synthesis backbone only)."""
         return self.backbone.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs)
 
-    # Render precomputed tri-planes [N, 96, H, W] from cameras c [N, 25] (or [1, 25] for all). ws feeds the
-    # super-resolution styles (its last row); without ws only image_raw and image_depth are returned. Two guide
-    # extensions for training speed: sr_dtype runs the super-resolution under autocast (its image comes back fp32),
-    # and compiled renders the rays through torch.compile (guide_core.eg3d.rendering.compiled_render_rays).
     def render_planes(self, planes: torch.Tensor, c: torch.Tensor, ws: torch.Tensor | None = None,
                       deterministic: bool = False, neural_rendering_resolution: int | None = None,
                       sr_dtype: torch.dtype | None = None, compiled: bool = False,
                       **synthesis_kwargs) -> dict[str, torch.Tensor]:
+        """Render precomputed tri-planes [N, 96, H, W] from cameras c [N, 25] (or [1, 25] for all). ws feeds the
+        super-resolution styles (its last row); without ws only image_raw and image_depth are returned. Two guide
+        extensions for training speed: sr_dtype runs the super-resolution under autocast (its image comes back fp32),
+        and compiled renders the rays through torch.compile (guide_core.eg3d.rendering.compiled_render_rays).
+        """
         if planes.ndim != 4 or planes.shape[1] != 96:
             raise ValueError(f"planes must be [N, 96, H, W], got {list(planes.shape)}")
         n = planes.shape[0]
@@ -107,11 +110,12 @@ class TriPlaneGenerator(nn.Module):
             out["image"] = image.float()
         return out
 
-    # ws + cameras -> {"image" [N,3,R,R], "image_raw" [N,3,r,r], "image_depth" [N,1,r,r]} (r = neural resolution).
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
                   update_emas: bool = False, cache_backbone: bool = False, use_cached_backbone: bool = False,
                   noise_mode: str = "const", deterministic: bool = False,
                   **synthesis_kwargs) -> dict[str, torch.Tensor]:
+        """ws + cameras -> {"image" [N,3,R,R], "image_raw" [N,3,r,r], "image_depth" [N,1,r,r]} (r = neural resolution).
+        """
         if use_cached_backbone and self._last_planes is not None:
             planes = self._last_planes
         else:
@@ -123,27 +127,27 @@ class TriPlaneGenerator(nn.Module):
                                  **synthesis_kwargs)
         return {"image": out["image"], "image_raw": out["image_raw"], "image_depth": out["image_depth"]}
 
-    # Colour features and density at arbitrary points for latent z (shape extraction).
     def sample(self, coordinates: torch.Tensor, directions: torch.Tensor, z: torch.Tensor, c: torch.Tensor,
                truncation_psi: float = 1.0, truncation_cutoff: int | None = None, update_emas: bool = False,
                **synthesis_kwargs) -> dict[str, torch.Tensor]:
+        """Colour features and density at arbitrary points for latent z (shape extraction)."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
         return self.sample_mixed(coordinates, directions, ws, update_emas=update_emas, **synthesis_kwargs)
 
-    # Same as sample, from ws.
     def sample_mixed(self, coordinates: torch.Tensor, directions: torch.Tensor, ws: torch.Tensor,
                      truncation_psi: float = 1.0, truncation_cutoff: int | None = None, update_emas: bool = False,
                      noise_mode: str = "const", **synthesis_kwargs) -> dict[str, torch.Tensor]:
+        """Same as sample, from ws."""
         planes = self.get_planes(ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs)
         planes = planes.view(len(planes), 3, 32, planes.shape[-2], planes.shape[-1])
         return self.renderer.run_model(planes, self.decoder, coordinates, directions, self.rendering_kwargs)
 
-    # Original forward: mapping then synthesis.
     def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, neural_rendering_resolution: int | None = None,
                 update_emas: bool = False, cache_backbone: bool = False, use_cached_backbone: bool = False,
                 **synthesis_kwargs) -> dict[str, torch.Tensor]:
+        """Original forward: mapping then synthesis."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
         return self.synthesis(ws, c, update_emas=update_emas, neural_rendering_resolution=neural_rendering_resolution,

@@ -1,11 +1,12 @@
-# Swin Transformer V2 backbone of the GOAE encoder (Liu et al., "Swin Transformer V2: Scaling Up Capacity and
-# Resolution", CVPR 2022), written for GOAE (Yuan et al., "Make Encoder Great Again in 3D GAN Inversion through
-# Geometry and Occlusion-Aware Encoding", ICCV 2023), which reads five feature maps out of it.
-#
-# V2 differs from V1 in three places, all reproduced here: residual post-norm (LayerNorm after attention / MLP,
-# inside the residual branch), scaled cosine attention with a learnable per-head logit scale clamped at ln(100),
-# and a continuous relative position bias produced by a small MLP over log-spaced relative coordinates.
-# Parameter and buffer names follow the released GOAE checkpoint (`encoder_FFHQ.pt`) so that it loads strictly.
+"""Swin Transformer V2 backbone of the GOAE encoder (Liu et al., "Swin Transformer V2: Scaling Up Capacity and
+Resolution", CVPR 2022), written for GOAE (Yuan et al., "Make Encoder Great Again in 3D GAN Inversion through
+Geometry and Occlusion-Aware Encoding", ICCV 2023), which reads five feature maps out of it.
+
+V2 differs from V1 in three places, all reproduced here: residual post-norm (LayerNorm after attention / MLP,
+inside the residual branch), scaled cosine attention with a learnable per-head logit scale clamped at ln(100),
+and a continuous relative position bias produced by a small MLP over log-spaced relative coordinates.
+Parameter and buffer names follow the released GOAE checkpoint (`encoder_FFHQ.pt`) so that it loads strictly.
+"""
 from __future__ import annotations
 
 import math
@@ -24,9 +25,9 @@ CPB_BIAS_BOUND = 16.0
 SHIFT_MASK_VALUE = -100.0
 
 
-# The backbone configuration; the defaults are GOAE's swinv2.yaml merged over the Swin defaults.
 @dataclass(frozen=True)
 class SwinV2Config:
+    """The backbone configuration; the defaults are GOAE's swinv2.yaml merged over the Swin defaults."""
     img_size: int = 256
     patch_size: int = 4
     in_chans: int = 3
@@ -42,8 +43,8 @@ class SwinV2Config:
     layernorm_eps: float = 1e-5
 
 
-# The five feature maps GOAE reads from the backbone (deepest first, the order of the original's return tuple).
 class SwinFeatures(NamedTuple):
+    """The five feature maps GOAE reads from the backbone (deepest first, the order of the original's return tuple)."""
     x_base: torch.Tensor    # final LayerNorm output, channels-first [B, 8C, L/64]
     x_query: torch.Tensor   # input of the last stage, channels-first [B, 8C, L/64]
     x_coarse: torch.Tensor  # input of stage 2, tokens-first [B, L/16, 4C]
@@ -51,23 +52,24 @@ class SwinFeatures(NamedTuple):
     x_fine: torch.Tensor    # patch-embedding output, tokens-first [B, L, C]
 
 
-# Split a [B, H, W, C] map into non-overlapping windows [B * nW, w*w, C] (row-major over windows, then tokens).
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Split a [B, H, W, C] map into non-overlapping windows [B * nW, w*w, C] (row-major over windows, then tokens)."""
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
 
 
-# Inverse of window_partition: [B * nW, w*w, C] back to [B, H, W, C].
 def window_merge(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of window_partition: [B * nW, w*w, C] back to [B, H, W, C]."""
     c = windows.shape[-1]
     x = windows.view(-1, h // window, w // window, window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
-# Swin-V2 §3.3 (log-spaced coordinates): relative offsets of a window, normalised by the PRETRAINED window - 1 (so
-# a fine-tuned larger window extrapolates the bias instead of rescaling it), mapped to sign(x) log2(1 + |8x|) / 3.
 def log_spaced_coords_table(window: int, pretrained_window: int) -> torch.Tensor:
+    """Swin-V2 §3.3 (log-spaced coordinates): relative offsets of a window, normalised by the PRETRAINED window - 1 (so
+    a fine-tuned larger window extrapolates the bias instead of rescaling it), mapped to sign(x) log2(1 + |8x|) / 3.
+    """
     offsets = torch.arange(-(window - 1), window, dtype=torch.float32)
     table = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1).unsqueeze(0)  # [1, 2w-1, 2w-1, 2]
     table = table / (pretrained_window - 1 if pretrained_window > 0 else window - 1)
@@ -75,16 +77,18 @@ def log_spaced_coords_table(window: int, pretrained_window: int) -> torch.Tensor
     return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
 
 
-# For every (query, key) token pair of a window, the flat index of their offset in the (2w-1)^2 coordinate table.
 def relative_position_index(window: int) -> torch.Tensor:
+    """For every (query, key) token pair of a window, the flat index of their offset in the (2w-1)^2 coordinate table.
+    """
     grid = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
     rel = (grid[:, :, None] - grid[:, None, :]).permute(1, 2, 0) + (window - 1)  # [w*w, w*w, 2], both >= 0
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
-# Swin §3.2: after a cyclic shift by `shift`, windows on the border mix up to 9 image regions; tokens may only
-# attend within their own region, so every other pair gets SHIFT_MASK_VALUE. Returns [nW, w*w, w*w].
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """Swin §3.2: after a cyclic shift by `shift`, windows on the border mix up to 9 image regions; tokens may only
+    attend within their own region, so every other pair gets SHIFT_MASK_VALUE. Returns [nW, w*w, w*w].
+    """
     region = torch.zeros(1, height, width, 1)
     bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     label = 0
@@ -97,16 +101,16 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> tor
     return torch.zeros(differs.shape).masked_fill(differs, SHIFT_MASK_VALUE)
 
 
-# Stochastic depth (Huang et al. 2016): drop a whole residual branch per sample in training, rescale survivors.
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): drop a whole residual branch per sample in training, rescale survivors."""
     if p == 0.0 or not training:
         return x
     keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - p)
     return x * keep / (1.0 - p)
 
 
-# Transformer feed-forward: Linear -> exact (erf) GELU -> Linear.
 class Mlp(nn.Module):
+    """Transformer feed-forward: Linear -> exact (erf) GELU -> Linear."""
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -117,9 +121,10 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-# Window multi-head self-attention of Swin-V2: cosine similarity times a clamped learnable scale plus the
-# continuous position bias (CPB MLP over the log-spaced table), softmax, output projection.
 class WindowAttention(nn.Module):
+    """Window multi-head self-attention of Swin-V2: cosine similarity times a clamped learnable scale plus the
+    continuous position bias (CPB MLP over the log-spaced table), softmax, output projection.
+    """
     def __init__(self, dim: int, window: int, num_heads: int, pretrained_window: int, qkv_bias: bool = True,
                  cpb_hidden: int = 512):
         super().__init__()
@@ -136,8 +141,8 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
 
-    # Per-head position bias [heads, w*w, w*w], bounded to (0, 16) by 16 * sigmoid.
     def position_bias(self) -> torch.Tensor:
+        """Per-head position bias [heads, w*w, w*w], bounded to (0, 16) by 16 * sigmoid."""
         table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
         n = self.window * self.window
         bias = table[self.relative_position_index.view(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
@@ -162,8 +167,8 @@ class WindowAttention(nn.Module):
         return self.proj(out)
 
 
-# One Swin-V2 block: (shifted-)window attention and MLP, each as x + LayerNorm(branch(x)) — V2's res-post-norm.
 class SwinBlock(nn.Module):
+    """One Swin-V2 block: (shifted-)window attention and MLP, each as x + LayerNorm(branch(x)) — V2's res-post-norm."""
     def __init__(self, dim: int, resolution: tuple[int, int], num_heads: int, window: int, shift: int,
                  pretrained_window: int, mlp_ratio: float, qkv_bias: bool, drop_path: float, cpb_hidden: int,
                  eps: float):
@@ -198,9 +203,10 @@ class SwinBlock(nn.Module):
         return x + drop_path(self.norm2(self.mlp(x)), self.drop_path, self.training)
 
 
-# Swin-V2 patch merging: concatenate each 2x2 neighbourhood (order (0,0), (1,0), (0,1), (1,1)), project 4C -> 2C,
-# then LayerNorm (V2 normalises after the reduction, V1 before).
 class PatchMerging(nn.Module):
+    """Swin-V2 patch merging: concatenate each 2x2 neighbourhood (order (0,0), (1,0), (0,1), (1,1)), project 4C -> 2C,
+    then LayerNorm (V2 normalises after the reduction, V1 before).
+    """
     def __init__(self, resolution: tuple[int, int], dim: int, eps: float):
         super().__init__()
         self.resolution = resolution
@@ -215,8 +221,8 @@ class PatchMerging(nn.Module):
         return self.norm(self.reduction(merged.view(b, -1, 4 * c)))
 
 
-# One resolution stage: `depth` blocks alternating plain and shifted windows, then an optional patch merging.
 class SwinStage(nn.Module):
+    """One resolution stage: `depth` blocks alternating plain and shifted windows, then an optional patch merging."""
     def __init__(self, dim: int, resolution: tuple[int, int], depth: int, num_heads: int, window: int,
                  pretrained_window: int, mlp_ratio: float, qkv_bias: bool, drop_paths: list[float], downsample: bool,
                  cpb_hidden: int, eps: float):
@@ -233,8 +239,8 @@ class SwinStage(nn.Module):
         return self.downsample(x) if self.downsample is not None else x
 
 
-# Non-overlapping patch embedding: a strided convolution, then LayerNorm over channels.
 class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding: a strided convolution, then LayerNorm over channels."""
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, eps: float):
         super().__init__()
         self.img_size = img_size
@@ -248,9 +254,10 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).flatten(2).transpose(1, 2))
 
 
-# The hierarchical backbone: patch embedding, four stages (grids 64/32/16/8 for 256 px, channels C..8C), final
-# LayerNorm. Returns the five feature maps GOAE consumes (SwinFeatures), not a classification.
 class SwinTransformerV2(nn.Module):
+    """The hierarchical backbone: patch embedding, four stages (grids 64/32/16/8 for 256 px, channels C..8C), final
+    LayerNorm. Returns the five feature maps GOAE consumes (SwinFeatures), not a classification.
+    """
     def __init__(self, config: SwinV2Config = SwinV2Config()):
         super().__init__()
         self.config = cfg = config

@@ -1,4 +1,4 @@
-# Identity networks of GUIDE: IR-SE50 (ArcFace) for the identity loss, IR-101 (CurricularFace) for the ID metric.
+"""Identity networks of GUIDE: IR-SE50 (ArcFace) for the identity loss, IR-101 (CurricularFace) for the ID metric."""
 from .backbone import IRBackbone
 from .net import (IDLoss, IdentityCheckpointError, IdentityNet, embedding_similarity, identity_similarity, load_ir101,
                   load_ir_se50, read_state_dict)

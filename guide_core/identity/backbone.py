@@ -1,6 +1,7 @@
-# The IR / IR-SE residual face-recognition backbone (ArcFace, Deng et al., CVPR 2019; CurricularFace, Huang et al.,
-# CVPR 2020) with the module names of the released checkpoints, so `model_ir_se50.pth` (IDLoss, GUIDE §4 local loss)
-# and `CurricularFace_Backbone.pth` (the ID metric, GUIDE §5) load with strict key matching.
+"""The IR / IR-SE residual face-recognition backbone (ArcFace, Deng et al., CVPR 2019; CurricularFace, Huang et al.,
+CVPR 2020) with the module names of the released checkpoints, so `model_ir_se50.pth` (IDLoss, GUIDE §4 local loss)
+and `CurricularFace_Backbone.pth` (the ID metric, GUIDE §5) load with strict key matching.
+"""
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,9 @@ INPUT_SIZE = 112
 EMBEDDING_DIM = 512
 
 
-# Squeeze-and-excitation gate (Hu et al., CVPR 2018): channel weights from the global mean, 1x1 convs without bias.
 class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation gate (Hu et al., CVPR 2018): channel weights from the global mean, 1x1 convs without bias.
+    """
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, bias=False)
@@ -27,8 +29,8 @@ class SqueezeExcitation(nn.Module):
         return x * gate
 
 
-# One improved-residual unit: pre-activation BN, two 3x3 convs (the second one strided), optional SE gate.
 class ResidualUnit(nn.Module):
+    """One improved-residual unit: pre-activation BN, two 3x3 convs (the second one strided), optional SE gate."""
     def __init__(self, in_channels: int, depth: int, stride: int, squeeze_excitation: bool):
         super().__init__()
         # A width change needs a learned projection; otherwise the 1x1 max-pool is plain stride-s subsampling.
@@ -52,8 +54,9 @@ class ResidualUnit(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-# The whole backbone: stem, four stages of residual units, then BN -> dropout -> linear -> BN1d to a 512-d vector.
 class IRBackbone(nn.Module):
+    """The whole backbone: stem, four stages of residual units, then BN -> dropout -> linear -> BN1d to a 512-d vector.
+    """
     def __init__(self, num_layers: int = 50, mode: str = "ir_se", drop_ratio: float = 0.6, affine_output: bool = True):
         super().__init__()
         if num_layers not in UNITS_PER_STAGE:
@@ -79,13 +82,13 @@ class IRBackbone(nn.Module):
             nn.BatchNorm1d(EMBEDDING_DIM, affine=affine_output),
         )
 
-    # The 512-d feature before the final L2 normalisation ([N,3,112,112] in [-1,1] -> [N,512]).
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 512-d feature before the final L2 normalisation ([N,3,112,112] in [-1,1] -> [N,512])."""
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (INPUT_SIZE, INPUT_SIZE):
             raise ValueError(f"IR backbone expects faces of shape [N,3,{INPUT_SIZE},{INPUT_SIZE}], got {tuple(x.shape)}")
         return self.output_layer(self.body(self.input_layer(x)))
 
-    # Unit-length embedding; divided by the plain L2 norm (no epsilon), as the released models do.
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-length embedding; divided by the plain L2 norm (no epsilon), as the released models do."""
         feat = self.features(x)
         return feat / feat.norm(p=2, dim=1, keepdim=True)

@@ -1,6 +1,7 @@
-# How images in [-1,1] become the 112x112 faces the identity backbones read. Two conventions exist in GUIDE:
-# the identity LOSS (IDLoss of pSp, reused by GUIDE §4's local loss) takes a fixed crop of an FFHQ-style image, and
-# the identity METRIC (id_sim.py, GUIDE §5) aligns each image with MTCNN's five landmarks to the ArcFace template.
+"""How images in [-1,1] become the 112x112 faces the identity backbones read. Two conventions exist in GUIDE:
+the identity LOSS (IDLoss of pSp, reused by GUIDE §4's local loss) takes a fixed crop of an FFHQ-style image, and
+the identity METRIC (id_sim.py, GUIDE §5) aligns each image with MTCNN's five landmarks to the ArcFace template.
+"""
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,8 @@ EG3D_CROP_LANDMARKS_512 = torch.tensor([
 ], dtype=torch.float64)
 
 
-# Check that a batch is [N,3,H,W] floating point; the message names the caller.
 def _check_images(images: torch.Tensor, who: str) -> None:
+    """Check that a batch is [N,3,H,W] floating point; the message names the caller."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{who}: expected a torch.Tensor [N,3,H,W] in [-1,1], got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 3:
@@ -48,9 +49,10 @@ def _check_images(images: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who}: expected floating-point images in [-1,1], got dtype {images.dtype}")
 
 
-# IDLoss preprocessing: bilinear resize to 256 (no antialias), fixed crop, adaptive average pool to 112, no value
-# normalisation (the [-1,1] image goes straight into IR-SE50).
 def idloss_face_input(images: torch.Tensor) -> torch.Tensor:
+    """IDLoss preprocessing: bilinear resize to 256 (no antialias), fixed crop, adaptive average pool to 112, no value
+    normalisation (the [-1,1] image goes straight into IR-SE50).
+    """
     _check_images(images, "idloss_face_input")
     if tuple(images.shape[2:]) != (IDLOSS_RESIZE, IDLOSS_RESIZE):
         images = F.interpolate(images, size=(IDLOSS_RESIZE, IDLOSS_RESIZE), mode="bilinear", align_corners=False)
@@ -58,9 +60,11 @@ def idloss_face_input(images: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(crop, (FACE_SIZE, FACE_SIZE))
 
 
-# Least-squares non-reflective similarity (scale, rotation, translation) taking `src` points onto `dst` points, as the
-# MTCNN alignment code fits it ([N,K,2] each -> [N,2,3] matrices acting on column vectors (x, y, 1)).
 def similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Least-squares non-reflective similarity (scale, rotation, translation) taking `src` points onto `dst` points, as
+    the
+    MTCNN alignment code fits it ([N,K,2] each -> [N,2,3] matrices acting on column vectors (x, y, 1)).
+    """
     if src.shape != dst.shape or src.ndim != 3 or src.shape[-1] != 2 or src.shape[1] < 2:
         raise ValueError(f"similarity_transform: expected matching [N,K>=2,2] point sets, got {tuple(src.shape)} "
                          f"and {tuple(dst.shape)}")
@@ -76,9 +80,10 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([a, -b, tx], -1), torch.stack([b, a, ty], -1)], dim=1)
 
 
-# Warp each image so that its five landmarks (pixel-centre coordinates, MTCNN order) land on the ArcFace template,
-# sampling bilinearly like cv2.warpAffine in id_sim.py's alignment (no antialiasing); differentiable in the images.
 def arcface_align(images: torch.Tensor, landmarks: torch.Tensor, size: int = FACE_SIZE) -> torch.Tensor:
+    """Warp each image so that its five landmarks (pixel-centre coordinates, MTCNN order) land on the ArcFace template,
+    sampling bilinearly like cv2.warpAffine in id_sim.py's alignment (no antialiasing); differentiable in the images.
+    """
     _check_images(images, "arcface_align")
     landmarks = torch.as_tensor(landmarks, dtype=torch.float64, device=images.device)
     if landmarks.ndim == 2:
@@ -107,10 +112,11 @@ def arcface_align(images: torch.Tensor, landmarks: torch.Tensor, size: int = FAC
     return F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
 
 
-# The ID metric's input for square EG3D/GOAE-aligned crops without per-image landmarks: the ArcFace warp of the
-# canonical landmark positions (EG3D_CROP_LANDMARKS_512 scaled to the crop size), i.e. one fixed similarity for all.
-# A 112x112 input is taken as an already aligned face.
 def eg3d_crop_face_input(images: torch.Tensor) -> torch.Tensor:
+    """The ID metric's input for square EG3D/GOAE-aligned crops without per-image landmarks: the ArcFace warp of the
+    canonical landmark positions (EG3D_CROP_LANDMARKS_512 scaled to the crop size), i.e. one fixed similarity for all.
+    A 112x112 input is taken as an already aligned face.
+    """
     _check_images(images, "eg3d_crop_face_input")
     height, width = images.shape[2:]
     if height != width:

@@ -140,8 +140,8 @@ def load_bundle(device: str = "cpu"):
     if "encoder" in nets:
         enc = nets["encoder"]
 
-        # The encoder predicts an offset from the mean latent; the bundle's encoder returns absolute codes.
         def encoder(images: torch.Tensor) -> torch.Tensor:
+            """The encoder predicts an offset from the mean latent; the bundle's encoder returns absolute codes."""
             return enc(images) + w_avg.to(images.device)
     return ModelBundle(
         name="default", G=G, w_avg=w_avg, cond_c=frontal_camera(1).to(device),
