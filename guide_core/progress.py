@@ -18,6 +18,9 @@ class _Silent:
     def close(self) -> None:
         pass
 
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
     def __enter__(self) -> "_Silent":
         return self
 
@@ -26,14 +29,15 @@ class _Silent:
 
 
 def progress_bar(total: int | None, desc: str, enabled: bool = True, unit: str = "it", initial: int = 0,
-                 bytes_: bool = False):
-    """A tqdm bar on stderr, or a silent one when not ``enabled``; ``bytes_`` scales the counts as B / KB / MB."""
+                 bytes_: bool = False, leave: bool = False):
+    """A tqdm bar on stderr, or a silent one when not ``enabled``; ``bytes_`` scales the counts as B / KB / MB;
+    ``leave`` keeps the finished bar on screen."""
     if not enabled:
         return _Silent()
     from tqdm import tqdm
 
     scaling = {"unit": "B", "unit_scale": True, "unit_divisor": 1024} if bytes_ else {"unit": unit}
-    return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, leave=False, **scaling)
+    return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, leave=leave, **scaling)
 
 
 def silent_tqdm_class():

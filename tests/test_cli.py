@@ -124,7 +124,7 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert code == 0, err
     plan = json.loads(out)
     assert plan["identities"][0]["|w_t - w_avg|"] == pytest.approx(30.0, rel=1e-4)
-    assert plan["config"]["alpha_max"] == 15.0
+    assert plan["config"]["alpha_max"] == 15.0 and plan["method"] == "guide"
     assert not (tmp_path / "r").exists()
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from guide_core.cli.common import Command, add_config_flags, common_flags, config_from_args, device_of, photo_code
+from guide_core.engine.method import DEFAULT_METHOD, available_methods
 
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -32,6 +32,8 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-run", default=None, metavar="RUN",
                         help="continue from this run's unlearned generator (sequential unlearning); metrics still "
                              "compare against the original model at the root of the chain")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(available_methods()),
+                        help="unlearning method (guide_core.methods)")
     parser.add_argument("--dry-run", action="store_true", help="align, invert and print the plan; train nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--no-eval", dest="skip_eval", action="store_true",
@@ -99,12 +101,11 @@ def _unlearn_run(args: argparse.Namespace) -> int:
     continuing from a base run) with a progress bar, ID numbers per identity, atomic save.
     """
     import torch
-    from tqdm import tqdm
 
     from guide_core import metrics
+    from guide_core.engine import Unlearning, make_method
+    from guide_core.progress import progress_bar
     from guide_core.registry import load_bundle
-    from guide_core.engine import Unlearning
-    from guide_core.methods.guide import ufo_target
     from guide_core.runs import chain_sources, forgotten_codes, read_run, run_sources, save_run, source_record
 
     config_from_args(args)  # bad settings fail before any model is loaded
@@ -132,7 +133,7 @@ def _unlearn_run(args: argparse.Namespace) -> int:
         raise ValueError("the same photo is given for two identities: each person needs a photo of their own")
     w_u = torch.cat(codes)
     if args.dry_run:
-        w_t = ufo_target(w_u, bundle.w_avg, cfg.d)
+        w_t = make_method(args.method).targets(bundle, w_u.to(bundle.device), cfg)
         distance = lambda w: (w - bundle.w_avg).flatten(1).norm(dim=1).tolist()  # noqa: E731
         identities = [{"name": s["name"], "photo": s["path"], "sha256": s["sha256"],
                        "others": [o["path"] for o in s["others"]], "|w_u - w_avg|": du, "|w_t - w_avg|": dt}
@@ -140,13 +141,13 @@ def _unlearn_run(args: argparse.Namespace) -> int:
         plan = {"model": bundle.name, "device": str(bundle.device), "identities": identities,
                 "base_run": args.base_run and str(Path(args.base_run).resolve()),
                 "forgotten_before": [s["name"] for s in chain_sources(parent)] if parent else [],
-                "config": cfg.to_dict(), "out": str(out)}
+                "method": args.method, "config": cfg.to_dict(), "out": str(out)}
         print(json.dumps(plan, indent=1))
         return 0
     unlearning = Unlearning(bundle, w_u, cfg=cfg, sources=sources, base=G_parent, base_run=base_run, photos=photos,
-                            forgotten=forgotten_codes(base_run))
-    with tqdm(total=cfg.iters, desc=f"unlearning {len(sources)} identit{'y' if len(sources) == 1 else 'ies'}",
-              unit="it", file=sys.stderr) as bar:
+                            forgotten=forgotten_codes(base_run), method=args.method)
+    with progress_bar(cfg.iters, f"unlearning {len(sources)} identit{'y' if len(sources) == 1 else 'ies'}",
+                      leave=True) as bar:
         for progress in unlearning.run():
             if not progress.done:
                 bar.set_postfix({k: f"{progress.losses[k]:.4f}" for k in ("total", "local", "adjacency", "global")},

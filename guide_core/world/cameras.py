@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from guide_core.eg3d.camera import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS, FOV_DEGREES
-from guide_core.eg3d.camera import camera_params as eg3d_camera_params
+from guide_core.eg3d.camera import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS, FOV_DEGREES, camera_params
 
 __all__ = ["AVG_CAMERA_PIVOT", "AVG_CAMERA_RADIUS", "FOV_DEGREES", "camera_params", "frontal_camera",
            "sample_yaw_pitch", "camera_rays"]
 # The FFHQ-like pose range the world is rendered and trained on (radians from frontal).
 YAW_STD, YAW_MAX = 0.3, 0.7
 PITCH_STD, PITCH_MAX = 0.12, 0.35
-
-
-def camera_params(yaw: torch.Tensor | float, pitch: torch.Tensor | float, radius: float = AVG_CAMERA_RADIUS,
-                  pivot: tuple[float, float, float] = AVG_CAMERA_PIVOT, fov_degrees: float = FOV_DEGREES) -> torch.Tensor:
-    """Camera parameters c [N,25] for yaw/pitch offsets (radians) from the frontal view (the one EG3D camera)."""
-    return eg3d_camera_params(yaw, pitch, radius=radius, fov_deg=fov_degrees, pivot=pivot, device="cpu")
 
 
 def frontal_camera(n: int = 1) -> torch.Tensor:
