@@ -20,14 +20,14 @@ from guide_core.engine.losses import LossNets, ltu_losses
 from guide_core.engine.method import _METHODS
 from guide_core.engine.reference import ltu_losses_reference
 from guide_core.methods.guide import GuideMethod
-from guide_core.testing import random_bundle
+from tests.test_guide import bundle, w_u  # noqa: F401  (the small random world and its source code)
 from tests.util import assert_close
 
 SHORT = dict(lr=3e-3, iters=3, preview_every=0, deterministic_render=True, n_adj=1, n_glob=1)
 
 
 class FrontalImageBackend(EG3DBackend):
-    """A 2D generator made of the small EG3D world: always the frontal view, no camera; structure = the image."""
+    """A 2D generator made of the small EG3D bundle: always the frontal view, no camera; structure = the image."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,25 +52,13 @@ class FrontalImageBackend(EG3DBackend):
 
 
 @pytest.fixture(scope="module")
-def world():
-    torch.set_num_threads(1)
-    return random_bundle("small", seed=0)
+def flat(bundle):
+    return dataclasses.replace(bundle, backend=FrontalImageBackend(cond_c=bundle.cond_c))
 
 
-@pytest.fixture(scope="module")
-def flat(world):
-    return dataclasses.replace(world, backend=FrontalImageBackend(cond_c=world.cond_c))
-
-
-@pytest.fixture(scope="module")
-def w_u(world):
-    gen = torch.Generator().manual_seed(5)
-    return (world.w_avg_code() + 0.8 * torch.randn(world.num_ws, 512, generator=gen)).unsqueeze(0)
-
-
-def test_the_eg3d_backend_satisfies_the_protocol(world):
-    assert isinstance(world.backend, Backend) and isinstance(FrontalImageBackend(), Backend)
-    assert world.has_camera and world.camera(0.0, 0.0).shape == (1, 25)
+def test_the_eg3d_backend_satisfies_the_protocol(bundle):
+    assert isinstance(bundle.backend, Backend) and isinstance(FrontalImageBackend(), Backend)
+    assert bundle.has_camera and bundle.camera(0.0, 0.0).shape == (1, 25)
 
 
 def test_a_2d_backend_unlearns_through_the_same_loop_without_a_camera(flat, w_u):
@@ -116,10 +104,10 @@ def mean_target():
     _METHODS.pop("mean-target", None)
 
 
-def test_a_registered_method_runs_in_the_loop_and_is_recorded(world, w_u, mean_target, tmp_path):
+def test_a_registered_method_runs_in_the_loop_and_is_recorded(bundle, w_u, mean_target, tmp_path):
     assert "mean-target" in available_methods() and "guide" in available_methods()
-    run = Unlearning(world, w_u, cfg=LTUConfig(**SHORT), method="mean-target").run_all()
-    assert torch.equal(run.w_t[0], world.w_avg_code()) and run.completed
+    run = Unlearning(bundle, w_u, cfg=LTUConfig(**SHORT), method="mean-target").run_all()
+    assert torch.equal(run.w_t[0], bundle.w_avg_code()) and run.completed
     runs.save_run(tmp_path / "run", run)
     assert runs.read_run(tmp_path / "run")["method"] == "mean-target"
 
@@ -129,8 +117,8 @@ def test_unknown_methods_fail_loudly_with_the_known_ones():
         make_method("nope")
 
 
-def test_a_run_saved_before_methods_were_recorded_reads_as_guide(world, w_u, tmp_path):
-    run = Unlearning(world, w_u, cfg=LTUConfig(**{**SHORT, "iters": 1})).run_all()
+def test_a_run_saved_before_methods_were_recorded_reads_as_guide(bundle, w_u, tmp_path):
+    run = Unlearning(bundle, w_u, cfg=LTUConfig(**{**SHORT, "iters": 1})).run_all()
     runs.save_run(tmp_path / "run", run)
     path = tmp_path / "run" / runs.RUN_JSON
     record = json.loads(path.read_text())
@@ -138,16 +126,16 @@ def test_a_run_saved_before_methods_were_recorded_reads_as_guide(world, w_u, tmp
     del record["method"]
     path.write_text(json.dumps(record))
     assert runs.read_run(tmp_path / "run")["method"] == "guide"
-    G_u = runs.load_run(tmp_path / "run", world)
+    G_u = runs.load_run(tmp_path / "run", bundle)
     assert all(torch.equal(a, b) for a, b in zip(G_u.state_dict().values(), run.G_u.state_dict().values()))
 
 
-def test_a_chain_needs_the_codes_its_earlier_runs_forgot(world, w_u, tmp_path):
-    first = Unlearning(world, w_u, cfg=LTUConfig(**{**SHORT, "iters": 1})).run_all()
+def test_a_chain_needs_the_codes_its_earlier_runs_forgot(bundle, w_u, tmp_path):
+    first = Unlearning(bundle, w_u, cfg=LTUConfig(**{**SHORT, "iters": 1})).run_all()
     runs.save_run(tmp_path / "run1", first)
-    G_1 = runs.load_run(tmp_path / "run1", world)
+    G_1 = runs.load_run(tmp_path / "run1", bundle)
     link = runs.base_run_record(tmp_path / "run1", runs.read_run(tmp_path / "run1"), G_1)
     with pytest.raises(ValueError, match="forgotten=guide_core.runs.forgotten_codes"):
-        Unlearning(world, w_u, cfg=LTUConfig(**SHORT), base=G_1, base_run=link)
+        Unlearning(bundle, w_u, cfg=LTUConfig(**SHORT), base=G_1, base_run=link)
     forgotten = runs.forgotten_codes(link)
     assert torch.equal(forgotten[0], first.w_u.cpu()) and torch.equal(forgotten[1], first.w_t.cpu())
