@@ -103,7 +103,7 @@ class Stepper:
         self.nets = LossNets.of(bundle, cfg)
         self.optimizer = torch.optim.Adam([p for p in self.run.G_u.parameters() if p.requires_grad], lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.planes_t = self.run._target_planes() if batched else None
+        self.planes_t = self.run._target_structure() if batched else None
         self.timer = ForwardTimer(bundle.device)
         for G in (self.run.G_u, self.run.G_s):
             self.timer.watch("tri-planes", G.backbone.synthesis)

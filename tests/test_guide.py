@@ -408,7 +408,7 @@ def test_batched_equals_reference_on_the_eg3d_layout(fixtures_dir):
     draws = sample_draws(torch.Generator().manual_seed(0), cfg, 1, 512)
     c = world.camera(draws.yaw, cfg.pitch)
     with torch.no_grad():
-        batched = ltu_losses(run.G_u, G, w_u, w_t, run._target_planes(), draws, loss_nets, cfg, c)[1]
+        batched = ltu_losses(run.G_u, G, w_u, w_t, run._target_structure(), draws, loss_nets, cfg, c)[1]
         reference = ltu_losses_reference(run.G_u, G, w_u, w_t, draws, loss_nets, cfg, c)[1]
     for key in batched:
         assert_close(batched[key], reference[key], 1e-5, f"loss {key} (EG3D layout)")

@@ -127,10 +127,6 @@ class Unlearning:
         with torch.no_grad():
             return self.bundle.backend.structure(self.G_s, self.w_t, self.cfg.noise_mode)
 
-    def _target_planes(self) -> torch.Tensor:
-        """The target structure under EG3D's name for it (tri-planes)."""
-        return self._target_structure()
-
     def identity_photos(self) -> list[torch.Tensor]:
         """Each identity's photos [P, 3, H, W]: those given, else G_s's frontal render of w_u (what the encoder saw)."""
         if self.photos is None:

@@ -44,8 +44,8 @@ class Method(Protocol):
         """Prepare what the method keeps over a run, after G_u exists and before the first iteration."""
         ...
 
-    def losses(self, run: "Unlearning", step: int, draws: Any, camera: torch.Tensor | None,
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def losses(self, run: "Unlearning", step: int, draws: Any,
+               camera: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One iteration's total loss and its named parts."""
         ...
 
