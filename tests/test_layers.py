@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "guide_core.config", "guide_core.devices", "guide_core.tables")),
     ("weights", ("guide_core.weights",)),
     ("networks", ("guide_core.eg3d", "guide_core.encoders", "guide_core.identity", "guide_core.perceptual",
-                  "guide_core.faces", "guide_core.world")),
+                  "guide_core.faces", "guide_core.faces_ffhq", "guide_core.world", "guide_core.stylegan2")),
     ("backends", ("guide_core.backends",)),
     ("bundle", ("guide_core.bundle",)),
     ("inversion", ("guide_core.inversion",)),

@@ -30,7 +30,7 @@ class Backend(Protocol):
 
     name: str
     has_camera: bool
-    trainable_prefix: str
+    trainable_prefix: str | tuple[str, ...]
 
     def num_ws(self, G: torch.nn.Module) -> int:
         """Number of w rows the synthesis network takes."""

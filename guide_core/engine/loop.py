@@ -76,7 +76,7 @@ class Unlearning:
 
     def __init__(self, bundle: "ModelBundle", w_u: torch.Tensor, w_t: torch.Tensor | None = None,
                  cfg: LTUConfig | None = None, cancel: threading.Event | None = None,
-                 trainable_prefix: str | None = None, sources: list[dict[str, Any]] | None = None,
+                 trainable_prefix: str | tuple[str, ...] | None = None, sources: list[dict[str, Any]] | None = None,
                  base: torch.nn.Module | None = None, base_run: dict[str, Any] | None = None,
                  photos: list[torch.Tensor] | None = None,
                  forgotten: tuple[torch.Tensor, torch.Tensor] | None = None, method: str | Method | None = None):

@@ -36,7 +36,8 @@ class Method(Protocol):
         """The target codes w_t [N, num_ws, w_dim] that the identities' renders are pulled to."""
         ...
 
-    def generator(self, bundle: "ModelBundle", base: torch.nn.Module, trainable_prefix: str) -> torch.nn.Module:
+    def generator(self, bundle: "ModelBundle", base: torch.nn.Module,
+                  trainable_prefix: str | tuple[str, ...]) -> torch.nn.Module:
         """G_u: a trainable parameterisation of ``base`` (its parameters that train have requires_grad set)."""
         ...
 

@@ -44,8 +44,9 @@ def ufo_target(w_u: torch.Tensor, w_avg: torch.Tensor, d: float = 30.0) -> torch
     return w_t[0] if single else w_t
 
 
-def fine_tuned_copy(base: torch.nn.Module, trainable_prefix: str) -> torch.nn.Module:
-    """A copy of ``base`` whose parameters under ``trainable_prefix`` train and all others stay frozen."""
+def fine_tuned_copy(base: torch.nn.Module, trainable_prefix: str | tuple[str, ...]) -> torch.nn.Module:
+    """A copy of ``base`` whose parameters under ``trainable_prefix`` (one prefix or several) train and all others stay
+    frozen."""
     G_u = copy.deepcopy(base)
     names = [name for name, _ in G_u.named_parameters() if name.startswith(trainable_prefix)]
     if not names:
@@ -68,7 +69,8 @@ class GuideMethod:
         """UFO targets at distance cfg.d."""
         return ufo_target(w_u, bundle.w_avg, cfg.d)
 
-    def generator(self, bundle: "ModelBundle", base: torch.nn.Module, trainable_prefix: str) -> torch.nn.Module:
+    def generator(self, bundle: "ModelBundle", base: torch.nn.Module,
+                  trainable_prefix: str | tuple[str, ...]) -> torch.nn.Module:
         """G_u: a copy of the base whose synthesis network trains."""
         return fine_tuned_copy(base, trainable_prefix)
 

@@ -21,6 +21,8 @@ from guide_core.weights.errors import (FetchError, HashMismatchError, LicenceNot
                                        NoSourceError, OfflineError, UnknownWeightsError, UnsafeCheckpointError,
                                        WeightsError)
 from guide_core.weights.hashes import HASHES_FILE, expected_hash, judge_hash, record_hash
+from guide_core.weights.inversion_file import (InversionCheckpoint, load_inversion_checkpoint,
+                                              read_inversion_checkpoint)
 from guide_core.weights.inventory import (VerifyResult, WeightStatus, record, status, status_table, verify,
                                           verify_one)
 from guide_core.weights.licences import licence_accepted, licence_line, needs_acceptance, require_licence
@@ -37,5 +39,6 @@ __all__ = [
     "require", "converted_name", "sha256_file", "expected_hash", "judge_hash", "record_hash",
     "WeightStatus", "VerifyResult", "status", "status_table", "verify", "verify_one", "record", "fetch",
     "needs_acceptance", "licence_accepted", "licence_line", "require_licence", "sources_for", "describe",
-    "load_torch", "load_torch_state_dict", "load_safetensors", "load_npy", "tensor_file_refusal",
+    "load_torch", "load_torch_state_dict", "InversionCheckpoint", "read_inversion_checkpoint",
+    "load_inversion_checkpoint", "load_safetensors", "load_npy", "tensor_file_refusal",
 ]
