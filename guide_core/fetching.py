@@ -57,12 +57,18 @@ class FetchReport:
 
 
 def plan(model: str = DEFAULT_MODEL, host_repo: str | None = None) -> list[Step]:
-    """What a bundle needs, in order: its generator (the converted file when installed or when a host's mirror
-    serves it), the networks of released.NET_WEIGHTS, then the optional w̄ file and real-image statistics."""
-    from guide_core import released
+    """What a bundle needs, in order: for an EG3D model its generator (the converted file when installed or when a
+    host's mirror serves it), the networks of released.NET_WEIGHTS and the optional w̄ file; for a 2D model its pSp /
+    e4e file and the networks of sg2.NET_WEIGHTS; then the optional real-image statistics."""
+    from guide_core import released, sg2
 
+    optional = [Step("real_stats", [n], optional=True) for n in OPTIONAL_WEIGHTS if n in catalogue.manifest()]
+    if model in sg2.SG2_MODELS:  # one file holds the encoder, the generator and w̄
+        return ([Step("inversion", [sg2.SG2_MODELS[model][0]])]
+                + [Step(role, [name]) for role, name in sg2.NET_WEIGHTS.items()] + optional)
     if model not in released.EG3D_MODELS:
-        raise UnknownWeightsError(f"unknown model {model!r} for fetch --all; known: {', '.join(released.EG3D_MODELS)}")
+        known = ", ".join([*released.EG3D_MODELS, *sg2.SG2_MODELS])
+        raise UnknownWeightsError(f"unknown model {model!r} for fetch --all; known: {known}")
     generator = released.EG3D_MODELS[model][0]
     converted = converted_name(generator)
     if converted and (host_repo or is_installed(converted)):
@@ -73,8 +79,7 @@ def plan(model: str = DEFAULT_MODEL, host_repo: str | None = None) -> list[Step]
     steps += [Step(role, [name]) for role, name in released.NET_WEIGHTS.items()]
     w_avg_files = [n for n, item in catalogue.manifest().items() if item.get("w_avg_for") == generator]
     steps += [Step("w_avg", [n], optional=True) for n in w_avg_files]
-    steps += [Step("real_stats", [n], optional=True) for n in OPTIONAL_WEIGHTS if n in catalogue.manifest()]
-    return steps
+    return steps + optional
 
 
 def fetch_all(model: str = DEFAULT_MODEL, *, host_repo: str | None = None, accept_licence: bool | None = None,

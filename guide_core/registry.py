@@ -16,10 +16,11 @@ import torch
 from guide_core.bundle import ModelBundle
 
 _REGISTRY: dict[str, tuple[Callable[[str], ModelBundle], str]] = {}
+_REQUIRES: dict[str, Callable[[], list[str]]] = {}
 _FILE_LOADERS: dict[str, Callable[[Path, str], ModelBundle]] = {}
 
 # Modules that register the built-in worlds, in the order the studio lists them.
-BUILTIN_MODULES = ("guide_core.world.bundle", "guide_core.released")
+BUILTIN_MODULES = ("guide_core.world.bundle", "guide_core.released", "guide_core.sg2")
 _imported = False
 
 
@@ -32,9 +33,20 @@ def _import_builtins() -> None:
             importlib.import_module(module)
 
 
-def register_model(name: str, factory: Callable[[str], ModelBundle], description: str = "") -> None:
-    """Register a world by name; ``factory(device)`` builds its bundle. A later registration replaces it."""
+def register_model(name: str, factory: Callable[[str], ModelBundle], description: str = "",
+                   requires: Callable[[], list[str]] | None = None) -> None:
+    """Register a world by name; ``factory(device)`` builds its bundle; ``requires()`` names the weight files it needs
+    (none: it ships with the package). A later registration replaces it."""
     _REGISTRY[name] = (factory, description)
+    _REQUIRES[name] = requires or (lambda: [])
+
+
+def required_weights(name: str) -> list[str]:
+    """The weight names a registered world needs (what "installed" means for it); unknown names fail loudly."""
+    _import_builtins()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
+    return _REQUIRES[name]()
 
 
 def register_file_loader(suffixes: tuple[str, ...], loader: Callable[[Path, str], ModelBundle]) -> None:
@@ -46,6 +58,7 @@ def register_file_loader(suffixes: tuple[str, ...], loader: Callable[[Path, str]
 def unregister_model(name: str) -> None:
     """Remove a registered world (tests clean up after themselves)."""
     _REGISTRY.pop(name, None)
+    _REQUIRES.pop(name, None)
 
 
 def available_models() -> dict[str, str]:

@@ -47,7 +47,7 @@ def required_weights(model: str) -> list[str]:
     return [released_generator_name(EG3D_MODELS.get(model, (model, ""))[0]), *NET_WEIGHTS.values()]
 
 
-def _require_all(names: dict[str, str]) -> dict[str, Path]:
+def require_all(names: dict[str, str]) -> dict[str, Path]:
     """Resolve every weight file a released-model bundle needs; one error names all that are missing."""
     from guide_core import weights
 
@@ -79,7 +79,7 @@ def _released_bundle(name: str, generator_name: str | None, generator_path: Path
     needed = dict(NET_WEIGHTS)
     if generator_name is not None:
         needed = {"generator": released_generator_name(generator_name), **needed}
-    files = _require_all(needed)
+    files = require_all(needed)
     G = eg3d_io.load_generator(files.get("generator", generator_path), device=device)
     w_avg = mean_latent.w_avg(G, generator_name or str(generator_path))
 
@@ -104,11 +104,11 @@ def _released_bundle(name: str, generator_name: str | None, generator_path: Path
         encoder=encode, encoder_resolution=256,
         feature_net=InceptionFeatures(files["feature_net"], device), feature_note=INCEPTION_NOTE,
         align=lambda image: faces.align_face(image).image,
-        pivot=(0.0, 0.0, 0.0), real_stats=_optional_weight("ffhq-real-feat"),
+        pivot=(0.0, 0.0, 0.0), real_stats=optional_weight("ffhq-real-feat"),
         description=EG3D_MODELS.get(name, ("", f"generator {generator_path}"))[1], ltu_defaults=RELEASED_LTU_DEFAULTS)
 
 
-def _optional_weight(name: str) -> Path | None:
+def optional_weight(name: str) -> Path | None:
     """A weight file that improves a bundle but is not required (e.g. the real-image FID statistics)."""
     from guide_core import weights
     try:
@@ -152,5 +152,6 @@ def released_file_bundle(path: Path, device: str) -> ModelBundle:
 
 
 for _name, (_weight, _text) in EG3D_MODELS.items():
-    register_model(_name, lambda device, name=_name, weight=_weight: _released_bundle(name, weight, None, device), _text)
-register_file_loader((".pkl", ".safetensors", ".pt", ".pth"), released_file_bundle)
+    register_model(_name, lambda device, name=_name, weight=_weight: _released_bundle(name, weight, None, device), _text,
+                   requires=lambda name=_name: required_weights(name))
+register_file_loader((".pkl", ".safetensors"), released_file_bundle)

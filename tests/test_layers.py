@@ -27,8 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("methods", ("guide_core.methods",)),
     ("evaluation", ("guide_core.audit", "guide_core.metrics")),
     ("runs", ("guide_core.runs",)),
-    ("catalogue", ("guide_core.registry", "guide_core.released", "guide_core.world.bundle", "guide_core.publish",
-                   "guide_core.fetching", "guide_core.testing")),
+    ("catalogue", ("guide_core.registry", "guide_core.released", "guide_core.sg2", "guide_core.world.bundle",
+                   "guide_core.publish", "guide_core.fetching", "guide_core.testing")),
     ("interface", ("guide_core.cli", "guide_core.__main__", "demo", "app")),
 ]
 

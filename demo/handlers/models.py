@@ -12,7 +12,6 @@ def available_models() -> list[str]:
     """Models the selector offers: the default world always, released ones only when their files are installed."""
     registry, _ = lib()
     from guide_core import weights
-    from guide_core.released import required_weights
 
     names = []
     for name in registry.available_models():
@@ -20,7 +19,7 @@ def available_models() -> list[str]:
             names.append(name)
             continue
         try:
-            if all(weights.is_installed(item) for item in required_weights(name)):
+            if all(weights.is_installed(item) for item in registry.required_weights(name)):
                 names.append(name)
         except Exception:  # noqa: BLE001 - a name the manifest does not know is simply not offered
             continue

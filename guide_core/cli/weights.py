@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_fetch.add_argument("--all", action="store_true",
                          help="every file the --model bundle needs (generator, networks, optional w̄ / FID "
                               "statistics)")
-    p_fetch.add_argument("--model", default=DEFAULT_MODEL, help="bundle whose files --all fetches")
+    p_fetch.add_argument("--model", default=None,
+                         help=f"bundle whose files --all fetches; alone it implies --all (default: {DEFAULT_MODEL})")
     p_fetch.add_argument("--accept-licence", "--accept-license", dest="accept_licence", action="store_true",
                          help="accept the licences that must be accepted before download (NVIDIA's EG3D licence: "
                               "non-commercial); same as GUIDE_ACCEPT_LICENCE=1")
@@ -153,6 +154,8 @@ def _main_fetch(args: argparse.Namespace) -> int:
     per file after, one line in all when no host answers)."""
     from guide_core.fetching import fetch_all
 
+    args.all = args.all or (args.model is not None and not args.name)
+    model = args.model or DEFAULT_MODEL
     if args.all == bool(args.name):
         print("error: give a weights NAME or --all (not both)", file=sys.stderr)
         return EXIT_USAGE
@@ -167,7 +170,7 @@ def _main_fetch(args: argparse.Namespace) -> int:
         print("error: --url, --gdrive and --hf-filename name one file; with --all use --hf-repo or --sources",
               file=sys.stderr)
         return EXIT_USAGE
-    report = fetch_all(args.model, host_repo=args.hf_repo, accept_licence=args.accept_licence,
+    report = fetch_all(model, host_repo=args.hf_repo, accept_licence=args.accept_licence,
                        kinds=args.sources, progress=not args.quiet, force=args.force)
     if report.offline:
         print(f"error: offline: cannot reach {', '.join(report.offline_hosts) or 'any download host'}; nothing was "
@@ -178,5 +181,5 @@ def _main_fetch(args: argparse.Namespace) -> int:
     for name, why in report.failed.items():
         print(f"error: {name} not fetched: {why}", file=sys.stderr)
     if report.ok:
-        print(f"all files of {args.model} are installed in {weights_dir()}")
+        print(f"all files of {model} are installed in {weights_dir()}")
     return EXIT_OK if report.ok else EXIT_PROBLEM
