@@ -188,10 +188,12 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
         # --- wiring -------------------------------------------------------------------------------------------------
         source_outputs = [session, status, detected, aligned, inversion, target, ufo_plot, identity, identities]
         views = dict(fn=handlers.render_view, inputs=[yaw, pitch, session], outputs=[before, after, others_views])
-        app.load(handlers.start_session, inputs=[session, model], outputs=[session, status], **LIGHT)
+        app.load(handlers.start_session, inputs=[session, model], outputs=[session, status], **LIGHT
+                 ).then(handlers.pose_controls, inputs=[model], outputs=[yaw, pitch], **LIGHT)
         model.change(handlers.select_model, inputs=[model, session],
                      outputs=[session, status, weights_md, detected, aligned, inversion, target, ufo_plot, identity,
-                              identities], **HEAVY)
+                              identities], **HEAVY
+                     ).then(handlers.pose_controls, inputs=[model], outputs=[yaw, pitch], **LIGHT)
         photo.change(handlers.upload_photo, inputs=[photo, model, d, session], outputs=source_outputs, **HEAVY
                      ).then(**views, **LIGHT)
         identity.input(handlers.select_identity, inputs=[identity, d, session], outputs=source_outputs, **LIGHT

@@ -68,7 +68,7 @@ def id_similarity(bundle: "ModelBundle", G_s: torch.nn.Module, G_u: torch.nn.Mod
                   n_views: int = N_VIEWS, yaw_range: float = YAW_RANGE, pitch: float = PITCH,
                   progress: str | None = None) -> torch.Tensor:
     """Identity similarity per code between G_s and G_u renders over the evaluation views: [N] (mean over views)."""
-    yaws = view_yaws(n_views, yaw_range)
+    yaws = view_yaws(n_views, yaw_range) if bundle.has_camera else torch.zeros(1)  # a 2D generator has one view
     with progress_bar(2 * ws.shape[0] * len(yaws), progress or "", progress is not None, unit="img") as bar:
         before = render_views(bundle, G_s, ws, yaws, pitch, bar=bar)
         after = render_views(bundle, G_u, ws, yaws, pitch, bar=bar)

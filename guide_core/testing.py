@@ -1,6 +1,7 @@
 """Random-weight worlds for tests and timing only (never for results): an EG3D TriPlaneGenerator with seeded random
 weights plus small seeded conv nets in the identity / perceptual / feature / encoder roles ("small"), or the
-released architectures at full size with random weights ("paper", for timing the paper profile).
+released architectures at full size with random weights ("paper", for timing the paper profile); "sg2-small" and
+"sg2-paper" are the same for the 2D StyleGAN2 family (GUIDE-SG2).
 """
 from __future__ import annotations
 
@@ -96,8 +97,10 @@ def random_bundle(profile: str = "small", device: str | torch.device = "cpu", se
     from guide_core.config import LTUConfig
     from guide_core.released import RELEASED_LTU_DEFAULTS
 
+    if profile in ("sg2-small", "sg2-paper"):
+        return random_sg2_bundle(profile, device, seed)
     if profile not in ("small", "paper"):
-        raise ValueError(f"unknown random-bundle profile {profile!r}; use 'small' or 'paper'")
+        raise ValueError(f"unknown random-bundle profile {profile!r}; use small, paper, sg2-small or sg2-paper")
     small = profile == "small"
     rendering = dict(SMALL_RENDERING if small else PAPER_RENDERING)
     widths = dict(channel_base=1024, channel_max=32) if small else dict(channel_base=32768, channel_max=512)
@@ -143,6 +146,41 @@ def random_bundle(profile: str = "small", device: str | torch.device = "cpu", se
                        align=_center_crop(rendering["image_resolution"]),
                        description=f"random weights ({profile}): tests and timing only",
                        ltu_defaults=LTUConfig() if small else RELEASED_LTU_DEFAULTS)
+
+
+def random_sg2_bundle(profile: str = "sg2-small", device: str | torch.device = "cpu", seed: int = 0) -> ModelBundle:
+    """A random-weight 2D bundle: "sg2-small" (a 32 px StyleGAN2 of width 32 with a 2-layer mapping, the small nets
+    of "small") or "sg2-paper" (FFHQ config-f at 1024 px, renders pooled to 256 as pSp does, IR-SE50 / IR-101 /
+    LPIPS-VGG at full size)."""
+    from guide_core.backends import StyleGAN2Backend
+    from guide_core.config import LTUConfig
+    from guide_core.stylegan2 import StyleGAN2Generator
+
+    small = profile == "sg2-small"
+    torch.manual_seed(seed)
+    G = (StyleGAN2Generator(size=32, n_mlp=2, max_channels=32) if small else StyleGAN2Generator(size=1024)).to(device)
+    with torch.no_grad():
+        w_avg = G.mean_latent(2000, generator=torch.Generator().manual_seed(seed + 1)).expand(G.num_ws, -1).clone()
+    if small:
+        id_loss, id_metric = RandomEmbedding(seed=seed + 2), RandomEmbedding(seed=seed + 3)
+        perceptual: Any = RandomPerceptual(seed=seed + 4)
+    else:
+        from guide_core.identity import IdentityNet, IRBackbone
+        torch.manual_seed(seed + 2)
+        id_loss = IdentityNet(IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True), "idloss")
+        id_metric = IdentityNet(IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False), "idloss")
+        perceptual = _random_lpips()
+    feature = RandomEmbedding(dim=16, seed=seed + 5)
+    encoder = RandomEncoder(G.num_ws, w_avg[0], seed=seed + 6)
+    for net in (id_loss, id_metric, perceptual, feature, encoder):
+        net.to(device).eval().requires_grad_(False)
+    size = 32 if small else 256
+    return ModelBundle(name=f"random-{profile}", G=G, w_avg=w_avg, cond_c=None, backend=StyleGAN2Backend(size),
+                       id_loss_net=id_loss, id_metric_net=id_metric, perceptual=perceptual, encoder=encoder,
+                       encoder_resolution=size, feature_net=feature,
+                       feature_note="random conv features (random test world, not Inception)",
+                       align=_center_crop(size), description=f"random weights ({profile}): tests and timing only",
+                       ltu_defaults=LTUConfig())
 
 
 def _random_lpips() -> torch.nn.Module:

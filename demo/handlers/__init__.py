@@ -23,7 +23,7 @@ from demo.handlers.models import available_models, select_model, start_session, 
 from demo.handlers.report import REPORT_FID_SAMPLES, ReportOut, default_audit_steps, report
 from demo.handlers.run import RunOut, cancel_run, config_defaults, run_unlearning
 from demo.handlers.views import (CLUSTER_OTHERS, CLUSTER_YAWS_DEG, ORBIT_YAWS_DEG, OrbitOut, ViewOut, add_others,
-                                 identity_clusters, orbit, render_view)
+                                 identity_clusters, orbit, pose_controls, render_view)
 from demo.session import end_session, new_session
 
 __all__ = [
@@ -31,6 +31,6 @@ __all__ = [
     "OrbitOut", "ReportOut", "RunOut", "SourceOut", "UFOOut", "ViewOut",
     "add_others", "available_models", "cancel_run", "change_d", "config_defaults", "d_range", "default_audit_steps",
     "default_d", "end_session", "get_bundle", "gpu", "gpu_unlearn", "identity_clusters", "identity_list",
-    "load_photo", "new_session", "orbit", "remove_identity", "render_view", "report", "run_unlearning",
+    "load_photo", "new_session", "orbit", "pose_controls", "remove_identity", "render_view", "report", "run_unlearning",
     "select_identity", "select_model", "start_session", "upload_photo", "weights_panel",
 ]

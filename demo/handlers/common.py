@@ -78,9 +78,7 @@ def samples(bundle) -> torch.Tensor:
     with _BUNDLE_LOCK:
         if bundle.name not in _SAMPLES:
             z = torch.randn(UFO_SAMPLES, bundle.z_dim, generator=torch.Generator().manual_seed(0))
-            with torch.no_grad():
-                _SAMPLES[bundle.name] = bundle.G.mapping(z.to(bundle.device),
-                                                         bundle.cond_c.expand(len(z), -1)).cpu()
+            _SAMPLES[bundle.name] = bundle.map(bundle.G, z).cpu()
         return _SAMPLES[bundle.name]
 
 

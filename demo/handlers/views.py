@@ -38,6 +38,23 @@ class OrbitOut(NamedTuple):
     id_plot: Any
 
 
+def views_of(bundle, yaws: tuple[float, ...]) -> tuple[float, ...]:
+    """The yaws to render: all of them for a generator with a camera, the one front view for a 2D generator."""
+    return yaws if bundle.has_camera else (0.0,)
+
+
+def pose_controls(model: str):
+    """The yaw / pitch sliders: live for a generator with a camera; for a 2D one disabled, with the reason."""
+    try:
+        has_camera = get_bundle(model).has_camera
+    except gr.Error:  # the model cannot load: the status line says why; leave the sliders as they are
+        return gr.update(), gr.update()
+    if has_camera:
+        return gr.update(interactive=True, info=None), gr.update(interactive=True, info=None)
+    reason = f"{model} is a 2D generator: it has no camera, so the views show the front view only"
+    return gr.update(interactive=False, value=0, info=reason), gr.update(interactive=False, value=0, info=reason)
+
+
 def render_view(yaw_deg: float, pitch_deg: float, session: StudioSession | None) -> ViewOut:
     """One camera: before (G_s) and after (G_u) of the selected identity.
 
@@ -103,10 +120,11 @@ def orbit(session: StudioSession | None) -> OrbitOut:
     people = session.identities
     codes = torch.stack([i.w_u for i in people])
     # [N, yaws, 3, H, W]: every identity at every yaw, one render batch per yaw and generator.
-    before = torch.stack([render(bundle, bundle.G, codes, yaw) for yaw in ORBIT_YAWS_DEG], dim=1)
-    after = torch.stack([render(bundle, session.generator_u, codes, yaw) for yaw in ORBIT_YAWS_DEG], dim=1)
+    yaws = views_of(bundle, ORBIT_YAWS_DEG)
+    before = torch.stack([render(bundle, bundle.G, codes, yaw) for yaw in yaws], dim=1)
+    after = torch.stack([render(bundle, session.generator_u, codes, yaw) for yaw in yaws], dim=1)
     references = embed(bundle, torch.cat([photo_tensor(bundle, i.aligned) for i in people]))
-    n_yaws = len(ORBIT_YAWS_DEG)
+    n_yaws = len(yaws)
     sim_before = (embed(bundle, before.flatten(0, 1)).view(len(people), n_yaws, -1) * references[:, None]).sum(-1)
     sim_after = (embed(bundle, after.flatten(0, 1)).view(len(people), n_yaws, -1) * references[:, None]).sum(-1)
     series = {}
@@ -115,7 +133,7 @@ def orbit(session: StudioSession | None) -> OrbitOut:
         series[f"after: G_u(w_u) of {identity.name} vs photo"] = sim_after[k].tolist()
         for other in identity.others:
             ref = embed(bundle, photo_tensor(bundle, other.aligned))
-            views = torch.cat([render(bundle, session.generator_u, other.w, yaw) for yaw in ORBIT_YAWS_DEG])
+            views = torch.cat([render(bundle, session.generator_u, other.w, yaw) for yaw in yaws])
             similarity = (embed(bundle, views) @ ref.T).squeeze(1)
             series[f"after: {identity.name} · {other.name} vs its photo"] = similarity.tolist()
 
@@ -123,7 +141,7 @@ def orbit(session: StudioSession | None) -> OrbitOut:
         """[N, yaws, 3, H, W] -> one image: a row of views per identity."""
         return np.concatenate([np.concatenate(show(row), axis=1) for row in images], axis=0)
 
-    return OrbitOut(strips(before), strips(after), plots.identity_per_view(ORBIT_YAWS_DEG, series))
+    return OrbitOut(strips(before), strips(after), plots.identity_per_view(yaws, series))
 
 
 @gpu
@@ -137,15 +155,14 @@ def identity_clusters(session: StudioSession | None):
     session = need_unlearned(session)
     bundle = get_bundle(session.model)
     z = torch.randn(CLUSTER_OTHERS, bundle.z_dim, generator=torch.Generator().manual_seed(1234))
-    with torch.no_grad():
-        people = bundle.G.mapping(z.to(bundle.device), bundle.cond_c.expand(len(z), -1)).cpu()
+    people = bundle.map(bundle.G, z).cpu()
     listed = [w for i in session.identities for w in [i.w_u, *(o.w for o in i.others)]]
     codes = torch.cat([torch.stack(listed), people])
     names = ([i.name for i in session.identities for _ in range(1 + len(i.others))]
              + [f"random person {k + 1}" for k in range(CLUSTER_OTHERS)])
     images, labels, generators = [], [], []
     for generator_name, G in (("before", bundle.G), ("after", session.generator_u)):
-        for yaw in CLUSTER_YAWS_DEG:
+        for yaw in views_of(bundle, CLUSTER_YAWS_DEG):
             images.append(render(bundle, G, codes, yaw))
             labels += names
             generators += [generator_name] * len(names)

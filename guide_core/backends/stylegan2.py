@@ -50,9 +50,9 @@ class StyleGAN2Backend:
             return G.mapping(z, truncation_psi=truncation_psi)
 
     def pool(self, images: torch.Tensor) -> torch.Tensor:
-        """Renders at ``output_size`` (mean of each block, pSp's face_pool)."""
+        """Renders at ``output_size`` (mean of each block, pSp's face_pool); smaller renders stay as they are."""
         size = self.output_size
-        return images if images.shape[-1] == size else F.adaptive_avg_pool2d(images, (size, size))
+        return images if images.shape[-1] <= size else F.adaptive_avg_pool2d(images, (size, size))
 
     def synthesize(self, G: torch.nn.Module, ws: torch.Tensor, camera: torch.Tensor | None,
                    noise_mode: str = "const", deterministic: bool = True) -> torch.Tensor:

@@ -13,7 +13,8 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
     from guide_core.config import LTUConfig
 
     parser.add_argument("generator", help="the unlearned generator: the official GUIDE unlearn.py's last.pkl "
-                                          "({'G_ema': ...}), any EG3D network pickle, or guide's .safetensors")
+                                          "({'G_ema': ...}), any EG3D network pickle, guide's .safetensors, or for a "
+                                          "2D model a StyleGAN2 .pt ({'g_ema': ...}) or pSp / e4e file")
     parser.add_argument("--image", required=True, help="the photo whose identity it erased")
     parser.add_argument("--out", required=True, help="run directory to create (delta.safetensors + run.json)")
     parser.add_argument("--model", default="eg3d-ffhq-rebalanced", help="the generator it was unlearned from")
@@ -25,11 +26,12 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _generator_tensors(path: Path) -> dict:
-    """The tensors of an unlearned generator file, by state_dict name: an EG3D network pickle (read safely, G_ema) or
-    guide's .safetensors. Only the tensors are taken: they load onto the base model, whose architecture they must have.
+    """The tensors of an unlearned generator file, by state_dict name: an EG3D network pickle (read safely, G_ema),
+    guide's .safetensors, or a StyleGAN2 / pSp / e4e .pt (its generator). Only the tensors are taken: they load onto the
+    base model, whose architecture they must have.
     """
     from guide_core.eg3d.io import CheckpointError, read_generator_pickle
-    from guide_core.weights import load_safetensors
+    from guide_core.weights import load_safetensors, read_inversion_checkpoint
 
     if not path.is_file():
         raise FileNotFoundError(f"generator {path} does not exist")
@@ -37,7 +39,9 @@ def _generator_tensors(path: Path) -> dict:
         return dict(read_generator_pickle(path).state_dict)
     if path.suffix.lower() == ".safetensors":
         return load_safetensors(path)[0]
-    raise CheckpointError(f"{path}: unknown generator format {path.suffix!r}; expected .pkl or .safetensors")
+    if path.suffix.lower() in (".pt", ".pth"):
+        return read_inversion_checkpoint(path).decoder
+    raise CheckpointError(f"{path}: unknown generator format {path.suffix!r}; expected .pkl, .safetensors or .pt")
 
 
 def _import_run(args: argparse.Namespace) -> int:
