@@ -496,3 +496,37 @@ def write_goae_checkpoint(path: str | Path, state_dict: dict) -> Path:
         state._metadata = state_dict._metadata
     torch.save(state, path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# pSp / e4e / rosinality StyleGAN2 files (GUIDE-SG2)
+
+@contextlib.contextmanager
+def storages_tagged(location: str) -> Iterator[None]:
+    """torch.save tags every storage with `location` (the released pSp / e4e files were saved from 'cuda:0'), without a
+    GPU: a tagger registered ahead of torch's own for the duration of the block."""
+    import torch.serialization as serialization
+
+    entry = (-1, lambda storage: location, lambda storage, where: None)
+    serialization._package_registry.insert(0, entry)
+    try:
+        yield
+    finally:
+        serialization._package_registry.remove(entry)
+
+
+def write_inversion_checkpoint(path: str | Path, encoder_state: dict, decoder_state: dict, opts: dict,
+                               latent_avg: torch.Tensor, location: str = "cuda:0") -> Path:
+    """A file with the structure the pSp / e4e training coach writes: {'state_dict': OrderedDict('encoder.*' then
+    'decoder.*'), 'opts': dict, 'latent_avg': tensor}, storages tagged `location`."""
+    state = OrderedDict([(f"encoder.{k}", v) for k, v in encoder_state.items()]
+                         + [(f"decoder.{k}", v) for k, v in decoder_state.items()])
+    with storages_tagged(location):
+        torch.save({"state_dict": state, "opts": dict(opts), "latent_avg": latent_avg}, path)
+    return Path(path)
+
+
+def write_stylegan2_checkpoint(path: str | Path, g_ema_state: dict, latent_avg: torch.Tensor) -> Path:
+    """rosinality's converted `stylegan2-ffhq-config-f.pt`: {'g_ema': OrderedDict, 'latent_avg': tensor [512]}."""
+    torch.save({"g_ema": OrderedDict(g_ema_state), "latent_avg": latent_avg}, path)
+    return Path(path)

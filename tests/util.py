@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from tests.fixtures.build import load_io  # noqa: F401  (io.safetensors with its seeded inputs put back)
+from tests.fixtures.build import load_io, load_seeded  # noqa: F401  (fixture files with their seeded tensors put back)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name: str = "tensor", rel: bool = False):
@@ -25,9 +24,10 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name
 
 
 def recipe_state_dict(folder: Path, check_sha: bool = False) -> dict[str, torch.Tensor]:
-    """Full official state_dict of a recipe fixture (goae / ir_se50 / ir101): regenerated params + stored buffers."""
+    """Full official state_dict of a recipe fixture (goae / ir_se50 / ir101 / stylegan2): regenerated params + stored
+    (or seeded) buffers."""
     recipe = json.loads((folder / "weights_recipe.json").read_text())
-    state = dict(load_file(str(folder / "state_dict.safetensors")))
+    state = load_seeded(folder, "state_dict.safetensors")
     for key, spec in recipe["params"].items():
         shape = spec["shape"]
         codes = np.random.RandomState(spec["seed"]).randint(spec["low"], spec["high"] + 1, size=int(np.prod(shape)),

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import torch
 
 from guide_core.weights.errors import UnsafeCheckpointError
-from guide_core.weights.safe_load import load_torch
+from guide_core.weights.safe_load import load_torch, tensor_file_refusal
 
 # opts['encoder_type'] -> the kind of inversion network.
 ENCODER_TYPES = {"GradualStyleEncoder": "psp", "Encoder4Editing": "e4e"}
@@ -69,7 +69,11 @@ def read_inversion_checkpoint(path: str | os.PathLike) -> InversionCheckpoint:
     A truncated, foreign or hostile file raises UnsafeCheckpointError (a ValueError) whose one-line message names the
     problem; a missing file a FileNotFoundError."""
     path = Path(path)
-    data = load_torch(path, map_location="cpu")
+    try:
+        data = load_torch(path, map_location="cpu")
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(f"{path} cannot be read as a pSp / e4e / StyleGAN2 checkpoint: "
+                                    f"{tensor_file_refusal(path, exc)}") from exc
     if not isinstance(data, Mapping):
         raise UnsafeCheckpointError(f"{path} holds a {type(data).__name__}, not a pSp / e4e / StyleGAN2 checkpoint")
     latent_avg = data.get("latent_avg")

@@ -38,7 +38,7 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             f"{path} is not a plain tensor checkpoint: loading it would need code stored in the file, which guide "
             f"never runs ({reason}). If it is an original EG3D network pickle, load it with "
             f"guide_core.eg3d.io.load_generator.") from exc
-    except (RuntimeError, EOFError, ValueError) as exc:
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise UnsafeCheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or another format): "
                                     f"{exc}") from exc
 
