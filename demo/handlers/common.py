@@ -122,16 +122,21 @@ def load_photo(path: str | Path | None):
 def align(bundle, photo: Image.Image):
     """Face detection + crop of the bundle's world.
 
-    Released EG3D models align with guide_core.faces.align_face (their bundle's aligner keeps only its crop), called
-    here directly so the page can also show the detected box; other worlds use their bundle's own aligner (the default
-    world's photos are already aligned renders).
+    Released models align with guide_core.faces.align_face (EG3D's crop) or guide_core.faces_ffhq.align_face_ffhq
+    (FFHQ's, for StyleGAN2): their bundle's aligner keeps only the crop, so they are called here directly and the page
+    can also show the detected box; other worlds use their bundle's own aligner (the default world's photos are
+    already aligned renders).
     """
     from guide_core.faces import FaceError, align_face
+    from guide_core.faces_ffhq import align_face_ffhq
     from guide_core.released import EG3D_MODELS
+    from guide_core.sg2 import SG2_MODELS
 
     try:
         if bundle.name in EG3D_MODELS:
             return align_face(photo)
+        if bundle.name in SG2_MODELS:
+            return align_face_ffhq(photo, bundle.encoder_resolution)
         return bundle.align(photo)
     except (FaceError, ValueError, RuntimeError) as error:
         raise gr.Error(f"No usable face in this photo: {error}") from None
