@@ -25,8 +25,8 @@ def _unlearn_arguments(parser: argparse.ArgumentParser) -> None:
                              "unlearned, the others are that person's other photos (ID_others)")
     parser.add_argument("--out", required=True, help="run directory to create (delta.safetensors + run.json)")
     parser.add_argument("--model", default=None,
-                        help="world: default, eg3d-ffhq, eg3d-ffhq-rebalanced or a path (default: the base run's "
-                             "model, else default)")
+                        help="world: default, eg3d-ffhq, eg3d-ffhq-rebalanced, sg2-ffhq, sg2-ffhq-e4e or a path (default: "
+                             "the base run's model, else default)")
     parser.add_argument("--others", nargs="*", default=[], metavar="PHOTO",
                         help="other photos of the same person, with a single --image (for ID_others)")
     parser.add_argument("--base-run", default=None, metavar="RUN",
