@@ -398,8 +398,10 @@ def _landmarks_in_crop(image: Image.Image, transform: np.ndarray, fallback: np.n
     return inside @ inverse[:, :2].T + inverse[:, 2]
 
 
-def align_face(image: ImageInput, *, min_face_px: float = MIN_FACE_PX, max_pixels: int = MAX_PIXELS) -> AlignedFace:
-    """Detect the largest face in a photo and return it in EG3D/GOAE's 512² crop."""
+def main_face(image: ImageInput, min_face_px: float = MIN_FACE_PX,
+              max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, list[Detection], np.ndarray]:
+    """The upright photo, every detection (largest first) and the refined landmarks of the largest face; a FaceError
+    saying what to change when the photo is too small or holds no usable face. The first step of every crop."""
     rgb = load_image(image, max_pixels=max_pixels)
     if min(rgb.size) < 2 * min_face_px:  # a usable face box is about twice its eye-to-mouth distance
         raise FaceError(f"the photo is only {rgb.width}×{rgb.height} pixels; a usable face needs about "
@@ -414,7 +416,13 @@ def align_face(image: ImageInput, *, min_face_px: float = MIN_FACE_PX, max_pixel
     if face.face_px < min_face_px:
         raise FaceError(f"the face is too small ({face.face_px:.0f} px from eyes to mouth, at least {min_face_px:.0f} "
                         f"needed); use a larger or closer photo")
-    landmarks = refine_landmarks(rgb, face.box)
+    return rgb, detections, refine_landmarks(rgb, face.box)
+
+
+def align_face(image: ImageInput, *, min_face_px: float = MIN_FACE_PX, max_pixels: int = MAX_PIXELS) -> AlignedFace:
+    """Detect the largest face in a photo and return it in EG3D/GOAE's 512² crop."""
+    rgb, detections, landmarks = main_face(image, min_face_px, max_pixels)
+    face = detections[0]
     strongly_tilted = abs(eg3d_crop_transform(landmarks)[3]) > math.radians(10)
     for _ in range(2 if strongly_tilted else 1):  # a tilted face needs one more look once it is upright
         landmarks = _landmarks_in_crop(rgb, eg3d_crop_transform(landmarks)[0], landmarks)

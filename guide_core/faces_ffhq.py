@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from guide_core.faces import (MAX_PIXELS, MIN_FACE_PX, FaceError, ImageInput, detect_faces, load_image,
-                              refine_landmarks, warp_to_crop)
+from guide_core.faces import MAX_PIXELS, MIN_FACE_PX, FaceError, ImageInput, main_face, warp_to_crop
 
 FFHQ_ENCODER_SIZE = 256  # pSp / e4e input side
 
@@ -63,19 +62,7 @@ class FFHQFace:
 def align_face_ffhq(image: ImageInput, size: int = FFHQ_ENCODER_SIZE, *, min_face_px: float = MIN_FACE_PX,
                     max_pixels: int = MAX_PIXELS) -> FFHQFace:
     """Detect the largest face in a photo and return it in FFHQ's crop at ``size``² (pSp / e4e take 256²)."""
-    rgb = load_image(image, max_pixels=max_pixels)
-    if min(rgb.size) < 2 * min_face_px:
-        raise FaceError(f"the photo is only {rgb.width}×{rgb.height} pixels; a usable face needs about "
-                        f"{2 * min_face_px:.0f}×{2 * min_face_px:.0f}, so please use a larger photo")
-    detections = detect_faces(rgb, min_size=max(20.0, min_face_px))
-    if not detections:
-        raise FaceError(f"no face found in the {rgb.width}×{rgb.height} photo; use a photo where one face is clearly "
-                        f"visible, roughly frontal and at least {2 * min_face_px:.0f} px tall")
-    face = detections[0]
-    if face.face_px < min_face_px:
-        raise FaceError(f"the face is too small ({face.face_px:.0f} px from eyes to mouth, at least {min_face_px:.0f} "
-                        f"needed); use a larger or closer photo")
-    landmarks = refine_landmarks(rgb, face.box)
+    rgb, detections, landmarks = main_face(image, min_face_px, max_pixels)
     transform = ffhq_crop_transform(landmarks, size)
     return FFHQFace(image=warp_to_crop(rgb, transform, size), landmarks=landmarks @ transform[:, :2].T + transform[:, 2],
-                    transform=transform, n_faces=len(detections), box=face.box)
+                    transform=transform, n_faces=len(detections), box=detections[0].box)

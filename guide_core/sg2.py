@@ -24,7 +24,9 @@ SG2_MODELS: dict[str, tuple[str, str]] = {
 # Weight files a 2D bundle needs besides its inversion file (names known to guide_core.weights).
 NET_WEIGHTS: dict[str, str] = {"id_loss_net": "ir_se50", "id_metric_net": "curricularface", "perceptual": "vgg16",
                                "feature_net": "inception"}
-SG2_LTU_DEFAULTS = LTUConfig()
+# The paper's settings; the synthesis recomputes its activations in the backward pass, since at 1024 px each code's
+# kept activations take several GB (a CPU with 24 GB cannot hold the 5 codes of one iteration otherwise).
+SG2_LTU_DEFAULTS = LTUConfig(checkpoint_synthesis=True)
 
 
 def required_weights(model: str) -> list[str]:

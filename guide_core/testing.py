@@ -125,20 +125,8 @@ def random_bundle(profile: str = "small", device: str | torch.device = "cpu", se
         z = torch.randn(2000, 512, generator=gen).to(device)
         w_avg = G.mapping(z, cond_c.to(device).expand(2000, -1)).mean(dim=0)
     num_ws = int(G.backbone.mapping.num_ws)
-    if small:
-        id_loss, id_metric = RandomEmbedding(seed=seed + 2), RandomEmbedding(seed=seed + 3)
-        perceptual: Any = RandomPerceptual(seed=seed + 4)
-    else:
-        from guide_core.identity import IdentityNet, IRBackbone
-        torch.manual_seed(seed + 2)
-        id_loss = IdentityNet(IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True), "idloss")
-        id_metric = IdentityNet(IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False),
-                                "eg3d_crop")
-        perceptual = _random_lpips()
-    feature = RandomEmbedding(dim=16, seed=seed + 5)
-    encoder = RandomEncoder(num_ws, w_avg, seed=seed + 6)
-    for net in (id_loss, id_metric, perceptual, feature, encoder):
-        net.to(device).eval().requires_grad_(False)
+    id_loss, id_metric, perceptual, feature = _loss_nets(small, seed, "eg3d_crop", device)
+    encoder = RandomEncoder(num_ws, w_avg, seed=seed + 6).to(device).eval().requires_grad_(False)
     return ModelBundle(name=f"random-{profile}", G=G, w_avg=w_avg, cond_c=cond_c, id_loss_net=id_loss,
                        id_metric_net=id_metric, perceptual=perceptual, encoder=encoder,
                        encoder_resolution=rendering["image_resolution"], feature_net=feature,
@@ -161,6 +149,20 @@ def random_sg2_bundle(profile: str = "sg2-small", device: str | torch.device = "
     G = (StyleGAN2Generator(size=32, n_mlp=2, max_channels=32) if small else StyleGAN2Generator(size=1024)).to(device)
     with torch.no_grad():
         w_avg = G.mean_latent(2000, generator=torch.Generator().manual_seed(seed + 1)).expand(G.num_ws, -1).clone()
+    id_loss, id_metric, perceptual, feature = _loss_nets(small, seed, "idloss", device)
+    encoder = RandomEncoder(G.num_ws, w_avg[0], seed=seed + 6).to(device).eval().requires_grad_(False)
+    size = 32 if small else 256
+    return ModelBundle(name=f"random-{profile}", G=G, w_avg=w_avg, cond_c=None, backend=StyleGAN2Backend(size),
+                       id_loss_net=id_loss, id_metric_net=id_metric, perceptual=perceptual, encoder=encoder,
+                       encoder_resolution=size, feature_net=feature,
+                       feature_note="random conv features (random test world, not Inception)",
+                       align=_center_crop(size), description=f"random weights ({profile}): tests and timing only",
+                       ltu_defaults=LTUConfig(checkpoint_synthesis=not small))
+
+
+def _loss_nets(small: bool, seed: int, metric_preprocessing: str, device: str | torch.device) -> tuple:
+    """Identity loss net, identity metric net, perceptual distance and feature net of a random world, frozen: small
+    seeded conv nets, or (paper size) IR-SE50 / IR-101 with random weights and LPIPS-VGG on a random VGG."""
     if small:
         id_loss, id_metric = RandomEmbedding(seed=seed + 2), RandomEmbedding(seed=seed + 3)
         perceptual: Any = RandomPerceptual(seed=seed + 4)
@@ -168,19 +170,11 @@ def random_sg2_bundle(profile: str = "sg2-small", device: str | torch.device = "
         from guide_core.identity import IdentityNet, IRBackbone
         torch.manual_seed(seed + 2)
         id_loss = IdentityNet(IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True), "idloss")
-        id_metric = IdentityNet(IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False), "idloss")
+        id_metric = IdentityNet(IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False),
+                                metric_preprocessing)
         perceptual = _random_lpips()
-    feature = RandomEmbedding(dim=16, seed=seed + 5)
-    encoder = RandomEncoder(G.num_ws, w_avg[0], seed=seed + 6)
-    for net in (id_loss, id_metric, perceptual, feature, encoder):
-        net.to(device).eval().requires_grad_(False)
-    size = 32 if small else 256
-    return ModelBundle(name=f"random-{profile}", G=G, w_avg=w_avg, cond_c=None, backend=StyleGAN2Backend(size),
-                       id_loss_net=id_loss, id_metric_net=id_metric, perceptual=perceptual, encoder=encoder,
-                       encoder_resolution=size, feature_net=feature,
-                       feature_note="random conv features (random test world, not Inception)",
-                       align=_center_crop(size), description=f"random weights ({profile}): tests and timing only",
-                       ltu_defaults=LTUConfig())
+    nets = (id_loss, id_metric, perceptual, RandomEmbedding(dim=16, seed=seed + 5))
+    return tuple(net.to(device).eval().requires_grad_(False) for net in nets)
 
 
 def _random_lpips() -> torch.nn.Module:

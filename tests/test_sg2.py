@@ -2,6 +2,7 @@
 (unlearn, eval, audit, import) and the studio, for a generator without a camera."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -57,6 +58,23 @@ def test_unlearning_a_2d_generator_moves_the_source_to_its_target_and_keeps_the_
     assert changed and all(n.startswith(TRAINABLE_PREFIXES) for n in changed)
     assert not any(n.startswith("style.") for n in changed), "the mapping network must stay frozen"
     assert run.history[-1]["local_l2"] < run.history[0]["local_l2"]
+
+
+def test_recomputing_the_synthesis_in_the_backward_pass_changes_no_gradient(bundle):
+    G = copy.deepcopy(bundle.G).requires_grad_(True)
+    ws = bundle.w_avg_code().unsqueeze(0).repeat(2, 1, 1) + 0.3 * torch.randn(2, bundle.num_ws, 512,
+                                                                                 generator=torch.Generator().manual_seed(0))
+    grads = []
+    for recompute in (False, True):
+        G.checkpointing = recompute
+        G.zero_grad(set_to_none=True)
+        G(ws).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in G.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    worst = max(float((grads[0][n] - grads[1][n]).abs().max()) for n in grads[0])
+    assert worst <= 1e-6, f"checkpointed gradients differ by {worst:.2e}"
+    run = Unlearning(bundle, ws[:1], cfg=LTUConfig(iters=1, preview_every=0, checkpoint_synthesis=True))
+    assert run.G_u.checkpointing and not bundle.G.checkpointing
 
 
 def test_cli_unlearn_eval_audit_and_import_on_a_2d_model(tmp_path, capsys):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from guide_core.identity.backbone import STAGE_WIDTHS, UNITS_PER_STAGE, ResidualUnit
+from guide_core.identity.backbone import ir_stem_and_body
 # The original imports this layer from its bundled StyleGAN2 model: the same maths and parameter names as guide's
 # (weight scaled by lr_mul / sqrt(in_dim) at every call, the original's operation order and float32 rounding).
 from guide_core.stylegan2.networks import EqualLinear
@@ -78,15 +78,8 @@ class IRSEStyleEncoderBase(nn.Module):
         if num_layers != 50 or mode not in ("ir", "ir_se"):
             raise ValueError(f"unsupported body: num_layers={num_layers} (only 50), mode={mode!r}")
         self.n_styles = n_styles
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        units: list[nn.Module] = []
-        in_channels = 64
-        for width, count in zip(STAGE_WIDTHS, UNITS_PER_STAGE[num_layers]):
-            for index in range(count):
-                # The same residual unit as the identity backbone: the first unit of each stage halves the resolution.
-                units.append(ResidualUnit(in_channels, width, 2 if index == 0 else 1, mode == "ir_se"))
-                in_channels = width
-        self.body = nn.Sequential(*units)
+        # The same stem and body as the identity backbone (IR-SE50), under the same names.
+        self.input_layer, self.body = ir_stem_and_body(num_layers, mode)
         # Head i reads a 16x16 (coarse), 32x32 (middle) or 64x64 (fine) map, hence 4, 5 or 6 stride-2 convs.
         self.styles = nn.ModuleList(
             GradualStyleBlock(512, 512, 16 if i < COARSE_END else 32 if i < MIDDLE_END else 64)

@@ -109,6 +109,8 @@ class Unlearning:
         self.photos = photos
         self.trainable_prefix = trainable_prefix or bundle.backend.trainable_prefix
         self.G_u = self.method.generator(bundle, self.G_s if base is None else base, self.trainable_prefix)
+        if hasattr(self.G_u, "checkpointing"):  # a generator that can trade time for memory does as the run asks
+            self.G_u.checkpointing = self.cfg.checkpoint_synthesis
         self.G_s.requires_grad_(False)
         self.history: list[dict[str, float]] = []
         self.steps_done = 0

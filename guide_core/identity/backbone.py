@@ -54,6 +54,19 @@ class ResidualUnit(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
+def ir_stem_and_body(num_layers: int, mode: str) -> tuple[nn.Sequential, nn.Sequential]:
+    """The stem (3x3 conv, BN, PReLU) and the four stages of residual units of an IR / IR-SE network; the first unit
+    of each stage halves the resolution (stride 2, on its second conv). Shared with the pSp / e4e encoders' body."""
+    stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+    units: list[nn.Module] = []
+    in_channels = 64
+    for width, count in zip(STAGE_WIDTHS, UNITS_PER_STAGE[num_layers]):
+        for index in range(count):
+            units.append(ResidualUnit(in_channels, width, 2 if index == 0 else 1, mode == "ir_se"))
+            in_channels = width
+    return stem, nn.Sequential(*units)
+
+
 class IRBackbone(nn.Module):
     """The whole backbone: stem, four stages of residual units, then BN -> dropout -> linear -> BN1d to a 512-d vector.
     """
@@ -64,15 +77,7 @@ class IRBackbone(nn.Module):
         if mode not in ("ir", "ir_se"):
             raise ValueError(f"mode must be 'ir' or 'ir_se', got {mode!r}")
         self.num_layers, self.mode = num_layers, mode
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        units: list[nn.Module] = []
-        in_channels = 64
-        for width, count in zip(STAGE_WIDTHS, UNITS_PER_STAGE[num_layers]):
-            for index in range(count):
-                # Only the first unit of a stage halves the resolution (stride 2, on its second conv).
-                units.append(ResidualUnit(in_channels, width, 2 if index == 0 else 1, mode == "ir_se"))
-                in_channels = width
-        self.body = nn.Sequential(*units)
+        self.input_layer, self.body = ir_stem_and_body(num_layers, mode)
         final_size = INPUT_SIZE // 16
         self.output_layer = nn.Sequential(
             nn.BatchNorm2d(512),

@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from guide_core.stylegan2.ops import (fused_leaky_relu, make_blur_kernel, upfirdn2d, upsample_conv_blur_pad,
                                       upsample_pad)
@@ -240,6 +241,9 @@ class StyleGAN2Generator(nn.Module):
         for i in range(self.num_layers):
             side = 2 ** ((i + 5) // 2)  # noise_0 at 4x4, then two maps per resolution
             self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, side, side))
+        # Recompute each resolution's activations in the backward pass instead of keeping them (set by whoever trains
+        # the generator: at 1024 px the kept activations of one code take gigabytes).
+        self.checkpointing = False
         in_channel = self.channels[4]
         for r in range(3, log_size + 1):
             out_channel = self.channels[2 ** r]
@@ -294,11 +298,22 @@ class StyleGAN2Generator(nn.Module):
         noise = self.noise_inputs(ws.shape[0], noise_mode)
         x = self.conv1(self.input(ws.shape[0]), ws[:, 0], noise[0])
         skip = self.to_rgb1(x, ws[:, 1])
-        for k, to_rgb in enumerate(self.to_rgbs):
-            x = self.convs[2 * k](x, ws[:, 2 * k + 1], noise[2 * k + 1])
-            x = self.convs[2 * k + 1](x, ws[:, 2 * k + 2], noise[2 * k + 2])
-            skip = to_rgb(x, ws[:, 2 * k + 3], skip)
+        recompute = self.checkpointing and torch.is_grad_enabled()
+        for k in range(len(self.to_rgbs)):
+            block = (ws[:, 2 * k + 1], ws[:, 2 * k + 2], ws[:, 2 * k + 3], noise[2 * k + 1], noise[2 * k + 2])
+            if recompute:
+                x, skip = checkpoint(self._block, k, x, skip, *block, use_reentrant=False)
+            else:
+                x, skip = self._block(k, x, skip, *block)
         return skip
+
+    def _block(self, k: int, x: torch.Tensor, skip: torch.Tensor, w_up: torch.Tensor, w_conv: torch.Tensor,
+               w_rgb: torch.Tensor, noise_up: torch.Tensor | None,
+               noise_conv: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One resolution: the upsampling conv, the conv and the ToRGB added to the upsampled image so far."""
+        x = self.convs[2 * k](x, w_up, noise_up)
+        x = self.convs[2 * k + 1](x, w_conv, noise_conv)
+        return x, self.to_rgbs[k](x, w_rgb, skip)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """Images [N, 3, size, size] of absolute w+ codes ``ws`` [N, num_ws, w_dim] (see ``synthesis``)."""
