@@ -33,6 +33,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+# The one import that reaches up, on purpose: the public loading contract of the pSp / e4e files is
+# guide_core.weights.load_inversion_checkpoint, and the networks it returns live in the encoders. No other may be added.
+ALLOWED_UPWARD = {("guide_core.weights", "guide_core.encoders.inversion")}
+
+
 def module_files() -> dict[str, Path]:
     """Every module of the package, the studio and the app, by dotted name."""
     files = {"app": ROOT / "app.py"}
@@ -102,8 +107,11 @@ def import_graph() -> dict[str, set[str]]:
 def test_every_import_points_down_or_sideways():
     graph = import_graph()
     upward = [f"{src} ({LAYERS[layer_of(src)][0]}) imports {dst} ({LAYERS[layer_of(dst)][0]})"
-              for src, targets in graph.items() for dst in sorted(targets) if layer_of(dst) > layer_of(src)]
+              for src, targets in graph.items() for dst in sorted(targets)
+              if layer_of(dst) > layer_of(src) and (src, dst) not in ALLOWED_UPWARD]
     assert not upward, "imports that reach up a layer:\n" + "\n".join(upward)
+    allowed = {(src, dst) for src, targets in graph.items() for dst in targets if (src, dst) in ALLOWED_UPWARD}
+    assert allowed == ALLOWED_UPWARD, f"an allowed upward import is gone; shrink ALLOWED_UPWARD: {ALLOWED_UPWARD - allowed}"
 
 
 def test_no_module_imports_itself_in_a_circle():

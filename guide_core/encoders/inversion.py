@@ -6,6 +6,8 @@ ABSOLUTE w+ (latent_avg added, as both repositories do with start_from_latent_av
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -13,7 +15,7 @@ from guide_core.encoders.e4e import load_e4e_encoder
 from guide_core.encoders.psp import INPUT_SIZE, load_psp_encoder
 from guide_core.stylegan2 import StyleGAN2Generator
 from guide_core.weights.errors import UnsafeCheckpointError
-from guide_core.weights.inversion_file import InversionCheckpoint
+from guide_core.weights.inversion_file import InversionCheckpoint, read_inversion_checkpoint
 
 ENCODER_LOADERS = {"psp": load_psp_encoder, "e4e": load_e4e_encoder}
 
@@ -67,3 +69,11 @@ def build_inversion_networks(ckpt: InversionCheckpoint, device: str | torch.devi
                                     f"[{rows}, {generator.w_dim}]")
     encoder = AbsoluteCodeEncoder(ENCODER_LOADERS[ckpt.kind](ckpt.encoder, device), latent_avg, ckpt.kind)
     return encoder, generator, latent_avg
+
+
+def load_inversion_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """``encoder, generator, latent_avg`` of a pSp / e4e file (or ``None, generator, latent_avg`` of a StyleGAN2 one).
+
+    ``encoder(images [N,3,256,256] in [-1,1])`` returns absolute w+ [N, 18, 512] (latent_avg added);
+    ``generator(ws)`` returns [N, 3, 1024, 1024] images. Nothing stored in the file is run."""
+    return build_inversion_networks(read_inversion_checkpoint(path), device)

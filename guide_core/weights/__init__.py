@@ -21,8 +21,7 @@ from guide_core.weights.errors import (FetchError, HashMismatchError, LicenceNot
                                        NoSourceError, OfflineError, UnknownWeightsError, UnsafeCheckpointError,
                                        WeightsError)
 from guide_core.weights.hashes import HASHES_FILE, expected_hash, judge_hash, record_hash
-from guide_core.weights.inversion_file import (InversionCheckpoint, load_inversion_checkpoint,
-                                              read_inversion_checkpoint)
+from guide_core.weights.inversion_file import InversionCheckpoint, read_inversion_checkpoint
 from guide_core.weights.inventory import (VerifyResult, WeightStatus, record, status, status_table, verify,
                                           verify_one)
 from guide_core.weights.licences import licence_accepted, licence_line, needs_acceptance, require_licence
@@ -42,3 +41,14 @@ __all__ = [
     "load_torch", "load_torch_state_dict", "InversionCheckpoint", "read_inversion_checkpoint",
     "load_inversion_checkpoint", "load_safetensors", "load_npy", "tensor_file_refusal",
 ]
+
+
+def __getattr__(name: str):
+    """``load_inversion_checkpoint`` is part of this package's public contract but builds networks, which this leaf
+    layer knows nothing of: it is lent, on first use, by the encoders that build them (the one import this package
+    makes of a layer above it; tests/test_layers.py names it)."""
+    if name == "load_inversion_checkpoint":
+        from guide_core.encoders.inversion import load_inversion_checkpoint
+
+        return load_inversion_checkpoint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -98,15 +98,3 @@ def read_inversion_checkpoint(path: str | os.PathLike) -> InversionCheckpoint:
     encoder, decoder = _split(path, _tensors(path, "state_dict", data["state_dict"]))
     return InversionCheckpoint(kind=ENCODER_TYPES[encoder_type], encoder=encoder, decoder=decoder,
                                latent_avg=latent_avg, opts=dict(opts), path=str(path))
-
-
-def load_inversion_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """``encoder, generator, latent_avg`` of a pSp / e4e file (or ``None, generator, latent_avg`` of a StyleGAN2 one).
-
-    ``encoder(images [N,3,256,256] in [-1,1])`` returns absolute w+ [N, 18, 512] (latent_avg added);
-    ``generator(ws)`` returns [N, 3, 1024, 1024] images. The networks are guide_core.encoders.inversion's; it is found
-    by name so that this layer stays free of model code."""
-    import importlib
-
-    builder = importlib.import_module("guide_core.encoders.inversion")
-    return builder.build_inversion_networks(read_inversion_checkpoint(path), device)
