@@ -298,22 +298,14 @@ class StyleGAN2Generator(nn.Module):
         noise = self.noise_inputs(ws.shape[0], noise_mode)
         x = self.conv1(self.input(ws.shape[0]), ws[:, 0], noise[0])
         skip = self.to_rgb1(x, ws[:, 1])
-        recompute = self.checkpointing and torch.is_grad_enabled()
-        for k in range(len(self.to_rgbs)):
-            block = (ws[:, 2 * k + 1], ws[:, 2 * k + 2], ws[:, 2 * k + 3], noise[2 * k + 1], noise[2 * k + 2])
-            if recompute:
-                x, skip = checkpoint(self._block, k, x, skip, *block, use_reentrant=False)
-            else:
-                x, skip = self._block(k, x, skip, *block)
+        # Each layer's activations are recomputed in the backward pass when checkpointing (only its input is kept).
+        layer = ((lambda module, *args: checkpoint(module, *args, use_reentrant=False))
+                 if self.checkpointing and torch.is_grad_enabled() else (lambda module, *args: module(*args)))
+        for k, to_rgb in enumerate(self.to_rgbs):
+            x = layer(self.convs[2 * k], x, ws[:, 2 * k + 1], noise[2 * k + 1])
+            x = layer(self.convs[2 * k + 1], x, ws[:, 2 * k + 2], noise[2 * k + 2])
+            skip = layer(to_rgb, x, ws[:, 2 * k + 3], skip)
         return skip
-
-    def _block(self, k: int, x: torch.Tensor, skip: torch.Tensor, w_up: torch.Tensor, w_conv: torch.Tensor,
-               w_rgb: torch.Tensor, noise_up: torch.Tensor | None,
-               noise_conv: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One resolution: the upsampling conv, the conv and the ToRGB added to the upsampled image so far."""
-        x = self.convs[2 * k](x, w_up, noise_up)
-        x = self.convs[2 * k + 1](x, w_conv, noise_conv)
-        return x, self.to_rgbs[k](x, w_rgb, skip)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """Images [N, 3, size, size] of absolute w+ codes ``ws`` [N, num_ws, w_dim] (see ``synthesis``)."""

@@ -46,22 +46,22 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     """
     batch, channels, height, width = x.shape
     before, after = pad
-    # Every channel is an independent 1-channel image: one 2-D convolution for all of them.
-    x = x.reshape(batch * channels, 1, height, width)
     if up > 1:
         # Zero insertion: each sample goes to the top-left corner of an up x up cell (the original's convention).
-        x = x.reshape(batch * channels, 1, height, 1, width, 1)
+        x = x.reshape(batch, channels, height, 1, width, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
-        x = x.reshape(batch * channels, 1, height * up, width * up)
+        x = x.reshape(batch, channels, height * up, width * up)
     x = F.pad(x, [max(before, 0), max(after, 0), max(before, 0), max(after, 0)])
     if before < 0 or after < 0:
         x = x[:, :, max(-before, 0):x.shape[2] - max(-after, 0), max(-before, 0):x.shape[3] - max(-after, 0)]
+    # Every channel is filtered on its own: a depthwise convolution (groups = channels), which CPU and GPU libraries
+    # run without unfolding the image (a 1-channel convolution over N x C images unfolds gigabytes at 1024 px).
     # conv2d is a correlation; flipping gives the convolution upfirdn2d defines (a no-op for symmetric kernels).
     weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device)[None, None]
-    x = F.conv2d(x, weight)
+    x = F.conv2d(x, weight.expand(channels, 1, *weight.shape[2:]), groups=channels)
     if down > 1:
         x = x[:, :, ::down, ::down]
-    return x.reshape(batch, channels, x.shape[2], x.shape[3])
+    return x
 
 
 def upsample_conv_blur_pad(taps: int, kernel_size: int, factor: int = 2) -> tuple[int, int]:
