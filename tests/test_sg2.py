@@ -114,5 +114,24 @@ def test_the_studio_disables_pose_controls_and_shows_the_front_view_for_a_2d_mod
     assert np.array_equal(turned.before, front.before) and np.array_equal(turned.after, front.after)
     strips = handlers.orbit(session)
     assert strips.before_strip.shape == strips.after_strip.shape == front.before.shape  # one view, one identity
+    clusters = handlers.identity_clusters(session)
+    assert len(clusters.data) >= 2  # before / after points of the identity and the random people
     report = handlers.report(session, audit_steps=1, n_fid=4)
     assert "ID (lower = identity erased)" in report.markdown and "best of 5" in report.markdown
+
+
+def test_two_identities_at_once_then_a_third_in_a_chain_on_a_2d_model(bundle, tmp_path):
+    gen = torch.Generator().manual_seed(9)
+    people = bundle.w_avg_code() + 0.8 * torch.randn(3, bundle.num_ws, 512, generator=gen)
+    cfg = LTUConfig(iters=3, lr=3e-3, preview_every=0)
+    first = Unlearning(bundle, people[:2], cfg=cfg, sources=[{"name": "a"}, {"name": "b"}]).run_all()
+    runs.save_run(tmp_path / "run1", first)
+    G_1 = runs.load_run(tmp_path / "run1", bundle)
+    link = runs.base_run_record(tmp_path / "run1", runs.read_run(tmp_path / "run1"), G_1)
+    second = Unlearning(bundle, people[2:], cfg=cfg, sources=[{"name": "c"}], base=G_1, base_run=link,
+                        forgotten=runs.forgotten_codes(link)).run_all()
+    runs.save_run(tmp_path / "run2", second)
+    assert [s["name"] for s in runs.chain_sources(runs.read_run(tmp_path / "run2"))] == ["a", "b", "c"]
+    G_2 = runs.load_run(tmp_path / "run2", bundle)
+    assert all(torch.equal(a, b) for a, b in zip(G_2.state_dict().values(), second.G_u.state_dict().values()))
+    assert not torch.equal(bundle.render(G_2, people[:1]), bundle.render(G_1, people[:1]))
