@@ -530,3 +530,42 @@ def write_stylegan2_checkpoint(path: str | Path, g_ema_state: dict, latent_avg: 
     """rosinality's converted `stylegan2-ffhq-config-f.pt`: {'g_ema': OrderedDict, 'latent_avg': tensor [512]}."""
     torch.save({"g_ema": OrderedDict(g_ema_state), "latent_avg": latent_avg}, path)
     return Path(path)
+
+
+def random_fid_inception_state(seed: int) -> dict[str, torch.Tensor]:
+    """pytorch-fid's FID Inception-v3 with random weights, built the way pytorch_fid.inception.fid_inception_v3
+    assembles it (torchvision's Inception-v3 with 1008 classes, its blocks replaced by the FID variants), so its
+    state_dict has the released file's keys and shapes."""
+    import pytorch_fid.inception as fid
+
+    torch.manual_seed(seed)
+    net = fid._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net.Mixed_5b = fid.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = fid.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = fid.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = fid.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = fid.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = fid.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = fid.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = fid.FIDInceptionE_1(1280)
+    net.Mixed_7c = fid.FIDInceptionE_2(2048)
+    return net.state_dict()
+
+
+def write_shared_networks(folder: Path) -> None:
+    """The networks every released model shares, in their released formats with seeded random weights: IR-SE50 and
+    IR-101 as torch 0.4 saved them, torchvision's VGG16 and pytorch-fid's Inception (file names from the manifest)."""
+    import torchvision
+
+    from guide_core import weights
+    from guide_core.identity import IRBackbone
+
+    torch.manual_seed(2)
+    ir_se50 = IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True)
+    write_ir_state_dict(folder / weights.entry("ir_se50")["file"], ir_se50.state_dict(), old_bn=True)
+    torch.manual_seed(3)
+    ir101 = IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False)
+    write_ir_state_dict(folder / weights.entry("curricularface")["file"], ir101.state_dict(), old_bn=True)
+    torch.manual_seed(4)
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), folder / weights.entry("vgg16")["file"])
+    torch.save(random_fid_inception_state(5), folder / weights.entry("inception")["file"])

@@ -22,26 +22,6 @@ MODEL = "eg3d-ffhq-rebalanced"
 pytestmark = pytest.mark.slow
 
 
-# pytorch-fid's FID Inception-v3 with random weights, built the way pytorch_fid.inception.fid_inception_v3 assembles
-# it (torchvision's Inception-v3 with 1008 classes, its blocks replaced by the FID variants), so its state_dict has
-# the released file's keys and shapes.
-def random_fid_inception_state(seed: int) -> dict[str, torch.Tensor]:
-    import pytorch_fid.inception as fid
-
-    torch.manual_seed(seed)
-    net = fid._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    net.Mixed_5b = fid.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = fid.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = fid.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = fid.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = fid.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = fid.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = fid.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = fid.FIDInceptionE_1(1280)
-    net.Mixed_7c = fid.FIDInceptionE_2(2048)
-    return net.state_dict()
-
-
 # The released ffhq512-128 generator architecture (keys_full.json of the EG3D fixture) with seeded random weights;
 # w_avg set like a trained mapping's running mean, so w̄ comes from the buffer as for the real file.
 def random_full_generator(fixtures_dir: Path, seed: int):
@@ -60,27 +40,15 @@ def random_full_generator(fixtures_dir: Path, seed: int):
 # Every file of the bundle, in the released formats, in one weights folder.
 @pytest.fixture(scope="module")
 def weights_folder(tmp_path_factory, fixtures_dir):
-    import torchvision
-
     from guide_core import weights
     from guide_core.encoders.goae import GOAEncoder
-    from guide_core.identity import IRBackbone
 
     folder = tmp_path_factory.mktemp("weights")
     G, config = random_full_generator(fixtures_dir, seed=0)
     released_files.write_eg3d_snapshot(folder / weights.entry(MODEL)["file"], G, config=config)
     torch.manual_seed(1)
     released_files.write_goae_checkpoint(folder / weights.entry("goae")["file"], GOAEncoder().state_dict())
-    torch.manual_seed(2)
-    ir_se50 = IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True)
-    released_files.write_ir_state_dict(folder / weights.entry("ir_se50")["file"], ir_se50.state_dict(), old_bn=True)
-    torch.manual_seed(3)
-    ir101 = IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False)
-    released_files.write_ir_state_dict(folder / weights.entry("curricularface")["file"], ir101.state_dict(),
-                                       old_bn=True)
-    torch.manual_seed(4)
-    torch.save(torchvision.models.vgg16(weights=None).state_dict(), folder / weights.entry("vgg16")["file"])
-    torch.save(random_fid_inception_state(5), folder / weights.entry("inception")["file"])
+    released_files.write_shared_networks(folder)
     real = np.random.RandomState(6).rand(16, 2048).astype(np.float32)  # the shape of ffhq_real_feat.npy rows
     np.save(folder / weights.entry("ffhq-real-feat")["file"], real)
     with pytest.MonkeyPatch.context() as patch:

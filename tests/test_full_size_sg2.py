@@ -16,7 +16,6 @@ import torch
 from guide_core import runs
 from guide_core.__main__ import main as guide_main
 from tests import released_files
-from tests.test_full_size import random_fid_inception_state
 
 MODEL = "sg2-ffhq"
 pytestmark = pytest.mark.slow
@@ -24,11 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def weights_folder(tmp_path_factory, fixtures_dir):
-    import torchvision
-
     from guide_core import weights
     from guide_core.encoders import GradualStyleEncoder
-    from guide_core.identity import IRBackbone
     from guide_core.stylegan2 import StyleGAN2Generator
 
     folder = tmp_path_factory.mktemp("weights_sg2")
@@ -40,16 +36,7 @@ def weights_folder(tmp_path_factory, fixtures_dir):
                                               GradualStyleEncoder().state_dict(), G.state_dict(),
                                               opts["typical_values"], latent_avg)
     del G
-    torch.manual_seed(2)
-    ir_se50 = IRBackbone(num_layers=50, mode="ir_se", drop_ratio=0.6, affine_output=True)
-    released_files.write_ir_state_dict(folder / weights.entry("ir_se50")["file"], ir_se50.state_dict(), old_bn=True)
-    torch.manual_seed(3)
-    ir101 = IRBackbone(num_layers=100, mode="ir", drop_ratio=0.4, affine_output=False)
-    released_files.write_ir_state_dict(folder / weights.entry("curricularface")["file"], ir101.state_dict(),
-                                       old_bn=True)
-    torch.manual_seed(4)
-    torch.save(torchvision.models.vgg16(weights=None).state_dict(), folder / weights.entry("vgg16")["file"])
-    torch.save(random_fid_inception_state(5), folder / weights.entry("inception")["file"])
+    released_files.write_shared_networks(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GUIDE_WEIGHTS_DIR", str(folder))
         yield folder
