@@ -171,10 +171,11 @@ def test_full_flow_in_chromium(studio_url, browser, tmp_path):
     page.locator("#run-status").get_by_text("Finished").wait_for()
     page.locator("#previews img").first.wait_for(state="visible")
 
-    # Cancel: a long run stops within one iteration and the page stays usable; then a short run again.
-    _set_number(page, "cfg-iters", 400)
+    # Cancel: a long run stops within one iteration and the page stays usable; then a short run again. The run is the
+    # slider's longest, so that on an idle machine it cannot finish before the click arrives.
+    _set_number(page, "cfg-iters", 2000)
     page.locator("#run").click()
-    page.locator("#run-status").get_by_text(re.compile(r"iteration \d+/400")).wait_for()  # the long run is going
+    page.locator("#run-status").get_by_text(re.compile(r"iteration \d+/2000")).wait_for()  # the long run is going
     page.locator("#cancel").click()
     page.locator("#run-status").get_by_text("Cancelled after").wait_for()
     _set_number(page, "cfg-iters", 3)
