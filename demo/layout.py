@@ -92,6 +92,29 @@ def config_sliders(config_cls: Any, advanced: bool, defaults: Any = None) -> tup
     return names, components
 
 
+def method_sliders() -> tuple[list[str], list[tuple[str, list[gr.Component]]]]:
+    """For each method with settings of its own (LEGATO's adapters, SUGAR's trigger and EWC), sliders generated from
+    its settings dataclass: (field names, [(method, components)])."""
+    from guide_core.config import LTUConfig
+    from guide_core.engine.method import available_methods, make_method
+
+    shared = {f.name for f in dataclasses.fields(LTUConfig)}
+    names, groups = [], []
+    for method in available_methods():
+        config_type = make_method(method).config_type
+        own = [f for f in dataclasses.fields(config_type) if f.name not in shared]
+        components = []
+        for field in own:
+            lo, hi = field.metadata["range"]
+            step = 1 if field.type in (int, "int") else (hi - lo) / 200
+            components.append(gr.Slider(lo, hi, value=field.default, step=step, label=field.name,
+                                        info=field.metadata.get("help"), elem_id=f"cfg-{field.name}", render=False))
+            names.append(field.name)
+        if components:
+            groups.append((method, components))
+    return names, groups
+
+
 def build(examples: list[str], models: list[str], default_model: str, config_cls: Any, defaults: Any) -> gr.Blocks:
     """The whole page."""
     with gr.Blocks(title="guide studio") as app:
@@ -131,6 +154,9 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
                 ufo_plot = gr.Plot(label="latent geometry", elem_id="ufo-plot", scale=2)
 
         with gr.Tab("3 · Unlearn"):
+            method = gr.Radio(list(handlers.method_choices()), value=handlers.DEFAULT_METHOD, label="method",
+                              info="; ".join(f"{k}: {v}" for k, v in handlers.method_choices().items()),
+                              elem_id="method")
             basic_names, basic = config_sliders(config_cls, advanced=False, defaults=defaults)
             with gr.Row():
                 for slider in basic:
@@ -140,6 +166,13 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
                 with gr.Row():
                     for slider in advanced:
                         slider.render()
+            own_names, own_groups = method_sliders()
+            for method_name, components in own_groups:
+                with gr.Accordion(f"{method_name} settings (used with method {method_name})", open=False):
+                    with gr.Row():
+                        for slider in components:
+                            slider.render()
+            own = [component for _, components in own_groups for component in components]
             start_over = gr.Checkbox(False, label="start over from the original model (forget every listed identity "
                                      "in one fresh run; otherwise identities added since the last run are forgotten "
                                      "on top of it)", elem_id="start-over")
@@ -201,14 +234,14 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
         remove.click(handlers.remove_identity, inputs=[identity, d, session], outputs=source_outputs, **LIGHT
                      ).then(**views, **LIGHT)
         d.change(handlers.change_d, inputs=[d, session], outputs=[session, target, ufo_plot], **LIGHT)
-        config_names = [*basic_names, *advanced_names]
+        config_names = [*basic_names, *advanced_names, *own_names]
 
-        def run_from_sliders(session_value, d_value, start_over_value, *values, progress=gr.Progress()):
-            """Sliders arrive positionally; the handler takes them as a {LTUConfig field: value} mapping."""
+        def run_from_sliders(session_value, d_value, start_over_value, method_value, *values, progress=gr.Progress()):
+            """Sliders arrive positionally; the handler takes them as a {settings field: value} mapping."""
             yield from handlers.run_unlearning(session_value, d_value, dict(zip(config_names, values)), progress,
-                                               start_over=bool(start_over_value))
+                                               start_over=bool(start_over_value), method=method_value)
 
-        run_event = run.click(run_from_sliders, inputs=[session, d, start_over, *basic, *advanced],
+        run_event = run.click(run_from_sliders, inputs=[session, d, start_over, method, *basic, *advanced, *own],
                               outputs=[session, run_status, loss_plot, previews], **HEAVY)
         cancel.click(handlers.cancel_run, inputs=[session], outputs=[run_status], queue=False)
         others.upload(handlers.add_others, inputs=[others, session], outputs=[session, status, others_views], **HEAVY)

@@ -32,6 +32,7 @@ RUN_FORMAT = "guide-run/2"
 OLD_FORMAT = "guide-run/1"  # one identity, `source` + top-level codes: read and upgraded in memory
 RUN_JSON = "run.json"
 DELTA_FILE = "delta.safetensors"
+METHOD_FILE = "method.safetensors"  # what reproduces a method's run besides G_u (SUGAR's trigger network)
 
 __all__ = ["RUN_FORMAT", "RUN_JSON", "DELTA_FILE", "sha256_file", "state_fingerprint", "photo_record",
            "source_record", "other_record", "run_sources", "run_record", "base_run_record", "save_run", "read_run", "update_run", "load_run",
@@ -50,10 +51,20 @@ def versions() -> dict[str, str]:
 
 
 def changed_tensors(G_u: torch.nn.Module, G_s: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The synthesis tensors of G_u that differ from G_s, under their state_dict names."""
+    """The tensors of G_u that differ from G_s, and those G_s does not have (a method's added modules, e.g. LEGATO's
+    adapters), under their state_dict names."""
     base = G_s.state_dict()
     return {k: v.detach().cpu().contiguous() for k, v in G_u.state_dict().items()
-            if k in base and not torch.equal(v.detach().cpu(), base[k].detach().cpu())}
+            if k not in base or not torch.equal(v.detach().cpu(), base[k].detach().cpu())}
+
+
+def rebuild_modules(G: torch.nn.Module, delta: dict[str, torch.Tensor]) -> None:
+    """Give a copy of the root generator the modules the delta's methods added, so every key of the delta exists."""
+    from guide_core.engine.method import available_methods, make_method
+
+    if set(delta) - set(G.state_dict()):
+        for name in available_methods():
+            make_method(name).rebuild(G, delta)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -102,7 +113,8 @@ def run_record(unlearning: "Unlearning", delta_keys: list[str]) -> dict[str, Any
             "loss_history": unlearning.history,
             "metrics": unlearning.metrics, "extra": unlearning.extra, "versions": versions(),
             "delta": {"file": DELTA_FILE, "kind": "new_values",
-                      "meaning": "G_u's values of the listed synthesis tensors; all others equal the root model",
+                      "meaning": "G_u's values of the listed tensors (new ones are modules its method added); all "
+                                 "others equal the root model",
                       "keys": delta_keys}}
 
 
@@ -171,6 +183,11 @@ def save_run(run_dir: str | os.PathLike, unlearning: "Unlearning", overwrite: bo
         """The run's files, written into the temporary folder; run.json last."""
         save_file(delta, str(folder / DELTA_FILE), metadata={"format": RUN_FORMAT, "kind": "new_values"})
         record["delta"]["sha256"] = sha256_file(folder / DELTA_FILE)
+        if unlearning.method_tensors:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in unlearning.method_tensors.items()}
+            save_file(tensors, str(folder / METHOD_FILE), metadata={"format": RUN_FORMAT, "method": record["method"]})
+            record["method_file"] = {"file": METHOD_FILE, "sha256": sha256_file(folder / METHOD_FILE),
+                                     "keys": sorted(tensors)}
         (folder / RUN_JSON).write_text(json.dumps(record, indent=1))
 
     _write_atomically(Path(run_dir), files, overwrite)
@@ -244,6 +261,19 @@ def check_chain(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
             raise ValueError(f"run {run_dir} and its parent run {parent} were made on different root models")
 
 
+def load_method_tensors(run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors a method saved beside the delta (SUGAR's trigger network), checked against run.json; {} if none."""
+    from safetensors.torch import load_file
+
+    entry = read_run(run_dir).get("method_file")
+    if not entry:
+        return {}
+    path = Path(run_dir) / entry["file"]
+    if not path.is_file() or sha256_file(path) != entry["sha256"]:
+        raise ValueError(f"{path} is missing or does not match the SHA-256 recorded in run.json")
+    return load_file(str(path))
+
+
 def load_run(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Module:
     """The unlearned generator G_u of a saved run, rebuilt on `bundle`'s generator, which must be the run's root model
     (for
@@ -267,6 +297,7 @@ def load_run(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Modu
         raise ValueError(f"{delta_path} does not match the SHA-256 recorded in run.json (file changed or truncated)")
     delta = load_file(str(delta_path))
     G_u = copy.deepcopy(bundle.G)
+    rebuild_modules(G_u, delta)
     state = G_u.state_dict()
     for key, value in delta.items():
         if key not in state:
@@ -304,4 +335,8 @@ def export_state_dict(run_dir: str | os.PathLike, bundle: "ModelBundle", out: st
     out = Path(out)
     if out.suffix.lower() != ".safetensors":
         raise ValueError(f"export target {out} must end in .safetensors")
+    added = [k for k in read_run(run_dir)["delta"]["keys"] if k not in bundle.G.state_dict()]
+    if added:
+        raise ValueError(f"run {run_dir} adds modules the original generator layout has no place for ({added[0]}, "
+                         f"... {len(added)} tensors): load it with guide_core.runs.load_run instead of exporting it")
     return save_generator(load_run(run_dir, bundle), out)

@@ -21,16 +21,16 @@ from demo.handlers.identities import (SourceOut, UFOOut, change_d, d_range, defa
                                       select_identity, upload_photo)
 from demo.handlers.models import available_models, select_model, start_session, weights_panel
 from demo.handlers.report import REPORT_FID_SAMPLES, ReportOut, default_audit_steps, report
-from demo.handlers.run import RunOut, cancel_run, config_defaults, run_unlearning
+from demo.handlers.run import DEFAULT_METHOD, RunOut, cancel_run, config_defaults, method_choices, run_unlearning
 from demo.handlers.views import (CLUSTER_OTHERS, CLUSTER_YAWS_DEG, ORBIT_YAWS_DEG, OrbitOut, ViewOut, add_others,
                                  identity_clusters, orbit, pose_controls, render_view)
 from demo.session import end_session, new_session
 
 __all__ = [
-    "CLUSTER_OTHERS", "CLUSTER_YAWS_DEG", "MAX_UPLOAD", "ORBIT_YAWS_DEG", "REPORT_FID_SAMPLES", "UNLEARN_GPU_SECONDS",
+    "CLUSTER_OTHERS", "CLUSTER_YAWS_DEG", "DEFAULT_METHOD", "MAX_UPLOAD", "ORBIT_YAWS_DEG", "REPORT_FID_SAMPLES", "UNLEARN_GPU_SECONDS",
     "OrbitOut", "ReportOut", "RunOut", "SourceOut", "UFOOut", "ViewOut",
     "add_others", "available_models", "cancel_run", "change_d", "config_defaults", "d_range", "default_audit_steps",
     "default_d", "end_session", "get_bundle", "gpu", "gpu_unlearn", "identity_clusters", "identity_list",
-    "load_photo", "new_session", "orbit", "pose_controls", "remove_identity", "render_view", "report", "run_unlearning",
+    "load_photo", "method_choices", "new_session", "orbit", "pose_controls", "remove_identity", "render_view", "report", "run_unlearning",
     "select_identity", "select_model", "start_session", "upload_photo", "weights_panel",
 ]

@@ -15,6 +15,7 @@ from demo.handlers.common import get_bundle, gpu_unlearn, need_source, photo_ten
 from demo.session import ChainRun, Identity, StudioSession
 from guide_core.config import LTUConfig
 from guide_core.engine import Unlearning
+from guide_core.engine.method import DEFAULT_METHOD, available_methods, make_method, method_config
 from guide_core.flags import cast_settings
 from guide_core.runs import forgotten_codes
 
@@ -36,6 +37,11 @@ def config_defaults(model: str):
         return get_bundle(model).ltu_defaults
     except Exception:  # noqa: BLE001 - a model that cannot load yet still gets the paper's defaults on the page
         return LTUConfig()
+
+
+def method_choices() -> dict[str, str]:
+    """The methods the studio offers, with one line each."""
+    return available_methods()
 
 
 def _plan_run(session: StudioSession, start_over: bool) -> tuple[list[Identity], str]:
@@ -89,7 +95,8 @@ def _preview_gallery(previews: dict[str, np.ndarray], name: str, when: str) -> l
 
 @gpu_unlearn
 def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, Any],
-                   progress: Callable | None = None, *, start_over: bool = False) -> Iterator[RunOut]:
+                   progress: Callable | None = None, *, start_over: bool = False,
+                   method: str = DEFAULT_METHOD) -> Iterator[RunOut]:
     """Latent Target Unlearning of every identity the plan names in one run, streamed.
 
     Yields the status line, loss curves and previews; stops within one iteration on Cancel. A finished run joins the
@@ -98,8 +105,11 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
     session = need_source(session)
     bundle = get_bundle(session.model)
     try:
-        values = {**cast_settings(LTUConfig, settings), "d": float(d)}
-        cfg = dataclasses.replace(config_defaults(session.model), **values).validate()
+        config_type = make_method(method).config_type
+        known = {f.name for f in dataclasses.fields(config_type)}
+        # the page holds every method's controls; a run takes those of its own method
+        values = {**cast_settings(config_type, {k: v for k, v in settings.items() if k in known}), "d": float(d)}
+        cfg = method_config(method, config_defaults(session.model), **values)
     except (TypeError, ValueError) as error:
         raise gr.Error(f"Invalid setting: {error}") from None
     members, origin = _plan_run(session, bool(start_over))
@@ -114,7 +124,7 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
                   for i in members] if cfg.adversarial_sources else None
         job = Unlearning(bundle, torch.stack([i.w_u for i in members]), None, cfg, cancel=session.cancel,
                          sources=[source_record(i) for i in members], base=base, base_run=base_run,
-                         photos=photos, forgotten=forgotten_codes(base_run))
+                         photos=photos, forgotten=forgotten_codes(base_run), method=method)
         previews: Any = gr.skip()
         last_yield = 0.0
         for report in job.run():

@@ -9,9 +9,19 @@ asks the backend. Both generators of a run are handed in on every call, so one b
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
+
+
+@dataclass(frozen=True)
+class FeatureSite:
+    """One synthesis layer's output: the module's path in the generator, its channels and its resolution."""
+
+    path: str
+    channels: int
+    resolution: int
 
 
 class RenderSettings(Protocol):
@@ -65,4 +75,9 @@ class Backend(Protocol):
     def render_structure(self, G: torch.nn.Module, structure: torch.Tensor, ws: torch.Tensor,
                          camera: torch.Tensor | None, settings: RenderSettings) -> torch.Tensor:
         """Images [N, 3, H, W] from a structure already computed, with a run's speed settings."""
+        ...
+
+    def feature_sites(self, G: torch.nn.Module) -> list[FeatureSite]:
+        """The synthesis layers whose output features a method may adapt (LEGATO's adapters sit after each
+        resolution's last convolution, before its ToRGB), coarse to fine."""
         ...

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from guide_core.backends.base import RenderSettings
+from guide_core.backends.base import FeatureSite, RenderSettings
 from guide_core.eg3d.camera import AVG_CAMERA_PIVOT, AVG_CAMERA_RADIUS, FOV_DEGREES, camera_params
 from guide_core.precision import autocast_dtype
 
@@ -82,3 +82,10 @@ class EG3DBackend:
                                sr_dtype=autocast_dtype(settings.precision, structure.device),
                                compiled=settings.compile_renderer,
                                fused_modconv=True if settings.fused_sr else None)["image"]
+
+    def feature_sites(self, G: torch.nn.Module) -> list[FeatureSite]:
+        """The second convolution of every tri-plane synthesis block after the 4x4 one (where LEGATO's official
+        SynthesisBlock runs its ODE block, before the ToRGB)."""
+        synthesis = G.backbone.synthesis
+        return [FeatureSite(f"backbone.synthesis.b{res}.conv1", int(getattr(synthesis, f"b{res}").conv1.out_channels),
+                            int(res)) for res in synthesis.block_resolutions[1:]]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from guide_core.backends.base import RenderSettings
+from guide_core.backends.base import FeatureSite, RenderSettings
 
 # Parameter-name prefixes of the synthesis network in rosinality's layout (everything but the mapping, ``style.*``).
 SYNTHESIS_PREFIXES = ("input.", "conv1.", "to_rgb1.", "convs.", "to_rgbs.")
@@ -67,3 +67,9 @@ class StyleGAN2Backend:
                          camera: torch.Tensor | None, settings: RenderSettings) -> torch.Tensor:
         """The structure is already the image."""
         return structure
+
+    def feature_sites(self, G: torch.nn.Module) -> list[FeatureSite]:
+        """The second styled convolution of every resolution after 4x4 (``convs.1``, ``convs.3``, ...), before its
+        ToRGB."""
+        return [FeatureSite(f"convs.{2 * i + 1}", int(G.channels[2 ** (i + 3)]), 2 ** (i + 3))
+                for i in range(len(G.convs) // 2)]

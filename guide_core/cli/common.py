@@ -66,23 +66,48 @@ def common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """LTUConfig fields as flags (``alpha_max`` -> ``--alpha-max``). Flags that are not given stay absent from the
-    namespace, so a model's own defaults (bundle.ltu_defaults, e.g. the tiny world's shorter schedule) can fill them;
-    an explicit flag always wins."""
+    """LTUConfig fields as flags (``alpha_max`` -> ``--alpha-max``), then each method's own settings in a group of
+    their own. Flags that are not given stay absent from the namespace, so a model's own defaults (bundle.ltu_defaults,
+    e.g. the tiny world's shorter schedule) and a method's (SUGAR's d = 20) can fill them; an explicit flag always
+    wins."""
+    import dataclasses
+
     from guide_core.config import LTUConfig
+    from guide_core.engine.method import available_methods, make_method
     from guide_core.flags import add_flags
 
     group = parser.add_argument_group("Latent Target Unlearning settings (GUIDE defaults; a model may set its own)")
     add_flags(group, LTUConfig, suppress=True)
+    shared = {f.name for f in dataclasses.fields(LTUConfig)}
+    for name, text in sorted(available_methods().items()):
+        config_type = make_method(name).config_type
+        own = [f for f in dataclasses.fields(config_type) if f.name not in shared]
+        if own:
+            overrides = {f.name: f.default for f in dataclasses.fields(config_type)
+                         if f.name in shared and f.default != getattr(LTUConfig(), f.name)}
+            note = "; its own defaults: " + ", ".join(f"{k} = {v}" for k, v in overrides.items()) if overrides else ""
+            group = parser.add_argument_group(f"{name} settings (with --method {name}{note})", text)
+            add_flags(group, _only(config_type, own), suppress=True)
 
 
-def config_from_args(args: argparse.Namespace, model_defaults=None):
-    """The LTUConfig the parsed flags describe: given flags, else the model's own defaults, else the paper's."""
-    from guide_core.config import LTUConfig
+def _only(config_type: type, fields: list) -> type:
+    """A dataclass of just some fields of ``config_type`` (to generate flags for them alone)."""
+    import dataclasses
+
+    return dataclasses.make_dataclass(config_type.__name__, [(f.name, f.type, f) for f in fields])
+
+
+def config_from_args(args: argparse.Namespace, model_defaults=None, method: str | None = None):
+    """The settings the parsed flags describe for ``method`` (default: ``args.method``, else GUIDE): given flags, else
+    the model's own defaults, else the method's, else the paper's."""
+    from guide_core.engine.method import DEFAULT_METHOD, available_methods, make_method, method_config
     from guide_core.flags import given_values
 
-    base = model_defaults or LTUConfig()
-    return LTUConfig.from_dict({**base.to_dict(), **given_values(LTUConfig, args)})
+    method = method or getattr(args, "method", None) or DEFAULT_METHOD
+    given = {}
+    for name in available_methods():
+        given.update(given_values(make_method(name).config_type, args))
+    return method_config(method, model_defaults, **given)
 
 
 def open_photo(path: str):

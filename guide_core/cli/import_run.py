@@ -7,6 +7,9 @@ from pathlib import Path
 
 from guide_core.cli.common import Command, common_flags, device_of, photo_code
 
+# LEGATO's G_u adds adapter modules the base architecture lacks; its own checkpoints hold them in classes of its code.
+IMPORTABLE_METHODS = ("guide", "sugar")
+
 
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `import`: a generator unlearned elsewhere, the photo it erased, and the model it was made from."""
@@ -21,6 +24,8 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--others", nargs="*", default=[], metavar="PHOTO",
                         help="other photos of the same person (for ID_others)")
     parser.add_argument("--d", type=float, default=LTUConfig().d, help="the UFO distance it was made with (for w_t)")
+    parser.add_argument("--method", default="guide", choices=IMPORTABLE_METHODS,
+                        help="the method that made it (recorded; methods whose G_u keeps the base architecture)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     common_flags(parser)
 
@@ -53,7 +58,6 @@ def _import_run(args: argparse.Namespace) -> int:
 
     from guide_core.registry import load_bundle
     from guide_core.eg3d.legacy import TRAINING_ONLY_BUFFERS
-    from guide_core.config import LTUConfig
     from guide_core.engine import Unlearning
     from guide_core.runs import changed_tensors, save_run, source_record
     from guide_core.weights import sha256_file
@@ -72,7 +76,12 @@ def _import_run(args: argparse.Namespace) -> int:
     _, w_u, info = photo_code(bundle, args.image)
     others = [(info_o, w_o) for _, w_o, info_o in (photo_code(bundle, p) for p in args.others)]
     source = source_record(info["name"], info["sha256"], info["path"], others)
-    run = Unlearning(bundle, w_u, cfg=LTUConfig(d=args.d), sources=[source])
+    from guide_core.engine.method import method_config
+    from guide_core.methods.guide import ufo_target
+
+    w_u = w_u.to(bundle.device)
+    run = Unlearning(bundle, w_u, ufo_target(w_u, bundle.w_avg, args.d), cfg=method_config(args.method, d=args.d),
+                     sources=[source], method=args.method)
     with torch.no_grad():
         run.G_u.load_state_dict({k: v.to(base[k].dtype) for k, v in tensors.items()})
     run.completed = True  # made elsewhere: guide ran no iteration of it (steps_done 0)

@@ -133,11 +133,14 @@ def _unlearn_run(args: argparse.Namespace) -> int:
         raise ValueError("the same photo is given for two identities: each person needs a photo of their own")
     w_u = torch.cat(codes)
     if args.dry_run:
-        w_t = make_method(args.method).targets(bundle, w_u.to(bundle.device), cfg)
+        method = make_method(args.method)
         distance = lambda w: (w - bundle.w_avg).flatten(1).norm(dim=1).tolist()  # noqa: E731
+        # A learned target (SUGAR's trigger network) is known only after training; its distance is d by construction.
+        target = ([cfg.d] * len(sources) if method.learned_targets
+                  else distance(method.targets(bundle, w_u.to(bundle.device), cfg)))
         identities = [{"name": s["name"], "photo": s["path"], "sha256": s["sha256"],
                        "others": [o["path"] for o in s["others"]], "|w_u - w_avg|": du, "|w_t - w_avg|": dt}
-                      for s, du, dt in zip(sources, distance(w_u), distance(w_t))]
+                      for s, du, dt in zip(sources, distance(w_u), target)]
         plan = {"model": bundle.name, "device": str(bundle.device), "identities": identities,
                 "base_run": args.base_run and str(Path(args.base_run).resolve()),
                 "forgotten_before": [s["name"] for s in chain_sources(parent)] if parent else [],

@@ -23,7 +23,7 @@ import torch
 from guide_core.config import LTUConfig
 from guide_core.engine.draws import in_turns, sample_draws
 from guide_core.engine.losses import LossNets, identity_scale, render
-from guide_core.engine.method import Method, make_method
+from guide_core.engine.method import Method, make_method, method_config
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -82,7 +82,7 @@ class Unlearning:
                  forgotten: tuple[torch.Tensor, torch.Tensor] | None = None, method: str | Method | None = None):
         self.bundle = bundle
         self.method = make_method(method)
-        self.cfg = (cfg or getattr(bundle, "ltu_defaults", None) or LTUConfig()).validate()
+        self.cfg = method_config(self.method, cfg or getattr(bundle, "ltu_defaults", None) or LTUConfig())
         self.cancel = cancel
         self.device = bundle.device
         self.G_s = bundle.G
@@ -108,7 +108,7 @@ class Unlearning:
             raise ValueError(f"{len(photos)} photo batches for {n} identities: give each identity its aligned photos")
         self.photos = photos
         self.trainable_prefix = trainable_prefix or bundle.backend.trainable_prefix
-        self.G_u = self.method.generator(bundle, self.G_s if base is None else base, self.trainable_prefix)
+        self.G_u = self.method.generator(bundle, self.G_s if base is None else base, self.trainable_prefix, self.cfg)
         if hasattr(self.G_u, "checkpointing"):  # a generator that can trade time for memory does as the run asks
             self.G_u.checkpointing = self.cfg.checkpoint_synthesis
         self.G_s.requires_grad_(False)
@@ -119,6 +119,7 @@ class Unlearning:
         self.seconds = 0.0
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # further JSON-able facts for run.json
+        self.method_tensors: dict[str, torch.Tensor] = {}  # what reproduces the method's run, beside the delta
         self.nets: LossNets | None = None
         self.structure_t: torch.Tensor | None = None
         self.image_t: torch.Tensor | None = None

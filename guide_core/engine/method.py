@@ -31,13 +31,14 @@ class Method(Protocol):
 
     name: str
     config_type: type
+    learned_targets: bool  # targets come out of training (a dry run cannot show them without training)
 
     def targets(self, bundle: "ModelBundle", w_u: torch.Tensor, cfg: LTUConfig) -> torch.Tensor:
         """The target codes w_t [N, num_ws, w_dim] that the identities' renders are pulled to."""
         ...
 
     def generator(self, bundle: "ModelBundle", base: torch.nn.Module,
-                  trainable_prefix: str | tuple[str, ...]) -> torch.nn.Module:
+                  trainable_prefix: str | tuple[str, ...], cfg: LTUConfig) -> torch.nn.Module:
         """G_u: a trainable parameterisation of ``base`` (its parameters that train have requires_grad set)."""
         ...
 
@@ -51,7 +52,13 @@ class Method(Protocol):
         ...
 
     def finish(self, run: "Unlearning") -> None:
-        """After the last iteration: add what run.json should keep to ``run.extra``."""
+        """After the last iteration: add what run.json should keep to ``run.extra`` (and tensors that reproduce the
+        run to ``run.method_tensors``, saved beside the delta)."""
+        ...
+
+    def rebuild(self, G: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Give a copy of the root generator the modules this method adds to G_u, for the keys of a saved delta that
+        name them (a method that only changes existing tensors does nothing)."""
         ...
 
 
@@ -75,6 +82,31 @@ def available_methods() -> dict[str, str]:
     """Registered method names with one line each."""
     _import_builtins()
     return {name: text for name, (_, text) in _METHODS.items()}
+
+
+def method_config(method: "str | Method | None" = None, base: LTUConfig | None = None,
+                  **values: Any) -> LTUConfig:
+    """A method's settings: its dataclass's defaults, overridden by ``base`` (a model's or the caller's settings)
+    where base differs from the paper's defaults, then by ``values``; validated.
+
+    A base of the method's own settings type is taken whole. Settings another method's type adds are dropped, and a
+    value for a setting this method does not have is an error naming the method.
+    """
+    config_type = make_method(method).config_type
+    if type(base) is config_type and not values:
+        return base.validate()
+    own = config_type().to_dict()
+    merged = dict(own)
+    if base is not None:
+        paper = LTUConfig().to_dict()
+        merged.update({k: v for k, v in base.to_dict().items()
+                       if k in own and (k not in paper or v != paper[k] or type(base) is config_type)})
+    unknown = sorted(set(values) - set(own))
+    if unknown:
+        name = method if isinstance(method, str) else getattr(method, "name", DEFAULT_METHOD)
+        raise ValueError(f"setting(s) {', '.join(unknown)} do not belong to method {name or DEFAULT_METHOD!r}")
+    merged.update(values)
+    return config_type.from_dict(merged)
 
 
 def make_method(method: "str | Method | None" = None) -> Method:

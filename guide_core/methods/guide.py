@@ -61,6 +61,7 @@ class GuideMethod:
 
     name = "guide"
     config_type = LTUConfig
+    learned_targets = False
 
     def __init__(self) -> None:
         self.memory: AdversarialMemory | None = None
@@ -70,7 +71,7 @@ class GuideMethod:
         return ufo_target(w_u, bundle.w_avg, cfg.d)
 
     def generator(self, bundle: "ModelBundle", base: torch.nn.Module,
-                  trainable_prefix: str | tuple[str, ...]) -> torch.nn.Module:
+                  trainable_prefix: str | tuple[str, ...], cfg: LTUConfig) -> torch.nn.Module:
         """G_u: a copy of the base whose synthesis network trains."""
         return fine_tuned_copy(base, trainable_prefix)
 
@@ -99,6 +100,9 @@ class GuideMethod:
         """How close the attacker inside the loop came, round by round (run.json's extra)."""
         if self.memory is not None:
             run.extra["adversarial_attack_id"] = {"every": run.cfg.attack_every, "best_id": self.memory.found_id}
+
+    def rebuild(self, G: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """GUIDE only changes tensors the generator has."""
 
 
 register_method("guide", GuideMethod, "GUIDE (CVPR 2024): UFO targets, Latent Target Unlearning of the synthesis net")
