@@ -1,8 +1,8 @@
 # The GUIDE paper's own experiment as one command (Seo et al., CVPR 2024; the table of the official README): erase the
-# person of the first of five CelebA-HQ photos of one identity from EG3D FFHQ-rebalanced, once with the baseline
-# (target w̄, local loss only) and once with GUIDE (UFO target at d = 30, local + adjacency + global losses), then
-# score ID (the unlearned photo), ID_others (the four other photos), FID_pre and ΔFID_real, printed beside the
-# published numbers. Needs the released weights (`python -m guide_core weights fetch --all`) and, for the paper's
+# person of the first of five CelebA-HQ photos of one identity from EG3D FFHQ-rebalanced with each method - the
+# baseline (target w̄, local loss only), GUIDE (UFO target at d = 30, local + adjacency + global losses), LEGATO (ODE
+# adapters on the frozen generator) and SUGAR (trigger-network targets, EWC) - then score ID (the unlearned photo),
+# ID_others (the four other photos), FID_pre and ΔFID_real, printed beside the published numbers. Needs the released weights (`python -m guide_core weights fetch --all`) and, for the paper's
 # 1,000 iterations and 5,000 FID samples in reasonable time, a GPU.
 # The five photos are the official repository's sample data (data/CelebAHQ/512/aligned_{1..5}.jpg, already cropped the
 # EG3D way): pass their folder with --photos or GUIDE_SAMPLE_PHOTOS.
@@ -22,13 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from guide_core.__main__ import main as guide_main  # noqa: E402 (after the path)
 
-# Published numbers (official GUIDE README): ID, ID_others, FID_pre, ΔFID_real.
+# Published numbers on this protocol: ID, ID_others, FID_pre, ΔFID_real. Baseline and GUIDE from the official GUIDE
+# README; LEGATO from its paper (arXiv 2601.04282, which reports GUIDE there at 0.02 / 0.23 / 7.44 / 3.36). SUGAR
+# publishes no single-identity row of this protocol: its cells show "—".
 PUBLISHED = {"baseline": {"id": 0.0818, "id_others": 0.4122, "fid_pre": 9.487, "delta_fid_real": 4.891},
-             "guide": {"id": 0.0183, "id_others": 0.2797, "fid_pre": 7.497, "delta_fid_real": 3.331}}
-# What each method changes from guide's LTUConfig defaults (which are GUIDE's): the official baseline command targets
-# the average latent (`--target average`, d = 0 in UFO's formula) with the local loss alone.
+             "guide": {"id": 0.0183, "id_others": 0.2797, "fid_pre": 7.497, "delta_fid_real": 3.331},
+             "legato": {"id": 0.00, "id_others": 0.18, "fid_pre": 6.09, "delta_fid_real": 1.78},
+             "sugar": {}}
+# What each row changes from guide's defaults: the official baseline command targets the average latent
+# (`--target average`, d = 0 in UFO's formula) with the local loss alone; the others are guide's methods at their own
+# defaults.
 METHODS = {"baseline": ["--d", "0", "--n-adj", "0", "--n-glob", "0", "--lambda-adj", "0", "--lambda-glob", "0"],
-           "guide": []}
+           "guide": [], "legato": ["--method", "legato"], "sugar": ["--method", "sugar"]}
 METRICS = ("id", "id_others", "fid_pre", "delta_fid_real")
 PHOTO_NAMES = [f"aligned_{i}.jpg" for i in range(1, 6)]
 
@@ -75,13 +80,13 @@ def run_method(method: str, photos: list[Path], args: argparse.Namespace) -> dic
 
 # The table: measured beside published, one row per method.
 def format_table(results: dict[str, dict]) -> str:
-    def cell(value) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
+    def cell(value, missing: str = "n/a") -> str:
+        return missing if value is None else f"{value:.4f}"
 
     header = f"| method | {' | '.join(f'{m} (guide / paper)' for m in METRICS)} |"
     lines = [header, "|" + "---|" * (len(METRICS) + 1)]
     for method, values in results.items():
-        cells = [f"{cell(values.get(m))} / {PUBLISHED[method][m]:.4f}" for m in METRICS]
+        cells = [f"{cell(values.get(m))} / {cell(PUBLISHED[method].get(m), '—')}" for m in METRICS]
         lines.append(f"| {method} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-fid", type=int, default=None, help="FID samples per generator (eval's default: 5000 on "
                                                                 "a GPU, fewer on a CPU)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the unlearning and of the FID draws")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                        help="rows to run (the baseline and guide's methods)")
     parser.add_argument("--out", default="runs/paper", help="where the run directories go")
     parser.add_argument("--json", action="store_true", help="print the measured numbers as JSON too")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")

@@ -45,10 +45,12 @@ def test_paper_table_runs_both_methods_and_prints_published_numbers(paper_table,
             "--out", str(out), "--json"]
     assert paper_table.main(argv) == 0
     text = capsys.readouterr().out
-    assert "| baseline | " in text and "| guide | " in text
+    assert all(f"| {m} | " in text for m in ("baseline", "guide", "legato", "sugar"))
     assert "/ 0.0183" in text and "/ 7.4970" in text and "/ 0.0818" in text  # published values beside ours
+    assert "/ 6.0900" in text and "/ —" in text  # LEGATO's published FID_pre; SUGAR publishes no row of this protocol
     results = json.loads(text.strip().splitlines()[-1])
-    for method in ("baseline", "guide"):
+    assert runs.read_run(out / "legato")["method"] == "legato" and runs.read_run(out / "sugar")["method"] == "sugar"
+    for method in ("baseline", "guide", "legato", "sugar"):
         assert all(isinstance(results[method][k], float) for k in ("id", "id_others", "fid_pre"))
         record = runs.read_run(out / method)
         assert record["completed"] and record["steps_done"] == 2 and len(record["sources"][0]["others"]) == 4
@@ -64,7 +66,7 @@ def test_paper_table_dry_run_and_missing_photos(paper_table, tmp_path, capsys):
     photos = photos_dir(tmp_path / "photos")
     assert paper_table.main(["--photos", str(photos), "--model", MODEL, "--dry-run", "--out", str(tmp_path / "r")]) == 0
     text = capsys.readouterr().out
-    assert text.count("python -m guide_core unlearn") == 2 and "--iters 1000" in text
+    assert text.count("python -m guide_core unlearn") == 4 and "--iters 1000" in text and "--method sugar" in text
     assert not (tmp_path / "r").exists()
     (photos / "aligned_3.jpg").unlink()
     with pytest.raises(SystemExit, match="lacks aligned_3.jpg"):
