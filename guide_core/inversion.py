@@ -8,7 +8,7 @@ term, and the attacker matches pixels only.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -48,13 +48,18 @@ def photo_batch(bundle: "ModelBundle", photo: torch.Tensor) -> torch.Tensor:
 
 def optimise_codes(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tensor, w_init: torch.Tensor,
                    steps: int, lr: float = 0.01, lambda_l2: float = 1.0, lambda_id: float = 0.0,
-                   lambda_per: float = 1.0) -> Iterator[tuple]:
-    """The attacker's w+ optimisation: G's frontal renders of w (start w_init, one code per photo) pulled onto the
+                   lambda_per: float = 1.0, space: str = "wplus",
+                   project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple]:
+    """The attacker's code optimisation: G's frontal renders of w (start w_init, one code per photo) pulled onto the
     photos under lambda_per * LPIPS + lambda_l2 * MSE + lambda_id * the loss-side identity loss.
 
-    Yields (step, render, loss, None) before each Adam step and (steps, render, None, the codes found) at the end;
-    the generator is never changed.
+    space "wplus" moves every row of the code on its own; "w" moves one row shared by all (it starts from the mean of
+    w_init's rows). ``project`` (e.g. CodeDistribution.project) is applied to the start and after every step, keeping
+    the codes inside a set. Yields (step, render, loss, codes) before each Adam step and (steps, render, None, codes)
+    at the end, codes as full [N, num_ws, D] codes; the generator is never changed.
     """
+    if space not in ("w", "wplus"):
+        raise ValueError(f"code space must be 'w' or 'wplus', got {space!r}")
     if steps < 0:
         raise ValueError(f"audit steps must be >= 0, got {steps}")
     if lambda_id and bundle.id_loss_net is bundle.id_metric_net:
@@ -70,13 +75,17 @@ def optimise_codes(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tenso
     if lambda_id:
         with torch.no_grad():
             id_target = bundle.id_loss_net.embed(photo)
-    w = w_init.detach().clone().to(bundle.device).requires_grad_(True)
+    start = w_init.detach().clone().to(bundle.device)
+    start = start.mean(dim=1, keepdim=True) if space == "w" else start
+    w = (project(start) if project is not None else start).requires_grad_(True)
+    rows = w_init.shape[1]
     optimizer = torch.optim.Adam([w], lr=lr)
     try:
         for step in range(steps + 1):
-            image = bundle.synthesize(G, w, c)
+            codes = w.expand(-1, rows, -1) if space == "w" else w
+            image = bundle.synthesize(G, codes, c)
             if step == steps:
-                yield step, image.detach(), None, w.detach()
+                yield step, image.detach(), None, codes.detach()
                 break
             target = to_resolution(photo, image.shape[-1])
             loss = lambda_l2 * F.mse_loss(image, target)
@@ -84,10 +93,13 @@ def optimise_codes(bundle: "ModelBundle", G: torch.nn.Module, photo: torch.Tenso
                 loss = loss + lambda_per * bundle.perceptual(image, target).mean()
             if lambda_id:
                 loss = loss + lambda_id * (1 - embedding_similarity(bundle.id_loss_net.embed(image), id_target)).mean()
-            yield step, image.detach(), float(loss.detach()), None
+            yield step, image.detach(), float(loss.detach()), codes.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if project is not None:
+                with torch.no_grad():
+                    w.copy_(project(w))
     finally:
         for p, flag in zip(G.parameters(), was):
             p.requires_grad_(flag)

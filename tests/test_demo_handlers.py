@@ -115,8 +115,8 @@ def uploaded(tiny_model, tmp_path):
     return out.session
 
 
-def run_to_end(session, d: float = 30.0, start_over: bool = False, **settings):
-    updates = list(handlers.run_unlearning(session, d, settings, start_over=start_over))
+def run_to_end(session, d: float = 30.0, start_over: bool = False, method_name: str = "guide", **settings):
+    updates = list(handlers.run_unlearning(session, d, settings, start_over=start_over, method=method_name))
     assert updates, "the run produced no update"
     return updates
 
@@ -234,6 +234,24 @@ def test_settings_from_sliders_override_defaults_and_bad_values_are_reported(upl
         next(handlers.run_unlearning(uploaded, 30.0, {"lr": -1.0}))
     with pytest.raises(gr.Error, match="unknown setting"):
         next(handlers.run_unlearning(uploaded, 30.0, {"not_a_field": 1}))
+
+
+# The method picked on the page runs with its own controls; another method's controls on the page are left out.
+def test_the_studio_runs_each_method_with_its_own_settings(uploaded):
+    from guide_core.methods.legato import LegatoConfig, adapters
+    from guide_core.methods.sugar import SugarConfig
+
+    run_to_end(uploaded, iters=2.0, adapter_width=8.0, lambda_ewc=7.0, method_name="legato")
+    assert type(uploaded.config) is LegatoConfig and uploaded.config.adapter_width == 8
+    assert adapters(uploaded.generator_u) and uploaded.job.method.name == "legato"
+    run_to_end(uploaded, start_over=True, iters=2.0, adapter_width=8.0, lambda_ewc=7.0, trigger_steps=2.0,
+               method_name="sugar")
+    assert type(uploaded.config) is SugarConfig and uploaded.config.lambda_ewc == 7.0
+    assert uploaded.config.trigger_steps == 2 and not adapters(uploaded.generator_u)
+    with gr.Blocks():
+        names, groups = __import__("demo.layout", fromlist=["method_sliders"]).method_sliders()
+    assert {"adapter_width", "ode_step", "lambda_traj", "trigger_steps", "lambda_ewc"} <= set(names)
+    assert {method for method, _ in groups} == {"legato", "sugar"}
 
 
 def test_cancel_stops_within_one_iteration_and_app_stays_usable(uploaded):

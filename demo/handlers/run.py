@@ -107,8 +107,10 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
     try:
         config_type = make_method(method).config_type
         known = {f.name for f in dataclasses.fields(config_type)}
+        elsewhere = {f.name for name in available_methods() for f in dataclasses.fields(make_method(name).config_type)}
         # the page holds every method's controls; a run takes those of its own method
-        values = {**cast_settings(config_type, {k: v for k, v in settings.items() if k in known}), "d": float(d)}
+        values = {**cast_settings(config_type, {k: v for k, v in settings.items()
+                                                if k in known or k not in elsewhere}), "d": float(d)}
         cfg = method_config(method, config_defaults(session.model), **values)
     except (TypeError, ValueError) as error:
         raise gr.Error(f"Invalid setting: {error}") from None
