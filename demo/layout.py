@@ -211,10 +211,12 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
 
         with gr.Tab("6 · Report"):
             audit_steps = gr.Slider(0, 200, value=handlers.default_audit_steps(), step=10,
-                                    label="erasure audit: re-inversion steps (0 = skip)", elem_id="audit-steps")
+                                    label="attacker ladder: steps of each optimisation tier (0 = skip the audit)",
+                                    elem_id="audit-steps")
             report_button = gr.Button("Evaluate and package the run", elem_id="report")
             report_md = gr.Markdown("", elem_id="report-md")
-            audit_plot = gr.Plot(label="erasure audit: identity per attack step", elem_id="audit-plot")
+            audit_plot = gr.Plot(label="attacker ladder: the forgotten person and the strangers per tier",
+                                 elem_id="audit-plot")
             downloads = gr.File(label="delta.safetensors + run.json", file_count="multiple", interactive=False,
                                 elem_id="downloads")
 

@@ -1,10 +1,12 @@
-"""Plotly figures of the studio: latent geometry of UFO, loss curves, per-view identity, identity clusters.
+"""Plotly figures of the studio: latent geometry of UFO, loss curves, per-view identity, identity clusters, the
+attacker ladder.
 
 Every number drawn here comes from guide_core; this module only projects it to 2-D and lays it out.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -140,25 +142,26 @@ def identity_per_view(yaws_deg: Sequence[float], series: Mapping[str, Sequence[f
     return _layout(fig, "Identity similarity per view")
 
 
-def audit_curves(attacks: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], name: str = "") -> go.Figure:
-    """The erasure audit's attack curves: identity similarity to the photo per attack step.
-
-    Against G_s (solid) and G_u (dashed), one colour per attack, for the identity the attacker recovers best from G_u.
-    """
-    if not attacks:
-        return empty_figure("Attack curves appear here when the report runs the erasure audit.")
+def ladder_chart(values: Mapping[str, Any] | None) -> go.Figure:
+    """The attacker ladder: tier on the x axis (weakest to strongest), the forgotten person's best identity in G_s and
+    in G_u and the strangers' in G_u as lines, the impostor threshold drawn; held tiers are marked."""
+    if not values or not values.get("tiers"):
+        return empty_figure("The attacker ladder appears here when the report runs the audit.")
+    tiers = list(values["tiers"])
+    rows = [values["tiers"][t] for t in tiers]
     fig = _figure()
-    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-    for k, (attack, values) in enumerate(attacks.items()):
-        colour = colours[k % len(colours)]
-        for side, dash in (("before", "solid"), ("after", "dash")):
-            points = values[f"curve_{side}"]
-            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                     name=f"{attack} on {'G_s' if side == 'before' else 'G_u'}",
-                                     line=dict(dash=dash, color=colour)))
-    fig.update_xaxes(title="attack step")
-    fig.update_yaxes(title="identity cosine similarity to the photo", range=[-1.0, 1.0])
-    return _layout(fig, "Erasure audit: re-inversion attacks" + (f" ({name})" if name else ""))
+    for key, label, style in (("best_id_before", "forgotten, G_s", dict(color="#7f7f7f")),
+                              ("best_id_after", "forgotten, G_u", dict(color="#d62728", width=3)),
+                              ("stranger_after", "strangers, G_u", dict(color="#1f77b4", dash="dash"))):
+        fig.add_trace(go.Scatter(x=tiers, y=[r[key] for r in rows], mode="lines+markers", name=label, line=style))
+    fig.add_trace(go.Scatter(x=[t for t, r in zip(tiers, rows) if r["held"]],
+                             y=[r["best_id_after"] for r in rows if r["held"]], mode="markers", name="held",
+                             marker=dict(symbol="star", size=14, color="#2ca02c")))
+    fig.add_hline(y=values["threshold"], line=dict(color="black", dash="dot"),
+                  annotation_text=f"impostor threshold {values['threshold']:.2f}")
+    fig.update_xaxes(title="attacker tier (weakest → strongest)")
+    fig.update_yaxes(title="best identity similarity to the photo", range=[-1.0, 1.0])
+    return _layout(fig, "Attacker ladder" + (f": {values.get('strongest_held') or 'no tier'} held" if values else ""))
 
 
 def identity_clusters(embeddings, labels: Sequence[str], generators: Sequence[str], seed: int = 0) -> go.Figure:

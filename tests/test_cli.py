@@ -102,19 +102,27 @@ def test_eval_default_sample_count_on_cpu_is_printed_with_progress(run_dir, caps
 
 
 def test_audit_json(run_dir, capsys):
-    code, out, err = run_cli(["audit", str(run_dir), "--json", "--steps", "2", "--device", "cpu", "--no-save"],
-                             capsys)
+    fast = ["--steps", "2", "--samples", "8", "--refine-steps", "1", "--device", "cpu"]
+    code, out, err = run_cli(["audit", str(run_dir), "--json", "--no-save", *fast], capsys)
     assert code == 0, err
     values = json.loads(out)
-    assert {"best_id_before", "best_id_after", "erased", "before", "after"} <= set(values)
-    assert values["start"] == "encoder" and values["steps"] == 2
-    assert list(values["attacks"]) == ["encoder", "code", "mean", "random-0", "random-1"]
-    assert values["best_id_after"] == max(a["best_id_after"] for a in values["attacks"].values())
-    assert values["attacks"][values["strongest_attack"]]["best_id_after"] == values["best_id_after"]
-    code, out, err = run_cli(["audit", str(run_dir), "--json", "--steps", "2", "--device", "cpu", "--no-save",
-                              "--attacks", "mean", "random", "--random-starts", "3"], capsys)
+    assert list(values["tiers"]) == ["sample", "encoder", "encoder_refine", "typical_w", "typical_wplus", "w", "wplus"]
+    for tier in values["tiers"].values():
+        assert {"best_id_before", "best_id_after", "stranger_after", "held", "code_distance"} <= set(tier)
+        assert isinstance(tier["held"], bool) and tier["code_distance"]["p99"] > tier["code_distance"]["median"] > 0
+    assert len(values["strangers"]) == 3 and "strongest_held" in values and values["sentence"]
+    assert values["best_id_after"] == max(t["best_id_after"] for t in values["tiers"].values())
+    held = [name for name, tier in values["tiers"].items() if tier["held"]]
+    assert values["held"] == held
+    code, out, err = run_cli(["audit", str(run_dir), "--json", "--tiers", "encoder", "wplus", "--strangers", "1",
+                              *fast], capsys)
     assert code == 0, err
-    assert list(json.loads(out)["attacks"]) == ["mean", "random-0", "random-1", "random-2"]
+    values = json.loads(out)
+    assert list(values["tiers"]) == ["encoder", "wplus"] and len(values["strangers"]) == 1
+    assert list(runs.read_run(run_dir)["metrics"]["audit"]["tiers"]) == ["encoder", "wplus"]
+    code, out, err = run_cli(["audit", str(run_dir), *fast, "--tiers", "w", "--strangers", "1"], capsys)
+    assert code == 0, err
+    assert any(line.split()[:1] == ["w"] for line in out.splitlines()) and "The erasure" in out, out
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):

@@ -317,12 +317,16 @@ def test_others_orbit_clusters_and_report(uploaded, tmp_path):
     assert record["config"]["iters"] == 3 and record["sources"][0]["name"] == "photo"
     assert record["metrics"]["id"] is not None and record["metrics"]["id_others"] is not None
     assert "audit" in record["metrics"] and "ID" in report.markdown and "tiny test world" in report.markdown
-    # The audit's curves: a solid (G_s) and a dashed (G_u) line per attack; the optimisation attacks are scored at both
-    # ends of their 2 steps, the encoder's refinement at each of its 2 steps and its start.
-    attacks = record["metrics"]["audit"]["attacks"]
-    assert len(report.audit_plot.data) == 2 * len(attacks) == 10
-    assert [len(trace.x) for trace in report.audit_plot.data] == [3, 3] + [2] * 8
-    assert "| photo | **best of 5** |" in report.markdown
+    # The ladder chart: tiers on the x axis; the forgotten person in G_s and G_u and the strangers as lines, the held
+    # tiers marked, the impostor threshold drawn.
+    ladder_values = record["metrics"]["audit"]
+    tiers = list(ladder_values["tiers"])
+    assert tiers[0] == "sample" and tiers[-1] == "wplus" and len(ladder_values["strangers"]) == 3
+    lines = {trace.name: trace for trace in report.audit_plot.data}
+    assert list(lines["forgotten, G_u"].x) == tiers and len(lines["strangers, G_u"].y) == len(tiers)
+    assert list(lines["held"].x) == ladder_values["held"]
+    assert [shape.y0 for shape in report.audit_plot.layout.shapes] == [ladder_values["threshold"]]
+    assert "Attacker ladder" in report.markdown and ladder_values["sentence"] in report.markdown
     # The saved delta rebuilds this session's G_u on the base model.
     G_u = runs.load_run(run_json.parent, handlers.get_bundle(uploaded.model))
     assert runs.state_fingerprint(G_u) == runs.state_fingerprint(uploaded.generator_u)
@@ -375,7 +379,8 @@ def test_two_identities_are_forgotten_in_one_run_with_a_row_each(tiny_model, tmp
     assert [s["name"] for s in record["sources"]] == ["ann", "bob"] and record["base_run"] is None
     assert [s["sha256"] for s in record["sources"]] == [i.sha256 for i in session.identities]
     assert [(r["name"], r["run"]) for r in record["metrics"]["per_identity"]] == [("ann", 0), ("bob", 0)]
-    assert [r["name"] for r in record["metrics"]["audit"]["per_identity"]] == ["ann", "bob"]
+    assert record["metrics"]["audit"]["forgotten"] == ["ann", "bob"]
+    assert [r["name"] for r in record["metrics"]["audit"]["tiers"]["wplus"]["per_identity"]] == ["ann", "bob"]
     assert "| ann | run 1 |" in report.markdown and "| bob | run 1 |" in report.markdown
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import torch
+
 from demo import plots
 from demo.handlers.common import as_codes, get_bundle, gpu, lib, need_unlearned, photo_tensor, source_record
 from demo.session import StudioSession
@@ -12,14 +14,14 @@ REPORT_FID_SAMPLES = 64
 
 
 class ReportOut(NamedTuple):
-    """The report's table, its files and the audit's curves."""
+    """The report's table, its files and the attacker ladder's chart."""
     markdown: str
     files: list[str]
     audit_plot: Any = None
 
 
 def default_audit_steps() -> int:
-    """The audit slider's starting value: re-inversion steps per attack."""
+    """The audit slider's starting value: Adam steps of each optimisation tier of the ladder."""
     return 20
 
 
@@ -28,8 +30,8 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
     """Evaluate and package the latest run.
 
     ID and ID_others of every identity the chain of runs forgot (each against the original model), the preservation
-    metric (with what its features are), the erasure audit of every identity whose photo the session holds; the latest
-    run's files.
+    metric (with what its features are), the attacker ladder of every identity whose photo the session holds, against
+    seeded strangers; the latest run's files.
     """
     from guide_core import runs
 
@@ -46,29 +48,29 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
             source["others"] = source_record(held[source["sha256"]])["others"]
     result = metrics.evaluate(bundle, session.generator_u, n_fid=n_fid, identities=identities)
     values = result.to_dict()
-    audits = []
-    if int(audit_steps) > 0:
-        from guide_core import audit
-        for source in identities:
-            person = held.get(source.get("sha256"))
-            if person is not None:
-                audits.append((source, audit.erasure_audit(bundle, session.generator_u,
-                                                           photo_tensor(bundle, person.aligned),
-                                                           as_codes(person.w_u), steps=int(audit_steps))))
-    if audits:
-        values["audit"] = audit.audit_summary(audits)
+    audited = [(source, held[source["sha256"]]) for source in identities if source.get("sha256") in held]
+    ladder_values = None
+    if int(audit_steps) > 0 and audited:
+        from guide_core import ladder
+        strangers, names = ladder.default_strangers(bundle)
+        forgotten = torch.cat([photo_tensor(bundle, person.aligned) for _, person in audited])
+        budget = ladder.LadderBudget(steps=int(audit_steps))
+        ladder_values = ladder.attack_ladder(bundle, session.generator_u, forgotten, strangers,
+                                             [source["name"] for source, _ in audited], names,
+                                             budget=budget).to_dict()
+        values["audit"] = ladder_values
     job.metrics = values
     run_dir = session.workdir / "run"
     runs.save_run(run_dir, job, overwrite=True)
     lines = [table.markdown() for table in result.tables()]
-    if audits:
-        summary = values["audit"]
-        lines.append(f"Erasure audit ({summary['steps']} steps per attack; {summary['objective']}): the best identity "
-                     f"similarity to the photo that re-inversion reaches in G_s and in G_u.\n\n"
-                     + audit.audit_table(audits).markdown())
+    if ladder_values is not None:
+        lines.append(f"**Attacker ladder** (strangers: {', '.join(ladder_values['strangers'])}; held = the forgotten "
+                     f"person below the impostor threshold {ladder_values['threshold']:.2f} in G_u while the "
+                     f"strangers stay within {ladder_values['stranger_tolerance']:.2f} of G_s). "
+                     f"{ladder_values['sentence']}\n\n" + ladder.ladder_table(ladder_values).markdown())
     notes = [f"{note}." for note in result.notes_text()]
     state = "cancelled" if job.cancelled else "complete"
     markdown = "\n\n".join(lines) + "\n\n" + " ".join(notes) + (f"\n\nRun {state}: {job.steps_done}/{job.cfg.iters} "
                                                               f"iterations, {job.seconds:.1f} s.")
-    curves = plots.audit_curves(summary["attacks"], summary["name"]) if audits else plots.audit_curves({})
-    return ReportOut(markdown, [str(run_dir / runs.DELTA_FILE), str(run_dir / runs.RUN_JSON)], curves)
+    return ReportOut(markdown, [str(run_dir / runs.DELTA_FILE), str(run_dir / runs.RUN_JSON)],
+                     plots.ladder_chart(ladder_values))

@@ -1,4 +1,4 @@
-"""`audit`: re-inversion attacks on a run's G_u and on G_s (guide_core.audit)."""
+"""`audit`: the attacker ladder on a run's G_u and on G_s, with strangers as the baseline (guide_core.ladder)."""
 from __future__ import annotations
 
 import argparse
@@ -12,21 +12,29 @@ from guide_core.cli.common import Command, aligned_photo, common_flags, load_run
 
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `audit`."""
-    from guide_core import audit
+    from guide_core import ladder
 
     parser.add_argument("run_dir", help="a run directory written by `unlearn`")
     parser.add_argument("--image", default=None,
                         help="the source photo, for a run of one identity (default: the paths recorded in run.json)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--model", default=None, help="override the model recorded in run.json")
-    parser.add_argument("--steps", type=int, default=200, help="optimisation steps of each attack")
-    parser.add_argument("--lr", type=float, default=0.01, help="attacker's Adam learning rate on w+")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the attacks (their random starts included)")
-    parser.add_argument("--attacks", nargs="+", choices=audit.ATTACKS, default=list(audit.ATTACKS),
-                        help="attacks to run: the encoder refined on each generator's renders, and w+ optimisation "
-                             "from the encoder's code, from w̄ and from random starts")
-    parser.add_argument("--random-starts", type=int, default=audit.RANDOM_STARTS,
-                        help="random starts of the 'random' attack")
+    parser.add_argument("--tiers", nargs="+", choices=ladder.TIERS, default=list(ladder.TIERS),
+                        help="tiers of the ladder to run, weakest to strongest: the best of sampled codes, the "
+                             "encoder, the refined encoder, W and w+ optimisation inside the 99 %% typical ball, and "
+                             "unconstrained W and w+ optimisation")
+    parser.add_argument("--strangers", type=int, default=3,
+                        help="people never forgotten to compare with (seeded world persons, or renders of seeded "
+                             "random people)")
+    parser.add_argument("--stranger-photos", nargs="+", default=None, metavar="PHOTO",
+                        help="photos of strangers to use instead")
+    budget = ladder.LadderBudget()
+    parser.add_argument("--steps", type=int, default=budget.steps, help="Adam steps of each optimisation tier")
+    parser.add_argument("--samples", type=int, default=budget.samples, help="codes of the sample tier")
+    parser.add_argument("--refine-steps", type=int, default=budget.refine_steps,
+                        help="refinements of the encoder_refine tier")
+    parser.add_argument("--lr", type=float, default=budget.lr, help="attacker's Adam learning rate on the code")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the attacks (the sampled codes included)")
     parser.add_argument("--no-save", action="store_true", help="do not write the result to run.json")
     common_flags(parser)
 
@@ -44,15 +52,16 @@ def _recorded_photo(source: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def _audit_run(args: argparse.Namespace) -> int:
-    """Re-inversion attacks against G_s and G_u for every identity the run (chain included) forgot whose photo is at
-    hand;
-    the headline is the identity the attacker recovers best from G_u.
-    """
-    from guide_core import audit
+    """The attacker ladder against G_s and G_u for every identity the run (chain included) forgot whose photo is at
+    hand, all in one batch with the strangers; each tier's headline is the identity the attacker recovers best from
+    G_u."""
+    from guide_core import ladder
     from guide_core.runs import chain_sources, update_run
 
     record, bundle, G_u = load_run_dir(args)
     identities = chain_sources(record)
+    if args.strangers < 1 and not args.stranger_photos:
+        raise ValueError("--strangers must be >= 1: the ladder compares the forgotten with people never forgotten")
     if args.image:
         if len(identities) != 1:
             raise ValueError(f"--image names one photo, but run {args.run_dir} forgot {len(identities)} identities; "
@@ -71,21 +80,29 @@ def _audit_run(args: argparse.Namespace) -> int:
                                     + (" (pass --image)" if len(identities) == 1 else ""))
         for line in missing:
             print(f"skipped {line}", file=sys.stderr)
-    results = []
-    for source, path in photos:
-        result = audit.erasure_audit(bundle, G_u, aligned_photo(bundle, path), None, steps=args.steps, lr=args.lr,
-                                     seed=args.seed, attacks=tuple(args.attacks), random_starts=args.random_starts,
-                                     progress=True)
-        results.append((source, result))
-    values = audit.audit_summary(results)
+    import torch
+
+    forgotten = torch.cat([aligned_photo(bundle, path) for _, path in photos])
+    if args.stranger_photos:
+        strangers = torch.cat([aligned_photo(bundle, path) for path in args.stranger_photos])
+        stranger_names = [Path(path).stem for path in args.stranger_photos]
+    else:
+        strangers, stranger_names = ladder.default_strangers(bundle, args.strangers)
+    budget = ladder.LadderBudget(samples=args.samples, refine_steps=args.refine_steps, steps=args.steps, lr=args.lr)
+    result = ladder.attack_ladder(bundle, G_u, forgotten, strangers, [source["name"] for source, _ in photos],
+                                  stranger_names, tiers=tuple(args.tiers), budget=budget, seed=args.seed,
+                                  progress=True)
+    values = result.to_dict()
     if not args.no_save:
-        update_run(args.run_dir, metrics={"audit": {k: values[k] for k in audit.RECORDED_KEYS}})
+        update_run(args.run_dir, metrics={"audit": values})
     if args.json:
         print(json.dumps(values))
         return 0
-    print(f"re-inversion attacks on run {args.run_dir} ({args.steps} steps each; {values['objective']})")
-    print("  best identity similarity to the photo the attacker reaches: before (G_s) / after (G_u)")
-    print(audit.audit_table(results).text())
+    print(f"attacker ladder on run {args.run_dir}: {len(photos)} forgotten, strangers {', '.join(stranger_names)}; "
+          f"held = the forgotten person below {values['threshold']:.2f} in G_u, strangers within "
+          f"{values['stranger_tolerance']:.2f} of G_s")
+    print(ladder.ladder_table(values).text())
+    print(values["sentence"])
     return 0
 
 
