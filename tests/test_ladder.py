@@ -97,3 +97,33 @@ def test_held_needs_the_person_below_threshold_and_the_strangers_kept():
     lost = fake_ladder({"sample": 0.1, "encoder": 0.2}, strangers_after=0.8).to_dict()  # strangers fell by 0.1
     assert lost["strongest_held"] is None and not lost["tiers"]["sample"]["held"]
     assert lost["sentence"].startswith("The erasure does not hold even against sampling")
+
+
+# The default world after a short GUIDE run: the person is found in G_s by the encoder tiers, typical tiers stay inside
+# the ball while unconstrained ones leave it, and the strangers are drawn as well by G_u as by G_s.
+@pytest.mark.slow
+def test_the_ladder_on_the_default_world():
+    import dataclasses
+
+    from guide_core.bundle import pil_to_tensor
+    from guide_core.engine import Unlearning
+    from guide_core.registry import load_bundle
+    from guide_core.world.examples import person_photos
+
+    torch.set_num_threads(2)
+    world = load_bundle("default")
+    photo = pil_to_tensor([world.align(person_photos(0, 1, 64)[0])])
+    cfg = dataclasses.replace(world.ltu_defaults, preview_every=0, iters=60)
+    G_u = Unlearning(world, world.invert(photo), cfg=cfg).run_all().G_u
+    strangers, names = ladder.default_strangers(world, 2)
+    budget = ladder.LadderBudget(samples=128, steps=60)
+    values = ladder.attack_ladder(world, G_u, photo, strangers, ["person 0"], names, budget=budget).to_dict()
+    tiers = values["tiers"]
+    assert values["threshold"] == pytest.approx(world.extras["id_threshold"])
+    assert tiers["encoder"]["best_id_before"] >= 0.8 and tiers["wplus"]["best_id_before"] >= 0.8
+    assert tiers["encoder"]["best_id_after"] < tiers["encoder"]["best_id_before"] - 0.2  # the stored latent moved
+    for name in ("typical_w", "typical_wplus"):
+        assert tiers[name]["code_distance"]["after"] <= values["code_distribution"]["p99"] * 1.001, name
+    assert tiers["wplus"]["code_distance"]["after"] > values["code_distribution"]["p99"]
+    for tier in tiers.values():
+        assert abs(tier["stranger_after"] - tier["stranger_before"]) < 0.1
