@@ -57,6 +57,14 @@ class LTUConfig:
                 "seeded random people", "range": (1, 8)})
     lambda_adv: float = field(default=1.0, metadata={
         "help": "robust unlearning: weight of the local loss of the attack latents", "range": (0.0, 10.0)})
+    encoder_steps: int = field(default=0, metadata={
+        "help": "encoder-side unlearning (beyond the paper, after IREU): Adam steps fine-tuning a copy of the inversion "
+                "encoder after the generator, so that each identity's photos invert to its target while strangers' "
+                "inversions stay (0 = off)", "range": (0, 1000)})
+    encoder_lr: float = field(default=1e-4, metadata={"help": "encoder-side unlearning: Adam learning rate",
+                                                      "range": (1e-6, 1e-2)})
+    lambda_encoder_keep: float = field(default=1.0, metadata={
+        "help": "encoder-side unlearning: weight of keeping strangers' inversions", "range": (0.0, 10.0)})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate", "range": (1e-5, 1e-3)})
     identity_scaling: float = field(default=0.5, metadata={
         "help": "with N identities at once: lr x N^s and lambda_glob x N^-s for this exponent s (0 = the same settings "
@@ -105,6 +113,9 @@ class LTUConfig:
                   ("attack_every", self.attack_every >= 1, "must be >= 1"),
                   ("attack_steps", self.attack_steps >= 1, "must be >= 1"),
                   ("attack_chains", self.attack_chains >= 1, "must be >= 1"),
+                  ("encoder_steps", self.encoder_steps >= 0, "must be >= 0"),
+                  ("encoder_lr", self.encoder_lr > 0, "must be > 0"),
+                  ("lambda_encoder_keep", self.lambda_encoder_keep >= 0, "must be >= 0"),
                   ("identity_scaling", self.identity_scaling >= 0, "must be >= 0"),
                   ("alpha_max", self.alpha_max >= 0, "must be >= 0"),
                   ("yaw_range", self.yaw_range >= 0, "must be >= 0"),

@@ -105,8 +105,9 @@ class _Best:
 
 
 def run_tier(bundle: "ModelBundle", G: torch.nn.Module, tier: str, photos: torch.Tensor, budget: LadderBudget,
-             codes: CodeDistribution, seed: int = 0) -> TierRun:
-    """One tier against one generator for every photo of a batch (aligned, [-1, 1])."""
+             codes: CodeDistribution, seed: int = 0, encoder: torch.nn.Module | None = None) -> TierRun:
+    """One tier against one generator for every photo of a batch (aligned, [-1, 1]); ``encoder`` replaces the
+    bundle's where the generator is served with its own (a run's encoder-side unlearning)."""
     photos = photo_batch(bundle, photos)
     people = len(photos)
     scores, best = _Scores(bundle, photos), _Best(people)
@@ -124,13 +125,20 @@ def run_tier(bundle: "ModelBundle", G: torch.nn.Module, tier: str, photos: torch
         return best.result()
     if bundle.encoder is None:
         raise ValueError(f"model {bundle.name!r} has no encoder: the {tier!r} tier needs one")
-    w_photo = bundle.invert(photos)
+
+    def invert(images: torch.Tensor) -> torch.Tensor:
+        if encoder is None:
+            return bundle.invert(images)
+        with torch.no_grad():
+            return encoder(images)
+
+    w_photo = invert(photos)
     if tier in ("encoder", "encoder_refine"):
         w = w_photo.clone()
         for step in range(budget.refine_steps + 1 if tier == "encoder_refine" else 1):
             images = bundle.render(G, w)
             best.update(scores(images, everyone), codes.distance(w).cpu(), everyone, step)
-            w = w + w_photo - bundle.invert(to_resolution(images, photos.shape[-1]))
+            w = w + w_photo - invert(to_resolution(images, photos.shape[-1]))
         return best.result()
     if tier not in OPTIMISED:
         raise ValueError(f"unknown ladder tier {tier!r}; known: {', '.join(TIERS)}")
@@ -230,10 +238,12 @@ def sentence(tiers: dict[str, Any], order: list[str], strongest: str | None) -> 
 def attack_ladder(bundle: "ModelBundle", G_u: torch.nn.Module, forgotten: torch.Tensor, strangers: torch.Tensor,
                   forgotten_names: list[str] | None = None, stranger_names: list[str] | None = None,
                   tiers: tuple[str, ...] = TIERS, budget: LadderBudget | None = None, seed: int = 0,
-                  reuse_before: Ladder | None = None, progress: bool = False) -> Ladder:
+                  reuse_before: Ladder | None = None, progress: bool = False,
+                  encoder_u: torch.nn.Module | None = None) -> Ladder:
     """Every tier against G_s and G_u for the forgotten people's photos and the strangers' (aligned, [-1, 1]), all
     people in one batch. ``reuse_before``: an earlier ladder of the same photos, tiers, budget and seed lends its G_s
-    side (comparing several unlearnings of the same people costs one G_s side)."""
+    side (comparing several unlearnings of the same people costs one G_s side). ``encoder_u``: the encoder G_u is
+    served with (a run's encoder-side unlearning); G_s keeps the bundle's."""
     unknown = [t for t in tiers if t not in TIERS]
     if unknown:
         raise ValueError(f"unknown ladder tier(s) {unknown}; known: {', '.join(TIERS)}")
@@ -257,7 +267,7 @@ def attack_ladder(bundle: "ModelBundle", G_u: torch.nn.Module, forgotten: torch.
             bar.update(1)
         else:
             before = reuse_before.tiers[name][0]
-        runs[name] = (before, run_tier(bundle, G_u, name, photos, budget, codes, seed))
+        runs[name] = (before, run_tier(bundle, G_u, name, photos, budget, codes, seed, encoder_u))
         bar.update(1)
     bar.close()
     return Ladder(runs, list(forgotten_names), list(stranger_names), impostor_threshold(bundle), budget, codes)

@@ -85,15 +85,14 @@ def _released_bundle(name: str, generator_name: str | None, generator_path: Path
 
     from guide_core import faces
     from guide_core.encoders import load_goae
+    from guide_core.encoders.absolute import OffsetEncoder
     from guide_core.identity import load_ir101, load_ir_se50
     from guide_core.perceptual import Perceptual
 
     goae = load_goae(files["encoder"], device=device)
     w_avg = torch.as_tensor(w_avg, dtype=torch.float32, device=device)
 
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        """GOAE predicts an offset from the mean latent; the bundle's encoder returns absolute codes."""
-        return goae.invert(images) + w_avg
+    encode = OffsetEncoder(goae, w_avg, lambda net, images: net.invert(images))  # GOAE predicts w+ - w̄
 
     cond_c = camera_params(0.0, 0.0, pivot=(0.0, 0.0, 0.0))
     return ModelBundle(

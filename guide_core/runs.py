@@ -274,6 +274,15 @@ def load_method_tensors(run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def load_encoder(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Module | None:
+    """The encoder a run's encoder-side unlearning made (its method file's "encoder." tensors on a copy of the
+    bundle's encoder); None when the run made none."""
+    from guide_core.engine.encoder_side import encoder_with
+
+    tensors = load_method_tensors(run_dir)
+    return encoder_with(bundle.encoder, tensors) if tensors else None
+
+
 def load_run(run_dir: str | os.PathLike, bundle: "ModelBundle") -> torch.nn.Module:
     """The unlearned generator G_u of a saved run, rebuilt on `bundle`'s generator, which must be the run's root model
     (for

@@ -56,7 +56,7 @@ def _audit_run(args: argparse.Namespace) -> int:
     hand, all in one batch with the strangers; each tier's headline is the identity the attacker recovers best from
     G_u."""
     from guide_core import ladder
-    from guide_core.runs import chain_sources, update_run
+    from guide_core.runs import chain_sources, load_encoder, update_run
 
     record, bundle, G_u = load_run_dir(args)
     identities = chain_sources(record)
@@ -91,7 +91,7 @@ def _audit_run(args: argparse.Namespace) -> int:
     budget = ladder.LadderBudget(samples=args.samples, refine_steps=args.refine_steps, steps=args.steps, lr=args.lr)
     result = ladder.attack_ladder(bundle, G_u, forgotten, strangers, [source["name"] for source, _ in photos],
                                   stranger_names, tiers=tuple(args.tiers), budget=budget, seed=args.seed,
-                                  progress=True)
+                                  progress=True, encoder_u=load_encoder(args.run_dir, bundle))
     values = result.to_dict()
     if not args.no_save:
         update_run(args.run_dir, metrics={"audit": values})

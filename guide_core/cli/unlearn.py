@@ -106,7 +106,8 @@ def _unlearn_run(args: argparse.Namespace) -> int:
     from guide_core.engine import Unlearning, make_method
     from guide_core.progress import progress_bar
     from guide_core.registry import load_bundle
-    from guide_core.runs import chain_sources, forgotten_codes, read_run, run_sources, save_run, source_record
+    from guide_core.runs import (chain_sources, forgotten_codes, load_encoder, read_run, run_sources, save_run,
+                                 source_record)
 
     config_from_args(args)  # bad settings fail before any model is loaded
     people = _identities(args)
@@ -148,7 +149,8 @@ def _unlearn_run(args: argparse.Namespace) -> int:
         print(json.dumps(plan, indent=1))
         return 0
     unlearning = Unlearning(bundle, w_u, cfg=cfg, sources=sources, base=G_parent, base_run=base_run, photos=photos,
-                            forgotten=forgotten_codes(base_run), method=args.method)
+                            forgotten=forgotten_codes(base_run), method=args.method,
+                            base_encoder=load_encoder(args.base_run, bundle) if args.base_run else None)
     with progress_bar(cfg.iters, f"unlearning {len(sources)} identit{'y' if len(sources) == 1 else 'ies'}",
                       leave=True) as bar:
         for progress in unlearning.run():

@@ -71,7 +71,8 @@ class Unlearning:
                (guide_core.runs.forgotten_codes): they are held to their targets in the global loss
                (LTUConfig.n_glob_forgotten);
     photos     per identity, its aligned photos (robust unlearning re-inverts them);
-    method     a registered method name or a Method (default: GUIDE).
+    method     a registered method name or a Method (default: GUIDE);
+    base_encoder  the encoder encoder-side unlearning starts from (a chain's parent run's E_u; default: the bundle's).
     """
 
     def __init__(self, bundle: "ModelBundle", w_u: torch.Tensor, w_t: torch.Tensor | None = None,
@@ -79,7 +80,8 @@ class Unlearning:
                  trainable_prefix: str | tuple[str, ...] | None = None, sources: list[dict[str, Any]] | None = None,
                  base: torch.nn.Module | None = None, base_run: dict[str, Any] | None = None,
                  photos: list[torch.Tensor] | None = None,
-                 forgotten: tuple[torch.Tensor, torch.Tensor] | None = None, method: str | Method | None = None):
+                 forgotten: tuple[torch.Tensor, torch.Tensor] | None = None, method: str | Method | None = None,
+                 base_encoder: torch.nn.Module | None = None):
         self.bundle = bundle
         self.method = make_method(method)
         self.cfg = method_config(self.method, cfg or getattr(bundle, "ltu_defaults", None) or LTUConfig())
@@ -120,6 +122,8 @@ class Unlearning:
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # further JSON-able facts for run.json
         self.method_tensors: dict[str, torch.Tensor] = {}  # what reproduces the method's run, beside the delta
+        self.base_encoder = base_encoder
+        self.encoder_u: torch.nn.Module | None = None  # E_u, when encoder-side unlearning ran
         self.nets: LossNets | None = None
         self.structure_t: torch.Tensor | None = None
         self.image_t: torch.Tensor | None = None
@@ -200,11 +204,29 @@ class Unlearning:
             yield Progress(step=self.steps_done, total=cfg.iters, losses=record,
                            previews=self.previews() if show else None, seconds=self.seconds)
         self.method.finish(self)
+        if cfg.encoder_steps and self.completed_steps():
+            self._unlearn_encoder()
         self.G_u.eval()
         self.G_u.requires_grad_(False)
-        self.completed = self.steps_done == cfg.iters and not self.cancelled
+        self.completed = self.completed_steps()
         yield Progress(step=self.steps_done, total=cfg.iters, losses=self.history[-1] if self.history else {},
                        previews=None, done=True, cancelled=self.cancelled, seconds=self.seconds, unlearning=self)
+
+    def completed_steps(self) -> bool:
+        """Whether every iteration ran (a cancelled run stops before its follow-up work)."""
+        return self.steps_done == self.cfg.iters and not self.cancelled
+
+    def _unlearn_encoder(self) -> None:
+        """Encoder-side unlearning after the generator (guide_core.engine.encoder_side): E_u and its changed tensors."""
+        from guide_core.engine.encoder_side import changed_encoder_tensors, unlearn_encoder
+
+        start = time.perf_counter()
+        self.encoder_u, history = unlearn_encoder(self.bundle, self.identity_photos(), self.w_t, self.cfg,
+                                                  base=self.base_encoder)
+        self.method_tensors.update(changed_encoder_tensors(self.encoder_u, self.bundle.encoder))
+        self.extra["encoder_unlearning"] = {"steps": len(history), "first": history[:1], "last": history[-1:],
+                                            "seconds": round(time.perf_counter() - start, 2)}
+        self.seconds += time.perf_counter() - start
 
     def run_all(self, callback: Callable[[Progress], None] | None = None) -> "Unlearning":
         """Run to the end (or to cancellation) and return self; a convenience for scripts and tests."""

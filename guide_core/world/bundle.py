@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from guide_core.bundle import ModelBundle
+from guide_core.encoders.absolute import OffsetEncoder
 from guide_core.config import LTUConfig
 from guide_core.registry import register_model
 from guide_core.weights.catalogue import SHIPPED_ROOT
@@ -136,13 +137,8 @@ def load_bundle(device: str = "cpu"):
     w_avg = G.backbone.mapping.w_avg.detach().clone()
     identity = WorldIdentity(nets["identity"])
     perceptual = WorldPerceptual(identity.net).eval().requires_grad_(False)
-    encoder = None
-    if "encoder" in nets:
-        enc = nets["encoder"]
-
-        def encoder(images: torch.Tensor) -> torch.Tensor:
-            """The encoder predicts an offset from the mean latent; the bundle's encoder returns absolute codes."""
-            return enc(images) + w_avg.to(images.device)
+    # The world's encoder predicts an offset from the mean latent; the bundle's encoder returns absolute codes.
+    encoder = OffsetEncoder(nets["encoder"], w_avg).eval() if "encoder" in nets else None
     return ModelBundle(
         name="default", G=G, w_avg=w_avg, cond_c=frontal_camera(1).to(device),
         id_loss_net=identity, id_metric_net=identity, perceptual=perceptual, encoder=encoder,
