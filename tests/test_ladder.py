@@ -110,7 +110,6 @@ def test_the_ladder_on_the_default_world():
     from guide_core.registry import load_bundle
     from guide_core.world.examples import person_photos
 
-    torch.set_num_threads(2)
     world = load_bundle("default")
     photo = pil_to_tensor([world.align(person_photos(0, 1, 64)[0])])
     cfg = dataclasses.replace(world.ltu_defaults, preview_every=0, iters=60)

@@ -202,7 +202,6 @@ def test_each_method_erases_a_world_person_and_keeps_a_far_one(method):
     from guide_core.registry import load_bundle
     from guide_core.world.examples import person_photos
 
-    torch.set_num_threads(2)
     bundle = load_bundle("default")
     photo = pil_to_tensor([bundle.align(person_photos(0, 1, 64)[0])])
     w_u = bundle.invert(photo)

@@ -9,7 +9,7 @@ ODE adapters, and only the adapters train.
 - Losses: GUIDE's local, adjacency and global losses (guide_core.engine.losses), plus a trajectory-consistency term
   that joins the local loss: the mean squared difference of consecutive Euler states of one adapter (the 128 px
   resolution's, or the finest below it), over the local pairs (the identities and their adjacent codes).
-- Targets: UFO (guide_core.methods.guide.ufo_target).
+- Targets: UFO (guide_core.methods.guide.ufo_target); like GUIDE it can add robust unlearning's attack latents.
 
 The adapters are registered in G_u's own state_dict (``<layer>.legato_adapter.*``), so a run's delta holds them and
 reloading a run rebuilds them (``rebuild``). A LEGATO run that continues a LEGATO run trains the adapters it inherits.
@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from guide_core.config import LTUConfig
-from guide_core.engine.losses import ltu_losses
 from guide_core.engine.method import register_method
-from guide_core.methods.guide import ufo_target
+from guide_core.methods.guide import GuideMethod
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -134,19 +133,16 @@ def trajectory_loss(states: list[torch.Tensor], rows: int) -> torch.Tensor:
     return torch.stack(steps).mean()
 
 
-class LegatoMethod:
-    """UFO targets; G_u = frozen generator + Euler ODE adapters; GUIDE's losses plus trajectory consistency."""
+class LegatoMethod(GuideMethod):
+    """GUIDE's targets and losses (robust option included); G_u = frozen generator + Euler ODE adapters, plus
+    trajectory consistency."""
 
     name = "legato"
     config_type = LegatoConfig
-    learned_targets = False
 
     def __init__(self) -> None:
+        super().__init__()
         self.traced: EulerAdapter | None = None
-
-    def targets(self, bundle: "ModelBundle", w_u: torch.Tensor, cfg: LTUConfig) -> torch.Tensor:
-        """UFO targets at distance cfg.d, as GUIDE's."""
-        return ufo_target(w_u, bundle.w_avg, cfg.d)
 
     def generator(self, bundle: "ModelBundle", base: torch.nn.Module,
                   trainable_prefix: str | tuple[str, ...], cfg: LTUConfig) -> torch.nn.Module:
@@ -155,6 +151,7 @@ class LegatoMethod:
 
     def start(self, run: "Unlearning") -> None:
         """Keep the Euler states of the adapter the trajectory term reads."""
+        super().start(run)
         cfg = _legato(run.cfg)
         sites = [s for s in run.bundle.backend.feature_sites(run.G_u) if s.resolution <= cfg.traj_resolution]
         if cfg.lambda_traj and sites:
@@ -163,20 +160,19 @@ class LegatoMethod:
 
     def losses(self, run: "Unlearning", step: int, draws: Any,
                camera: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """GUIDE's LTU losses, with lambda_traj x trajectory consistency added to the local loss."""
-        cfg = run.cfg
-        total, losses = ltu_losses(run.G_u, run.G_s, run.w_u, run.w_t, run.structure_t, draws, run.nets, cfg,
-                                   camera, image_t=run.image_t)
+        """GUIDE's losses, with lambda_traj x trajectory consistency added to the local loss."""
+        total, losses = super().losses(run, step, draws, camera)
         if self.traced is not None and self.traced.states:
             k, n_adj = draws.z_adj.shape[:2]
+            weight = _legato(run.cfg).lambda_traj
             losses["trajectory"] = trajectory_loss(self.traced.states, run.w_u.shape[0] + k * n_adj)
-            total = total + _legato(cfg).lambda_traj * losses["trajectory"]
-            losses["local"] = losses["local"] + _legato(cfg).lambda_traj * losses["trajectory"]
-            losses["total"] = total
+            losses["local"] = losses["local"] + weight * losses["trajectory"]
+            total = losses["total"] = total + weight * losses["trajectory"]
         return total, losses
 
     def finish(self, run: "Unlearning") -> None:
         """Stop keeping states; record the adapters' size."""
+        super().finish(run)
         if self.traced is not None:
             self.traced.keep_states, self.traced.states = False, None
         found = adapters(run.G_u)

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from guide_core.config import LTUConfig
-from guide_core.engine.losses import LossNets, ltu_losses, render
+from guide_core.engine.losses import LossNets, render
 from guide_core.engine.method import register_method
 from guide_core.identity import embedding_similarity
-from guide_core.methods.guide import fine_tuned_copy
+from guide_core.methods.guide import GuideMethod
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -176,14 +176,16 @@ def ewc_penalty(G: nn.Module, fisher: dict[str, torch.Tensor], anchor: dict[str,
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
-class SugarMethod:
-    """Trigger-network targets; the synthesis network fine-tuned with GUIDE's losses plus an EWC penalty."""
+class SugarMethod(GuideMethod):
+    """Trigger-network targets; the synthesis network fine-tuned with GUIDE's losses (robust option included) plus an
+    EWC penalty."""
 
     name = "sugar"
     config_type = SugarConfig
     learned_targets = True
 
     def __init__(self) -> None:
+        super().__init__()
         self.trigger: TriggerNet | None = None
         self.trigger_history: list[float] = []
         self.fisher: dict[str, torch.Tensor] = {}
@@ -196,13 +198,9 @@ class SugarMethod:
         with torch.no_grad():
             return surrogate_target(self.trigger, w_u, bundle.w_avg.to(w_u), cfg.d)
 
-    def generator(self, bundle: "ModelBundle", base: torch.nn.Module,
-                  trainable_prefix: str | tuple[str, ...], cfg: LTUConfig) -> torch.nn.Module:
-        """G_u: a copy of the base whose synthesis network trains (as GUIDE's)."""
-        return fine_tuned_copy(base, trainable_prefix)
-
     def start(self, run: "Unlearning") -> None:
         """The Fisher information around the identities, and the parameters the penalty anchors to."""
+        super().start(run)
         cfg = _sugar(run.cfg)
         if cfg.lambda_ewc:
             latents = fisher_latents(run.bundle, run.w_u, cfg)
@@ -215,17 +213,16 @@ class SugarMethod:
 
     def losses(self, run: "Unlearning", step: int, draws: Any,
                camera: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """GUIDE's LTU losses plus lambda_ewc x the EWC penalty."""
-        total, losses = ltu_losses(run.G_u, run.G_s, run.w_u, run.w_t, run.structure_t, draws, run.nets, run.cfg,
-                                   camera, image_t=run.image_t)
+        """GUIDE's losses plus lambda_ewc x the EWC penalty."""
+        total, losses = super().losses(run, step, draws, camera)
         if self.fisher:
             losses["ewc"] = self.penalty(run.G_u)
-            total = total + _sugar(run.cfg).lambda_ewc * losses["ewc"]
-            losses["total"] = total
+            total = losses["total"] = total + _sugar(run.cfg).lambda_ewc * losses["ewc"]
         return total, losses
 
     def finish(self, run: "Unlearning") -> None:
         """The trigger network beside the delta; its loss and a summary of F in run.json."""
+        super().finish(run)
         if self.trigger is not None:
             run.method_tensors.update({f"trigger.{k}": v for k, v in self.trigger.state_dict().items()})
         summary = [{"tensor": name, "mean": float(f.mean()), "max": float(f.max())} for name, f in self.fisher.items()]
@@ -236,9 +233,6 @@ class SugarMethod:
                        "mean": float(sum(f.sum() for f in self.fisher.values()) /
                                      max(1, sum(f.numel() for f in self.fisher.values()))),
                        "per_tensor": summary}}
-
-    def rebuild(self, G: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-        """SUGAR only changes tensors the generator has."""
 
 
 def _sugar(cfg: LTUConfig) -> SugarConfig:
