@@ -193,10 +193,12 @@ def test_methods_from_the_cli(tmp_path, capsys):
         registry.unregister_model(name)
 
 
-# The default world: each method, in a short run, takes a person's ID below the bar while a far person stays.
+# The default world: each method, in a run shorter than the world's 160 iterations, takes a person's ID below the bar
+# while a far person stays. LEGATO's adapters move fastest at the world's learning rate (60 iterations are enough);
+# GUIDE and SUGAR reach 0.45 and 0.36 at 60 iterations.
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["guide", "legato", "sugar"])
-def test_each_method_erases_a_world_person_and_keeps_a_far_one(method):
+@pytest.mark.parametrize("method, iters", [("guide", 120), ("legato", 60), ("sugar", 120)])
+def test_each_method_erases_a_world_person_and_keeps_a_far_one(method, iters):
     from guide_core.bundle import pil_to_tensor
     from guide_core.metrics import id_similarity
     from guide_core.registry import load_bundle
@@ -205,7 +207,7 @@ def test_each_method_erases_a_world_person_and_keeps_a_far_one(method):
     bundle = load_bundle("default")
     photo = pil_to_tensor([bundle.align(person_photos(0, 1, 64)[0])])
     w_u = bundle.invert(photo)
-    cfg = method_config(method, dataclasses.replace(bundle.ltu_defaults, preview_every=0, iters=60))
+    cfg = method_config(method, dataclasses.replace(bundle.ltu_defaults, preview_every=0, iters=iters))
     job = Unlearning(bundle, w_u, cfg=cfg, method=method).run_all()
     people = codes(bundle, 16, seed=5)
     far = people[(people - w_u).flatten(1).norm(dim=1).argmax()].unsqueeze(0)
