@@ -51,6 +51,14 @@ class LadderBudget:
     steps: int = 100
     lr: float = 0.01
     check_every: int = 10
+    impostor_people: int = 64  # random people whose pairs give the impostor threshold where a model states none
+
+    @classmethod
+    def scaled(cls, steps: int) -> "LadderBudget":
+        """A budget that grows with one number (the studio's slider): ``steps`` per optimisation tier, twice as many
+        sampled codes, at most 10 refinements and as many as steps."""
+        return cls(samples=min(256, max(4, 2 * steps)), refine_steps=min(10, steps), steps=steps,
+                   check_every=max(1, min(10, steps)), impostor_people=min(64, max(8, 4 * steps)))
 
     def of(self, tier: str) -> str:
         """A tier's budget in words (the report states it)."""
@@ -270,7 +278,8 @@ def attack_ladder(bundle: "ModelBundle", G_u: torch.nn.Module, forgotten: torch.
         runs[name] = (before, run_tier(bundle, G_u, name, photos, budget, codes, seed, encoder_u))
         bar.update(1)
     bar.close()
-    return Ladder(runs, list(forgotten_names), list(stranger_names), impostor_threshold(bundle), budget, codes)
+    threshold = impostor_threshold(bundle, budget.impostor_people)
+    return Ladder(runs, list(forgotten_names), list(stranger_names), threshold, budget, codes)
 
 
 def default_strangers(bundle: "ModelBundle", k: int = 3, seed: int = 4_242) -> tuple[torch.Tensor, list[str]]:

@@ -108,13 +108,17 @@ def test_eval_gives_finite_metrics(run_dir, capsys):
 
 
 def test_audit_runs(run_dir, photo, capsys):
-    code, out, err = cli(["audit", str(run_dir), "--steps", "2", "--json", "--device", "cpu"], capsys)
+    code, out, err = cli(["audit", str(run_dir), "--steps", "2", "--json", "--device", "cpu", "--tiers", "sample",
+                          "encoder", "wplus", "--samples", "2", "--refine-steps", "1", "--strangers", "1",
+                          "--impostor-people", "4"], capsys)
     assert code == 0, err
     values = json.loads(out)
-    assert values["steps"] == 2 and values["start"] == "encoder"
-    for key in ("best_id_before", "best_id_after"):
-        assert math.isfinite(values[key]) and -1.0 <= values[key] <= 1.0
-    assert len(values["before"]["history"]) >= 2
+    assert list(values["tiers"]) == ["sample", "encoder", "wplus"] and len(values["strangers"]) == 1
+    for tier in values["tiers"].values():
+        for key in ("best_id_before", "best_id_after", "stranger_after"):
+            assert math.isfinite(tier[key]) and -1.0 <= tier[key] <= 1.0, (key, tier[key])
+        assert math.isfinite(tier["code_distance"]["after"]) and isinstance(tier["held"], bool)
+    assert math.isfinite(values["threshold"]) and values["sentence"]
 
 
 def test_studio_flow_at_full_size(weights_folder, photo):
@@ -132,9 +136,10 @@ def test_studio_flow_at_full_size(weights_folder, photo):
     view = handlers.render_view(20.0, 0.0, session)
     assert view.before.shape == view.after.shape == (512, 512, 3)
     assert not np.array_equal(view.before, view.after)
-    report = handlers.report(session, audit_steps=1, n_fid=4)
+    # The ladder at full size is test_audit_runs's; here the report packages the run without it.
+    report = handlers.report(session, audit_steps=0, n_fid=4)
     delta, run_json = (Path(p) for p in report.files)
-    assert delta.is_file() and run_json.is_file() and "audit" in report.markdown
+    assert delta.is_file() and run_json.is_file() and "Attacker ladder" not in report.markdown
     record = json.loads(run_json.read_text())
     assert math.isfinite(record["metrics"]["id"]) and math.isfinite(record["metrics"]["fid_pre"])
     G_u = runs.load_run(run_json.parent, handlers.get_bundle(MODEL))

@@ -83,12 +83,15 @@ def test_eval_and_audit_give_finite_numbers(run_dir, capsys):
     assert code == 0, err
     values = json.loads(out)
     assert -1.0 <= values["id"] <= 1.0 and math.isfinite(values["fid_pre"]) and values["fid_pre"] >= 0.0
-    code, out, err = cli(["audit", str(run_dir), "--steps", "2", "--json", "--device", "cpu", "--attacks",
-                          "encoder", "code"], capsys)
+    code, out, err = cli(["audit", str(run_dir), "--steps", "2", "--json", "--device", "cpu", "--tiers", "encoder",
+                          "typical_wplus", "--refine-steps", "1", "--strangers", "1", "--impostor-people", "4"],
+                         capsys)
     assert code == 0, err
     values = json.loads(out)
-    assert values["start"] == "encoder" and set(values["attacks"]) == {"encoder", "code"}
+    assert set(values["tiers"]) == {"encoder", "typical_wplus"}
     assert all(math.isfinite(values[k]) and -1.0 <= values[k] <= 1.0 for k in ("best_id_before", "best_id_after"))
+    typical = values["tiers"]["typical_wplus"]["code_distance"]
+    assert typical["after"] <= typical["p99"] * 1.001
 
 
 def test_studio_flow_on_the_2d_model(weights_folder, photo):
@@ -104,5 +107,5 @@ def test_studio_flow_on_the_2d_model(weights_folder, photo):
     assert session.run_state == "finished" and "Finished 1/1 iterations" in outputs[-1].status
     view = handlers.render_view(20.0, 0.0, session)
     assert view.before.shape == view.after.shape and not np.array_equal(view.before, view.after)
-    report = handlers.report(session, audit_steps=1, n_fid=2)
+    report = handlers.report(session, audit_steps=0, n_fid=2)  # the ladder at full size: the audit test above
     assert math.isfinite(json.loads(Path(report.files[1]).read_text())["metrics"]["id"])

@@ -54,7 +54,7 @@ def report(session: StudioSession | None, audit_steps: float, n_fid: int = REPOR
         from guide_core import ladder
         strangers, names = ladder.default_strangers(bundle)
         forgotten = torch.cat([photo_tensor(bundle, person.aligned) for _, person in audited])
-        budget = ladder.LadderBudget(steps=int(audit_steps))
+        budget = ladder.LadderBudget.scaled(int(audit_steps))
         ladder_values = ladder.attack_ladder(bundle, session.generator_u, forgotten, strangers,
                                              [source["name"] for source, _ in audited], names,
                                              budget=budget).to_dict()

@@ -34,6 +34,8 @@ def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine-steps", type=int, default=budget.refine_steps,
                         help="refinements of the encoder_refine tier")
     parser.add_argument("--lr", type=float, default=budget.lr, help="attacker's Adam learning rate on the code")
+    parser.add_argument("--impostor-people", type=int, default=budget.impostor_people,
+                        help="random people whose pairs set the impostor threshold, where the model states none")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks (the sampled codes included)")
     parser.add_argument("--no-save", action="store_true", help="do not write the result to run.json")
     common_flags(parser)
@@ -88,7 +90,8 @@ def _audit_run(args: argparse.Namespace) -> int:
         stranger_names = [Path(path).stem for path in args.stranger_photos]
     else:
         strangers, stranger_names = ladder.default_strangers(bundle, args.strangers)
-    budget = ladder.LadderBudget(samples=args.samples, refine_steps=args.refine_steps, steps=args.steps, lr=args.lr)
+    budget = ladder.LadderBudget(samples=args.samples, refine_steps=args.refine_steps, steps=args.steps, lr=args.lr,
+                                 impostor_people=args.impostor_people)
     result = ladder.attack_ladder(bundle, G_u, forgotten, strangers, [source["name"] for source, _ in photos],
                                   stranger_names, tiers=tuple(args.tiers), budget=budget, seed=args.seed,
                                   progress=True, encoder_u=load_encoder(args.run_dir, bundle))
