@@ -1,4 +1,6 @@
 """The erasure audit (beyond the paper): is the identity gone from the generator, or only from the stored latent w_u?
+(`guide audit` and the studio run the attacker ladder, guide_core.ladder, built on the same optimiser; this module's
+attacks remain the benchmarks' fixed protocol.)
 GUIDE, LEGATO and SUGAR score G_u(w_u) against G_s(w_u); an attacker instead inverts the photo again into G_u. The
 audit runs several such attacks against G_s and against G_u and reports the best identity similarity to the photo
 each reaches, scored by the metric identity net (the CurricularFace role), which the attacker never optimises:
@@ -23,7 +25,6 @@ from guide_core.identity import embedding_similarity
 from guide_core.inversion import (LAMBDA_ID, attacker_identity_weight, attacker_perceptual_weight, optimise_codes,
                                   photo_batch, to_resolution)
 from guide_core.progress import progress_bar
-from guide_core.tables import Table, number
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -125,11 +126,6 @@ class AttackPair:
         return erased_fraction(self.before.best_id, self.after.best_id)
 
 
-# What run.json keeps of an audit_summary: the numbers and the headline identity's curves.
-RECORDED_KEYS = ("best_id_before", "best_id_after", "erased", "steps", "objective", "strongest_attack", "attacks",
-                 "name", "per_identity")
-
-
 def erased_fraction(best_before: float, best_after: float) -> float:
     """Fraction of the attacker's identity similarity that unlearning removed (1 = nothing left, 0 = unchanged)."""
     if best_before <= 0:
@@ -181,33 +177,6 @@ class AuditResult:
                                      "best_id_after": a.after.best_id, "erased": a.erased,
                                      "curve_before": _curve(a.before), "curve_after": _curve(a.after)}
                             for a in self.attacks}}
-
-
-def audit_summary(results: list[tuple[dict[str, Any], AuditResult]]) -> dict[str, Any]:
-    """The audits of several identities as run.json and `audit --json` keep them: the headline numbers (and curves) are
-    those of the identity the attacker recovers best from G_u (its name beside them), plus one row per identity with
-    each attack's bests. results: [(run.json source record with "name" and "run", its AuditResult)].
-    """
-    worst_source, worst = max(results, key=lambda item: item[1].after.best_id)
-    rows = []
-    for source, result in results:
-        row = {k: v for k, v in result.to_dict().items() if k in ("best_id_before", "best_id_after", "erased",
-                                                                   "strongest_attack")}
-        row["attacks"] = {a.name: {"best_id_before": a.before.best_id, "best_id_after": a.after.best_id}
-                          for a in result.attacks}
-        rows.append({"name": source["name"], "run": source.get("run", 0), **row})
-    return {**worst.to_dict(), "name": worst_source["name"], "per_identity": rows}
-
-
-def audit_table(results: list[tuple[dict[str, Any], AuditResult]]) -> Table:
-    """Every attack's best identity before (G_s) and after (G_u) per identity, and the best of them (CLI and studio)."""
-    rows = []
-    for source, result in results:
-        rows += [(source["name"], f"{pair.name} (from {pair.start})", number(pair.before.best_id),
-                  number(pair.after.best_id), number(pair.erased)) for pair in result.attacks]
-        rows.append((source["name"], f"**best of {len(result.attacks)}**", number(result.before.best_id),
-                     number(result.after.best_id), number(result.erased)))
-    return Table(("identity", "attack", "best ID from G_s", "best ID from G_u", "erased"), rows)
 
 
 def attack_names(attacks: tuple[str, ...] = ATTACKS, random_starts: int = RANDOM_STARTS) -> list[str]:

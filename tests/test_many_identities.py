@@ -216,9 +216,12 @@ def test_base_run_continues_the_chain_and_eval_measures_every_identity(cli_chain
     G_1 = runs.load_run(first, registry.load_bundle(MODEL))
     G_2 = runs.load_run(second, registry.load_bundle(MODEL))
     assert runs.state_fingerprint(G_1) != runs.state_fingerprint(G_2)
-    code, out, err = run_cli(["audit", str(second), "--json", "--steps", "1", "--device", "cpu", "--no-save"], capsys)
+    code, out, err = run_cli(["audit", str(second), "--json", "--steps", "1", "--samples", "4", "--refine-steps", "1",
+                              "--device", "cpu", "--no-save"], capsys)
     assert code == 0, err
-    assert [r["name"] for r in json.loads(out)["per_identity"]] == ["p0", "p1", "p2", "p3"]
+    audited = json.loads(out)
+    assert audited["forgotten"] == ["p0", "p1", "p2", "p3"]  # the whole chain, one batch
+    assert [r["name"] for r in audited["tiers"]["wplus"]["per_identity"]] == ["p0", "p1", "p2", "p3"]
 
 
 def test_images_dir_layout_and_dry_run_plan(photos, cli_chain, tmp_path, capsys):

@@ -88,10 +88,11 @@ def test_cli_unlearn_eval_audit_and_import_on_a_2d_model(tmp_path, capsys):
     assert main(["eval", str(out), "--json", "--n-fid", "6", "--device", "cpu"]) == 0
     values = json.loads(capsys.readouterr().out)
     assert -1 <= values["id"] <= 1 and -1 <= values["id_others"] <= 1 and np.isfinite(values["fid_pre"])
-    assert main(["audit", str(out), "--json", "--steps", "2", "--device", "cpu", "--no-save"]) == 0
+    assert main(["audit", str(out), "--json", "--steps", "2", "--samples", "4", "--refine-steps", "1", "--device",
+                 "cpu", "--no-save"]) == 0
     audit = json.loads(capsys.readouterr().out)
-    assert set(audit["attacks"]) == {"encoder", "code", "mean", "random-0", "random-1"}
-    assert all(-1 <= a["best_id_after"] <= 1 for a in audit["attacks"].values())
+    assert list(audit["tiers"]) == ["sample", "encoder", "encoder_refine", "typical_w", "typical_wplus", "w", "wplus"]
+    assert all(-1 <= t["best_id_after"] <= 1 and -1 <= t["stranger_after"] <= 1 for t in audit["tiers"].values())
     # a generator unlearned elsewhere, saved as rosinality saves one: it imports as a run with the same G_u
     G_u = runs.load_run(out, registry.load_bundle(MODEL))
     exported = tmp_path / "unlearned_g_ema.pt"
@@ -117,7 +118,8 @@ def test_the_studio_disables_pose_controls_and_shows_the_front_view_for_a_2d_mod
     clusters = handlers.identity_clusters(session)
     assert len(clusters.data) >= 2  # before / after points of the identity and the random people
     report = handlers.report(session, audit_steps=1, n_fid=4)
-    assert "ID (lower = identity erased)" in report.markdown and "best of 5" in report.markdown
+    assert "ID (lower = identity erased)" in report.markdown and "Attacker ladder" in report.markdown
+    assert list(report.audit_plot.data[0].x)[-1] == "wplus"
 
 
 def test_two_identities_at_once_then_a_third_in_a_chain_on_a_2d_model(bundle, tmp_path):
