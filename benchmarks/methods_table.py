@@ -165,13 +165,20 @@ def markdown(results: list[dict]) -> str:
 def ladder_markdown(results: list[dict]) -> str:
     """The ladder table: per (row, setting), each tier's forgotten / strangers level in G_u, the strongest tier held,
     ID, far kept, FID_pre and time against plain GUIDE's on the same row."""
-    from guide_core.ladder import TIERS
+    from guide_core.ladder import TIERS, held
 
     plain = {r["row"]: r["seconds"] for r in results if r["setting"] == "guide"}
     lines = ["| row | setting | " + " | ".join(TIERS) + " | strongest held | ID | far kept | FID_pre | time (× GUIDE) "
              "| target |", "|---|---|" + "---|" * len(TIERS) + "---|---|---|---|---|---|"]
     for r in _ordered([r for r in results if "ladder" in r]):
         tiers = r["ladder"]
+        for tier in tiers.values():  # the rule as it stands, whatever version wrote the file
+            tier["held"] = held(tier["best_id_after"], tier["stranger_before"], tier["stranger_after"], r["threshold"])
+        strongest = None
+        for t in [t for t in TIERS if t in tiers]:
+            if not tiers[t]["held"]:
+                break
+            strongest = t
         cells = [(f"{tiers[t]['best_id_after']:.2f} / {tiers[t]['stranger_after']:.2f}" +
                   (" ✓" if tiers[t]["held"] else "")) if t in tiers else "—" for t in TIERS]
         ratio = r["seconds"] / plain[r["row"]] if r["row"] in plain else float("nan")
@@ -181,7 +188,7 @@ def ladder_markdown(results: list[dict]) -> str:
                                         ("time", not ratio > TARGET["time_ratio"])) if not ok]
         fid = f"{r['fid_pre']:.2f}" if r.get("fid_pre") is not None else "—"
         lines.append(f"| {r['row']} | {r['setting']} | " + " | ".join(cells) +
-                     f" | {r.get('strongest_held') or 'none'} | {r['id']:.2f} | {r['far_kept']:.2f} | {fid} | "
+                     f" | {strongest or 'none'} | {r['id']:.2f} | {r['far_kept']:.2f} | {fid} | "
                      f"{r['seconds']:.0f} s ({ratio:.2f}) | " + ("met" if not missed else "missed: " + ", ".join(missed))
                      + " |")
     return "\n".join(lines)
