@@ -2,8 +2,8 @@
 
 An attacker that re-inverts a photo may wander far outside the codes the generator was trained on; a code there is
 not something the model "produces", and an erasure may fairly be judged on typical codes first. The distribution of
-mapped codes w = mapping(z), z ~ N(0, I), is summarised by its mean and covariance in one w row (every row of a
-mapped code is the same w); the distance of a code is the Mahalanobis distance of each of its rows to that
+mapped codes w = mapping(z), z ~ N(0, I), is summarised by its mean and (Ledoit-Wolf shrunk) covariance in one w row
+(every row of a mapped code is the same w); the distance of a code is the Mahalanobis distance of each of its rows to that
 distribution, averaged over the rows. The typical ball is the set of rows within the 99th percentile of the distances
 of held-out mapped codes; ``project`` pulls each row of a code radially (in the whitened space) back inside it.
 """
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from sklearn.covariance import LedoitWolf
 
 if TYPE_CHECKING:
     from guide_core.bundle import ModelBundle
@@ -73,12 +74,12 @@ def code_distribution(bundle: "ModelBundle", n: int = N_CODES, seed: int = 0, ba
     w = torch.cat(rows)
     held = max(2, int(n * HELD_OUT))
     fit, test = w[held:], w[:held]
-    mean = fit.mean(dim=0)
-    centred = fit - mean
-    covariance = centred.T @ centred / (len(fit) - 1)
-    values, vectors = torch.linalg.eigh(covariance)
-    floor = values.clamp_min(0).max() * 1e-6  # directions the mapping never moves along stay finite
-    whitening = vectors / values.clamp_min(floor).sqrt()
+    # Mapped codes fill only a few dozen of w's 512 directions (the embedded world's: about 70); Ledoit-Wolf
+    # shrinkage keeps the nearly unused directions finite without inflating held-out distances along them.
+    estimate = LedoitWolf().fit(fit.numpy())
+    mean = torch.from_numpy(estimate.location_)
+    values, vectors = torch.linalg.eigh(torch.from_numpy(estimate.covariance_))
+    whitening = vectors / values.sqrt()
     distances = ((test - mean) @ whitening).norm(dim=-1)
     result = CodeDistribution(mean.float().to(bundle.device), whitening.float().to(bundle.device),
                               float(distances.median()), float(torch.quantile(distances, TYPICAL_QUANTILE)), n)
