@@ -180,6 +180,9 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
                 run = gr.Button("Run unlearning", variant="primary", elem_id="run")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
             run_status = gr.Markdown("", elem_id="run-status")
+            # Cancel answers here, not in the run's status: its reply can arrive after the run's own last status
+            # ("Cancelled after ...") and would overwrite it.
+            cancel_status = gr.Markdown("", elem_id="cancel-status")
             with gr.Row():
                 loss_plot = gr.Plot(label="losses", elem_id="loss-plot", scale=2)
                 previews = gr.Gallery(label="previews per identity: source, target, G_u(w_u)", columns=3, height=260,
@@ -245,7 +248,8 @@ def build(examples: list[str], models: list[str], default_model: str, config_cls
 
         run_event = run.click(run_from_sliders, inputs=[session, d, start_over, method, *basic, *advanced, *own],
                               outputs=[session, run_status, loss_plot, previews], **HEAVY)
-        cancel.click(handlers.cancel_run, inputs=[session], outputs=[run_status], queue=False)
+        cancel.click(handlers.cancel_run, inputs=[session], outputs=[cancel_status], queue=False)
+        run.click(lambda: "", outputs=[cancel_status], queue=False)  # a new run clears the last Cancel's reply
         others.upload(handlers.add_others, inputs=[others, session], outputs=[session, status, others_views], **HEAVY)
         for slider in (yaw, pitch):
             slider.change(**views, **LIGHT)
