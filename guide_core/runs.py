@@ -32,10 +32,12 @@ RUN_FORMAT = "guide-run/2"
 OLD_FORMAT = "guide-run/1"  # one identity, `source` + top-level codes: read and upgraded in memory
 RUN_JSON = "run.json"
 DELTA_FILE = "delta.safetensors"
-METHOD_FILE = "method.safetensors"  # what reproduces a method's run besides G_u (SUGAR's trigger network)
+# What else reproduces a run besides G_u: SUGAR's trigger network, an encoder from encoder-side unlearning.
+METHOD_FILE = "method.safetensors"
 
 __all__ = ["RUN_FORMAT", "RUN_JSON", "DELTA_FILE", "sha256_file", "state_fingerprint", "photo_record",
            "source_record", "other_record", "run_sources", "run_record", "base_run_record", "save_run", "read_run", "update_run", "load_run",
+           "METHOD_FILE", "load_method_tensors", "load_encoder",
            "run_codes", "other_codes", "chain_sources", "export_state_dict"]
 
 
