@@ -93,6 +93,11 @@ class _Scores:
         with torch.no_grad():
             return (self.net.embed(images) * self.target[owner]).sum(dim=1)
 
+    def matrix(self, images: torch.Tensor) -> torch.Tensor:
+        """Similarity of every render to every person's photo, [renders, people] (one embedding per render)."""
+        with torch.no_grad():
+            return self.net.embed(images) @ self.target.T
+
 
 class _Best:
     """Running best per person over batches of (score, code distance)."""
@@ -125,11 +130,10 @@ def run_tier(bundle: "ModelBundle", G: torch.nn.Module, tier: str, photos: torch
         for start in range(0, budget.samples, 64):
             z = torch.randn(min(64, budget.samples - start), bundle.z_dim, generator=gen)
             w = bundle.map(bundle.G, z)  # G_s and G_u share the mapping network
-            images = bundle.render(G, w)
+            similarity = scores.matrix(bundle.render(G, w)).cpu()
             distance = codes.distance(w).cpu()
             for person in range(people):
-                best.update(scores(images, torch.full((len(w),), person)), distance, torch.full((len(w),), person),
-                            start + len(w))
+                best.update(similarity[:, person], distance, torch.full((len(w),), person), start + len(w))
         return best.result()
     if bundle.encoder is None:
         raise ValueError(f"model {bundle.name!r} has no encoder: the {tier!r} tier needs one")
