@@ -95,16 +95,12 @@ def config_sliders(config_cls: Any, advanced: bool, defaults: Any = None) -> tup
 def method_sliders() -> tuple[list[str], list[tuple[str, list[gr.Component]]]]:
     """For each method with settings of its own (LEGATO's adapters, SUGAR's trigger and EWC), sliders generated from
     its settings dataclass: (field names, [(method, components)])."""
-    from guide_core.config import LTUConfig
-    from guide_core.engine.method import available_methods, make_method
+    from guide_core.engine.method import available_methods, own_settings
 
-    shared = {f.name for f in dataclasses.fields(LTUConfig)}
     names, groups = [], []
     for method in available_methods():
-        config_type = make_method(method).config_type
-        own = [f for f in dataclasses.fields(config_type) if f.name not in shared]
         components = []
-        for field in own:
+        for field in own_settings(method):
             lo, hi = field.metadata["range"]
             step = 1 if field.type in (int, "int") else (hi - lo) / 200
             components.append(gr.Slider(lo, hi, value=field.default, step=step, label=field.name,

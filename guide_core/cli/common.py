@@ -73,18 +73,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     import dataclasses
 
     from guide_core.config import LTUConfig
-    from guide_core.engine.method import available_methods, make_method
+    from guide_core.engine.method import available_methods, make_method, own_settings
     from guide_core.flags import add_flags
 
     group = parser.add_argument_group("Latent Target Unlearning settings (GUIDE defaults; a model may set its own)")
     add_flags(group, LTUConfig, suppress=True)
-    shared = {f.name for f in dataclasses.fields(LTUConfig)}
     for name, text in sorted(available_methods().items()):
-        config_type = make_method(name).config_type
-        own = [f for f in dataclasses.fields(config_type) if f.name not in shared]
+        config_type, own = make_method(name).config_type, own_settings(name)
         if own:
-            overrides = {f.name: f.default for f in dataclasses.fields(config_type)
-                         if f.name in shared and f.default != getattr(LTUConfig(), f.name)}
+            overrides = {k: v for k, v in dataclasses.asdict(config_type()).items()
+                         if k not in {f.name for f in own} and v != getattr(LTUConfig(), k)}
             note = "; its own defaults: " + ", ".join(f"{k} = {v}" for k, v in overrides.items()) if overrides else ""
             group = parser.add_argument_group(f"{name} settings (with --method {name}{note})", text)
             add_flags(group, _only(config_type, own), suppress=True)

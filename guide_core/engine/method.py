@@ -10,6 +10,7 @@ studio's controls (guide_core.flags); run.json records the method's name beside 
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -82,6 +83,12 @@ def available_methods() -> dict[str, str]:
     """Registered method names with one line each."""
     _import_builtins()
     return {name: text for name, (_, text) in _METHODS.items()}
+
+
+def own_settings(method: "str | Method | None" = None) -> list:
+    """The fields a method's settings add to LTUConfig (LEGATO's adapters, SUGAR's trigger and EWC), in order."""
+    shared = {f.name for f in dataclasses.fields(LTUConfig)}
+    return [f for f in dataclasses.fields(make_method(method).config_type) if f.name not in shared]
 
 
 def method_config(method: "str | Method | None" = None, base: LTUConfig | None = None,
