@@ -19,7 +19,7 @@
 # <= 0.3 and the least-kept far person >= 0.8 in <= 3x one identity's time; on the ladder, every row holds through
 # typical_wplus with ID <= 0.3, far kept >= 0.8 and <= 3x plain GUIDE's time.
 # Usage: python benchmarks/methods_table.py [--rows person0 ... at_once8 chain8] [--settings guide legato sugar ...]
-#        [--ladder-steps 100] [--n-fid 200] [--out FILE] [--table methods|ladder] [--dry-run]
+#        [--ladder-steps 100] [--n-fid 200] [--out FILE] [--runs DIR] [--table methods|ladder] [--dry-run]
 from __future__ import annotations
 
 import argparse
@@ -53,9 +53,15 @@ def row_people(bundle, row: str) -> list[torch.Tensor]:
     return [row_photos(bundle, row)]
 
 
-def unlearn_row(bundle, row: str, method: str, cfg, codes: list[torch.Tensor], photos: list[torch.Tensor]):
+def side(row: str) -> str:
+    """Rows whose ladder shares one G_s side: the same source photos."""
+    return row if row in SINGLE_ROWS else "persons 0-7"
+
+
+def unlearn_row(bundle, row: str, method: str, cfg, codes: list[torch.Tensor], photos: list[torch.Tensor],
+                keep: Path | None = None):
     """The row's unlearning(s): one run, or a chain of 8 saved and reloaded as the CLI does; (G_u, E_u, seconds,
-    extra)."""
+    extra). With `keep`, the (last) run is saved there as `guide unlearn` saves it."""
     from guide_core import runs
     from guide_core.engine import Unlearning
 
@@ -64,7 +70,10 @@ def unlearn_row(bundle, row: str, method: str, cfg, codes: list[torch.Tensor], p
         start = time.perf_counter()
         job = Unlearning(bundle, torch.cat([c[:1] for c in codes]), cfg=cfg, sources=sources, method=method,
                          photos=[p[:1] for p in photos]).run_all()
-        return job.G_u, job.encoder_u, time.perf_counter() - start, job.extra
+        seconds = time.perf_counter() - start
+        if keep is not None:
+            runs.save_run(keep, job, overwrite=True)
+        return job.G_u, job.encoder_u, seconds, job.extra
     total, parent = 0.0, None
     with tempfile.TemporaryDirectory() as tmp:
         for k, c in enumerate(codes):
@@ -78,13 +87,14 @@ def unlearn_row(bundle, row: str, method: str, cfg, codes: list[torch.Tensor], p
                              forgotten=runs.forgotten_codes(base_run), method=method, photos=[photos[k][:1]],
                              base_encoder=encoder).run_all()
             total += time.perf_counter() - start
-            parent = Path(tmp) / f"run{k + 1}"
-            runs.save_run(parent, job)
+            parent = (keep.with_name(f"{keep.name}-link{k + 1}") if keep is not None and k + 1 < len(codes)
+                      else keep if keep is not None else Path(tmp) / f"run{k + 1}")
+            runs.save_run(parent, job, overwrite=True)
         return runs.load_run(parent, bundle), runs.load_encoder(parent, bundle), total, job.extra
 
 
-def measure(bundle, row: str, setting: str, ladder_steps: int, n_fid: int, before_ladder, iters: int | None = None):
-    from guide_core import ladder
+def measure(bundle, row: str, setting: str, n_fid: int, iters: int | None = None, keep: Path | None = None):
+    """One (row, setting) pair without the ladder: (result, G_u, E_u, people)."""
     from guide_core.engine.method import method_config
     from guide_core.metrics import fid_pre, id_similarity
 
@@ -93,7 +103,7 @@ def measure(bundle, row: str, setting: str, ladder_steps: int, n_fid: int, befor
                         **({"iters": iters} if iters else {}))
     people = row_people(bundle, row)
     codes = [bundle.invert(photos) for photos in people]
-    G_u, E_u, seconds, extra = unlearn_row(bundle, row, method, cfg, codes, people)
+    G_u, E_u, seconds, extra = unlearn_row(bundle, row, method, cfg, codes, people, keep)
     crowd, to_source, threshold = random_people(bundle, people[0][:1])
     for photos in people[1:]:
         to_source = torch.maximum(to_source, random_people(bundle, photos[:1])[1])
@@ -107,23 +117,27 @@ def measure(bundle, row: str, setting: str, ladder_steps: int, n_fid: int, befor
               "fid_pre": fid_pre(bundle, G_u, n=n_fid) if n_fid else None}
     if "adapters" in extra:
         result["adapters"] = extra["adapters"]
-    found = None
-    if ladder_steps:
-        strangers, names = ladder.default_strangers(bundle)
-        start = time.perf_counter()
-        found = ladder.attack_ladder(bundle, G_u, torch.cat([p[:1] for p in people]), strangers,
-                                     [f"identity {k}" for k in range(len(people))], names,
-                                     budget=ladder.LadderBudget(steps=ladder_steps), reuse_before=before_ladder,
-                                     encoder_u=E_u)
-        values = found.to_dict()
-        result["ladder_seconds"] = round(time.perf_counter() - start, 1)
-        result["ladder"] = {name: {k: tier[k] for k in ("best_id_before", "best_id_after", "stranger_before",
-                                                         "stranger_after", "held")}
-                            | {"distance": round(tier["code_distance"]["after"], 1)}
-                            for name, tier in values["tiers"].items()}
-        result.update(strongest_held=values["strongest_held"], threshold=values["threshold"],
-                      code_distribution=values["code_distribution"])
-    return result, found
+    return result, G_u, E_u, people
+
+
+def add_ladder(bundle, result: dict, G_u, E_u, people: list[torch.Tensor], steps: int, before_ladder):
+    """The attacker ladder on the row's source photos with 3 strangers, folded into `result`; the Ladder."""
+    from guide_core import ladder
+
+    strangers, names = ladder.default_strangers(bundle)
+    start = time.perf_counter()
+    found = ladder.attack_ladder(bundle, G_u, torch.cat([p[:1] for p in people]), strangers,
+                                 [f"identity {k}" for k in range(len(people))], names,
+                                 budget=ladder.LadderBudget(steps=steps), reuse_before=before_ladder, encoder_u=E_u)
+    values = found.to_dict()
+    result["ladder_seconds"] = round(time.perf_counter() - start, 1)
+    result["ladder"] = {name: {k: tier[k] for k in ("best_id_before", "best_id_after", "stranger_before",
+                                                     "stranger_after", "held")}
+                        | {"distance": round(tier["code_distance"]["after"], 1)}
+                        for name, tier in values["tiers"].items()}
+    result.update(strongest_held=values["strongest_held"], threshold=values["threshold"],
+                  code_distribution=values["code_distribution"])
+    return found
 
 
 def _ordered(results: list[dict]) -> list[dict]:
@@ -209,6 +223,9 @@ def main() -> int:
                         help="results file, one JSON line per pair; finished pairs are skipped (default: %(default)s)")
     parser.add_argument("--table", choices=("methods", "ladder"), default=None,
                         help="only print that markdown table of --out")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="keep each pair's run in RUNS/<row>-<setting>, as `guide unlearn` saves it, so the ladder "
+                             "can be added later (default: not kept)")
     parser.add_argument("--dry-run", action="store_true", help="list the pairs that would run, run nothing")
     args = parser.parse_args()
     unknown = [m for m in args.settings if m not in SETTINGS] + [
@@ -219,20 +236,35 @@ def main() -> int:
         results = load_results(args.out)
         print(markdown(results) if args.table == "methods" else ladder_markdown(results))
         return 0
-    done = {(r["row"], r["setting"]) for r in load_results(args.out)}
+    results = load_results(args.out)
+    done = {(r["row"], r["setting"]) for r in results}
     todo = [(row, m) for row in args.rows for m in args.settings if (row, m) not in done]
+    # Pairs measured without the ladder whose run was kept get it now, from the saved run.
+    late = [r for r in results if args.ladder_steps and "ladder" not in r and r["row"] in args.rows
+            and r["setting"] in args.settings and args.runs and (args.runs / f"{r['row']}-{r['setting']}").is_dir()]
     if args.dry_run:
-        print("\n".join(f"{row} {m}" for row, m in todo) or "nothing to run")
+        print("\n".join([f"{row} {m}" for row, m in todo] + [f"{r['row']} {r['setting']} (ladder only)" for r in late])
+              or "nothing to run")
         return 0
     torch.set_num_threads(args.threads)
+    from guide_core import runs
     from guide_core.registry import load_bundle
     bundle = load_bundle("default")
     before = {}
+    for r in late:
+        run_dir = args.runs / f"{r['row']}-{r['setting']}"
+        people = row_people(bundle, r["row"])
+        before[side(r["row"])] = add_ladder(bundle, r, runs.load_run(run_dir, bundle),
+                                            runs.load_encoder(run_dir, bundle), people, args.ladder_steps,
+                                            before.get(side(r["row"])))
+        args.out.write_text("".join(json.dumps(line) + "\n" for line in results))
+        print(f"{r['row']} {r['setting']}: strongest held {r['strongest_held']} ({r['ladder_seconds']:.0f} s)",
+              flush=True)
     for row, setting in todo:
-        people = row if row in SINGLE_ROWS else "persons 0-7"
-        result, found = measure(bundle, row, setting, args.ladder_steps, args.n_fid, before.get(people), args.iters)
-        if found is not None:
-            before[people] = found
+        keep = args.runs / f"{row}-{setting}" if args.runs else None
+        result, G_u, E_u, people = measure(bundle, row, setting, args.n_fid, args.iters, keep)
+        if args.ladder_steps:
+            before[side(row)] = add_ladder(bundle, result, G_u, E_u, people, args.ladder_steps, before.get(side(row)))
         with args.out.open("a") as f:
             f.write(json.dumps(result) + "\n")
         print(f"{row} {setting}: ID {result['id']:.2f}, far kept {result['far_kept']:.2f}, {result['seconds']:.0f} s, "
