@@ -56,6 +56,11 @@ def row_people(bundle, row: str) -> list[torch.Tensor]:
     return [row_photos(bundle, row)]
 
 
+def kept_run(runs_dir: Path | None, row: str, setting: str) -> Path | None:
+    """Where --runs keeps a pair's run (None when runs are not kept)."""
+    return runs_dir / f"{row}-{setting}" if runs_dir is not None else None
+
+
 def side(row: str) -> str:
     """Rows whose ladder shares one G_s side: the same source photos."""
     return row if row in SINGLE_ROWS else "persons 0-7"
@@ -90,8 +95,10 @@ def unlearn_row(bundle, row: str, method: str, cfg, codes: list[torch.Tensor], p
                              forgotten=runs.forgotten_codes(base_run), method=method, photos=[photos[k][:1]],
                              base_encoder=encoder).run_all()
             total += time.perf_counter() - start
-            parent = (keep.with_name(f"{keep.name}-link{k + 1}") if keep is not None and k + 1 < len(codes)
-                      else keep if keep is not None else Path(tmp) / f"run{k + 1}")
+            if keep is None:
+                parent = Path(tmp) / f"run{k + 1}"
+            else:  # the last link is the row's run; the earlier ones sit beside it, where its record points
+                parent = keep if k + 1 == len(codes) else keep.with_name(f"{keep.name}-link{k + 1}")
             runs.save_run(parent, job, overwrite=True)
         return runs.load_run(parent, bundle), runs.load_encoder(parent, bundle), total, job.extra
 
@@ -244,7 +251,7 @@ def main() -> int:
     todo = [(row, m) for row in args.rows for m in args.settings if (row, m) not in done]
     # Pairs measured without the ladder whose run was kept get it now, from the saved run.
     late = [r for r in results if args.ladder_steps and "ladder" not in r and r["row"] in args.rows
-            and r["setting"] in args.settings and args.runs and (args.runs / f"{r['row']}-{r['setting']}").is_dir()]
+            and r["setting"] in args.settings and args.runs and kept_run(args.runs, r["row"], r["setting"]).is_dir()]
     if args.dry_run:
         print("\n".join([f"{row} {m}" for row, m in todo] + [f"{r['row']} {r['setting']} (ladder only)" for r in late])
               or "nothing to run")
@@ -255,17 +262,19 @@ def main() -> int:
     bundle = load_bundle("default")
     before = {}
     for r in late:
-        run_dir = args.runs / f"{r['row']}-{r['setting']}"
+        run_dir = kept_run(args.runs, r["row"], r["setting"])
         people = row_people(bundle, r["row"])
         before[side(r["row"])] = add_ladder(bundle, r, runs.load_run(run_dir, bundle),
                                             runs.load_encoder(run_dir, bundle), people, args.ladder_steps,
                                             before.get(side(r["row"])))
-        args.out.write_text("".join(json.dumps(line) + "\n" for line in results))
+        partial = args.out.with_name(args.out.name + ".partial")  # an interruption leaves the old file whole
+        partial.write_text("".join(json.dumps(line) + "\n" for line in results))
+        partial.replace(args.out)
         print(f"{r['row']} {r['setting']}: strongest held {r['strongest_held']} ({r['ladder_seconds']:.0f} s)",
               flush=True)
     for row, setting in todo:
-        keep = args.runs / f"{row}-{setting}" if args.runs else None
-        result, G_u, E_u, people = measure(bundle, row, setting, args.n_fid, args.iters, keep)
+        result, G_u, E_u, people = measure(bundle, row, setting, args.n_fid, args.iters,
+                                           kept_run(args.runs, row, setting))
         if args.ladder_steps:
             before[side(row)] = add_ladder(bundle, result, G_u, E_u, people, args.ladder_steps, before.get(side(row)))
         with args.out.open("a") as f:
