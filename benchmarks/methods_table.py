@@ -10,7 +10,7 @@
 #             every source photo of the row); fid_pre against the root G_s;
 #   ladder    the attacker ladder (guide_core/ladder.py) on the row's source photos with 3 strangers: per tier the best
 #             identity in G_s and G_u, the strangers', held or not, and how far the codes lie from the model's own
-#             (G_s's side computed once per row and shared by the settings);
+#             (G_s's side computed once per row, shared by the settings and kept in --runs for later calls);
 #   seconds   wall time of the unlearning (for chain8: of all 8 runs).
 # Every finished (row, method) pair is appended to --out as one JSON line, so an interrupted table resumes where it
 # stopped; --table prints the markdown table of a results file.
@@ -64,6 +64,32 @@ def kept_run(runs_dir: Path | None, row: str, setting: str) -> Path | None:
 def side(row: str) -> str:
     """Rows whose ladder shares one G_s side: the same source photos."""
     return row if row in SINGLE_ROWS else "persons 0-7"
+
+
+class GsSides:
+    """The ladder's G_s side per row side, kept in the runs folder (when there is one) so that later calls and
+    sessions reuse it as well."""
+
+    def __init__(self, bundle, runs_dir: Path | None):
+        self.bundle, self.runs_dir, self.sides = bundle, runs_dir, {}
+
+    def _file(self, key: str) -> Path | None:
+        return self.runs_dir / f"g_s-{key.replace(' ', '_')}.json" if self.runs_dir is not None else None
+
+    def get(self, key: str):
+        from guide_core.ladder import Ladder
+
+        path = self._file(key)
+        if key not in self.sides and path is not None and path.is_file():
+            self.sides[key] = Ladder.from_g_s_side(json.loads(path.read_text()), self.bundle)
+        return self.sides.get(key)
+
+    def keep(self, key: str, found) -> None:
+        self.sides[key] = found
+        path = self._file(key)
+        if path is not None and not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(found.g_s_side()))
 
 
 def unlearn_row(bundle, row: str, method: str, cfg, codes: list[torch.Tensor], photos: list[torch.Tensor],
@@ -140,7 +166,8 @@ def add_ladder(bundle, result: dict, G_u, E_u, people: list[torch.Tensor], steps
                                  [f"identity {k}" for k in range(len(people))], names,
                                  budget=ladder.LadderBudget(steps=steps), reuse_before=before_ladder, encoder_u=E_u)
     values = found.to_dict()
-    result["ladder_seconds"] = round(time.perf_counter() - start, 1)
+    result["ladder_seconds"] = round(time.perf_counter() - start, 1)  # G_u's side only where G_s's was reused
+    result["ladder_g_s_reused"] = before_ladder is not None
     result["ladder"] = {name: {k: tier[k] for k in ("best_id_before", "best_id_after", "stranger_before",
                                                      "stranger_after", "held")}
                         | {"distance": round(tier["code_distance"]["after"], 1)}
@@ -260,13 +287,13 @@ def main() -> int:
     from guide_core import runs
     from guide_core.registry import load_bundle
     bundle = load_bundle("default")
-    before = {}
+    before = GsSides(bundle, args.runs)
     for r in late:
         run_dir = kept_run(args.runs, r["row"], r["setting"])
         people = row_people(bundle, r["row"])
-        before[side(r["row"])] = add_ladder(bundle, r, runs.load_run(run_dir, bundle),
-                                            runs.load_encoder(run_dir, bundle), people, args.ladder_steps,
-                                            before.get(side(r["row"])))
+        before.keep(side(r["row"]), add_ladder(bundle, r, runs.load_run(run_dir, bundle),
+                                               runs.load_encoder(run_dir, bundle), people, args.ladder_steps,
+                                               before.get(side(r["row"]))))
         partial = args.out.with_name(args.out.name + ".partial")  # an interruption leaves the old file whole
         partial.write_text("".join(json.dumps(line) + "\n" for line in results))
         partial.replace(args.out)
@@ -276,7 +303,8 @@ def main() -> int:
         result, G_u, E_u, people = measure(bundle, row, setting, args.n_fid, args.iters,
                                            kept_run(args.runs, row, setting))
         if args.ladder_steps:
-            before[side(row)] = add_ladder(bundle, result, G_u, E_u, people, args.ladder_steps, before.get(side(row)))
+            before.keep(side(row), add_ladder(bundle, result, G_u, E_u, people, args.ladder_steps,
+                                              before.get(side(row))))
         with args.out.open("a") as f:
             f.write(json.dumps(result) + "\n")
         print(f"{row} {setting}: ID {result['id']:.2f}, far kept {result['far_kept']:.2f}, {result['seconds']:.0f} s, "

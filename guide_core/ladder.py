@@ -21,7 +21,7 @@ net, which no attacker optimises (guide_core.inversion).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -215,6 +215,19 @@ class Ladder:
                                  for i, n in enumerate(self.forgotten)],
                 "curve_before": [[c[0], c[1 + worst]] for c in before.curve],
                 "curve_after": [[c[0], c[1 + worst]] for c in after.curve]}
+
+    def g_s_side(self) -> dict[str, Any]:
+        """What another ladder of the same photos reuses (``reuse_before``), as plain JSON values: the G_s runs with
+        the people, budget and threshold they were made with."""
+        return {"forgotten": self.forgotten, "strangers": self.strangers, "threshold": self.threshold,
+                "budget": asdict(self.budget), "tiers": {name: asdict(runs[0]) for name, runs in self.tiers.items()}}
+
+    @classmethod
+    def from_g_s_side(cls, values: dict[str, Any], bundle: "ModelBundle") -> "Ladder":
+        """A ladder holding only a saved G_s side (its G_u runs are the G_s ones), fit to pass as ``reuse_before``."""
+        tiers = {name: (TierRun(**run), TierRun(**run)) for name, run in values["tiers"].items()}
+        return cls(tiers, list(values["forgotten"]), list(values["strangers"]), float(values["threshold"]),
+                   LadderBudget(**values["budget"]), code_distribution(bundle))
 
     def to_dict(self) -> dict[str, Any]:
         """The ladder as `audit --json` and run.json keep it."""

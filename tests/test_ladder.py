@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -74,6 +75,13 @@ def test_an_untouched_generator_holds_no_tier_and_g_s_is_reused(bundle):
                                  reuse_before=result)
     assert again.tiers["wplus"][0] is result.tiers["wplus"][0]
     assert again.to_dict()["tiers"]["wplus"]["best_id_after"] == pytest.approx(optimised["best_id_after"], abs=1e-5)
+    # a G_s side kept as JSON serves a later ladder of the same photos just as well
+    saved = ladder.Ladder.from_g_s_side(json.loads(json.dumps(result.g_s_side())), bundle)
+    later = ladder.attack_ladder(bundle, same, forgotten, strangers, ["p"], ["s1", "s2"], budget=budget,
+                                 reuse_before=saved)
+    for name in ladder.TIERS:
+        assert later.tiers[name][0].best == result.tiers[name][0].best, name
+        assert later.tiers[name][0].curve == result.tiers[name][0].curve, name
     with pytest.raises(ValueError, match="other people"):
         ladder.attack_ladder(bundle, same, forgotten, strangers, ["q"], ["s1", "s2"], budget=budget,
                              reuse_before=result)
