@@ -66,13 +66,6 @@ def side(row: str) -> str:
     return row if row in SINGLE_ROWS else "persons 0-7"
 
 
-def save_results(path: Path, results: list[dict]) -> None:
-    """Rewrite the results file whole; an interruption leaves the old one."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(json.dumps(line) + "\n" for line in results))
-    partial.replace(path)
-
-
 class GsSides:
     """The ladder's G_s side per row side, kept in the runs folder (when there is one) so that later calls and
     sessions reuse it as well."""
@@ -180,24 +173,8 @@ def add_ladder(bundle, result: dict, G_u, E_u, people: list[torch.Tensor], steps
                         | {"distance": round(tier["code_distance"]["after"], 1)}
                         for name, tier in values["tiers"].items()}
     result.update(strongest_held=values["strongest_held"], threshold=values["threshold"],
-                  sample_threshold=values["sample_threshold"], code_distribution=values["code_distribution"])
+                  code_distribution=values["code_distribution"])
     return found
-
-
-def judge_samples(bundle, results: list[dict]) -> bool:
-    """Ladders recorded before the sample tier had its own threshold (ladder.best_of_n_threshold) are judged again
-    from their stored values; True when any changed."""
-    from guide_core import ladder
-
-    old = [r for r in results if "ladder" in r and "sample" in r["ladder"] and "sample_threshold" not in r]
-    if old:
-        budget = ladder.LadderBudget()
-        limit = ladder.best_of_n_threshold(bundle, budget.samples, budget.impostor_people)
-        for r in old:
-            tier = r["ladder"]["sample"]
-            tier["held"] = ladder.held(tier["best_id_after"], tier["stranger_before"], tier["stranger_after"], limit)
-            r.update(sample_threshold=limit, strongest_held=ladder.strongest_held(r["ladder"]))
-    return bool(old)
 
 
 def _ordered(results: list[dict]) -> list[dict]:
@@ -239,18 +216,20 @@ def markdown(results: list[dict]) -> str:
 def ladder_markdown(results: list[dict]) -> str:
     """The ladder table: per (row, setting), each tier's forgotten / strangers level in G_u, the strongest tier held,
     ID, far kept, FID_pre and time against plain GUIDE's on the same row."""
-    from guide_core.ladder import TIERS, held, strongest_held
+    from guide_core.ladder import TIERS, held
 
     plain = {r["row"]: r["seconds"] for r in results if r["setting"] == "guide"}
     lines = ["| row | setting | " + " | ".join(TIERS) + " | strongest held | ID | far kept | FID_pre | time (× GUIDE) "
              "| target |", "|---|---|" + "---|" * len(TIERS) + "---|---|---|---|---|---|"]
     for r in _ordered([r for r in results if "ladder" in r]):
         tiers = r["ladder"]
-        for name, tier in tiers.items():  # the rule as it stands, whatever version wrote the file
-            limit = r.get("sample_threshold") if name == "sample" else None
-            tier["held"] = held(tier["best_id_after"], tier["stranger_before"], tier["stranger_after"],
-                                limit if limit is not None else r["threshold"])
-        strongest = strongest_held(tiers)
+        for tier in tiers.values():  # the rule as it stands, whatever version wrote the file
+            tier["held"] = held(tier["best_id_after"], tier["stranger_before"], tier["stranger_after"], r["threshold"])
+        strongest = None
+        for t in [t for t in TIERS if t in tiers]:
+            if not tiers[t]["held"]:
+                break
+            strongest = t
         cells = [(f"{tiers[t]['best_id_after']:.2f} / {tiers[t]['stranger_after']:.2f}" +
                   (" ✓" if tiers[t]["held"] else "")) if t in tiers else "—" for t in TIERS]
         ratio = r["seconds"] / plain[r["row"]] if r["row"] in plain else float("nan")
@@ -308,8 +287,6 @@ def main() -> int:
     from guide_core import runs
     from guide_core.registry import load_bundle
     bundle = load_bundle("default")
-    if judge_samples(bundle, results):
-        save_results(args.out, results)
     before = GsSides(bundle, args.runs)
     for r in late:
         run_dir = kept_run(args.runs, r["row"], r["setting"])
@@ -317,7 +294,9 @@ def main() -> int:
         before.keep(side(r["row"]), add_ladder(bundle, r, runs.load_run(run_dir, bundle),
                                                runs.load_encoder(run_dir, bundle), people, args.ladder_steps,
                                                before.get(side(r["row"]))))
-        save_results(args.out, results)
+        partial = args.out.with_name(args.out.name + ".partial")  # an interruption leaves the old file whole
+        partial.write_text("".join(json.dumps(line) + "\n" for line in results))
+        partial.replace(args.out)
         print(f"{r['row']} {r['setting']}: strongest held {r['strongest_held']} ({r['ladder_seconds']:.0f} s)",
               flush=True)
     for row, setting in todo:

@@ -159,10 +159,6 @@ def ladder_chart(values: Mapping[str, Any] | None) -> go.Figure:
                              marker=dict(symbol="star", size=14, color="#2ca02c")))
     fig.add_hline(y=values["threshold"], line=dict(color="black", dash="dot"),
                   annotation_text=f"impostor threshold {values['threshold']:.2f}")
-    if values.get("sample_threshold") is not None and "sample" in tiers:
-        fig.add_trace(go.Scatter(x=["sample"], y=[values["sample_threshold"]], mode="markers",
-                                 name="threshold for the " + values["tiers"]["sample"].get("budget", "sampled codes"),
-                                 marker=dict(symbol="line-ew-open", size=24, color="black")))
     fig.update_xaxes(title="attacker tier (weakest → strongest)")
     fig.update_yaxes(title="best identity similarity to the photo", range=[-1.0, 1.0])
     return _layout(fig, "Attacker ladder" + (f": {values.get('strongest_held') or 'no tier'} held" if values else ""))

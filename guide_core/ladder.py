@@ -15,9 +15,7 @@ and G_u with the same seed and budget, for the forgotten people and for stranger
 The optimisation tiers start from w̄ and from the encoder's code, all people and starts in one batch. A tier is
 **held** when the forgotten person's best in G_u stays below the metric's impostor threshold while the strangers'
 mean best in G_u stays within STRANGER_TOLERANCE of what the same tier reaches for them in G_s: the erasure removed
-this person, not the generator's ability to draw faces. The sample tier, a best of many draws, is judged against the
-same search's threshold for random people (best_of_n_threshold): one pair's threshold is passed by chance for almost
-anyone. Every code found is placed against the model's own codes: its Mahalanobis
+this person, not the generator's ability to draw faces. Every code found is placed against the model's own codes: its Mahalanobis
 distance (mean over rows) next to the distribution's median and 99th percentile. Scores come from the metric identity
 net, which no attacker optimises (guide_core.inversion).
 """
@@ -119,15 +117,6 @@ class _Best:
         return TierRun(self.best.tolist(), self.distance.tolist(), self.curve)
 
 
-def _sampled_codes(bundle: "ModelBundle", n: int, seed: int):
-    """The sample tier's mapped codes in batches of 64, as (offset, codes): the same draws on G_s and G_u, which
-    share the mapping network."""
-    gen = torch.Generator().manual_seed(seed)
-    for start in range(0, n, 64):
-        z = torch.randn(min(64, n - start), bundle.z_dim, generator=gen)
-        yield start, bundle.map(bundle.G, z)
-
-
 def run_tier(bundle: "ModelBundle", G: torch.nn.Module, tier: str, photos: torch.Tensor, budget: LadderBudget,
              codes: CodeDistribution, seed: int = 0, encoder: torch.nn.Module | None = None) -> TierRun:
     """One tier against one generator for every photo of a batch (aligned, [-1, 1]); ``encoder`` replaces the
@@ -137,7 +126,10 @@ def run_tier(bundle: "ModelBundle", G: torch.nn.Module, tier: str, photos: torch
     scores, best = _Scores(bundle, photos), _Best(people)
     everyone = torch.arange(people)
     if tier == "sample":
-        for start, w in _sampled_codes(bundle, budget.samples, seed):
+        gen = torch.Generator().manual_seed(seed)
+        for start in range(0, budget.samples, 64):
+            z = torch.randn(min(64, budget.samples - start), bundle.z_dim, generator=gen)
+            w = bundle.map(bundle.G, z)  # G_s and G_u share the mapping network
             similarity = scores.matrix(bundle.render(G, w)).cpu()
             distance = codes.distance(w).cpu()
             for person in range(people):
@@ -188,22 +180,6 @@ def impostor_threshold(bundle: "ModelBundle", people: int = 64, seed: int = 12_3
     return float(torch.quantile(pairs, 1 - IMPOSTOR_FAR))
 
 
-def best_of_n_threshold(bundle: "ModelBundle", samples: int, people: int = 64, seed: int = 0,
-                        people_seed: int = 12_345) -> float:
-    """The impostor threshold for the sample tier's search: the best similarity over ``samples`` sampled codes
-    (G_s, the tier's draws) that IMPOSTOR_FAR of random people reach. A best of many draws passes a one-pair
-    threshold by chance (at FAR 1 %, 256 draws find a look-alike for most people), so "does the model produce the
-    person" is judged against what the same search finds for anyone."""
-    z = torch.randn(people, bundle.z_dim, generator=torch.Generator().manual_seed(people_seed))
-    best = torch.full((people,), -2.0)
-    with torch.no_grad():
-        anyone = bundle.id_metric_net.embed(bundle.render(bundle.G, bundle.map(bundle.G, z)))
-        for _, w in _sampled_codes(bundle, samples, seed):
-            found = (bundle.id_metric_net.embed(bundle.render(bundle.G, w)) @ anyone.T).max(dim=0).values
-            best = torch.maximum(best, found.cpu())
-    return float(torch.quantile(best, 1 - IMPOSTOR_FAR))
-
-
 def held(forgotten_after: float, stranger_before: float, stranger_after: float, threshold: float) -> bool:
     """A tier holds: the forgotten person's best in G_u is below the impostor threshold while the strangers' mean best
     in G_u stays within STRANGER_TOLERANCE of their G_s level."""
@@ -220,11 +196,6 @@ class Ladder:
     threshold: float
     budget: LadderBudget
     codes: CodeDistribution
-    sample_threshold: float | None = None  # the sample tier's (best_of_n_threshold); None: the one-pair threshold
-
-    def tier_threshold(self, name: str) -> float:
-        """The impostor threshold a tier is judged against: the sample tier's search has its own."""
-        return self.sample_threshold if name == "sample" and self.sample_threshold is not None else self.threshold
 
     def tier(self, name: str) -> dict[str, Any]:
         """One tier as the audit reports it (the forgotten person the attacker recovers best is the headline)."""
@@ -236,9 +207,7 @@ class Ladder:
         return {"best_id_before": before.best[worst], "best_id_after": after.best[worst],
                 "name": self.forgotten[worst],
                 "stranger_before": mean(stranger_before), "stranger_after": mean(stranger_after),
-                "held": held(after.best[worst], mean(stranger_before), mean(stranger_after),
-                             self.tier_threshold(name)),
-                "threshold": self.tier_threshold(name),
+                "held": held(after.best[worst], mean(stranger_before), mean(stranger_after), self.threshold),
                 "code_distance": {"before": before.distance[worst], "after": after.distance[worst],
                                   **self.codes.summary()},
                 "budget": self.budget.of(name),
@@ -251,38 +220,31 @@ class Ladder:
         """What another ladder of the same photos reuses (``reuse_before``), as plain JSON values: the G_s runs with
         the people, budget and threshold they were made with."""
         return {"forgotten": self.forgotten, "strangers": self.strangers, "threshold": self.threshold,
-                "sample_threshold": self.sample_threshold, "budget": asdict(self.budget), "tiers": {name: asdict(runs[0]) for name, runs in self.tiers.items()}}
+                "budget": asdict(self.budget), "tiers": {name: asdict(runs[0]) for name, runs in self.tiers.items()}}
 
     @classmethod
     def from_g_s_side(cls, values: dict[str, Any], bundle: "ModelBundle") -> "Ladder":
         """A ladder holding only a saved G_s side (its G_u runs are the G_s ones), fit to pass as ``reuse_before``."""
         tiers = {name: (TierRun(**run), TierRun(**run)) for name, run in values["tiers"].items()}
         return cls(tiers, list(values["forgotten"]), list(values["strangers"]), float(values["threshold"]),
-                   LadderBudget(**values["budget"]), code_distribution(bundle), values.get("sample_threshold"))
+                   LadderBudget(**values["budget"]), code_distribution(bundle))
 
     def to_dict(self) -> dict[str, Any]:
         """The ladder as `audit --json` and run.json keep it."""
         tiers = {name: self.tier(name) for name in self.tiers}
         order = [t for t in TIERS if t in tiers]
         held = [t for t in order if tiers[t]["held"]]
-        strongest = strongest_held(tiers)
+        strongest = None
+        for t in order:  # the strongest tier held with every weaker tier held too
+            if not tiers[t]["held"]:
+                break
+            strongest = t
         return {"tiers": tiers, "strongest_held": strongest, "held": held, "threshold": self.threshold,
-                "sample_threshold": self.sample_threshold,
                 "stranger_tolerance": STRANGER_TOLERANCE, "forgotten": self.forgotten, "strangers": self.strangers,
                 "code_distribution": self.codes.summary(),
                 "best_id_before": max(tiers[t]["best_id_before"] for t in order),
                 "best_id_after": max(tiers[t]["best_id_after"] for t in order),
                 "sentence": sentence(tiers, order, strongest)}
-
-
-def strongest_held(tiers: dict[str, Any]) -> str | None:
-    """The strongest tier held with every weaker tier held too (tiers: name -> a dict with "held")."""
-    strongest = None
-    for t in [t for t in TIERS if t in tiers]:
-        if not tiers[t]["held"]:
-            break
-        strongest = t
-    return strongest
 
 
 def sentence(tiers: dict[str, Any], order: list[str], strongest: str | None) -> str:
@@ -339,12 +301,7 @@ def attack_ladder(bundle: "ModelBundle", G_u: torch.nn.Module, forgotten: torch.
         bar.update(1)
     bar.close()
     threshold = impostor_threshold(bundle, budget.impostor_people)
-    if reuse_before is not None and reuse_before.sample_threshold is not None:
-        sample_threshold = reuse_before.sample_threshold
-    else:
-        sample_threshold = best_of_n_threshold(bundle, budget.samples, budget.impostor_people, seed) \
-            if "sample" in ordered else None
-    return Ladder(runs, list(forgotten_names), list(stranger_names), threshold, budget, codes, sample_threshold)
+    return Ladder(runs, list(forgotten_names), list(stranger_names), threshold, budget, codes)
 
 
 def default_strangers(bundle: "ModelBundle", k: int = 3, seed: int = 4_242) -> tuple[torch.Tensor, list[str]]:

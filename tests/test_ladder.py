@@ -67,12 +67,7 @@ def test_an_untouched_generator_holds_no_tier_and_g_s_is_reused(bundle):
         assert tier["code_distance"]["p99"] > 0 and tier["code_distance"]["after"] >= 0
     # nothing was erased: a tier holds exactly where it cannot find the person in the model as it was
     for name, tier in values["tiers"].items():
-        assert tier["held"] == (tier["best_id_before"] < tier["threshold"]), name
-    assert values["tiers"]["sample"]["threshold"] == values["sample_threshold"]
-    assert values["tiers"]["wplus"]["threshold"] == values["threshold"]
-    # the sample tier's threshold is the same search for random people: more draws can only raise it
-    assert values["sample_threshold"] == pytest.approx(ladder.best_of_n_threshold(bundle, 32), abs=1e-6)
-    assert ladder.best_of_n_threshold(bundle, 128) >= ladder.best_of_n_threshold(bundle, 64)
+        assert tier["held"] == (tier["best_id_before"] < values["threshold"]), name
     optimised = values["tiers"]["wplus"]
     assert optimised["best_id_after"] >= values["tiers"]["encoder"]["best_id_after"] - 1e-6
     assert values["tiers"]["typical_wplus"]["code_distance"]["after"] <= optimised["code_distance"]["p99"] * 1.0001
@@ -107,10 +102,6 @@ def test_held_needs_the_person_below_threshold_and_the_strangers_kept():
     assert values["strongest_held"] == "typical_w"  # w holds too, but typical_wplus below it does not
     assert values["held"] == ["sample", "encoder", "encoder_refine", "typical_w", "w"]
     assert "typical codes" in values["sentence"] and "0.60" in values["sentence"]
-    searched = fake_ladder({"sample": 0.6, "encoder": 0.2})
-    assert not searched.to_dict()["tiers"]["sample"]["held"]  # above the one-pair threshold 0.5
-    searched.sample_threshold = 0.7  # ... but no higher than the same search finds for anyone
-    assert searched.to_dict()["tiers"]["sample"]["held"] and searched.to_dict()["strongest_held"] == "encoder"
     lost = fake_ladder({"sample": 0.1, "encoder": 0.2}, strangers_after=0.8).to_dict()  # strangers fell by 0.1
     assert lost["strongest_held"] is None and not lost["tiers"]["sample"]["held"]
     assert lost["sentence"].startswith("The erasure does not hold even against sampling")
@@ -136,7 +127,6 @@ def test_the_ladder_on_the_default_world():
     values = ladder.attack_ladder(world, G_u, photo, strangers, ["person 0"], names, budget=budget).to_dict()
     tiers = values["tiers"]
     assert values["threshold"] == pytest.approx(world.extras["id_threshold"])
-    assert values["sample_threshold"] > values["threshold"]  # a best of 128 draws passes one pair's threshold
     assert tiers["encoder"]["best_id_before"] >= 0.8 and tiers["wplus"]["best_id_before"] >= 0.8
     assert tiers["encoder"]["best_id_after"] < tiers["encoder"]["best_id_before"] - 0.2  # the stored latent moved
     for name in ("typical_w", "typical_wplus"):

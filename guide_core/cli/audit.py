@@ -102,10 +102,8 @@ def _audit_run(args: argparse.Namespace) -> int:
         print(json.dumps(values))
         return 0
     print(f"attacker ladder on run {args.run_dir}: {len(photos)} forgotten, strangers {', '.join(stranger_names)}; "
-          f"held = the forgotten person below {values['threshold']:.2f} in G_u"
-          + (f" ({values['sample_threshold']:.2f} for the best of the sampled codes)"
-             if values.get("sample_threshold") is not None else "")
-          + f", strangers within {values['stranger_tolerance']:.2f} of G_s")
+          f"held = the forgotten person below {values['threshold']:.2f} in G_u, strangers within "
+          f"{values['stranger_tolerance']:.2f} of G_s")
     print(ladder.ladder_table(values).text())
     print(values["sentence"])
     return 0
