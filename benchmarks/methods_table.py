@@ -17,7 +17,8 @@
 # Settings: the three methods at their defaults, GUIDE with encoder-side unlearning ("guide+encoder"), and LEGATO at
 # its own learning rate ("legato@1e-4").
 # Targets: every method erases every single identity (ID <= 0.3); for 8 at once the best method keeps every identity
-# <= 0.3 and the least-kept far person >= 0.8 in <= 3x one identity's time; on the ladder, every row holds through
+# <= 0.3 and the least-kept far person >= 0.8 in <= 3x one identity's time (the chain of 8: the same two bars, its
+# time reported beside one identity's); on the ladder, every row holds through
 # typical_wplus with ID <= 0.3, far kept >= 0.8 and <= 3x plain GUIDE's time.
 # Usage: python benchmarks/methods_table.py [--rows person0 ... at_once8 chain8] [--settings guide legato sugar ...]
 #        [--ladder-steps 100] [--n-fid 200] [--out FILE] [--runs DIR] [--table methods|ladder] [--dry-run]
@@ -67,14 +68,15 @@ def side(row: str) -> str:
 
 
 class GsSides:
-    """The ladder's G_s side per row side, kept in the runs folder (when there is one) so that later calls and
-    sessions reuse it as well."""
+    """The ladder's G_s side per row side and budget, kept in the runs folder (when there is one) so that later calls
+    and sessions reuse it as well; a side made with another budget is never offered."""
 
-    def __init__(self, bundle, runs_dir: Path | None):
-        self.bundle, self.runs_dir, self.sides = bundle, runs_dir, {}
+    def __init__(self, bundle, runs_dir: Path | None, steps: int):
+        self.bundle, self.runs_dir, self.steps, self.sides = bundle, runs_dir, steps, {}
 
     def _file(self, key: str) -> Path | None:
-        return self.runs_dir / f"g_s-{key.replace(' ', '_')}.json" if self.runs_dir is not None else None
+        return (self.runs_dir / f"g_s-{key.replace(' ', '_')}-{self.steps}steps.json" if self.runs_dir is not None
+                else None)
 
     def get(self, key: str):
         from guide_core.ladder import Ladder
@@ -194,12 +196,13 @@ def markdown(results: list[dict]) -> str:
              "typical w+ · w+) | time | target |", "|---|---|---|---|---|---|---|---|---|"]
     for r in _ordered(results):
         missed = [] if r["id"] <= TARGET["id"] else ["ID"]
-        if r["row"] == "at_once8":
+        if r["row"] in MULTI_ROWS:  # the far bar for both; the time bar only for one run (a chain is 8 runs)
             times = sorted(single.get(r["setting"], []))
             one = times[len(times) // 2] if times else float("nan")
             ratio = r["seconds"] / one
             missed += [name for name, ok in (("far", r["far_kept"] >= TARGET["far_kept"]),
-                                             ("time", not ratio > TARGET["time_ratio"])) if not ok]
+                                             ("time", r["row"] == "chain8" or not ratio > TARGET["time_ratio"]))
+                       if not ok]
             when = f"{r['seconds']:.0f} s ({ratio:.1f}× one)"
         else:
             when = f"{r['seconds']:.0f} s"
@@ -287,7 +290,7 @@ def main() -> int:
     from guide_core import runs
     from guide_core.registry import load_bundle
     bundle = load_bundle("default")
-    before = GsSides(bundle, args.runs)
+    before = GsSides(bundle, args.runs, args.ladder_steps)
     for r in late:
         run_dir = kept_run(args.runs, r["row"], r["setting"])
         people = row_people(bundle, r["row"])

@@ -196,6 +196,7 @@ class Ladder:
     threshold: float
     budget: LadderBudget
     codes: CodeDistribution
+    seed: int = 0
 
     def tier(self, name: str) -> dict[str, Any]:
         """One tier as the audit reports it (the forgotten person the attacker recovers best is the headline)."""
@@ -218,16 +219,17 @@ class Ladder:
 
     def g_s_side(self) -> dict[str, Any]:
         """What another ladder of the same photos reuses (``reuse_before``), as plain JSON values: the G_s runs with
-        the people, budget and threshold they were made with."""
+        the people, budget, seed and threshold they were made with."""
         return {"forgotten": self.forgotten, "strangers": self.strangers, "threshold": self.threshold,
-                "budget": asdict(self.budget), "tiers": {name: asdict(runs[0]) for name, runs in self.tiers.items()}}
+                "budget": asdict(self.budget), "seed": self.seed,
+                "tiers": {name: asdict(runs[0]) for name, runs in self.tiers.items()}}
 
     @classmethod
     def from_g_s_side(cls, values: dict[str, Any], bundle: "ModelBundle") -> "Ladder":
         """A ladder holding only a saved G_s side (its G_u runs are the G_s ones), fit to pass as ``reuse_before``."""
         tiers = {name: (TierRun(**run), TierRun(**run)) for name, run in values["tiers"].items()}
         return cls(tiers, list(values["forgotten"]), list(values["strangers"]), float(values["threshold"]),
-                   LadderBudget(**values["budget"]), code_distribution(bundle))
+                   LadderBudget(**values["budget"]), code_distribution(bundle), int(values["seed"]))
 
     def to_dict(self) -> dict[str, Any]:
         """The ladder as `audit --json` and run.json keep it."""
@@ -284,9 +286,10 @@ def attack_ladder(bundle: "ModelBundle", G_u: torch.nn.Module, forgotten: torch.
     stranger_names = stranger_names or [f"stranger {i}" for i in range(len(strangers))]
     photos = torch.cat([photo_batch(bundle, forgotten), photo_batch(bundle, strangers)])
     if reuse_before is not None and (reuse_before.budget != budget or list(reuse_before.tiers) != list(tiers) or
+                                     reuse_before.seed != seed or
                                      reuse_before.forgotten + reuse_before.strangers != forgotten_names +
                                      stranger_names):
-        raise ValueError("reuse_before comes from a ladder with other people, tiers or budget")
+        raise ValueError("reuse_before comes from a ladder with other people, tiers, budget or seed")
     codes = code_distribution(bundle)
     ordered = [t for t in TIERS if t in tiers]
     bar = progress_bar(len(ordered) * (1 if reuse_before else 2), "attack ladder", progress)
@@ -301,7 +304,7 @@ def attack_ladder(bundle: "ModelBundle", G_u: torch.nn.Module, forgotten: torch.
         bar.update(1)
     bar.close()
     threshold = impostor_threshold(bundle, budget.impostor_people)
-    return Ladder(runs, list(forgotten_names), list(stranger_names), threshold, budget, codes)
+    return Ladder(runs, list(forgotten_names), list(stranger_names), threshold, budget, codes, seed)
 
 
 def default_strangers(bundle: "ModelBundle", k: int = 3, seed: int = 4_242) -> tuple[torch.Tensor, list[str]]:

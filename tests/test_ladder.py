@@ -88,6 +88,9 @@ def test_an_untouched_generator_holds_no_tier_and_g_s_is_reused(bundle):
     with pytest.raises(ValueError, match="other people"):
         ladder.attack_ladder(bundle, same, forgotten, strangers, ["q"], ["s1", "s2"], budget=budget,
                              reuse_before=result)
+    with pytest.raises(ValueError, match="seed"):  # another seed draws other samples and starts: not the same G_s side
+        ladder.attack_ladder(bundle, same, forgotten, strangers, ["p"], ["s1", "s2"], budget=budget, seed=1,
+                             reuse_before=ladder.Ladder.from_g_s_side(kept, bundle))
     with pytest.raises(ValueError, match="unknown ladder tier"):
         ladder.attack_ladder(bundle, same, forgotten, strangers, tiers=("relearn_everything",))
 
