@@ -14,8 +14,8 @@
 #   seconds   wall time of the unlearning (for chain8: of all 8 runs).
 # Every finished (row, method) pair is appended to --out as one JSON line, so an interrupted table resumes where it
 # stopped; --table prints the markdown table of a results file.
-# Settings: the three methods at their defaults, GUIDE with encoder-side unlearning ("guide+encoder"), and LEGATO at
-# its own learning rate ("legato@1e-4").
+# Settings: the three methods at their defaults, GUIDE with encoder-side unlearning ("guide+encoder") or with bank
+# then erase ("guide+bank"), and LEGATO at its own learning rate ("legato@1e-4").
 # Targets: every method erases every single identity (ID <= 0.3); for 8 at once the best method keeps every identity
 # <= 0.3 and the least-kept far person >= 0.8 in <= 3x one identity's time (the chain of 8: the same two bars, its
 # time reported beside one identity's); on the ladder, every row holds through
@@ -45,6 +45,7 @@ MULTI_ROWS = ["at_once8", "chain8"]
 # Each setting: a method and its overrides of the world's defaults.
 SETTINGS = {"guide": ("guide", {}), "legato": ("legato", {}), "sugar": ("sugar", {}),
             "guide+encoder": ("guide", dict(encoder_steps=100, encoder_lr=3e-4, lambda_encoder_keep=10.0)),
+            "guide+bank": ("guide", dict(bank_codes=64)),
             # LEGATO at its own paper's learning rate instead of the shared protocol's (the world's 3e-4)
             "legato@1e-4": ("legato", dict(lr=1e-4))}
 TARGET = {"id": 0.3, "far_kept": 0.8, "time_ratio": 3.0}

@@ -6,8 +6,10 @@ shared with another session.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -75,6 +77,10 @@ class StudioSession:
         """This visitor's private folder for saved runs and downloads."""
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="guide-session-"))
+            # Gradio's delete callback never fires for a server that stops or a session dropped unused, and each
+            # saved run is a generator delta of up to a hundred megabytes: the folder goes with the session object,
+            # or at the latest with the process.
+            weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
         return self._workdir
 
     @property
@@ -107,8 +113,6 @@ def end_session(session: StudioSession | None) -> None:
     """Gradio drops a visitor's state after they leave: stop their run and remove their run files with it."""
     if session is None:
         return
-    import shutil
-
     session.cancel.set()
     session.generator_u = session.job = None
     session.chain = []

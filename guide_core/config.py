@@ -57,6 +57,20 @@ class LTUConfig:
                 "seeded random people", "range": (1, 8)})
     lambda_adv: float = field(default=1.0, metadata={
         "help": "robust unlearning: weight of the local loss of the attack latents", "range": (0.0, 10.0)})
+    bank_codes: int = field(default=0, metadata={
+        "help": "bank then erase (beyond the paper, after STEREO): recovering codes of each identity found before "
+                "unlearning by the typical-ball w+ attacker in G_s, from that many starts toward its photos, mirrors "
+                "and crops, all held to its target (0 = off)", "range": (0, 256)})
+    bank_strangers: int = field(default=32, metadata={
+        "help": "bank then erase: codes of never-forgotten people found by the same attacker, held to G_s's renders "
+                "so the erasure does not spread to other people's recovering codes", "range": (0, 256)})
+    bank_steps: int = field(default=50, metadata={
+        "help": "bank then erase: Adam steps of the attacker that fills the bank", "range": (1, 500)})
+    bank_batch: int = field(default=4, metadata={
+        "help": "bank then erase: banked codes (and as many strangers' codes) in each iteration's loss, taking turns",
+        "range": (1, 64)})
+    lambda_bank: float = field(default=1.0, metadata={
+        "help": "bank then erase: weight of the local loss of the banked codes", "range": (0.0, 10.0)})
     encoder_steps: int = field(default=0, metadata={
         "help": "encoder-side unlearning (beyond the paper, after IREU): Adam steps fine-tuning a copy of the inversion "
                 "encoder after the generator, so that each identity's photos invert to its target while strangers' "
@@ -113,6 +127,10 @@ class LTUConfig:
                   ("attack_every", self.attack_every >= 1, "must be >= 1"),
                   ("attack_steps", self.attack_steps >= 1, "must be >= 1"),
                   ("attack_chains", self.attack_chains >= 1, "must be >= 1"),
+                  ("bank_codes", self.bank_codes >= 0, "must be >= 0"),
+                  ("bank_strangers", self.bank_strangers >= 0, "must be >= 0"),
+                  ("bank_steps", self.bank_steps >= 1, "must be >= 1"),
+                  ("bank_batch", self.bank_batch >= 1, "must be >= 1"),
                   ("encoder_steps", self.encoder_steps >= 0, "must be >= 0"),
                   ("encoder_lr", self.encoder_lr > 0, "must be > 0"),
                   ("lambda_encoder_keep", self.lambda_encoder_keep >= 0, "must be >= 0"),
@@ -124,9 +142,9 @@ class LTUConfig:
                   ("noise_mode", self.noise_mode in ("const", "random", "none"), "must be const, random or none"),
                   ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")]
         for name in ("d", "alpha_max", "lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lambda_adv",
-                     "lr", "identity_scaling", "yaw_range", "pitch", "truncation_psi"):
+                     "lambda_bank", "lr", "identity_scaling", "yaw_range", "pitch", "truncation_psi"):
             checks.append((name, math.isfinite(float(getattr(self, name))), "must be a finite number"))
-        for name in ("lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lambda_adv"):
+        for name in ("lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lambda_adv", "lambda_bank"):
             checks.append((name, getattr(self, name) >= 0, "must be >= 0"))
         for name, ok, why in checks:
             if not ok:

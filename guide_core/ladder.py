@@ -227,6 +227,10 @@ class Ladder:
     @classmethod
     def from_g_s_side(cls, values: dict[str, Any], bundle: "ModelBundle") -> "Ladder":
         """A ladder holding only a saved G_s side (its G_u runs are the G_s ones), fit to pass as ``reuse_before``."""
+        missing = [k for k in ("tiers", "forgotten", "strangers", "threshold", "budget", "seed") if k not in values]
+        if missing:
+            raise ValueError(f"this saved G_s side has no {', '.join(missing)}: it is not a ladder's G_s side, or one "
+                             "written before the ladder kept its seed; audit G_s again to write a complete one")
         tiers = {name: (TierRun(**run), TierRun(**run)) for name, run in values["tiers"].items()}
         return cls(tiers, list(values["forgotten"]), list(values["strangers"]), float(values["threshold"]),
                    LadderBudget(**values["budget"]), code_distribution(bundle), int(values["seed"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
 import json
 from pathlib import Path
@@ -289,6 +290,12 @@ def test_two_sessions_never_see_each_others_generator(tiny_model, tmp_path):
     # When Gradio drops Alice's state, her generator and run files go with it; Bob is untouched.
     handlers.end_session(alice)
     assert alice.generator_u is None and not alice.workdir.exists() and bob.workdir.exists()
+    # Bob's state is dropped without the callback (the server stopped): his run files still go with it.
+    bob_dir = bob.workdir
+    (bob_dir / "delta.safetensors").write_bytes(bytes(1024))
+    del bob, bob_before, bob_after_alice
+    gc.collect()
+    assert not bob_dir.exists(), f"{sorted(p.name for p in bob_dir.iterdir())} outlived the session"
 
 
 def test_others_orbit_clusters_and_report(uploaded, tmp_path):

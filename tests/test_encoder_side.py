@@ -10,6 +10,7 @@ from guide_core import ladder, runs, testing
 from guide_core.config import LTUConfig
 from guide_core.engine import Unlearning
 from guide_core.engine.encoder_side import augment, strangers_for_encoder
+from tests.util import people_of
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,7 @@ def bundle():
 
 
 def photos_of(bundle, n: int, seed: int) -> torch.Tensor:
-    z = torch.randn(n, bundle.z_dim, generator=torch.Generator().manual_seed(seed))
-    return bundle.render(bundle.G, bundle.map(bundle.G, z), 0.1)
+    return people_of(bundle, n, seed, yaw=0.1)  # turned a little, as photos are
 
 
 def test_augment_keeps_the_photos_and_adds_mirrors_and_crops():

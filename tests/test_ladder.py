@@ -11,17 +11,13 @@ import torch
 from guide_core import ladder, testing
 from guide_core.inversion import optimise_codes
 from guide_core.typical import code_distribution
+from tests.util import people_of
 
 
 @pytest.fixture(scope="module")
 def bundle():
     torch.set_num_threads(1)
     return testing.random_bundle("small", seed=0)
-
-
-def people(bundle, n: int, seed: int) -> torch.Tensor:
-    z = torch.randn(n, bundle.z_dim, generator=torch.Generator().manual_seed(seed))
-    return bundle.render(bundle.G, bundle.map(bundle.G, z))
 
 
 def test_mapped_codes_sit_inside_the_typical_ball_and_far_codes_do_not(bundle):
@@ -43,7 +39,7 @@ def test_mapped_codes_sit_inside_the_typical_ball_and_far_codes_do_not(bundle):
 
 def test_w_space_and_the_ball_constrain_the_optimiser(bundle):
     codes = code_distribution(bundle, n=2048)
-    photo = people(bundle, 1, 3)
+    photo = people_of(bundle, 1, 3)
     start = bundle.w_avg_code()[None] + 5 * torch.randn(1, bundle.num_ws, 512, generator=torch.Generator().manual_seed(2))
     *_, (_, _, _, found_w) = optimise_codes(bundle, bundle.G, photo, start, 5, lr=0.5, space="w")
     assert torch.equal(found_w, found_w[:, :1].expand_as(found_w))  # one row shared by all
@@ -54,7 +50,7 @@ def test_w_space_and_the_ball_constrain_the_optimiser(bundle):
 
 
 def test_an_untouched_generator_holds_no_tier_and_g_s_is_reused(bundle):
-    forgotten, strangers = people(bundle, 1, 10), people(bundle, 2, 11)
+    forgotten, strangers = people_of(bundle, 1, 10), people_of(bundle, 2, 11)
     budget = ladder.LadderBudget(samples=32, refine_steps=2, steps=4, check_every=2)
     same = copy.deepcopy(bundle.G)
     result = ladder.attack_ladder(bundle, same, forgotten, strangers, ["p"], ["s1", "s2"], budget=budget)
@@ -91,6 +87,9 @@ def test_an_untouched_generator_holds_no_tier_and_g_s_is_reused(bundle):
     with pytest.raises(ValueError, match="seed"):  # another seed draws other samples and starts: not the same G_s side
         ladder.attack_ladder(bundle, same, forgotten, strangers, ["p"], ["s1", "s2"], budget=budget, seed=1,
                              reuse_before=ladder.Ladder.from_g_s_side(kept, bundle))
+    del kept["seed"]
+    with pytest.raises(ValueError, match="has no seed"):  # a side from before seeds were kept cannot vouch for one
+        ladder.Ladder.from_g_s_side(kept, bundle)
     with pytest.raises(ValueError, match="unknown ladder tier"):
         ladder.attack_ladder(bundle, same, forgotten, strangers, tiers=("relearn_everything",))
 

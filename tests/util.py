@@ -38,3 +38,9 @@ def recipe_state_dict(folder: Path, check_sha: bool = False) -> dict[str, torch.
             assert digest == spec["sha256"], f"recipe regeneration of {key} is not bit-exact"
         state[key] = torch.from_numpy(values)
     return state
+
+
+def people_of(bundle, n: int, seed: int, yaw: float = 0.0) -> torch.Tensor:
+    """n faces the bundle's generator draws from seeded z, at a yaw offset: the small worlds' stand-ins for photos."""
+    z = torch.randn(n, bundle.z_dim, generator=torch.Generator().manual_seed(seed))
+    return bundle.render(bundle.G, bundle.map(bundle.G, z), yaw)

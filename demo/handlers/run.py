@@ -121,9 +121,9 @@ def run_unlearning(session: StudioSession | None, d: float, settings: dict[str, 
     names = ", ".join(f"**{i.name}**" for i in members)
     try:
         base, base_run = _base_of(session)
-        # robust unlearning attacks each person's photo and their other photos
+        # robust unlearning, bank then erase and encoder-side unlearning use each person's photo and other photos
         photos = [torch.cat([photo_tensor(bundle, i.aligned), *(photo_tensor(bundle, o.aligned) for o in i.others)])
-                  for i in members] if cfg.adversarial_sources else None
+                  for i in members]
         job = Unlearning(bundle, torch.stack([i.w_u for i in members]), None, cfg, cancel=session.cancel,
                          sources=[source_record(i) for i in members], base=base, base_run=base_run,
                          photos=photos, forgotten=forgotten_codes(base_run), method=method)

@@ -127,7 +127,7 @@ def _unlearn_run(args: argparse.Namespace) -> int:
         others = [(info_o, w_o) for _, w_o, info_o in coded]
         codes.append(w)
         sources.append(source_record(info["name"], info["sha256"], info["path"], others))
-        # robust unlearning attacks the source photo and the person's other photos
+        # robust unlearning, bank then erase and encoder-side unlearning use the source photo and the other photos
         photos.append(torch.cat([image, *(image_o for image_o, _, _ in coded)]))
     hashes = [s["sha256"] for s in sources]
     if len(set(hashes)) != len(hashes):

@@ -5,7 +5,8 @@
 - Parameterisation: a copy of the generator whose synthesis network trains (the official unlearn.py trains
   ``backbone.synthesis`` with Adam, lr 1e-4, 1000 iterations); the backend names the prefix.
 - Losses: Latent Target Unlearning's local, adjacency and global losses (Sec. 3.3, guide_core.engine.losses), plus,
-  off by default, robust unlearning's attack latents (guide_core.methods.robust).
+  off by default, robust unlearning's attack latents (guide_core.methods.robust) and bank then erase's banked
+  recovering codes (guide_core.methods.bank).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from guide_core.config import LTUConfig
 from guide_core.engine.losses import ltu_losses
 from guide_core.engine.method import register_method
+from guide_core.methods.bank import RecoveryBank, keep_loss
 from guide_core.methods.robust import AdversarialMemory, adversarial_loss
 
 if TYPE_CHECKING:
@@ -57,7 +59,8 @@ def fine_tuned_copy(base: torch.nn.Module, trainable_prefix: str | tuple[str, ..
 
 
 class GuideMethod:
-    """UFO targets, the synthesis network fine-tuned, the three LTU losses; robust when adversarial_sources > 0."""
+    """UFO targets, the synthesis network fine-tuned, the three LTU losses; robust when adversarial_sources > 0, bank
+    then erase when bank_codes > 0."""
 
     name = "guide"
     config_type = LTUConfig
@@ -65,6 +68,7 @@ class GuideMethod:
 
     def __init__(self) -> None:
         self.memory: AdversarialMemory | None = None
+        self.bank: RecoveryBank | None = None
 
     def targets(self, bundle: "ModelBundle", w_u: torch.Tensor, cfg: LTUConfig) -> torch.Tensor:
         """UFO targets at distance cfg.d."""
@@ -76,9 +80,11 @@ class GuideMethod:
         return fine_tuned_copy(base, trainable_prefix)
 
     def start(self, run: "Unlearning") -> None:
-        """Robust unlearning's attacker memory, when asked for."""
+        """Robust unlearning's attacker memory and bank then erase's bank, when asked for."""
         if run.cfg.adversarial_sources:
             self.memory = AdversarialMemory(run.bundle, run.w_u, run.identity_photos(), run.cfg)
+        if run.cfg.bank_codes:
+            self.bank = RecoveryBank(run.bundle, run.w_u, run.identity_photos(), run.cfg)
 
     def losses(self, run: "Unlearning", step: int, draws: Any,
                camera: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -94,12 +100,20 @@ class GuideMethod:
                                                      run.structure_t, run.nets, cfg, camera)
             total = total + cfg.lambda_adv * losses["adversarial"]
             losses["total"] = total
+        if self.bank is not None:
+            w_bank, owner = self.bank.held(step, cfg)
+            losses["bank"] = adversarial_loss(run.G_u, run.G_s, w_bank, owner, run.w_t, run.structure_t, run.nets, cfg,
+                                              camera)
+            losses["bank_keep"] = keep_loss(run.G_u, run.G_s, self.bank.preserved(step, cfg), run.nets, cfg, camera)
+            total = losses["total"] = total + cfg.lambda_bank * losses["bank"] + cfg.lambda_glob * losses["bank_keep"]
         return total, losses
 
     def finish(self, run: "Unlearning") -> None:
-        """How close the attacker inside the loop came, round by round (run.json's extra)."""
+        """How close the attacker inside the loop came, round by round, and what the bank held (run.json's extra)."""
         if self.memory is not None:
             run.extra["adversarial_attack_id"] = {"every": run.cfg.attack_every, "best_id": self.memory.found_id}
+        if self.bank is not None:
+            run.extra["bank"] = self.bank.summary
 
     def rebuild(self, G: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         """GUIDE only changes tensors the generator has."""
