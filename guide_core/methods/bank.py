@@ -109,4 +109,3 @@ def keep_loss(G_u: torch.nn.Module, G_s: torch.nn.Module, w: torch.Tensor, nets:
         x_s = render(nets, G_s, nets.backend.structure(G_s, w, cfg.noise_mode), w, cams, cfg)
     x_u = render(nets, G_u, nets.backend.structure(G_u, w, cfg.noise_mode), w, cams, cfg)
     return global_loss(x_u, x_s, nets)
-
