@@ -40,9 +40,9 @@ def augment(photos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.cat([photos, photos.flip(-1), *crops])
 
 
-def strangers_for_encoder(bundle: "ModelBundle", seed: int) -> torch.Tensor:
-    """G_s's renders of seeded random people at a few yaws, and their mirror images."""
-    z = torch.randn(KEEP_PEOPLE, bundle.z_dim, generator=torch.Generator().manual_seed(seed + 7))
+def strangers_for_encoder(bundle: "ModelBundle", seed: int, people: int = KEEP_PEOPLE) -> torch.Tensor:
+    """G_s's renders of ``people`` seeded random people at a few yaws, and their mirror images."""
+    z = torch.randn(people, bundle.z_dim, generator=torch.Generator().manual_seed(seed + 7))
     w = bundle.map(bundle.G, z)
     renders = torch.cat([bundle.render(bundle.G, w, yaw) for yaw in (KEEP_YAWS if bundle.has_camera else (0.0,))])
     return torch.cat([renders, renders.flip(-1)])

@@ -24,7 +24,7 @@ import torch
 
 from guide_core.config import LTUConfig
 from guide_core.engine.draws import in_turns
-from guide_core.engine.encoder_side import augment, strangers_for_encoder
+from guide_core.engine.encoder_side import KEEP_YAWS, augment, strangers_for_encoder
 from guide_core.engine.losses import LossNets, global_loss, render
 from guide_core.identity import embedding_similarity
 from guide_core.inversion import attacker_identity_weight, attacker_perceptual_weight, optimise_codes
@@ -74,7 +74,8 @@ class RecoveryBank:
         self.codes = gather(bundle, self.views, torch.cat(starts), cfg.bank_steps)
         self.kept = w_u[:0]
         if cfg.bank_strangers:
-            people = strangers_for_encoder(bundle, cfg.seed + BANK_STREAM)
+            views_each = 2 * (len(KEEP_YAWS) if bundle.has_camera else 1)  # yaws, each also mirrored
+            people = strangers_for_encoder(bundle, cfg.seed + BANK_STREAM, -(-cfg.bank_strangers // views_each))
             chosen = people[torch.randperm(len(people), generator=gen)[:cfg.bank_strangers]].to(w_u)
             kept_starts = w_avg.expand(len(chosen), -1, -1)
             self.kept = gather(bundle, chosen, kept_starts, cfg.bank_steps)
