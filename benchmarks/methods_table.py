@@ -15,7 +15,8 @@
 # Every finished (row, method) pair is appended to --out as one JSON line, so an interrupted table resumes where it
 # stopped; --table prints the markdown table of a results file.
 # Settings: the three methods at their defaults, GUIDE with encoder-side unlearning ("guide+encoder") or with bank
-# then erase ("guide+bank"), and LEGATO at its own learning rate ("legato@1e-4").
+# then erase ("guide+bank"), and LEGATO at its own learning rate ("legato@1e-4"); any of them with settings changed,
+# as "guide+bank[lambda_bank=4,bank_steps=25]" (the fields of the method's settings dataclass).
 # Targets: every method erases every single identity (ID <= 0.3); for 8 at once the best method keeps every identity
 # <= 0.3 and the least-kept far person >= 0.8 in <= 3x one identity's time (the chain of 8: the same two bars, its
 # time reported beside one identity's); on the ladder, every row holds through
@@ -25,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import sys
@@ -49,6 +51,29 @@ SETTINGS = {"guide": ("guide", {}), "legato": ("legato", {}), "sugar": ("sugar",
             # LEGATO at its own paper's learning rate instead of the shared protocol's (the world's 3e-4)
             "legato@1e-4": ("legato", dict(lr=1e-4))}
 TARGET = {"id": 0.3, "far_kept": 0.8, "time_ratio": 3.0}
+
+
+def setting_spec(name: str) -> tuple[str, dict]:
+    """A setting's method and overrides: a named setting, or one with fields changed, "NAME[field=value,...]";
+    ValueError naming what is wrong."""
+    from guide_core.engine.method import method_config
+
+    base, bracket, extra = name.partition("[")
+    if base not in SETTINGS or (bracket and not extra.endswith("]")):
+        raise ValueError(f"unknown setting {name!r}; settings: {', '.join(SETTINGS)}, each optionally with "
+                         "[field=value,...]")
+    method, overrides = SETTINGS[base]
+    changed = {}
+    for item in filter(None, extra[:-1].split(",")):
+        key, equals, value = item.partition("=")
+        try:
+            changed[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            equals = ""
+        if not equals:
+            raise ValueError(f"setting {name!r}: {item!r} is not field=number")
+    method_config(method, None, **overrides, **changed)  # unknown fields and out-of-range values fail here
+    return method, {**overrides, **changed}
 
 
 def row_people(bundle, row: str) -> list[torch.Tensor]:
@@ -137,7 +162,7 @@ def measure(bundle, row: str, setting: str, n_fid: int, iters: int | None = None
     from guide_core.engine.method import method_config
     from guide_core.metrics import fid_pre, id_similarity
 
-    method, overrides = SETTINGS[setting]
+    method, overrides = setting_spec(setting)
     cfg = method_config(method, dataclasses.replace(bundle.ltu_defaults, preview_every=0), **overrides,
                         **({"iters": iters} if iters else {}))
     people = row_people(bundle, row)
@@ -183,8 +208,8 @@ def add_ladder(bundle, result: dict, G_u, E_u, people: list[torch.Tensor], steps
 def _ordered(results: list[dict]) -> list[dict]:
     order = {row: i for i, row in enumerate(SINGLE_ROWS + MULTI_ROWS)}
     names = list(SETTINGS)
-    return sorted(results, key=lambda r: (order.get(r["row"], 99), names.index(r["setting"])
-                                          if r["setting"] in names else 99))
+    return sorted(results, key=lambda r: (order.get(r["row"], 99), names.index(r["setting"].partition("[")[0])
+                                          if r["setting"].partition("[")[0] in names else 99, r["setting"]))
 
 
 def markdown(results: list[dict]) -> str:
@@ -254,7 +279,7 @@ def main() -> int:
     parser.add_argument("--rows", nargs="+", default=SINGLE_ROWS + MULTI_ROWS,
                         help=f"rows (default: {' '.join(SINGLE_ROWS + MULTI_ROWS)})")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS),
-                        help=f"settings (default: {' '.join(SETTINGS)})")
+                        help=f"settings, each optionally NAME[field=value,...] (default: {' '.join(SETTINGS)})")
     parser.add_argument("--ladder-steps", type=int, default=100,
                         help="Adam steps of the ladder's optimisation tiers (0 = no ladder)")
     parser.add_argument("--n-fid", type=int, default=200, help="FID_pre samples (0 = skip)")
@@ -269,10 +294,14 @@ def main() -> int:
                              "can be added later (default: not kept)")
     parser.add_argument("--dry-run", action="store_true", help="list the pairs that would run, run nothing")
     args = parser.parse_args()
-    unknown = [m for m in args.settings if m not in SETTINGS] + [
-        r for r in args.rows if r not in SINGLE_ROWS + MULTI_ROWS]
+    unknown = [r for r in args.rows if r not in SINGLE_ROWS + MULTI_ROWS]
     if unknown:
-        parser.error(f"unknown setting(s) or row(s) {unknown}; settings: {', '.join(SETTINGS)}")
+        parser.error(f"unknown row(s) {unknown}")
+    for name in args.settings:
+        try:
+            setting_spec(name)
+        except ValueError as error:
+            parser.error(str(error))
     if args.table:
         results = load_results(args.out)
         print(markdown(results) if args.table == "methods" else ladder_markdown(results))
