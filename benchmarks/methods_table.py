@@ -47,7 +47,7 @@ MULTI_ROWS = ["at_once8", "chain8"]
 # Each setting: a method and its overrides of the world's defaults.
 SETTINGS = {"guide": ("guide", {}), "legato": ("legato", {}), "sugar": ("sugar", {}),
             "guide+encoder": ("guide", dict(encoder_steps=100, encoder_lr=3e-4, lambda_encoder_keep=10.0)),
-            "guide+bank": ("guide", dict(bank_codes=64)),
+            "guide+bank": ("guide", dict(bank_codes=32)),
             # LEGATO at its own paper's learning rate instead of the shared protocol's (the world's 3e-4)
             "legato@1e-4": ("legato", dict(lr=1e-4))}
 TARGET = {"id": 0.3, "far_kept": 0.8, "time_ratio": 3.0}
@@ -72,8 +72,9 @@ def setting_spec(name: str) -> tuple[str, dict]:
             equals = ""
         if not equals:
             raise ValueError(f"setting {name!r}: {item!r} is not field=number")
-    method_config(method, None, **overrides, **changed)  # unknown fields and out-of-range values fail here
-    return method, {**overrides, **changed}
+    overrides = {**overrides, **changed}
+    method_config(method, None, **overrides)  # unknown fields and invalid values fail here
+    return method, overrides
 
 
 def row_people(bundle, row: str) -> list[torch.Tensor]:

@@ -61,16 +61,24 @@ class LTUConfig:
         "help": "bank then erase (beyond the paper, after STEREO): recovering codes of each identity found before "
                 "unlearning by the typical-ball w+ attacker in G_s, from that many starts toward its photos, mirrors "
                 "and crops, all held to its target (0 = off)", "range": (0, 256)})
-    bank_strangers: int = field(default=32, metadata={
+    bank_strangers: int = field(default=16, metadata={
         "help": "bank then erase: codes of never-forgotten people found by the same attacker, held to G_s's renders "
                 "so the erasure does not spread to other people's recovering codes", "range": (0, 256)})
-    bank_steps: int = field(default=50, metadata={
+    bank_steps: int = field(default=25, metadata={
         "help": "bank then erase: Adam steps of the attacker that fills the bank", "range": (1, 500)})
     bank_batch: int = field(default=4, metadata={
         "help": "bank then erase: banked codes (and as many strangers' codes) in each iteration's loss, taking turns",
         "range": (1, 64)})
-    lambda_bank: float = field(default=1.0, metadata={
+    lambda_bank: float = field(default=4.0, metadata={
         "help": "bank then erase: weight of the local loss of the banked codes", "range": (0.0, 10.0)})
+    lambda_bank_keep: float = field(default=15.0, metadata={
+        "help": "bank then erase: weight of the global loss of the strangers' banked codes", "range": (0.0, 50.0)})
+    bank_refresh_every: int = field(default=0, metadata={
+        "help": "bank then erase: every that many iterations, some banked codes (in turns) attack the current G_u "
+                "again, warm-started and inside the typical ball, so the bank follows where the person still is "
+                "(0 = never)", "range": (0, 200)})
+    bank_refresh_steps: int = field(default=10, metadata={
+        "help": "bank then erase: Adam steps of each refresh", "range": (1, 100)})
     encoder_steps: int = field(default=0, metadata={
         "help": "encoder-side unlearning (beyond the paper, after IREU): Adam steps fine-tuning a copy of the inversion "
                 "encoder after the generator, so that each identity's photos invert to its target while strangers' "
@@ -131,6 +139,8 @@ class LTUConfig:
                   ("bank_strangers", self.bank_strangers >= 0, "must be >= 0"),
                   ("bank_steps", self.bank_steps >= 1, "must be >= 1"),
                   ("bank_batch", self.bank_batch >= 1, "must be >= 1"),
+                  ("bank_refresh_every", self.bank_refresh_every >= 0, "must be >= 0"),
+                  ("bank_refresh_steps", self.bank_refresh_steps >= 1, "must be >= 1"),
                   ("encoder_steps", self.encoder_steps >= 0, "must be >= 0"),
                   ("encoder_lr", self.encoder_lr > 0, "must be > 0"),
                   ("lambda_encoder_keep", self.lambda_encoder_keep >= 0, "must be >= 0"),
@@ -142,9 +152,11 @@ class LTUConfig:
                   ("noise_mode", self.noise_mode in ("const", "random", "none"), "must be const, random or none"),
                   ("precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")]
         for name in ("d", "alpha_max", "lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lambda_adv",
-                     "lambda_bank", "lr", "identity_scaling", "yaw_range", "pitch", "truncation_psi"):
+                     "lambda_bank", "lambda_bank_keep", "lr", "identity_scaling", "yaw_range", "pitch",
+                     "truncation_psi"):
             checks.append((name, math.isfinite(float(getattr(self, name))), "must be a finite number"))
-        for name in ("lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lambda_adv", "lambda_bank"):
+        for name in ("lambda_l2", "lambda_per", "lambda_id", "lambda_adj", "lambda_glob", "lambda_adv", "lambda_bank",
+                     "lambda_bank_keep"):
             checks.append((name, getattr(self, name) >= 0, "must be >= 0"))
         for name, ok, why in checks:
             if not ok:

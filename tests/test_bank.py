@@ -1,5 +1,6 @@
 # Bank then erase: the typical-ball attacker banks codes that render the person in G_s, every row inside the model's
-# own code distribution; a run holds them to the target, keeps the strangers' banked codes, and says what it banked.
+# own code distribution; a run holds them to the target, keeps the strangers' banked codes, and says what it banked; a
+# refresh sends banked codes after the person in the current G_u.
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,7 @@ from guide_core.typical import code_distribution
 from tests.util import people_of
 
 BANK = LTUConfig(lr=3e-3, iters=16, preview_every=0, deterministic_render=True, bank_codes=6, bank_strangers=4,
-                 bank_steps=25, bank_batch=3)
+                 bank_steps=25, bank_batch=3, lambda_bank=1.0, lambda_bank_keep=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,31 @@ def test_a_banked_run_sends_the_banked_codes_to_the_target_and_keeps_the_strange
     assert float(moved_stranger) < 0.5 * float(moved_person), (float(moved_stranger), float(moved_person))
 
 
+def test_a_refresh_moves_a_chunk_of_the_bank_toward_the_person_in_the_current_generator(bundle):
+    photo = people_of(bundle, 1, 3, yaw=0.1)
+    w_u = bundle.invert(photo)
+    G_u = Unlearning(bundle, w_u, cfg=dataclasses.replace(BANK, bank_codes=0, iters=8)).run_all().G_u
+    cfg = dataclasses.replace(BANK, bank_refresh_every=4, bank_refresh_steps=10)
+    bank = RecoveryBank(bundle, w_u, [photo], cfg)
+    banked = bank.codes.clone()
+    bank.refresh(bundle, G_u, 3, cfg)  # not due
+    bank.refresh(bundle, G_u, 0, cfg)  # the bank was just gathered
+    assert torch.equal(bank.codes, banked) and bank.summary["refreshes"] == 0
+    bank.refresh(bundle, G_u, 4, cfg)
+    assert bank.summary["refreshes"] == 1
+    before, after = far_from(bundle, G_u, banked, bank.views), far_from(bundle, G_u, bank.codes, bank.views)
+    assert float(after.mean()) < 0.9 * float(before.mean()), (before, after)
+    distribution = code_distribution(bundle)
+    assert float(distribution.row_distance(bank.codes).max()) <= distribution.p99 * 1.0001
+    # A run with refreshes every 4 of its 16 iterations refreshes at iterations 4, 8 and 12, and says so.
+    run = Unlearning(bundle, w_u, cfg=cfg, photos=[photo]).run_all()
+    assert run.extra["bank"]["refreshes"] == 3 and run.extra["bank"]["refresh_seconds"] > 0
+
+
 def test_bank_settings_are_checked():
     with pytest.raises(ValueError, match="bank_steps"):
         dataclasses.replace(BANK, bank_steps=0).validate()
     with pytest.raises(ValueError, match="lambda_bank"):
         dataclasses.replace(BANK, lambda_bank=-1.0).validate()
+    with pytest.raises(ValueError, match="bank_refresh_steps"):
+        dataclasses.replace(BANK, bank_refresh_steps=0).validate()

@@ -9,7 +9,9 @@ with CodeDistribution.project) runs into G_s from ``bank_codes`` starts per iden
 people (a stream of their own, never the audit's draws), each start pulled toward one of the identity's views (its
 photos, their mirror images, small re-crops). Every iteration ``bank_batch`` banked codes, in turns, are held to
 their identity's target with the local loss, as robust unlearning holds its attack latents; G_u is rendered at the
-run's camera, so the codes are held across views.
+run's camera, so the codes are held across views. With ``bank_refresh_every`` set, a chunk of the bank (in turns)
+attacks the current G_u again every that many iterations, warm-started from where it stands and kept in the ball, so
+the bank follows the codes where the person still is rather than where they were in G_s.
 
 Preservation: the same attacker banks ``bank_strangers`` codes of people who are never forgotten (G_s's renders of
 seeded random people at turned yaws, some mirrored), and each iteration ``bank_batch`` of them are held to G_s's own
@@ -40,13 +42,15 @@ BANK_STREAM = 6151
 BANK_CHUNK = 16
 
 
-def gather(bundle: "ModelBundle", photos: torch.Tensor, starts: torch.Tensor, steps: int) -> torch.Tensor:
-    """The attacker's codes [N, num_ws, 512] from ``starts``, each pulled toward photos[i] in G_s, every row kept in
-    the 99 % typical ball of the model's mapped codes (the ladder's typical_wplus tier)."""
+def gather(bundle: "ModelBundle", photos: torch.Tensor, starts: torch.Tensor, steps: int,
+           G: torch.nn.Module | None = None) -> torch.Tensor:
+    """The attacker's codes [N, num_ws, 512] from ``starts``, each pulled toward photos[i] in G (default G_s), every
+    row kept in the 99 % typical ball of the model's mapped codes (the ladder's typical_wplus tier)."""
     codes = code_distribution(bundle)
     found = []
     for i in range(0, len(starts), BANK_CHUNK):
-        *_, (_, _, _, w) = optimise_codes(bundle, bundle.G, photos[i:i + BANK_CHUNK], starts[i:i + BANK_CHUNK], steps,
+        *_, (_, _, _, w) = optimise_codes(bundle, G if G is not None else bundle.G, photos[i:i + BANK_CHUNK],
+                                          starts[i:i + BANK_CHUNK], steps,
                                           lambda_id=attacker_identity_weight(bundle),
                                           lambda_per=attacker_perceptual_weight(bundle), project=codes.project)
         found.append(w)
@@ -87,7 +91,21 @@ class RecoveryBank:
             "codes": len(self.codes), "strangers": len(self.kept), "steps": cfg.bank_steps,
             "reached_id": [round(float(reached[self.owner == i].mean()), 4) for i in range(len(photos))],
             "code_distance": round(float(distribution.distance(self.codes).mean()), 3),
-            "typical_p99": round(distribution.p99, 3), "seconds": round(time.perf_counter() - start, 2)}
+            "typical_p99": round(distribution.p99, 3), "seconds": round(time.perf_counter() - start, 2),
+            "refreshes": 0, "refresh_seconds": 0.0}
+
+    def refresh(self, bundle: "ModelBundle", G_u: torch.nn.Module, step: int, cfg: LTUConfig) -> None:
+        """Every ``bank_refresh_every`` iterations, the next chunk of banked codes attacks G_u again from where it
+        stands."""
+        every = cfg.bank_refresh_every
+        if not every or step == 0 or step % every:
+            return
+        start = time.perf_counter()
+        chunk = in_turns(step // every - 1, len(self.codes), BANK_CHUNK)
+        chunk = torch.arange(len(self.codes)) if chunk is None else chunk
+        self.codes[chunk] = gather(bundle, self.views[chunk], self.codes[chunk], cfg.bank_refresh_steps, G_u)
+        self.summary["refreshes"] += 1
+        self.summary["refresh_seconds"] = round(self.summary["refresh_seconds"] + time.perf_counter() - start, 2)
 
     def held(self, step: int, cfg: LTUConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """The banked codes this iteration holds to their targets, and each one's identity."""

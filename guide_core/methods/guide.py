@@ -101,11 +101,13 @@ class GuideMethod:
             total = total + cfg.lambda_adv * losses["adversarial"]
             losses["total"] = total
         if self.bank is not None:
+            self.bank.refresh(run.bundle, run.G_u, step, cfg)
             w_bank, owner = self.bank.held(step, cfg)
             losses["bank"] = adversarial_loss(run.G_u, run.G_s, w_bank, owner, run.w_t, run.structure_t, run.nets, cfg,
                                               camera)
             losses["bank_keep"] = keep_loss(run.G_u, run.G_s, self.bank.preserved(step, cfg), run.nets, cfg, camera)
-            total = losses["total"] = total + cfg.lambda_bank * losses["bank"] + cfg.lambda_glob * losses["bank_keep"]
+            total = losses["total"] = total + (cfg.lambda_bank * losses["bank"]
+                                          + cfg.lambda_bank_keep * losses["bank_keep"])
         return total, losses
 
     def finish(self, run: "Unlearning") -> None:
