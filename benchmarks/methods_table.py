@@ -67,11 +67,11 @@ def setting_spec(name: str) -> tuple[str, dict]:
     for item in filter(None, extra[:-1].split(",")):
         key, equals, value = item.partition("=")
         try:
+            if not equals:
+                raise ValueError
             changed[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
-            equals = ""
-        if not equals:
-            raise ValueError(f"setting {name!r}: {item!r} is not field=number")
+            raise ValueError(f"setting {name!r}: {item!r} is not field=number") from None
     overrides = {**overrides, **changed}
     method_config(method, None, **overrides)  # unknown fields and invalid values fail here
     return method, overrides

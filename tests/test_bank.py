@@ -93,7 +93,8 @@ def test_a_refresh_moves_a_chunk_of_the_bank_toward_the_person_in_the_current_ge
     assert float(distribution.row_distance(bank.codes).max()) <= distribution.p99 * 1.0001
     # A run with refreshes every 4 of its 16 iterations refreshes at iterations 4, 8 and 12, and says so.
     run = Unlearning(bundle, w_u, cfg=cfg, photos=[photo]).run_all()
-    assert run.extra["bank"]["refreshes"] == 3 and run.extra["bank"]["refresh_seconds"] > 0
+    assert run.extra["bank"]["refreshes"] == 3
+    assert not torch.equal(run.method.bank.codes, banked)  # the same seed banked `banked`; the refreshes moved it
 
 
 def test_bank_settings_are_checked():
